@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Each builds .venv from the pinned requirements.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requirements/nodeps.txt
+DEMO_OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): $(REQS) pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/base.txt -r requirements/export.txt -r requirements/dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/robustedge train --data digits --model lenet5 --adversary pgd --eps 0.1 --epochs 30 --seed 0 --out $(DEMO_OUT)/teacher
+	$(BIN)/robustedge eval $(DEMO_OUT)/teacher --attack fgsm --attack pgd --attack square --eps 0.1 --eps 0.2
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,9 @@
+"""Attacks, one per file on the :class:`Attack` base; ``ATTACKS`` maps names to classes."""
+
+from robustedge.attacks import fgsm as _fgsm  # noqa: F401  (registers)
+from robustedge.attacks import pgd as _pgd  # noqa: F401
+from robustedge.attacks.base import ATTACKS, Attack, AttackSpec, build_attack
+from robustedge.attacks.fgsm import FGSM
+from robustedge.attacks.pgd import PGD
+
+__all__ = ["ATTACKS", "Attack", "AttackSpec", "build_attack", "FGSM", "PGD"]

@@ -1,0 +1,16 @@
+"""FGSM (Goodfellow et al., 2015): one signed-gradient step of size eps."""
+
+from __future__ import annotations
+
+import torch
+
+from robustedge.attacks.base import ATTACKS, Attack
+
+
+@ATTACKS.register("fgsm")
+class FGSM(Attack):
+    name = "fgsm"
+
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, grad = self.loss_grad(x, y)
+        return x + self.eps * grad.sign()

@@ -1,0 +1,79 @@
+"""Frozen, self-validating recipes. YAML only (de)serialises them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional
+
+
+class Optim(str, enum.Enum):
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+def _enum(cls, value, what):
+    try:
+        return cls(value)
+    except ValueError:
+        known = ", ".join(m.value for m in cls)
+        raise ValueError(f"unknown {what} '{value}' (known: {known})") from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `robustedge train` needs; saved as config.yaml in the run folder."""
+
+    data: str = "digits"
+    model: str = "lenet5"
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    adversary: str = "pgd"
+    eps: float = 0.1
+    steps: int = 10
+    trades_beta: float = 6.0
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: Optim = Optim.ADAM
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        from robustedge.data import DATASETS
+        from robustedge.models import MODELS
+        from robustedge.training.adversaries import ADVERSARIES
+
+        DATASETS.get(self.data)
+        if ":" not in self.model:
+            MODELS.get(self.model)
+        ADVERSARIES.get(self.adversary)
+        object.__setattr__(self, "optimizer", _enum(Optim, self.optimizer, "optimizer"))
+        _positive(self, "epochs", "batch_size", "lr")
+        if not (self.eps >= 0) or self.eps > 1:
+            raise ValueError(f"eps must lie in [0, 1] (pixel units), got {self.eps}")
+        if self.adversary != "none" and self.eps == 0:
+            raise ValueError(f"adversary '{self.adversary}' needs eps > 0")
+        if self.steps < 0 or self.weight_decay < 0 or self.trades_beta < 0:
+            raise ValueError("steps, weight_decay and trades_beta must be >= 0")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["optimizer"] = self.optimizer.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not (v > 0):
+            raise ValueError(f"{n} must be > 0, got {v}")

@@ -1,0 +1,16 @@
+"""Model registry: tiny test CNNs up to VGG/ResNet-class networks."""
+
+from robustedge.models import small as _small  # noqa: F401  (registers)
+from robustedge.models.base import MODELS, ModelSpec, build_model, count_params
+from robustedge.models.checkpoint import load_model, load_spec, safe_torch_load, save_model
+
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "count_params",
+    "load_model",
+    "load_spec",
+    "save_model",
+    "safe_torch_load",
+]

@@ -1,0 +1,119 @@
+"""Training adversaries: how a batch becomes a robust loss.
+
+Each adversary has one method, ``loss(model, x, y, task_loss) -> scalar``. ``task_loss(logits,
+y, x_used)`` is the objective on the examples actually fed to the model (cross-entropy, or
+cross-entropy + distillation from a teacher evaluated on the same ``x_used``), so the same
+adversaries serve plain training, distillation and compression. New adversaries (e.g.
+on-manifold) register in ``ADVERSARIES``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from robustedge.attacks import FGSM, PGD
+from robustedge.registry import Registry
+
+TaskLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ADVERSARIES: Registry = Registry("adversary")
+
+
+def ce_task_loss(logits: torch.Tensor, y: torch.Tensor, x_used: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+class TrainingAdversary:
+    name = "none"
+
+    def __init__(self, eps: float = 0.0, steps: int = 0, **kwargs: Any) -> None:
+        self.eps, self.steps = float(eps), int(steps)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss):
+        return task_loss(model(x), y, x)
+
+    def describe(self) -> dict:
+        return {"adversary": self.name, "eps": self.eps, "steps": self.steps}
+
+
+ADVERSARIES.register("none")(TrainingAdversary)
+
+
+@ADVERSARIES.register("fgsm")
+class FGSMAdversary(TrainingAdversary):
+    """FGSM-AT with a random start (Wong et al., 2020 "fast is better than free")."""
+
+    name = "fgsm"
+
+    def loss(self, model, x, y, task_loss):
+        delta = (torch.rand_like(x) * 2 - 1) * self.eps
+        x0 = torch.clamp(x + delta, 0, 1)
+        x_adv = FGSM(model, 1.25 * self.eps).perturb(x0, y)
+        x_adv = torch.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps), 0, 1)
+        model.train()
+        return task_loss(model(x_adv), y, x_adv)
+
+
+@ADVERSARIES.register("pgd")
+class PGDAdversary(TrainingAdversary):
+    """Madry PGD-AT: train on Linf PGD-K examples with a random start."""
+
+    name = "pgd"
+
+    def __init__(self, eps: float, steps: int = 10, alpha: Optional[float] = None, **kw: Any):
+        super().__init__(eps, steps or 10)
+        self.alpha = alpha
+
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return PGD(model, self.eps, steps=self.steps, alpha=self.alpha).perturb(x, y)
+
+    def loss(self, model, x, y, task_loss):
+        x_adv = self.craft(model, x, y)
+        return task_loss(model(x_adv), y, x_adv)
+
+
+@ADVERSARIES.register("trades")
+class TradesAdversary(TrainingAdversary):
+    """TRADES (Zhang et al., 2019): task loss on clean x + beta * KL(f(x) || f(x_adv)).
+
+    x_adv maximises the KL within the eps-ball (PGD on the KL, small random start).
+    """
+
+    name = "trades"
+
+    def __init__(self, eps: float, steps: int = 10, beta: float = 6.0, **kw: Any) -> None:
+        super().__init__(eps, steps or 10)
+        self.beta = float(beta)
+
+    def craft(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        alpha = 2.5 * self.eps / self.steps
+        with torch.no_grad():
+            p_clean = F.softmax(model(x), dim=1)
+        x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), 0, 1)
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
+            (grad,) = torch.autograd.grad(kl, x_adv)
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps), 0, 1)
+        model.train(was_training)
+        return x_adv.detach()
+
+    def loss(self, model, x, y, task_loss):
+        x_adv = self.craft(model, x)
+        logits = model(x)
+        kl = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
+        return task_loss(logits, y, x) + self.beta * kl
+
+    def describe(self) -> dict:
+        return {**super().describe(), "beta": self.beta}
+
+
+def build_adversary(name: str, eps: float = 0.0, steps: int = 0, **kwargs: Any):
+    """Build a registered training adversary by name."""
+    return ADVERSARIES.get(name)(eps=eps, steps=steps, **kwargs)
