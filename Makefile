@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/robustedge train --data digits --model lenet5 --adversary pgd --eps 0.1 --epochs 30 --seed 0 --out $(DEMO_OUT)/teacher
+	$(BIN)/robustedge train --data digits --model lenet5 --adversary pgd --eps 0.1 --epochs 60 --seed 0 --out $(DEMO_OUT)/teacher
 	$(BIN)/robustedge eval $(DEMO_OUT)/teacher --attack fgsm --attack pgd --attack square --eps 0.1 --eps 0.2
 
 clean:

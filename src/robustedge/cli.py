@@ -16,8 +16,13 @@ import click
 
 from robustedge.errors import RobustEdgeError
 
-DEVICE = click.option("--device", default="auto", show_default=True,
-                      type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+DEVICE = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where to train.",
+)
 
 
 @click.group()
@@ -25,40 +30,83 @@ DEVICE = click.option("--device", default="auto", show_default=True,
 @click.version_option(package_name="robustedge")
 def cli(verbose: bool) -> None:
     """Robust, compressed CNNs from PyTorch to ARM boards."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @cli.command()
 @click.option("--data", default="digits", show_default=True, help="Data set name.")
-@click.option("--data-dir", default=None, help="Folder with local data files "
-              "(else $ROBUSTEDGE_DATA_DIR).")
-@click.option("--model", default="lenet5", show_default=True,
-              help="Model name or module.path:factory.")
-@click.option("--adversary", default="pgd", show_default=True,
-              help="none | fgsm | pgd | trades (training adversary).")
-@click.option("--eps", default=0.1, show_default=True, type=float,
-              help="Linf budget in [0,1] pixel units.")
+@click.option(
+    "--data-dir", default=None, help="Folder with local data files (else $ROBUSTEDGE_DATA_DIR)."
+)
+@click.option(
+    "--model", default="lenet5", show_default=True, help="Model name or module.path:factory."
+)
+@click.option(
+    "--model-arg",
+    "model_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Model factory argument (repeatable), e.g. width=2.",
+)
+@click.option(
+    "--adversary",
+    default="pgd",
+    show_default=True,
+    help="none | fgsm | pgd | trades (training adversary).",
+)
+@click.option(
+    "--eps", default=0.1, show_default=True, type=float, help="Linf budget in [0,1] pixel units."
+)
 @click.option("--steps", default=10, show_default=True, type=int, help="PGD/TRADES steps.")
-@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--epochs", default=60, show_default=True, type=int)
 @click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--optimizer", default="adam", show_default=True,
-              type=click.Choice(["adam", "sgd"]))
+@click.option("--lr", default=2e-3, show_default=True, type=float)
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
 @click.option("--seed", default=0, show_default=True, type=int)
 @DEVICE
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/last.pt.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def train(data, data_dir, model, adversary, eps, steps, epochs, batch_size, lr, optimizer, seed,
-          device, out, resume, no_progress) -> None:
+def train(
+    data,
+    data_dir,
+    model,
+    model_args,
+    adversary,
+    eps,
+    steps,
+    epochs,
+    batch_size,
+    lr,
+    optimizer,
+    seed,
+    device,
+    out,
+    resume,
+    no_progress,
+) -> None:
     """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT."""
     from robustedge.config import TrainConfig
     from robustedge.training.run import train_run
 
-    cfg = TrainConfig(data=data, model=model, adversary=adversary, eps=eps, steps=steps,
-                      epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                      seed=seed, device=device, data_dir=data_dir)
+    cfg = TrainConfig(
+        data=data,
+        model=model,
+        model_kwargs=parse_kv(model_args, "--model-arg"),
+        adversary=adversary,
+        eps=eps,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+    )
     metrics = train_run(cfg, out, resume=resume, progress=not no_progress)
     _print_table(metrics)
     click.echo(f"run folder: {out}")
@@ -66,10 +114,23 @@ def train(data, data_dir, model, adversary, eps, steps, epochs, batch_size, lr, 
 
 @cli.command("eval")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--attack", "attacks", multiple=True, default=("fgsm", "pgd"), show_default=True,
-              help="Attack name (repeatable): fgsm | pgd | square.")
-@click.option("--eps", "eps_list", multiple=True, type=float, default=(0.1,), show_default=True,
-              help="Linf budget (repeatable).")
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    default=("fgsm", "pgd"),
+    show_default=True,
+    help="Attack name (repeatable): fgsm | pgd | square.",
+)
+@click.option(
+    "--eps",
+    "eps_list",
+    multiple=True,
+    type=float,
+    default=(0.1,),
+    show_default=True,
+    help="Linf budget (repeatable).",
+)
 @click.option("--steps", default=None, type=int, help="Override steps (PGD) / queries (Square).")
 @click.option("--restarts", default=None, type=int, help="Override random restarts.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -85,13 +146,32 @@ def eval_cmd(run, attacks, eps_list, steps, restarts, seed, as_json) -> None:
         ATTACKS.get(name)
         for eps in eps_list:
             s = default_spec(name, eps)
-            specs.append(type(s)(name, eps, steps=s.steps if steps is None else steps,
-                                 restarts=s.restarts if restarts is None else restarts))
+            specs.append(
+                type(s)(
+                    name,
+                    eps,
+                    steps=s.steps if steps is None else steps,
+                    restarts=s.restarts if restarts is None else restarts,
+                )
+            )
     result = eval_run(run, specs, seed=seed)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
+
+
+def parse_kv(pairs: Sequence[str], flag: str) -> dict:
+    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``; values parsed as YAML scalars."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RobustEdgeError(f"{flag} expects KEY=VALUE, got '{pair}'")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def _print_table(metrics: dict) -> None:

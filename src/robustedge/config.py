@@ -31,9 +31,9 @@ class TrainConfig:
     eps: float = 0.1
     steps: int = 10
     trades_beta: float = 6.0
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     optimizer: Optim = Optim.ADAM
     weight_decay: float = 0.0
     seed: int = 0

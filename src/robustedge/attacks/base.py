@@ -33,7 +33,9 @@ class AttackSpec:
         if not (self.eps >= 0):  # also rejects NaN
             raise ValueError(f"eps must be >= 0, got {self.eps}")
         if self.steps < 0 or self.restarts < 1:
-            raise ValueError(f"steps must be >= 0 and restarts >= 1 ({self.steps}, {self.restarts})")
+            raise ValueError(
+                f"steps must be >= 0 and restarts >= 1 ({self.steps}, {self.restarts})"
+            )
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got '{self.norm}'")
 

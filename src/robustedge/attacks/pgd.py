@@ -43,8 +43,14 @@ class PGD(Attack):
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> PGD:
         params = {**spec.params, **kwargs}
-        return cls(model, spec.eps, steps=spec.steps or 20, restarts=spec.restarts,
-                   norm=spec.norm, **params)
+        return cls(
+            model,
+            spec.eps,
+            steps=spec.steps or 20,
+            restarts=spec.restarts,
+            norm=spec.norm,
+            **params,
+        )
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         best = x.clone()

@@ -52,7 +52,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
     except TypeError as e:
         raise RobustEdgeError(f"cannot build model '{spec.name}': {e}") from None
     if not isinstance(model, nn.Module):
-        raise RobustEdgeError(f"factory '{spec.name}' returned {type(model).__name__}, not a Module")
+        raise RobustEdgeError(
+            f"factory '{spec.name}' returned {type(model).__name__}, not a Module"
+        )
     return model
 
 

@@ -117,3 +117,7 @@ class TradesAdversary(TrainingAdversary):
 def build_adversary(name: str, eps: float = 0.0, steps: int = 0, **kwargs: Any):
     """Build a registered training adversary by name."""
     return ADVERSARIES.get(name)(eps=eps, steps=steps, **kwargs)
+
+
+# On-manifold adversaries register themselves (imported last: they subclass the ones above).
+from robustedge.manifold import adversary as _manifold_adversary  # noqa: E402,F401

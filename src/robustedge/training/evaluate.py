@@ -16,8 +16,9 @@ DEFAULT_RESTARTS = {"fgsm": 1, "pgd": 5, "square": 1}
 
 
 def default_spec(name: str, eps: float) -> AttackSpec:
-    return AttackSpec(name, eps, steps=DEFAULT_STEPS.get(name, 0),
-                      restarts=DEFAULT_RESTARTS.get(name, 1))
+    return AttackSpec(
+        name, eps, steps=DEFAULT_STEPS.get(name, 0), restarts=DEFAULT_RESTARTS.get(name, 1)
+    )
 
 
 @torch.no_grad()
@@ -25,8 +26,10 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = [model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out)
 
@@ -36,8 +39,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def robust_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
-    batch_size: int = 256, seed: int = 0,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    batch_size: int = 256,
+    seed: int = 0,
 ) -> float:
     """Fraction of samples classified correctly after the attack (crafted per batch)."""
     gen = torch.Generator().manual_seed(seed)
@@ -58,7 +65,15 @@ def evaluate(
     robust: List[Dict[str, object]] = []
     for spec in specs:
         acc = robust_accuracy(model, xt, yt, spec, seed=seed)
-        robust.append({"attack": spec.name, "eps": spec.eps, "steps": spec.steps,
-                       "restarts": spec.restarts, "norm": spec.norm, **spec.params,
-                       "acc": acc})
+        robust.append(
+            {
+                "attack": spec.name,
+                "eps": spec.eps,
+                "steps": spec.steps,
+                "restarts": spec.restarts,
+                "norm": spec.norm,
+                **spec.params,
+                "acc": acc,
+            }
+        )
     return {"clean_acc": accuracy(model, xt, yt), "n": int(len(x)), "robust": robust}

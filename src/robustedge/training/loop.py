@@ -65,8 +65,11 @@ def fit(
             n += len(x)
         if scheduler is not None:
             scheduler.step()
-        record = {"epoch": epoch + 1, "loss": total / max(n, 1),
-                  "seconds": time.perf_counter() - t0}
+        record = {
+            "epoch": epoch + 1,
+            "loss": total / max(n, 1),
+            "seconds": time.perf_counter() - t0,
+        }
         logger.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, record["loss"], record["seconds"])
         history.append(record)
         if on_epoch_end is not None:

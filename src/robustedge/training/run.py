@@ -65,18 +65,37 @@ def train_run(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool 
     def checkpoint(epoch: int, record: Dict[str, float]) -> None:
         history.append(record)
         with atomic_path(out / CKPT) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                        "history": history, "config": cfg.to_dict()}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "config": cfg.to_dict(),
+                },
+                tmp,
+            )
 
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    fit(model, epoch_batches(xt, yt, cfg.batch_size, cfg.seed), adversary, optimizer,
-        cfg.epochs, start_epoch=start, scheduler=scheduler, on_epoch_end=checkpoint,
-        device=device, progress=progress)
+    fit(
+        model,
+        epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
+        adversary,
+        optimizer,
+        cfg.epochs,
+        start_epoch=start,
+        scheduler=scheduler,
+        on_epoch_end=checkpoint,
+        device=device,
+        progress=progress,
+    )
     model = model.cpu()
     save_model(out, model, spec)
     metrics = {
-        "kind": "train", **adversary.describe(), "params": count_params(model),
+        "kind": "train",
+        **adversary.describe(),
+        "params": count_params(model),
         "history": history,
         **evaluate(model, data.x_test, data.y_test, _train_eval_specs(cfg), seed=cfg.seed),
     }
@@ -136,13 +155,19 @@ def _read_config(run: Path) -> Dict[str, Any]:
     return cfg
 
 
-def eval_run(run: Path, specs: Sequence[AttackSpec], seed: int = 0,
-             data: Optional[Dataset] = None) -> Dict:
+def eval_run(
+    run: Path, specs: Sequence[AttackSpec], seed: int = 0, data: Optional[Dataset] = None
+) -> Dict:
     """Evaluate a run on its test split; writes RUN/eval.json atomically and returns it."""
     model, spec, cfg, loaded = load_run(run)
     data = data or loaded
-    result = {"run": str(run), "data": data.name, "model": spec.name, "seed": seed,
-              **evaluate(model, data.x_test, data.y_test, specs, seed=seed)}
+    result = {
+        "run": str(run),
+        "data": data.name,
+        "model": spec.name,
+        "seed": seed,
+        **evaluate(model, data.x_test, data.y_test, specs, seed=seed),
+    }
     write_json(Path(run) / "eval.json", result)
     return result
 

@@ -1,0 +1,44 @@
+"""Shared fixtures: the digits data set and one quickly trained tiny run folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from robustedge.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny CNN trained naturally on digits for 3 epochs (a few seconds)."""
+    from robustedge.config import TrainConfig
+    from robustedge.training.run import train_run
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = TrainConfig(model="tiny", adversary="none", eps=0.1, epochs=3, lr=1e-2, seed=0)
+    train_run(cfg, out)
+    return out
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `robustedge ARGS` in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "robustedge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
