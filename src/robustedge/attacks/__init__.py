@@ -2,8 +2,10 @@
 
 from robustedge.attacks import fgsm as _fgsm  # noqa: F401  (registers)
 from robustedge.attacks import pgd as _pgd  # noqa: F401
+from robustedge.attacks import square as _square  # noqa: F401
 from robustedge.attacks.base import ATTACKS, Attack, AttackSpec, build_attack
 from robustedge.attacks.fgsm import FGSM
 from robustedge.attacks.pgd import PGD
+from robustedge.attacks.square import Square
 
-__all__ = ["ATTACKS", "Attack", "AttackSpec", "build_attack", "FGSM", "PGD"]
+__all__ = ["ATTACKS", "Attack", "AttackSpec", "build_attack", "FGSM", "PGD", "Square"]
