@@ -1,0 +1,9 @@
+"""Export: ONNX, TFLite float32 / full-integer int8 (and optional ONNX int8), each checked
+against PyTorch (parity gate), with a size/sparsity ledger. See :func:`export_run`.
+
+Heavy libraries (torch, onnx, onnxruntime, TensorFlow via onnx2tf) load only inside functions.
+"""
+
+from robustedge.export.pipeline import FILES, FORMATS, ExportReport, export_run, parse_formats
+
+__all__ = ["FILES", "FORMATS", "ExportReport", "export_run", "parse_formats"]

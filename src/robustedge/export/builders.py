@@ -1,0 +1,125 @@
+"""Make the artifact files and the ledger in a staging folder (used by the pipeline)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from robustedge.export import ledger as L
+
+logger = logging.getLogger(__name__)
+
+WORK = ".work"
+
+
+def build_artifacts(
+    stage: Path, ctx: Any, fmts: List[str], calib_x: Optional[np.ndarray], timings: Dict[str, float]
+) -> Tuple[Dict[str, Path], Dict[str, Any]]:
+    """Write the requested formats into ``stage``; returns {format: path} and notes."""
+    from robustedge.export.onnx import INPUT_NAME, export_onnx
+    from robustedge.export.pipeline import FILES
+
+    made: Dict[str, Path] = {}
+    info: Dict[str, Any] = {}
+    t = time.perf_counter()
+    onnx_res = export_onnx(ctx.model, ctx.spec.input_shape, stage / FILES["onnx"])
+    made["onnx"] = onnx_res.path
+    info["onnx_export"] = onnx_res.to_dict()
+    timings["onnx"] = time.perf_counter() - t
+    if calib_x is not None:
+        info["calibration"] = _calib_note(ctx, calib_x)
+    work = stage / WORK
+    if any(f.startswith("tflite") for f in fmts):
+        t = time.perf_counter()
+        from robustedge.export.tflite import convert_tflite
+
+        int8 = "tflite-int8" in fmts
+        calib = calib_x.transpose(0, 2, 3, 1) if int8 else None
+        found = convert_tflite(made["onnx"], work, INPUT_NAME, calib)
+        for fmt, path in found.items():
+            if fmt in fmts:
+                made[fmt] = Path(shutil.copy2(path, stage / FILES[fmt]))
+        timings["tflite"] = time.perf_counter() - t
+    if "onnx-int8" in fmts:
+        t = time.perf_counter()
+        from robustedge.export.onnx_quant import quantize_onnx
+
+        made["onnx-int8"] = quantize_onnx(
+            made["onnx"], stage / FILES["onnx-int8"], INPUT_NAME, calib_x
+        )
+        timings["onnx_int8"] = time.perf_counter() - t
+    _keep_log(work, stage)
+    return made, info
+
+
+def _calib_note(ctx: Any, calib_x: np.ndarray) -> Dict[str, Any]:
+    return {
+        "samples": int(len(calib_x)),
+        "source": f"{ctx.data.name} train split",
+        "layout_for_onnx2tf": "NHWC float32",
+        "mean": 0.0,
+        "std": 1.0,
+        "range": [float(calib_x.min()), float(calib_x.max())],
+    }
+
+
+def _keep_log(work: Path, stage: Path) -> None:
+    log = work / "onnx2tf.log"
+    if log.is_file():
+        shutil.copy2(log, stage / "onnx2tf.log")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
+    """Ledger rows: teacher (if any), the run's PyTorch model, then every artifact."""
+    from robustedge.models import load_model
+
+    rows: List[Dict[str, Any]] = []
+    teacher = ctx.teacher_dir()
+    if teacher is not None:
+        try:
+            t_model, _ = load_model(teacher)
+            rows.append(
+                L.torch_stage(
+                    "PyTorch dense teacher",
+                    t_model,
+                    ctx.spec.input_shape,
+                    teacher / "model.safetensors",
+                )
+            )
+        except Exception as e:  # the teacher row is informative only
+            logger.warning("teacher %s not added to the ledger: %s", teacher, e)
+    kind = (
+        "physically shrunk student"
+        if ctx.meta.get("structure")
+        else "masked student"
+        if ctx.meta.get("masks")
+        else "student"
+        if teacher is not None
+        else "model"
+    )
+    student = L.torch_stage(
+        f"PyTorch {kind}", ctx.model, ctx.spec.input_shape, ctx.run_dir / "model.safetensors"
+    )
+    rows.append(student)
+    for fmt, path in made.items():
+        row = (
+            L.onnx_stage(path, student["macs"])
+            if fmt.startswith("onnx")
+            else L.tflite_stage(path, student["macs"])
+        )
+        row["stage"] = f"{fmt} ({path.name})"
+        row["zeros_survived"] = L.zeros_survived(student, row)
+        rows.append(row)
+    return {
+        "run": str(ctx.run_dir),
+        "stages": rows,
+        "verdict": L.verdict(ctx.meta, student),
+        "notes": "MACs counted on the PyTorch graph (Conv2d/Linear, batch 1); weight "
+        "zeros counted in rank>=2 weight tensors (int8 tensors for int8 formats).",
+    }

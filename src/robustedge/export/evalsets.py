@@ -1,0 +1,108 @@
+"""Data an export needs: calibration inputs (train split) and the evaluation sets.
+
+The transfer set is the test split attacked by PGD against the PyTorch model (steps and
+restarts from :func:`robustedge.training.evaluate.default_spec`), so every exported format is
+scored on the very same adversarial inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from robustedge.errors import RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CALIB_SAMPLES = 200
+DEFAULT_EPS = 0.1
+
+
+def transfer_attack(
+    eps: float, steps: Optional[int] = None, restarts: Optional[int] = None
+) -> Dict[str, Any]:
+    """The attack that crafts the transfer set: PGD-Linf with the evaluation defaults
+    (``default_spec("pgd", eps)``: 20 steps, 5 restarts) unless overridden."""
+    from robustedge.training.evaluate import default_spec
+
+    spec = default_spec("pgd", eps)
+    return {
+        "attack": spec.name,
+        "eps": spec.eps,
+        "steps": spec.steps if steps is None else int(steps),
+        "restarts": spec.restarts if restarts is None else int(restarts),
+        "norm": spec.norm,
+    }
+
+
+def pgd_inputs(
+    model: Any, x: np.ndarray, y: np.ndarray, attack: Dict[str, Any], seed: int
+) -> np.ndarray:
+    """Adversarial versions of ``x`` against ``model`` per ``attack`` (a
+    :func:`transfer_attack` dict); float32 NCHW in [0, 1]."""
+    import torch
+
+    from robustedge.attacks import AttackSpec, build_attack
+
+    spec = AttackSpec(
+        attack["attack"],
+        attack["eps"],
+        steps=attack["steps"],
+        restarts=attack["restarts"],
+        norm=attack.get("norm", "linf"),
+    )
+    attack = build_attack(model, spec, generator=torch.Generator().manual_seed(seed))
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    out = [attack.perturb(xt[i : i + 256], yt[i : i + 256]).cpu() for i in range(0, len(xt), 256)]
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def calibration_inputs(
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    n: int,
+    adv_fraction: float,
+    attack: Dict[str, Any],
+    seed: int,
+) -> np.ndarray:
+    """``n`` training inputs (seeded draw), the first ``round(adv_fraction * n)`` replaced by
+    their PGD versions. NCHW float32 in [0, 1]."""
+    if n < 1:
+        raise RobustEdgeError(f"--calib-samples must be >= 1, got {n}")
+    if not 0.0 <= adv_fraction <= 1.0:
+        raise RobustEdgeError(f"--calib-adv-fraction must lie in [0, 1], got {adv_fraction}")
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(x_train))[: min(n, len(x_train))]
+    x = x_train[idx].astype(np.float32)
+    n_adv = int(round(adv_fraction * len(x)))
+    if n_adv:
+        x[:n_adv] = pgd_inputs(model, x[:n_adv], y_train[idx[:n_adv]], attack, seed)
+    return x
+
+
+def save_eval_sets(
+    folder: Path, x_test: np.ndarray, y_test: np.ndarray, x_adv: np.ndarray, attack: Dict[str, Any]
+) -> Dict[str, str]:
+    """Write eval_clean.npz and eval_transfer.npz (x NCHW float32, y int64)."""
+    clean, transfer = "eval_clean.npz", "eval_transfer.npz"
+    np.savez(folder / clean, x=x_test.astype(np.float32), y=y_test.astype(np.int64))
+    meta = {k: np.asarray(v) for k, v in attack.items()}
+    np.savez(
+        folder / transfer,
+        x=x_adv.astype(np.float32),
+        y=y_test.astype(np.int64),
+        attack=np.asarray(json.dumps(attack)),
+        name=meta.pop("attack"),
+        **meta,
+    )
+    return {"clean": clean, "transfer": transfer}
+
+
+def load_eval_set(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as f:
+        return f["x"], f["y"]

@@ -1,0 +1,194 @@
+"""Size and sparsity ledger: one row per stage, from the PyTorch model to TFLite int8.
+
+Each row: parameters, non-zeros, MACs (Conv2d/Linear, counted with forward hooks, groups
+included), file size raw and gzip-compressed, and for exported files the zero weights they
+still hold (for TFLite int8: counted in the int8 weight tensors read with the interpreter).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+STRUCTURED = "physically smaller (structured: channels removed)"
+UNSTRUCTURED = "zeros only; visible in compressed size (unstructured)"
+DENSE = "dense (no sparsity to keep)"
+SPARSE_MIN = 0.01  # weight zero fraction above which a model counts as sparse
+_QPARAMS = ("_scale", "_zero_point")  # QDQ quantization parameters, not model weights
+
+
+def file_sizes(path: Path) -> Dict[str, int]:
+    raw = path.read_bytes()
+    return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0))}
+
+
+def count_macs(model: Any, input_shape: Tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (Conv2d and Linear layers)."""
+    import torch
+    import torch.nn as nn
+
+    total = [0]
+
+    def conv_hook(m: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
+        kh, kw = m.kernel_size
+        total[0] += out[0].numel() * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, _inp: Any, out: torch.Tensor) -> None:
+        total[0] += out[0].numel() * m.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return int(total[0])
+
+
+def weight_arrays(model: Any) -> List[np.ndarray]:
+    """Conv/Linear weight matrices of a PyTorch model (where pruning puts its zeros)."""
+    import torch.nn as nn
+
+    return [
+        m.weight.detach().cpu().numpy()
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+
+
+def torch_stage(
+    stage: str, model: Any, input_shape: Tuple[int, int, int], weights_file: Optional[Path]
+) -> Dict[str, Any]:
+    """Ledger row for a PyTorch model (its safetensors file gives the sizes)."""
+    params = [p.detach().cpu().numpy() for p in model.parameters()]
+    weights = weight_arrays(model)
+    row = {
+        "stage": stage,
+        "params": int(sum(p.size for p in params)),
+        "nonzeros": int(sum(np.count_nonzero(p) for p in params)),
+        "weight_zeros": int(sum(w.size - np.count_nonzero(w) for w in weights)),
+        "weight_count": int(sum(w.size for w in weights)),
+        "macs": count_macs(model, input_shape),
+    }
+    if weights_file is not None and weights_file.is_file():
+        row.update(file_sizes(weights_file), file=weights_file.name)
+    return row
+
+
+def onnx_stage(path: Path, macs: int) -> Dict[str, Any]:
+    """Ledger row for an ONNX file (initializers; BatchNorm may be folded into convs)."""
+    from robustedge.export.onnx import onnx_weights
+
+    arrays = [
+        a
+        for name, a in onnx_weights(path).items()
+        if a.dtype.kind in "fiu" and a.ndim >= 1 and not name.endswith(_QPARAMS)
+    ]
+    w = [a for a in arrays if a.ndim >= 2]
+    return {
+        "stage": path.name,
+        "params": int(sum(a.size for a in arrays)),
+        "nonzeros": int(sum(np.count_nonzero(a) for a in arrays)),
+        "weight_zeros": int(sum(a.size - np.count_nonzero(a) for a in w)),
+        "weight_count": int(sum(a.size for a in w)),
+        "macs": macs,
+        **file_sizes(path),
+        "file": path.name,
+    }
+
+
+def tflite_constants(path: Path) -> List[Tuple[Dict[str, Any], np.ndarray]]:
+    """(tensor details, values) of the constant weight/bias tensors of a .tflite file.
+
+    Constants are the tensors with a data buffer (read with the ``tflite`` flatbuffer
+    schema); values come from the interpreter's ``get_tensor``. Shape/padding constants
+    (integer, not quantized) are left out.
+    """
+    import tflite
+    from ai_edge_litert.interpreter import Interpreter
+
+    buf = path.read_bytes()
+    graph = tflite.Model.GetRootAsModel(buf, 0)
+    sub = graph.Subgraphs(0)
+    const = {
+        i
+        for i in range(sub.TensorsLength())
+        if graph.Buffers(sub.Tensors(i).Buffer()).DataLength() > 0
+    }
+    interp = Interpreter(model_path=str(path))
+    out = []
+    for d in interp.get_tensor_details():
+        if d["index"] not in const:
+            continue
+        quantized = len(d["quantization_parameters"]["scales"]) > 0
+        if np.dtype(d["dtype"]).kind == "f" or quantized:
+            out.append((d, np.array(interp.get_tensor(d["index"]))))
+    return out
+
+
+def tflite_stage(path: Path, macs: int) -> Dict[str, Any]:
+    """Ledger row for a .tflite file; weight zeros are counted in rank >= 2 tensors."""
+    consts = tflite_constants(path)
+    w = [a for _d, a in consts if a.ndim >= 2]
+    int8 = [a for d, a in consts if np.dtype(d["dtype"]) == np.int8 and a.ndim >= 2]
+    row = {
+        "stage": path.name,
+        "params": int(sum(a.size for _d, a in consts)),
+        "nonzeros": int(sum(np.count_nonzero(a) for _d, a in consts)),
+        "weight_zeros": int(sum(a.size - np.count_nonzero(a) for a in w)),
+        "weight_count": int(sum(a.size for a in w)),
+        "macs": macs,
+        **file_sizes(path),
+        "file": path.name,
+    }
+    if int8:
+        row["int8_weight_zeros"] = int(sum(a.size - np.count_nonzero(a) for a in int8))
+    return row
+
+
+def verdict(meta: Dict[str, Any], student_row: Dict[str, Any]) -> str:
+    """Which kind of saving applies: structured (smaller), unstructured (zeros) or none."""
+    if meta.get("structure"):
+        return STRUCTURED
+    frac = student_row["weight_zeros"] / max(1, student_row["weight_count"])
+    if meta.get("masks") or frac >= SPARSE_MIN:
+        return UNSTRUCTURED
+    return DENSE
+
+
+def zeros_survived(torch_row: Dict[str, Any], row: Dict[str, Any]) -> bool:
+    """True when the exported weights hold at least as many zeros as the PyTorch weights."""
+    return row.get("int8_weight_zeros", row["weight_zeros"]) >= torch_row["weight_zeros"]
+
+
+def format_table(ledger: Dict[str, Any]) -> str:
+    """Plain-text table of a ledger (for the CLI)."""
+    head = (
+        f"{'stage':<34} {'params':>9} {'nonzeros':>9} {'w-zeros':>8} {'MACs':>10} "
+        f"{'bytes':>9} {'gzip':>9}  zeros kept"
+    )
+    lines = [head, "-" * len(head)]
+    for r in ledger["stages"]:
+        kept = {True: "yes", False: "NO", None: "-"}[r.get("zeros_survived")]
+        lines.append(
+            f"{r['stage'][:34]:<34} {r['params']:>9,} {r['nonzeros']:>9,} "
+            f"{r['weight_zeros']:>8,} {r['macs']:>10,} {r.get('bytes', 0):>9,} "
+            f"{r.get('gzip_bytes', 0):>9,}  {kept}"
+        )
+    lines.append(f"sparsity: {ledger['verdict']}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""ONNX -> TFLite float32 and full-integer int8 (int8 input and output) with onnx2tf.
+
+onnx2tf 1.29.24 runs as a subprocess of this Python (``python -m onnx2tf``) so that
+TensorFlow never loads into the calling process. Calibration data is an NHWC float32
+``calib.npy`` of inputs in [0, 1]; mean 0 and std 1 are passed, so the int8 model takes raw
+[0, 1] pixels (quantized with the input scale/zero point it stores). Layout becomes NHWC.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from robustedge.errors import RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+CONVERT_TIMEOUT_S = 1800
+LOG_TAIL_LINES = 40
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def convert_tflite(
+    onnx_path: Path, workdir: Path, input_name: str, calib_nhwc: Optional[np.ndarray] = None
+) -> Dict[str, Path]:
+    """Run onnx2tf; returns ``{"tflite-float32": path[, "tflite-int8": path]}``.
+
+    ``calib_nhwc`` (N x H x W x C float32 in [0, 1]) turns on full-integer int8 output with
+    per-channel weights. The converter log goes to ``workdir/onnx2tf.log``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, onnx_path = workdir.resolve(), onnx_path.resolve()
+    out = workdir / "onnx2tf_out"
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-v", "info"]
+    if calib_nhwc is not None:
+        calib_path = workdir / "calib.npy"
+        np.save(calib_path, np.ascontiguousarray(calib_nhwc, dtype=np.float32))
+        cmd += [
+            "-oiqt",
+            "-qt",
+            "per-channel",
+            "-cind",
+            input_name,
+            str(calib_path),
+            "[[[[0.0]]]]",
+            "[[[[1.0]]]]",
+            "-iqd",
+            "int8",
+            "-oqd",
+            "int8",
+        ]
+    log = _run(cmd, workdir / "onnx2tf.log")
+    stem = onnx_path.stem
+    found = {"tflite-float32": out / f"{stem}_float32.tflite"}
+    if calib_nhwc is not None:
+        found["tflite-int8"] = out / f"{stem}_full_integer_quant.tflite"
+    missing = [k for k, p in found.items() if not p.is_file()]
+    if missing:
+        raise RobustEdgeError(
+            f"TFLite conversion (onnx2tf) wrote no {', '.join(missing)} model; "
+            f"{describe_failure(log)}"
+        )
+    return found
+
+
+def _run(cmd: List[str], log_path: Path) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    logger.info("running %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CONVERT_TIMEOUT_S,
+            cwd=log_path.parent,
+        )
+    except subprocess.TimeoutExpired:
+        raise RobustEdgeError(
+            f"TFLite conversion (onnx2tf) timed out after {CONVERT_TIMEOUT_S} s"
+        ) from None
+    log = _ANSI.sub("", proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    log_path.write_text(log)
+    if proc.returncode != 0:
+        raise RobustEdgeError(
+            f"TFLite conversion (onnx2tf) failed with exit code "
+            f"{proc.returncode}; {describe_failure(log)}"
+        )
+    return log
+
+
+def describe_failure(log: str) -> str:
+    """One line naming the failing ONNX op (when onnx2tf names it) and the last error line."""
+    names = re.findall(r"onnx_op_name:\s*(\S+)", log)
+    types = re.findall(r"onnx_op_type:\s*(\S+)", log)
+    errors = [
+        ln.strip()
+        for ln in log.splitlines()
+        if re.search(r"(Error|ERROR|Exception)\b", ln) and "trace log" not in ln
+    ]
+    parts = []
+    if names:
+        parts.append(f"op {names[-1]}" + (f" ({types[-1]})" if types else ""))
+    if errors:
+        parts.append(f"last error: {errors[-1][:300]}")
+    if not parts:
+        tail = [ln.strip() for ln in log.splitlines() if ln.strip()][-1:]
+        parts.append(f"log tail: {tail[0][:300] if tail else '(empty)'}")
+    return "; ".join(parts)
+
+
+def cleanup(workdir: Path) -> None:
+    """Remove onnx2tf's SavedModel and side files, keeping its log."""
+    shutil.rmtree(workdir / "onnx2tf_out", ignore_errors=True)
+    (workdir / "calib.npy").unlink(missing_ok=True)
