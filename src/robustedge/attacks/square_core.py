@@ -14,6 +14,11 @@ Algorithm (untargeted, following the authors' reference code):
   * a sample stops when its margin is <= 0 (fooled) or after ``n_queries`` queries
     (the stripe start counts as one);
   * ``restarts`` > 1 reruns on the samples still not fooled, keeping the lowest margin.
+
+Small differences from the reference code: a window may sit at every offset (the reference
+never picks the last one), and a proposal that would not change the image is redrawn whole
+(offset and signs) at most ``MAX_RESAMPLES`` times instead of in an unbounded loop. On 8x8
+inputs the window side goes from 7 (p = 0.8) down to 1 pixel, never below.
 """
 
 from __future__ import annotations
