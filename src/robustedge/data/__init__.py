@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from robustedge.data import cifar as _cifar  # noqa: F401  (registers)
 from robustedge.data import digits as _digits  # noqa: F401  (registers)
+from robustedge.data import idx as _idx  # noqa: F401  (registers)
+from robustedge.data import npz as _npz  # noqa: F401  (registers)
+from robustedge.data import synthetic as _synthetic  # noqa: F401  (registers)
 from robustedge.data.base import DATASETS, Dataset, check_arrays, stratified_split
+from robustedge.data.files import DATA_DIR_ENV
 
-DATA_DIR_ENV = "ROBUSTEDGE_DATA_DIR"
-
-__all__ = ["DATASETS", "Dataset", "check_arrays", "stratified_split", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "Dataset",
+    "check_arrays",
+    "stratified_split",
+    "load_dataset",
+]
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
