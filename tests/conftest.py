@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread: on a loaded 2-core machine torch's intra-op threads thrash (50x slower steps).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
