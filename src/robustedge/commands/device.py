@@ -1,0 +1,207 @@
+"""`robustedge bundle | deploy | bench | device setup-qemu`: put a model on a board, measure it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+TARGET_HELP = (
+    "local | a local folder (e.g. a mounted SD card) | ssh://user@host[:port][/path] "
+    "| qemu-aarch64 | qemu-armv7"
+)
+
+
+def _ssh_options(ssh_config: Optional[str], ssh_option: Tuple[str, ...]) -> List[str]:
+    opts = ["-F", ssh_config] if ssh_config else []
+    for o in ssh_option:
+        opts += ["-o", o]
+    return opts
+
+
+SSH_CONFIG = click.option(
+    "--ssh-config",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="ssh -F FILE (default: ~/.ssh/config).",
+)
+SSH_OPTION = click.option(
+    "--ssh-option",
+    multiple=True,
+    help="Extra ssh -o option, repeatable (e.g. UserKnownHostsFile=...).",
+)
+PYTHON = click.option(
+    "--python", default=None, help="Python on the target (default: python3; local: this one)."
+)
+
+
+@click.command("bundle")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder, or FILE.tar."
+)
+@click.option(
+    "--formats", default=None, help="Comma list of exported formats (default: all exported)."
+)
+def bundle_cmd(run: Path, out: Path, formats: Optional[str]) -> None:
+    """Pack RUN's export (models, eval sets, runner, manifest) into a self-contained bundle."""
+    from robustedge.device.bundle import build_bundle
+    from robustedge.device.bundle_format import read_manifest
+
+    fmts = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
+    path = build_bundle(run, out, fmts)
+    if path.is_dir():
+        m = read_manifest(path)
+        click.echo(f"bundle: {path} ({len(m['files'])} files, formats: {', '.join(m['formats'])})")
+    else:
+        click.echo(f"bundle: {path} ({path.stat().st_size} bytes)")
+
+
+def _open_bundle(bundle: Path, tmp: str) -> Path:
+    from robustedge.device.bundle import unpack
+    from robustedge.device.bundle_format import verify_bundle
+
+    if bundle.is_file() and bundle.suffix == ".tar":
+        bundle = unpack(bundle, tmp)
+    verify_bundle(bundle)
+    return bundle
+
+
+def _target(target: str, ssh_config, ssh_option, python) -> Any:
+    from robustedge.device.targets import make_target
+
+    return make_target(target, ssh_options=_ssh_options(ssh_config, ssh_option), python=python)
+
+
+@click.command("deploy")
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--target", required=True, help=TARGET_HELP)
+@SSH_CONFIG
+@SSH_OPTION
+@PYTHON
+def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> None:
+    """Copy BUNDLE to a target atomically (verified there before it goes live); run nothing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        b = _open_bundle(bundle, tmp)
+        where = _target(target, ssh_config, ssh_option, python).deploy(b)
+    click.echo(f"deployed to {target}: {where}")
+
+
+@click.command("bench")
+@click.option("--bundle", "bundle", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--target", default="local", show_default=True, help=TARGET_HELP)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Results JSON (default: results-<target>.json).",
+)
+@click.option("--format", "fmt", default=None, help="Bundled format (default: the first).")
+@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--runs", default=200, show_default=True, type=int, help="Timed invokes.")
+@click.option(
+    "--square-queries",
+    default=100,
+    show_default=True,
+    type=int,
+    help="Square attack query budget on the board (0: skip).",
+)
+@click.option("--square-n", default=50, show_default=True, type=int, help="Samples attacked.")
+@click.option(
+    "--reference-kernels",
+    is_flag=True,
+    help="TFLite BUILTIN_REF kernels (bit-identical int8 across CPUs).",
+)
+@click.option(
+    "--backend", default=None, help="litert | tflite-runtime | onnxruntime (default: first found)."
+)
+@SSH_CONFIG
+@SSH_OPTION
+@PYTHON
+def bench_cmd(
+    bundle,
+    target,
+    out,
+    fmt,
+    threads,
+    runs,
+    square_queries,
+    square_n,
+    reference_kernels,
+    backend,
+    ssh_config,
+    ssh_option,
+    python,
+) -> None:
+    """Copy BUNDLE to TARGET, run it there, fetch the measurements JSON."""
+    from robustedge.io import write_json
+
+    args = [
+        "--threads",
+        str(threads),
+        "--runs",
+        str(runs),
+        "--square-queries",
+        str(square_queries),
+        "--square-n",
+        str(square_n),
+    ]
+    args += ["--backend", backend] if backend else []
+    args += (["--format", fmt] if fmt else []) + (
+        ["--reference-kernels"] if reference_kernels else []
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        b = _open_bundle(bundle, tmp)
+        results = _target(target, ssh_config, ssh_option, python).bench(b, args)
+    out = out or Path(f"results-{_slug(target)}.json")
+    write_json(out, results)
+    print_results(results)
+    click.echo(f"results: {out}")
+
+
+def _slug(target: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in target).strip("_")
+
+
+def print_results(r: Dict[str, Any]) -> None:
+    """One block per run: accuracy, robust accuracy, latency (labelled when emulated)."""
+    b = r["board"]
+    click.echo(
+        f"target {r.get('target')}: {b['machine']} / {b['cpu_model']} / Python "
+        f"{b['python']} / {r['backend']} {r['backend_version']} ({r['kernels']})"
+    )
+    for name, acc in r["accuracy"].items():
+        click.echo(f"  {name:<26} {100 * acc:7.2f}%  (n={r['n_eval'][name]})")
+    for a in r["robust"]:
+        label = f"square eps={a['eps']:g} q={a['n_queries']}"
+        click.echo(f"  {label:<26} {100 * a['acc']:7.2f}%  (n={a['n']})")
+    lat = r.get("latency")
+    if lat:
+        tag = "  EMULATED, not a board latency" if r.get("emulated") else ""
+        click.echo(
+            f"  latency p50 {lat['p50_ms']:.4f} ms  p99 {lat['p99_ms']:.4f} ms  "
+            f"({lat['runs']} runs, {lat['threads']} thread(s)){tag}"
+        )
+    click.echo(f"  model {r['model_bytes']} bytes, peak RSS {r['peak_rss_mb']} MiB")
+
+
+@click.group("device")
+def device_group() -> None:
+    """Device harness helpers (emulated ARM userlands)."""
+
+
+@device_group.command("setup-qemu")
+@click.option(
+    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
+)
+@click.option("--force", is_flag=True, help="Rebuild even if a ready userland is cached.")
+def setup_qemu_cmd(arch: str, force: bool) -> None:
+    """Build (once) a Python 3.11 ARM userland for the qemu targets (needs root)."""
+    from robustedge.device.qemu import setup_qemu
+
+    click.echo(f"qemu {arch} userland: {setup_qemu(arch, force=force)}")
+
+
+COMMANDS = [bundle_cmd, deploy_cmd, bench_cmd, device_group]

@@ -1,0 +1,1 @@
+"""On-device harness (stdlib + numpy + one interpreter only; no torch, no tensorflow)."""

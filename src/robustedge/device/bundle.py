@@ -1,0 +1,196 @@
+"""Build a self-contained bundle from a run's export (host side; stdlib + numpy only).
+
+Reads ``RUN/export/export.json`` (written by ``robustedge.export``), checks each chosen
+artifact against its sha256, and writes model files, evaluation sets, the numpy-only Square core,
+the runner code, ``run_bundle.py`` and ``manifest.json`` (sha256 of every file) into a staging
+folder that is renamed into place (or packed into a .tar) only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import robustedge
+from robustedge.device.bundle_format import ENTRY, MANIFEST, SCHEMA, SQUARE, file_entry, sha256_file
+from robustedge.errors import CheckpointError, RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+PKG = Path(robustedge.__file__).parent
+SQUARE_SRC = PKG / "attacks" / SQUARE
+LIB_FILES = ("errors.py", "registry.py")  # the stdlib-only helpers robustedge.device uses
+FORMAT_ORDER = ("tflite-int8", "tflite-float32", "onnx-int8", "onnx")
+PathLike = Union[str, os.PathLike]
+
+
+def read_export(run: PathLike) -> Dict[str, Any]:
+    path = Path(run) / "export" / "export.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found: run `robustedge export {run}` first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt {path}: {e}") from None
+
+
+def choose_formats(export: Dict[str, Any], formats: Optional[Sequence[str]]) -> List[str]:
+    have = export.get("artifacts") or {}
+    if not have:
+        raise CheckpointError("export.json lists no artifacts")
+    wanted = list(formats) if formats else sorted(have, key=_format_rank)
+    missing = [f for f in wanted if f not in have]
+    if missing:
+        raise RobustEdgeError(
+            f"format(s) {', '.join(missing)} not exported for this run "
+            f"(exported: {', '.join(sorted(have))})"
+        )
+    return wanted
+
+
+def _format_rank(fmt: str) -> int:
+    return FORMAT_ORDER.index(fmt) if fmt in FORMAT_ORDER else len(FORMAT_ORDER)
+
+
+def build_bundle(run: PathLike, out: PathLike, formats: Optional[Sequence[str]] = None) -> Path:
+    """Write the bundle for ``run`` to ``out`` (a folder, or a file ending in .tar); return it."""
+    run, out = Path(run), Path(out)
+    export = read_export(run)
+    chosen = choose_formats(export, formats)
+    if not SQUARE_SRC.is_file():
+        raise RobustEdgeError(f"{SQUARE_SRC} is missing: the bundle needs the Square core")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _fill(stage, run / "export", export, chosen)
+        if out.suffix == ".tar":
+            _pack(stage, out)
+        else:
+            _swap_in(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    logger.info("bundle written: %s", out)
+    return out
+
+
+def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[str]) -> None:
+    formats: Dict[str, Any] = {}
+    for fmt in chosen:
+        art = dict(export["artifacts"][fmt])
+        src = export_dir / art["file"]
+        if not src.is_file():
+            raise CheckpointError(f"artifact for {fmt} missing: {src}")
+        if art.get("sha256") and sha256_file(src) != art["sha256"]:
+            raise CheckpointError(f"artifact for {fmt} does not match export.json's sha256: {src}")
+        rel = f"models/{src.name}"
+        _copy(src, stage / rel)
+        art["file"] = rel
+        formats[fmt] = art
+    eval_sets = {}
+    for name, fname in (export.get("eval_sets") or {}).items():
+        src = export_dir / fname
+        if not src.is_file():
+            raise CheckpointError(f"eval set '{name}' missing: {src}")
+        eval_sets[name] = f"data/{Path(fname).name}"
+        _copy(src, stage / eval_sets[name])
+    if "clean" not in eval_sets:
+        raise CheckpointError("export.json has no 'clean' eval set")
+    _copy(SQUARE_SRC, stage / SQUARE)
+    _copy(PKG / "device" / "entry.py", stage / ENTRY)
+    lib = stage / "lib" / "robustedge"
+    (lib / "device").mkdir(parents=True)
+    (lib / "__init__.py").write_text(
+        f'"""robustedge runner (bundled)."""\n\n__version__ = "{robustedge.__version__}"\n'
+    )
+    for name in LIB_FILES:
+        _copy(PKG / name, lib / name)
+    for src in sorted((PKG / "device").glob("*.py")):
+        _copy(src, lib / "device" / src.name)
+    files = {
+        p.relative_to(stage).as_posix(): file_entry(p)
+        for p in sorted(stage.rglob("*"))
+        if p.is_file()
+    }
+    transfer = export.get("transfer_attack") or {}
+    manifest = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "run": export.get("run"),
+        "data": export.get("data"),
+        "num_classes": export.get("num_classes"),
+        "input_shape_nchw": export.get("input_shape_nchw"),
+        "default_format": chosen[0],
+        "formats": formats,
+        "eval_sets": eval_sets,
+        "square": {"file": SQUARE, "eps": float(transfer.get("eps", 0.1)), "p_init": 0.8},
+        "transfer_attack": transfer,
+        "versions": host_versions(),
+        "files": files,
+    }
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def host_versions() -> Dict[str, str]:
+    import numpy as np
+
+    from robustedge.device.backends import versions
+
+    return {
+        "robustedge": robustedge.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        **versions(),
+    }
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Rename the finished folder onto ``out`` (an old bundle is replaced only at the end)."""
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise RobustEdgeError(f"{out} exists and is not a bundle: not overwriting it")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+
+
+def _pack(stage: Path, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        tar.add(stage, arcname=out.stem)
+    os.replace(tmp, out)
+
+
+def unpack(tar_path: PathLike, dest: PathLike) -> Path:
+    """Extract a bundle .tar into ``dest`` (refusing paths outside it); return the bundle dir."""
+    dest = Path(dest)
+    with tarfile.open(tar_path) as tar:
+        members = tar.getmembers()
+        for m in members:
+            if (
+                m.name.startswith("/")
+                or ".." in Path(m.name).parts
+                or not (m.isfile() or m.isdir())
+            ):
+                raise RobustEdgeError(f"{tar_path}: unsafe member {m.name!r}")
+        tar.extractall(dest, members=members)
+    tops = {Path(m.name).parts[0] for m in members}
+    if len(tops) != 1:
+        raise RobustEdgeError(f"{tar_path} is not a bundle archive (one top folder expected)")
+    return dest / tops.pop()

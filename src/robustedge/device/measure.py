@@ -1,0 +1,159 @@
+"""What the board measures, as data: ``Measurements`` (saved as JSON) plus its pieces.
+
+Latency: warm-up invokes, then ``runs`` timed invokes of one sample (set input, invoke, read
+output), each timed with ``perf_counter``; p50/p90/p99/mean in milliseconds. Peak memory is the
+process' max RSS (``resource.getrusage``). Board info names the machine, CPU, OS, Python, numpy
+and interpreter versions. stdlib + numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+SCHEMA = "robustedge.device.results/1"
+
+
+@dataclass
+class Latency:
+    """Per-invoke latency of one sample, in milliseconds."""
+
+    warmup: int
+    runs: int
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    emulated: bool = False
+
+
+@dataclass
+class Measurements:
+    """Everything one bundle run on one board produced (JSON via ``to_dict``)."""
+
+    format: str
+    model_file: str
+    model_bytes: int
+    backend: str
+    backend_version: str
+    kernels: str
+    threads: int
+    reference_kernels: bool
+    emulated: bool
+    accuracy: Dict[str, float]
+    n_eval: Dict[str, int]
+    robust: List[Dict[str, Any]]
+    latency: Optional[Latency]
+    peak_rss_mb: float
+    board: Dict[str, Any]
+    parity: Dict[str, Any]
+    output_sha256: Dict[str, str] = field(default_factory=dict)
+    bundle: Dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+    schema: str = SCHEMA
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        if self.emulated and d["latency"] is not None:
+            d["latency_note"] = "emulated (qemu-user): not a board latency"
+        return d
+
+
+def time_invokes(fn: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:
+    """Seconds per call of ``fn`` for ``runs`` timed calls after ``warmup`` untimed ones."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
+    for _ in range(warmup):
+        fn()
+    clock = time.perf_counter
+    times = [0.0] * runs
+    for i in range(runs):
+        t0 = clock()
+        fn()
+        times[i] = clock() - t0
+    return np.asarray(times)
+
+
+def summarize(times: np.ndarray, warmup: int, threads: int, emulated: bool) -> Latency:
+    ms = times * 1e3
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return Latency(
+        warmup,
+        len(ms),
+        threads,
+        round(p50, 5),
+        round(p90, 5),
+        round(p99, 5),
+        round(float(ms.mean()), 5),
+        round(float(ms.min()), 5),
+        emulated,
+    )
+
+
+def peak_rss_mb() -> float:
+    """Max resident set size of this process so far, in MiB (Linux reports KiB)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return float("nan")
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 2)
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """CPU model name (x86 'model name', Raspberry Pi 'Model'/'Hardware', ARM 'CPU part')."""
+    try:
+        text = open(cpuinfo).read()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    fields: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        fields.setdefault(key.strip(), val.strip())
+    for key in ("Model", "model name", "Hardware", "Processor", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    if fields.get("CPU part"):
+        return f"ARM CPU part {fields['CPU part']} (implementer {fields.get('CPU implementer')})"
+    return "unknown"
+
+
+def os_name() -> str:
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def looks_emulated(machine: str, cpu: str) -> bool:
+    """An ARM Python reading an x86 /proc/cpuinfo: qemu-user (the CPU model is the host's)."""
+    x86 = any(v in cpu for v in ("Intel", "AMD", "GenuineIntel", "AuthenticAMD", "QEMU Virtual"))
+    return machine.startswith(("aarch64", "arm")) and x86
+
+
+def board_info(interpreters: Dict[str, str]) -> Dict[str, Any]:
+    """Machine, CPU, OS, Python, numpy and interpreter versions of the board."""
+    machine = platform.machine()
+    cpu = cpu_model()
+    return {
+        "machine": machine,
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "os": os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "interpreters": interpreters,
+        "looks_emulated": looks_emulated(machine, cpu),
+    }

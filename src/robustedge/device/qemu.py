@@ -1,0 +1,250 @@
+"""Build and cache an emulated ARM userland (Raspberry-Pi-OS-like, Debian bookworm, Python 3.11).
+
+``setup_qemu("aarch64")`` runs ``mmdebstrap --variant=extract`` with Debian's arm64/armhf packages,
+adds PyPI wheels for the board (numpy + interpreters) under ``/opt/site`` and the qemu-user
+binary that binfmt names, smoke-tests the Python inside with ``chroot``, and renames the finished
+tree into ``~/.cache/robustedge/qemu/<arch>``. Idempotent (a ready tree is reused) and atomic (a
+failed build leaves nothing). Needs root, qemu-user-static, binfmt-support and mmdebstrap:
+``scripts/install-system-deps.sh`` installs them. stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from robustedge.errors import RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+SUITE = "bookworm"
+PYTHON = "/usr/bin/python3.11"
+SITE = "/opt/site"
+INSTALL_HINT = "run scripts/install-system-deps.sh as root"
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What one emulated board userland holds."""
+
+    debian_arch: str
+    binfmt: str  # name under /proc/sys/fs/binfmt_misc
+    debs: Tuple[str, ...]
+    platforms: Tuple[str, ...]  # pip --platform tags for the wheels
+    wheels: Tuple[str, ...]
+    no_deps: bool
+
+
+ARCHES: Dict[str, ArchSpec] = {
+    "aarch64": ArchSpec(
+        "arm64",
+        "qemu-aarch64",
+        ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgomp1"),
+        (
+            "manylinux2014_aarch64",
+            "manylinux_2_17_aarch64",
+            "manylinux_2_28_aarch64",
+            "manylinux_2_34_aarch64",
+        ),
+        ("numpy==1.26.4", "tflite-runtime==2.14.0", "onnxruntime==1.23.0"),
+        False,
+    ),
+    # No armv7 numpy wheels on PyPI: Debian's python3-numpy, plus tflite-runtime's wheel.
+    "armv7": ArchSpec(
+        "armhf",
+        "qemu-arm",
+        ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgomp1", "python3-numpy"),
+        ("manylinux_2_34_armv7l",),
+        ("tflite-runtime==2.14.0",),
+        True,
+    ),
+}
+
+
+def cache_root() -> Path:
+    """Where emulated userlands live: ``$XDG_CACHE_HOME/robustedge/qemu`` (~/.cache by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "robustedge" / "qemu"
+
+
+def rootfs_path(arch: str, root: Optional[Path] = None) -> Path:
+    return (root or cache_root()) / arch / "rootfs"
+
+
+def is_ready(arch: str, root: Optional[Path] = None) -> bool:
+    """A finished userland exists for ``arch`` (its READY stamp was written last)."""
+    return ((root or cache_root()) / arch / "READY.json").is_file()
+
+
+def binfmt_interpreter(name: str) -> Optional[str]:
+    """The interpreter path binfmt uses for ``name``, or None when not registered/enabled."""
+    entry = Path("/proc/sys/fs/binfmt_misc") / name
+    try:
+        text = entry.read_text()
+    except OSError:
+        return None
+    if not text.startswith("enabled"):
+        return None
+    m = re.search(r"^interpreter (\S+)$", text, re.M)
+    return m.group(1) if m else None
+
+
+def check_emulation(arch: str) -> str:
+    """Raise a one-line error unless binfmt runs ``arch`` binaries; return the interpreter path."""
+    spec = _spec(arch)
+    interp = binfmt_interpreter(spec.binfmt)
+    if interp is None:
+        raise RobustEdgeError(
+            f"binfmt_misc has no enabled {spec.binfmt} entry, so {arch} binaries cannot run: "
+            f"{INSTALL_HINT}"
+        )
+    return interp
+
+
+def debian_mirror(sources: Optional[List[Path]] = None) -> str:
+    """The Debian mirror apt is configured with (one-line or deb822 sources)."""
+    paths = sources or [
+        Path("/etc/apt/sources.list"),
+        *sorted(Path("/etc/apt/sources.list.d").glob("*")),
+    ]
+    for p in paths:
+        try:
+            text = p.read_text()
+        except OSError:
+            continue
+        for url in re.findall(r"^\s*(?:URIs:|deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text, re.M):
+            if re.search(r"/debian/?$", url):
+                return url
+    raise RobustEdgeError("no Debian mirror found in /etc/apt/sources.list(.d): cannot build")
+
+
+def setup_qemu(arch: str, root: Optional[Path] = None, force: bool = False) -> Path:
+    """Build (or reuse) the emulated userland for ``arch``; return its rootfs path."""
+    spec = _spec(arch)
+    root = root or cache_root()
+    final = root / arch
+    if is_ready(arch, root) and not force:
+        logger.info("reusing %s", final)
+        return final / "rootfs"
+    if os.geteuid() != 0:
+        raise RobustEdgeError(
+            f"setup-qemu needs root (mmdebstrap, chroot): run it as root; "
+            f"system packages: {INSTALL_HINT}"
+        )
+    for tool in ("mmdebstrap", f"{spec.binfmt}-static"):
+        if shutil.which(tool) is None:
+            raise RobustEdgeError(f"'{tool}' not found: {INSTALL_HINT}")
+    interp = check_emulation(arch)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{arch}.", dir=final.parent))
+    try:
+        info = _build(spec, stage / "rootfs", interp)
+        (stage / "READY.json").write_text(json.dumps(info, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return final / "rootfs"
+
+
+def _spec(arch: str) -> ArchSpec:
+    if arch not in ARCHES:
+        raise RobustEdgeError(f"unknown arch '{arch}' (known: {', '.join(sorted(ARCHES))})")
+    return ARCHES[arch]
+
+
+def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
+    mirror = debian_mirror()
+    _run(
+        [
+            "mmdebstrap",
+            "--quiet",
+            f"--arch={spec.debian_arch}",
+            "--variant=extract",
+            f"--include={','.join(spec.debs)}",
+            SUITE,
+            str(rootfs),
+            mirror,
+        ],
+        "mmdebstrap",
+    )
+    if spec.debian_arch == "armhf":  # extract mode skips the alternatives symlinks numpy needs
+        libdir = rootfs / "usr/lib/arm-linux-gnueabihf"
+        for name in ("blas", "lapack"):
+            link = libdir / f"lib{name}.so.3"
+            if not link.exists():
+                link.symlink_to(f"{name}/lib{name}.so.3")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-compile",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+        "--target",
+        str(rootfs / SITE.lstrip("/")),
+    ]
+    for tag in spec.platforms:
+        cmd += ["--platform", tag]
+    if spec.no_deps:
+        cmd.append("--no-deps")
+    _run(cmd + list(spec.wheels), "pip install (board wheels)")
+    # binfmt without the F flag opens its interpreter inside the chroot: put it there.
+    target = rootfs / interp.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which(f"{spec.binfmt}-static") or interp, target)
+    (rootfs / "tmp").mkdir(exist_ok=True)
+    probe = (
+        "import json, platform, numpy\n"
+        "v = {'machine': platform.machine(), 'python': platform.python_version(),"
+        " 'numpy': numpy.__version__}\n"
+        "try:\n import tflite_runtime; v['tflite_runtime'] = tflite_runtime.__version__\n"
+        "except ImportError: pass\nprint(json.dumps(v))"
+    )
+    out = _run(chroot_command(rootfs, ["-c", probe]), "python smoke test in the rootfs")
+    info = json.loads(out.strip().splitlines()[-1])
+    info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
+    logger.info("built %s: %s", rootfs, info)
+    return info
+
+
+def chroot_command(rootfs: Path, args: List[str]) -> List[str]:
+    """Argv that runs the rootfs' Python 3.11 (with the board wheels) under qemu-user."""
+    return [
+        "env",
+        "-i",
+        f"PYTHONPATH={SITE}",
+        "HOME=/tmp",
+        "PATH=/usr/bin:/bin",
+        "LANG=C.UTF-8",
+        shutil.which("chroot") or "/usr/sbin/chroot",
+        str(rootfs),
+        PYTHON,
+        *args,
+    ]
+
+
+def _run(cmd: List[str], what: str) -> str:
+    logger.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RobustEdgeError(f"{what} failed ({proc.returncode}): {' | '.join(tail)}")
+    return proc.stdout

@@ -1,0 +1,138 @@
+"""The board-side entry point: ``python3 run_bundle.py [options] --out results.json``.
+
+Order matters: verify every sha256 (stdlib only), then check that numpy and an interpreter are
+installed (saying exactly what to ``pip install``), then measure and write the results JSON
+atomically. Problems are one line on stderr and a non-zero exit code:
+2 usage or other, 3 tampered/incomplete/mismatched bundle, 4 missing package, 5 write failure.
+Module top level imports the stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from robustedge.device.bundle_format import BundleError, verify_bundle
+from robustedge.errors import RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OTHER, EXIT_BUNDLE, EXIT_DEPS, EXIT_WRITE = 2, 3, 4, 5
+
+
+class MissingDependency(RobustEdgeError):
+    """numpy or an interpreter for the bundle's format is not installed on the board."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_bundle.py", description="Measure a robustedge bundle.")
+    p.add_argument("--bundle", default=None, help="Bundle folder (default: this script's).")
+    p.add_argument("--format", dest="fmt", default=None, help="tflite-int8, onnx, ...")
+    p.add_argument("--backend", default=None, help="litert | tflite-runtime | onnxruntime")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=200, help="Timed invokes (>= 200 for a report).")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--square-queries", type=int, default=100, help="0 skips the attack.")
+    p.add_argument("--square-n", type=int, default=50, help="Samples attacked.")
+    p.add_argument("--square-eps", type=float, default=None, help="Default: the manifest's.")
+    p.add_argument(
+        "--reference-kernels",
+        action="store_true",
+        help="TFLite BUILTIN_REF kernels: int8 outputs bit-identical across CPUs.",
+    )
+    p.add_argument("--emulated", action="store_true", help="Set by emulating targets.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verify-only", action="store_true", help="Check sha256s and exit.")
+    p.add_argument("--out", default="results.json")
+    return p
+
+
+def check_dependencies(manifest: dict, fmt: Optional[str], backend: Optional[str]) -> None:
+    """Raise MissingDependency naming the pip package(s) to install."""
+    if importlib.util.find_spec("numpy") is None:
+        raise MissingDependency("this board has no numpy: pip install numpy")
+    from robustedge.device.backends import kind_of, pick_backend
+
+    formats = manifest.get("formats", {})
+    fmt = fmt or manifest.get("default_format") or (sorted(formats)[0] if formats else None)
+    if fmt in formats:
+        try:
+            pick_backend(formats[fmt]["file"], backend)
+        except RobustEdgeError as e:
+            if "pip install" in str(e):
+                raise MissingDependency(str(e)) from None
+            raise
+        kind_of(formats[fmt]["file"])
+
+
+def write_results(path: Path, obj: dict) -> None:
+    """Atomic JSON write (a full disk leaves the old file, never half a new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: Optional[List[str]] = None, default_bundle: Optional[str] = None) -> int:
+    """Verify, check dependencies, measure, write JSON. Returns the exit code."""
+    args = parser().parse_args(argv)
+    bundle = Path(args.bundle or default_bundle or ".").resolve()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        manifest = verify_bundle(bundle)
+        if args.verify_only:
+            print(f"bundle ok: {len(manifest['files'])} files verified")
+            return 0
+        check_dependencies(manifest, args.fmt, args.backend)
+        from robustedge.device import measure
+        from robustedge.device.onboard import run_bundle
+
+        emulated = args.emulated or measure.looks_emulated(platform.machine(), measure.cpu_model())
+
+        m = run_bundle(
+            bundle,
+            manifest,
+            fmt=args.fmt,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            square_queries=args.square_queries,
+            square_n=args.square_n,
+            square_eps=args.square_eps,
+            reference_kernels=args.reference_kernels,
+            backend=args.backend,
+            emulated=emulated,
+            seed=args.seed,
+        )
+        results = m.to_dict()
+    except BundleError as e:
+        return _fail(f"refusing bundle: {e}", EXIT_BUNDLE)
+    except MissingDependency as e:
+        return _fail(str(e), EXIT_DEPS)
+    except RobustEdgeError as e:
+        return _fail(str(e), EXIT_OTHER)
+    try:
+        write_results(Path(args.out), results)
+    except OSError as e:
+        return _fail(f"cannot write {args.out}: {e.strerror or e}", EXIT_WRITE)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _fail(msg: str, code: int) -> int:
+    sys.stderr.write(f"error: {msg}\n")
+    return code

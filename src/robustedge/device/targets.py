@@ -1,0 +1,262 @@
+"""Where a bundle runs: ``local`` (or a local path such as a mounted SD card's root file system),
+``ssh://user@host[:port][/path]`` (system OpenSSH), ``qemu-aarch64`` / ``qemu-armv7`` (chroot into
+an emulated userland under qemu-user).
+
+Every target installs atomically: the bundle goes to a temporary folder beside its final place,
+is verified there (sha256 of every file), and only then renamed into place, so an interrupted
+upload never leaves a half bundle live. Nothing is installed on a board besides the bundle.
+stdlib only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+from urllib.parse import urlsplit
+
+from robustedge.device import qemu
+from robustedge.device.bundle_format import ENTRY, MANIFEST, verify_bundle
+from robustedge.errors import RobustEdgeError
+from robustedge.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+TARGETS: Registry[Callable[..., Target]] = Registry("target")
+RESULTS = "results.json"
+
+
+class Target:
+    """A place that can hold a bundle (``deploy``) and run it (``run``)."""
+
+    name = "target"
+    emulated = False
+
+    def deploy(self, bundle: Path) -> str:
+        """Install ``bundle`` atomically; return its path on the target."""
+        raise NotImplementedError
+
+    def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
+        """Run an installed bundle with runner ``args``; return the results dict."""
+        raise NotImplementedError
+
+    def bench(self, bundle: Path, args: Sequence[str]) -> Dict[str, Any]:
+        """Deploy, run, fetch: the results dict, tagged with this target."""
+        where = self.deploy(bundle)
+        args = list(args) + (["--emulated"] if self.emulated else [])
+        results = self.run(where, args)
+        results["target"] = self.name
+        results["emulated"] = bool(results.get("emulated")) or self.emulated
+        return results
+
+
+def install_dir(bundle: Path, parent: Path) -> Path:
+    """Copy ``bundle`` to ``parent/<name>`` via a verified temporary sibling; return it."""
+    final = parent / bundle.name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".upload.{bundle.name}.", dir=parent))
+    except OSError as e:
+        raise RobustEdgeError(f"cannot write to {parent}: {e.strerror or e}") from None
+    try:
+        shutil.copytree(bundle, tmp / bundle.name)
+        verify_bundle(tmp / bundle.name)
+        _swap(tmp / bundle.name, final)
+    except OSError as e:
+        raise RobustEdgeError(
+            f"copy to {parent} failed ({e.strerror or e}); nothing was installed"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _swap(new: Path, final: Path) -> None:
+    if final.exists() and not (final / MANIFEST).is_file():
+        raise RobustEdgeError(f"{final} exists and is not a bundle: not replacing it")
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, final)
+
+
+def _run_local(cmd: List[str], where: str, results_path: Path) -> Dict[str, Any]:
+    logger.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RobustEdgeError(
+            f"bundle run on {where} failed (exit {proc.returncode}): "
+            f"{_last_line(proc.stderr or proc.stdout)}"
+        )
+    return json.loads(results_path.read_text())
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+class LocalTarget(Target):
+    """This machine; with ``dest`` set, a folder (e.g. a mounted SD card's ``/home/pi``)."""
+
+    name = "local"
+
+    def __init__(self, dest: Optional[str] = None, python: Optional[str] = None) -> None:
+        self.dest = Path(dest) if dest else None
+        self.python = python or sys.executable
+
+    def deploy(self, bundle: Path) -> str:
+        if self.dest is None:  # run in place: the runner verifies before it runs
+            return str(bundle)
+        return str(install_dir(bundle, self.dest))
+
+    def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
+        out = Path(where) / RESULTS
+        return _run_local(
+            [self.python, str(Path(where) / ENTRY), *args, "--out", str(out)], "local", out
+        )
+
+
+class QemuTarget(Target):
+    """The emulated userland from ``robustedge device setup-qemu --arch ARCH`` (chroot)."""
+
+    emulated = True
+    BOARD_DIR = "/opt/robustedge/bundles"
+
+    def __init__(self, arch: str, root: Optional[Path] = None) -> None:
+        self.arch, self.name = arch, f"qemu-{arch}"
+        self.rootfs = qemu.rootfs_path(arch, root)
+        if not qemu.is_ready(arch, root):
+            raise RobustEdgeError(
+                f"no emulated {arch} userland: run `robustedge device "
+                f"setup-qemu --arch {arch}` as root first"
+            )
+        if os.geteuid() != 0:
+            raise RobustEdgeError(f"the {self.name} target needs root (chroot)")
+        qemu.check_emulation(arch)
+
+    def deploy(self, bundle: Path) -> str:
+        final = install_dir(bundle, self.rootfs / self.BOARD_DIR.lstrip("/"))
+        return f"{self.BOARD_DIR}/{final.name}"
+
+    def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
+        out = f"{where}/{RESULTS}"
+        cmd = qemu.chroot_command(self.rootfs, [f"{where}/{ENTRY}", *args, "--out", out])
+        return _run_local(cmd, self.name, self.rootfs / out.lstrip("/"))
+
+
+class SSHTarget(Target):
+    """A board over OpenSSH (BatchMode, strict host key checking as configured)."""
+
+    def __init__(
+        self,
+        url: str,
+        ssh_options: Sequence[str] = (),
+        python: str = "python3",
+        connect_timeout: int = 15,
+    ) -> None:
+        u = urlsplit(url)
+        if u.scheme != "ssh" or not u.hostname:
+            raise RobustEdgeError(f"bad ssh target '{url}' (want ssh://user@host[:port][/path])")
+        self.name = url
+        self.dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
+        # ssh://h/abs/path is absolute; ssh://h/~/dir (or no path: ~/robustedge) is under home
+        path = u.path.rstrip("/")
+        self.base = path[3:] if path.startswith("/~/") else (path or "robustedge")
+        self.python = python
+        self.ssh = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={connect_timeout}",
+            *ssh_options,
+            *(["-p", str(u.port)] if u.port else []),
+        ]
+        if shutil.which("ssh") is None:
+            raise RobustEdgeError("no OpenSSH client ('ssh') on this machine")
+
+    def _ssh(self, script: str, stdin: Optional[bytes] = None) -> bytes:
+        cmd = [*self.ssh, self.dest, script]
+        logger.info("ssh %s: %s", self.dest, script)
+        proc = subprocess.run(cmd, input=stdin, capture_output=True)
+        err = proc.stderr.decode(errors="replace")
+        if proc.returncode == 255:
+            raise RobustEdgeError(f"ssh to {self.dest} failed: {_last_line(err)}")
+        if proc.returncode != 0:
+            raise RobustEdgeError(f"on {self.dest} (exit {proc.returncode}): {_last_line(err)}")
+        return proc.stdout
+
+    def deploy(self, bundle: Path) -> str:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(bundle, arcname=bundle.name)
+        q = shlex.quote
+        base, name, py = q(self.base), q(bundle.name), q(self.python)
+        script = (
+            f"set -e; umask 022; mkdir -p {base}; "
+            f"t=$(mktemp -d {base}/.upload.XXXXXX); trap 'rm -rf \"$t\"' EXIT; "
+            f'tar -xf - -C "$t"; '
+            f'{py} "$t"/{name}/{ENTRY} --verify-only --bundle "$t"/{name} >/dev/null; '
+            f"if [ -e {base}/{name} ]; then rm -rf {base}/.{name}.old; "
+            f"mv {base}/{name} {base}/.{name}.old; fi; "
+            f'mv "$t"/{name} {base}/{name}; rm -rf {base}/.{name}.old; '
+            f"cd {base}/{name} && pwd"
+        )
+        return self._ssh(script, buf.getvalue()).decode().strip().splitlines()[-1]
+
+    def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
+        q = shlex.quote
+        argv = " ".join(q(a) for a in args)
+        script = (
+            f"cd {q(where)} && {q(self.python)} {ENTRY} {argv} --out {RESULTS} >&2 && cat {RESULTS}"
+        )
+        out = self._ssh(script)
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError:
+            raise RobustEdgeError(f"{self.dest} returned no results JSON") from None
+
+
+@TARGETS.register("local")
+def _local(spec: str, **kw: Any) -> Target:
+    return LocalTarget(None if spec == "local" else spec, python=kw.get("python"))
+
+
+@TARGETS.register("ssh")
+def _ssh_target(spec: str, **kw: Any) -> Target:
+    return SSHTarget(
+        spec, ssh_options=kw.get("ssh_options") or (), python=kw.get("python") or "python3"
+    )
+
+
+@TARGETS.register("qemu-aarch64")
+def _qemu_aarch64(spec: str, **kw: Any) -> Target:
+    return QemuTarget("aarch64", kw.get("qemu_root"))
+
+
+@TARGETS.register("qemu-armv7")
+def _qemu_armv7(spec: str, **kw: Any) -> Target:
+    return QemuTarget("armv7", kw.get("qemu_root"))
+
+
+def make_target(spec: str, **kw: Any) -> Target:
+    """``local`` | a local folder path | ``ssh://user@host[:port][/path]`` | ``qemu-<arch>``."""
+    if spec.startswith("ssh://"):
+        return TARGETS.get("ssh")(spec, **kw)
+    if spec.startswith(("/", "./", "../", "file://")):
+        return TARGETS.get("local")(spec.replace("file://", "", 1), **kw)
+    return TARGETS.get(spec)(spec, **kw)
