@@ -70,6 +70,15 @@ def cli(verbose: bool) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/last.pt.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--manifold", default=None, help="VAE run folder or 'synthetic' (on-manifold AT).")
+@click.option(
+    "--onmanifold-ratio",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Fraction of each batch made on-manifold adversarial (onmanifold/mixed).",
+)
+@click.option("--eta", default=None, type=float, help="On-manifold latent budget (default 0.3).")
 def train(
     data,
     data_dir,
@@ -87,6 +96,9 @@ def train(
     out,
     resume,
     no_progress,
+    manifold,
+    onmanifold_ratio,
+    eta,
 ) -> None:
     """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT."""
     from robustedge.config import TrainConfig
@@ -106,6 +118,9 @@ def train(
         seed=seed,
         device=device,
         data_dir=data_dir,
+        manifold=manifold,
+        onmanifold_ratio=onmanifold_ratio,
+        eta=eta,
     )
     metrics = train_run(cfg, out, resume=resume, progress=not no_progress)
     _print_table(metrics)
@@ -120,7 +135,7 @@ def train(
     multiple=True,
     default=("fgsm", "pgd"),
     show_default=True,
-    help="Attack name (repeatable): fgsm | pgd | square.",
+    help="Attack name (repeatable): fgsm | pgd | square | onmanifold (needs --manifold).",
 )
 @click.option(
     "--eps",
@@ -135,7 +150,18 @@ def train(
 @click.option("--restarts", default=None, type=int, help="Override random restarts.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def eval_cmd(run, attacks, eps_list, steps, restarts, seed, as_json) -> None:
+@click.option("--manifold", default=None, help="VAE run folder or 'synthetic' (onmanifold).")
+@click.option(
+    "--eta",
+    default=0.3,
+    show_default=True,
+    type=float,
+    help="On-manifold latent budget (latent units; replaces --eps for onmanifold).",
+)
+@click.option("--corruptions", is_flag=True, help="Also natural-corruption accuracy (5 levels).")
+def eval_cmd(
+    run, attacks, eps_list, steps, restarts, seed, as_json, manifold, eta, corruptions
+) -> None:
     """Clean and robust accuracy of RUN on its test split; writes RUN/eval.json."""
     from robustedge.attacks import ATTACKS
     from robustedge.training.evaluate import default_spec
@@ -144,6 +170,11 @@ def eval_cmd(run, attacks, eps_list, steps, restarts, seed, as_json) -> None:
     specs = []
     for name in attacks:
         ATTACKS.get(name)
+        if name == "onmanifold":
+            from robustedge.attacks.on_manifold import eval_spec
+
+            specs.append(eval_spec(eta, manifold, steps, restarts))
+            continue
         for eps in eps_list:
             s = default_spec(name, eps)
             specs.append(
@@ -155,6 +186,10 @@ def eval_cmd(run, attacks, eps_list, steps, restarts, seed, as_json) -> None:
                 )
             )
     result = eval_run(run, specs, seed=seed)
+    if corruptions:
+        from robustedge.attacks.corruptions import corruption_eval_run
+
+        result = corruption_eval_run(run, result, seed=seed)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -185,6 +220,11 @@ def _print_table(metrics: dict) -> None:
         if r.get("restarts", 1) > 1:
             label += f" restarts={r['restarts']}"
         click.echo(f"{label:<44} {100 * r['acc']:>7.2f}%")
+    if "corruptions" in metrics:
+        click.echo(
+            f"{'corruptions (mean over types and levels)':<44} "
+            f"{100 * metrics['corruptions']['mean']:>7.2f}%"
+        )
 
 
 def _register_commands() -> None:

@@ -39,6 +39,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     data_dir: Optional[str] = None
+    manifold: Optional[str] = None  # VAE run folder or "synthetic" (on-manifold adversaries)
+    onmanifold_ratio: float = 0.5  # fraction of each batch made on-manifold adversarial
+    eta: Optional[float] = None  # on-manifold latent budget (None: the manifold's default)
 
     def __post_init__(self) -> None:
         from robustedge.data import DATASETS
@@ -57,6 +60,10 @@ class TrainConfig:
             raise ValueError(f"adversary '{self.adversary}' needs eps > 0")
         if self.steps < 0 or self.weight_decay < 0 or self.trades_beta < 0:
             raise ValueError("steps, weight_decay and trades_beta must be >= 0")
+        if not 0.0 <= self.onmanifold_ratio <= 1.0:
+            raise ValueError(f"onmanifold_ratio must lie in [0, 1], got {self.onmanifold_ratio}")
+        if self.eta is not None and not (self.eta >= 0):
+            raise ValueError(f"eta must be >= 0 (latent units), got {self.eta}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

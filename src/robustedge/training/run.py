@@ -58,9 +58,11 @@ def train_run(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool 
     start, history = 0, []
     if resume and (out / CKPT).exists():
         start, history = _restore(out / CKPT, model, optimizer, scheduler, cfg)
+    adversary = build_adversary(
+        cfg.adversary, cfg.eps, cfg.steps, beta=cfg.trades_beta, **_manifold_kwargs(cfg, data)
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", cfg.to_dict())
-    adversary = build_adversary(cfg.adversary, cfg.eps, cfg.steps, beta=cfg.trades_beta)
 
     def checkpoint(epoch: int, record: Dict[str, float]) -> None:
         history.append(record)
@@ -101,6 +103,21 @@ def train_run(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool 
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _manifold_kwargs(cfg: TrainConfig, data: Dataset) -> Dict[str, Any]:
+    """Extra adversary arguments for on-manifold adversaries (only when --manifold is set)."""
+    if cfg.manifold is None:
+        return {}
+    return {
+        "manifold": cfg.manifold,
+        "ratio": cfg.onmanifold_ratio,
+        "eta": cfg.eta,
+        "input_shape": data.input_shape,
+        "num_classes": data.num_classes,
+        "data_name": data.name,
+        "data_dir": cfg.data_dir,
+    }
 
 
 def _train_eval_specs(cfg: TrainConfig) -> Sequence[AttackSpec]:

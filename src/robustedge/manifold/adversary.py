@@ -1,0 +1,99 @@
+"""On-manifold training adversaries, registered in ``robustedge.training.ADVERSARIES``.
+
+- ``onmanifold`` (Stutz et al., CVPR 2019): each batch is split; a fraction ``ratio`` (default
+  0.5, Stutz's half-and-half) is replaced by on-manifold adversarial examples (latent budget
+  ``eta``, :class:`~robustedge.attacks.on_manifold.OnManifold` with ``steps`` steps), the rest
+  stays clean.
+- ``mixed``: a fraction ``ratio`` on-manifold adversarial, the rest off-manifold Linf PGD
+  examples with pixel budget ``eps`` (Madry et al.), so the model sees both kinds each batch.
+
+Both need ``manifold=`` (a VAE run folder, ``"synthetic"`` or a Manifold). Given
+``input_shape``/``num_classes``/``data_name`` they check the manifold fits at construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from robustedge.errors import RobustEdgeError
+from robustedge.training.adversaries import ADVERSARIES, PGDAdversary, TaskLoss, TrainingAdversary
+
+
+@ADVERSARIES.register("onmanifold")
+class OnManifoldAdversary(TrainingAdversary):
+    """Clean + on-manifold adversarial examples, ``ratio`` of each batch adversarial."""
+
+    name = "onmanifold"
+
+    def __init__(
+        self,
+        eps: float = 0.0,
+        steps: int = 10,
+        manifold: Any = None,
+        ratio: float = 0.5,
+        eta: Optional[float] = None,
+        input_shape: Optional[Tuple[int, ...]] = None,
+        num_classes: Optional[int] = None,
+        data_name: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
+        from robustedge.manifold import load_manifold
+
+        super().__init__(eps, steps or 10)
+        if manifold is None:
+            raise RobustEdgeError(
+                f"adversary '{self.name}' needs a manifold (--manifold VAE_RUN or synthetic)"
+            )
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"on-manifold ratio must lie in [0, 1], got {ratio}")
+        self.manifold = load_manifold(manifold, data_dir=data_dir)
+        if input_shape is not None and num_classes is not None:
+            self.manifold.check_compatible(input_shape, num_classes, data_name)
+        self.ratio = float(ratio)
+        self.eta = float(self.manifold.default_eta if eta is None else eta)
+        self.source = (
+            str(manifold) if isinstance(manifold, str) else self.manifold.describe()["source"]
+        )
+
+    def on_manifold(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from robustedge.attacks.on_manifold import OnManifold
+
+        return OnManifold(model, self.eta, self.manifold, steps=self.steps).perturb(x, y)
+
+    def rest(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the non-on-manifold part of the batch becomes (here: stays clean)."""
+        return x
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss):
+        k = int(round(self.ratio * len(x)))
+        parts = []
+        if k > 0:
+            parts.append(self.on_manifold(model, x[:k], y[:k]))
+        if k < len(x):
+            parts.append(self.rest(model, x[k:], y[k:]))
+        model.train()
+        x_used = torch.cat(parts).detach()
+        return task_loss(model(x_used), y, x_used)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "eta": self.eta, "ratio": self.ratio, "manifold": self.source}
+
+
+@ADVERSARIES.register("mixed")
+class MixedAdversary(OnManifoldAdversary):
+    """On-manifold (fraction ``ratio``) + off-manifold PGD (the rest) adversarial examples."""
+
+    name = "mixed"
+
+    def __init__(self, eps: float = 0.0, steps: int = 10, **kwargs: Any) -> None:
+        super().__init__(eps, steps, **kwargs)
+        if not self.eps > 0:
+            raise ValueError("adversary 'mixed' needs a pixel eps > 0 for its PGD part")
+        self._pgd = PGDAdversary(self.eps, self.steps)
+
+    def rest(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._pgd.craft(model, x, y)
