@@ -141,6 +141,10 @@ class SyntheticGenerator(nn.Module):
         return len(self.settings.factors)
 
     @property
+    def latent_names(self) -> Tuple[str, ...]:
+        return tuple(self.settings.factors)
+
+    @property
     def num_classes(self) -> int:
         return len(self.settings.classes)
 
