@@ -50,8 +50,12 @@ def load_model(run_dir: PathLike, model: Optional[nn.Module] = None) -> Tuple[nn
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
-    spec, _ = load_spec(run_dir)
+    spec, meta = load_spec(run_dir)
     model = build_model(spec) if model is None else model
+    if meta.get("structure") == "shrunk":  # channels physically removed (robustedge.compress)
+        from robustedge.models.resize import resize_from_file
+
+        resize_from_file(model, run_dir / WEIGHTS)
     load_weights(model, run_dir / WEIGHTS)
     return model, spec
 
@@ -72,7 +76,9 @@ def load_weights(model: nn.Module, path: PathLike) -> None:
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
-        raise CheckpointError(f"weights in {path} do not match the architecture: {detail}") from None
+        raise CheckpointError(
+            f"weights in {path} do not match the architecture: {detail}"
+        ) from None
 
 
 def safe_torch_load(path: PathLike) -> Any:

@@ -1,0 +1,29 @@
+"""Robust compression (paper 1): proximal pruning + distillation + adversarial training.
+
+Pure prox operators (:mod:`prox`), prunable targets and masks (:mod:`targets`), the KD task
+loss (:mod:`distill`), the lam schedule (:mod:`schedule`), channel groups and physical removal
+(:mod:`structured`), the methods registered in ``PRUNERS`` (prox, magnitude, admm, hydra) and
+the run-folder pipeline (:func:`compress_run`).
+"""
+
+from robustedge.compress import method_admm as _admm  # noqa: F401  (registers)
+from robustedge.compress import method_hydra as _hydra  # noqa: F401
+from robustedge.compress import method_magnitude as _magnitude  # noqa: F401
+from robustedge.compress import method_prox as _prox  # noqa: F401
+from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome
+from robustedge.compress.config import CompressConfig, Method, Scope
+from robustedge.compress.distill import kd_loss, make_kd_task_loss
+from robustedge.compress.pipeline import compress_run, read_masks
+
+__all__ = [
+    "PRUNERS",
+    "PruneContext",
+    "PruneOutcome",
+    "CompressConfig",
+    "Method",
+    "Scope",
+    "kd_loss",
+    "make_kd_task_loss",
+    "compress_run",
+    "read_masks",
+]

@@ -1,0 +1,109 @@
+"""`CompressConfig`: the frozen, self-validating recipe of one `robustedge compress` run."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional
+
+from robustedge.config import Optim, _enum, _positive
+
+
+class Method(str, enum.Enum):
+    PROX = "prox"
+    MAGNITUDE = "magnitude"
+    ADMM = "admm"
+    HYDRA = "hydra"
+
+
+class Scope(str, enum.Enum):
+    GLOBAL = "global"
+    LAYER = "layer"
+
+
+# Each method's defaults, as in its paper: prox distils (paper 1), HYDRA trains with TRADES.
+DEFAULT_ADVERSARY = {Method.HYDRA: "trades"}
+DEFAULT_KD_ALPHA = {Method.PROX: 0.5}
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Everything `robustedge compress` needs; the resolved copy is saved as config.yaml.
+
+    ``adversary=None`` / ``kd_alpha=None`` resolve to the method's default (PGD, and TRADES
+    for HYDRA; KD weight 0.5 for prox, 0 for the baselines). ``data=None`` takes the teacher's.
+    """
+
+    teacher: str
+    method: Method = Method.PROX
+    sparsity: float = 0.9
+    structured: bool = False
+    scope: Scope = Scope.GLOBAL
+    adversary: Optional[str] = None
+    adversary_opts: Dict[str, Any] = field(default_factory=dict)
+    eps: float = 0.1
+    steps: int = 10
+    trades_beta: float = 6.0
+    kd_alpha: Optional[float] = None
+    kd_temp: float = 4.0
+    epochs: int = 10
+    finetune_epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: Optim = Optim.ADAM
+    lam0: Optional[float] = None
+    reweighted: bool = True
+    admm_rho: float = 0.01
+    score_lr: float = 0.01
+    include_first: bool = False
+    include_last: bool = False
+    model: Optional[str] = None
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    data: Optional[str] = None
+    data_dir: Optional[str] = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from robustedge.training.adversaries import ADVERSARIES
+
+        method = _enum(Method, self.method, "method")
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "scope", _enum(Scope, self.scope, "scope"))
+        object.__setattr__(self, "optimizer", _enum(Optim, self.optimizer, "optimizer"))
+        if self.adversary is None:
+            object.__setattr__(self, "adversary", DEFAULT_ADVERSARY.get(method, "pgd"))
+        if self.kd_alpha is None:
+            object.__setattr__(self, "kd_alpha", DEFAULT_KD_ALPHA.get(method, 0.0))
+        ADVERSARIES.get(self.adversary)
+        if not (0.0 <= self.sparsity < 1.0):
+            raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+        if not (0.0 <= self.kd_alpha <= 1.0):
+            raise ValueError(f"kd alpha must lie in [0, 1], got {self.kd_alpha}")
+        _positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
+        if self.lam0 is not None and not (self.lam0 > 0):
+            raise ValueError(f"lam0 must be > 0, got {self.lam0}")
+        if self.finetune_epochs < 0 or self.steps < 0 or self.trades_beta < 0:
+            raise ValueError("finetune_epochs, steps and trades_beta must be >= 0")
+        if not (self.eps >= 0) or self.eps > 1:
+            raise ValueError(f"eps must lie in [0, 1] (pixel units), got {self.eps}")
+        if self.adversary != "none" and self.eps == 0:
+            raise ValueError(f"adversary '{self.adversary}' needs eps > 0")
+        if self.structured and method is not Method.PROX:
+            raise ValueError("--structured is implemented for --method prox only")
+        if not self.teacher:
+            raise ValueError("a teacher run folder is required")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        for k in ("method", "scope", "optimizer"):
+            d[k] = getattr(self, k).value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> CompressConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)

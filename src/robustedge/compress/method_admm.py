@@ -1,0 +1,90 @@
+"""ADMM robust pruning (Ye et al., ICCV 2019), the memory-hungry baseline.
+
+Loss: ``robust task loss + sum_l rho/2 ||W_l - Z_l + U_l||^2``. At the end of every epoch:
+``Z = top-k projection of (W + U)`` (same scope as the target), ``U += W - Z``,
+``rho *= 1.3``. Afterwards W is hard-pruned by magnitude and retrained with the mask fixed
+(the pipeline's masked fine-tune). Z and U are dense, weight-sized tensors per pruned layer:
+2x the prunable weights of extra state, which the memory ledger records.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict
+
+import torch
+
+from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.prox import project_topk, topk_masks
+from robustedge.compress.targets import apply_masks
+
+logger = logging.getLogger(__name__)
+RHO_GROWTH = 1.3
+
+
+class ADMMState:
+    """Z (auxiliary, sparse) and U (scaled dual) for every prunable weight."""
+
+    def __init__(
+        self, params: Dict[str, torch.nn.Parameter], sparsity: float, scope: str, rho: float
+    ) -> None:
+        self.params, self.sparsity, self.scope, self.rho = params, sparsity, scope, rho
+        with torch.no_grad():
+            self.Z = project_topk({n: p.detach() for n, p in params.items()}, sparsity, scope)
+            self.U = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def penalty(self) -> torch.Tensor:
+        return sum(
+            0.5 * self.rho * (p - self.Z[n] + self.U[n]).pow(2).sum()
+            for n, p in self.params.items()
+        )
+
+    def update(self) -> None:
+        with torch.no_grad():
+            wu = {n: p.detach() + self.U[n] for n, p in self.params.items()}
+            self.Z = project_topk(wu, self.sparsity, self.scope)
+            for n, p in self.params.items():
+                self.U[n] += p.detach() - self.Z[n]
+        self.rho *= RHO_GROWTH
+
+    def tensors(self):
+        return list(self.Z.values()) + list(self.U.values())
+
+    def residual(self) -> float:
+        """Relative primal residual ||W - Z|| / ||W||."""
+        num = sum(float((p.detach() - self.Z[n]).pow(2).sum()) for n, p in self.params.items())
+        den = sum(float(p.detach().pow(2).sum()) for p in self.params.values())
+        return (num / max(den, 1e-12)) ** 0.5
+
+
+@PRUNERS.register("admm")
+def admm_prune(ctx: PruneContext) -> PruneOutcome:
+    cfg = ctx.cfg
+    state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, cfg.admm_rho)
+    optimizer = make_optimizer(ctx.model.parameters(), cfg)
+    base = ctx.task_loss
+
+    def task_loss(logits, y, x_used):
+        return base(logits, y, x_used) + state.penalty()
+
+    previous = ctx.on_epoch_end
+
+    def epoch_end(epoch, record):
+        state.update()
+        record["admm_residual"] = state.residual()
+        record["rho"] = state.rho
+        if previous is not None:
+            previous(epoch, record)
+
+    ctx.on_epoch_end = epoch_end
+    try:
+        ctx.fit(optimizer, cfg.epochs, "admm", task_loss=task_loss, method_state=state.tensors)
+    finally:
+        ctx.on_epoch_end = previous
+    masks = topk_masks(
+        {n: p.detach().abs() for n, p in ctx.params.items()}, cfg.sparsity, cfg.scope.value
+    )
+    apply_masks(ctx.params, masks)
+    return PruneOutcome(
+        masks, cfg.finetune_epochs, {"admm_residual": state.residual(), "final_rho": state.rho}
+    )

@@ -1,0 +1,230 @@
+"""`robustedge compress` as a function: teacher run folder in, student run folder out.
+
+Order: validate everything (config, teacher run, data, shapes) before any file is written;
+build the student (the teacher's weights when the architecture is the same); run the chosen
+method's pruning phase and the common robust masked fine-tune; evaluate; then write the whole
+run folder through a staging folder that replaces ``out`` only on success. On a non-finite loss
+the last good student state is written to ``out/checkpoint/last.pt`` and a TrainingError
+explains it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from robustedge.compress.common import (
+    PRUNERS,
+    PruneContext,
+    PruneOutcome,
+    masked_finetune,
+    steps_per_epoch,
+)
+from robustedge.compress.config import CompressConfig
+from robustedge.compress.distill import make_kd_task_loss
+from robustedge.compress.targets import count_macs, count_nonzero, prunable_params, sparsity_report
+from robustedge.data import Dataset, load_dataset
+from robustedge.devices import resolve_device
+from robustedge.errors import CheckpointError, RobustEdgeError, TrainingError
+from robustedge.io import atomic_path, staging_dir, write_json, write_yaml
+from robustedge.models import ModelSpec, build_model, count_params, load_model, save_model
+from robustedge.training.adversaries import build_adversary
+from robustedge.training.evaluate import default_spec, evaluate
+from robustedge.training.loop import epoch_batches
+from robustedge.training.run import _check_out_dir, _read_config, seed_everything
+
+logger = logging.getLogger(__name__)
+MASKS = "masks.safetensors"
+
+
+def load_teacher(cfg: CompressConfig):
+    """(teacher model, spec, teacher config dict, data set) with every check done."""
+    run = Path(cfg.teacher)
+    if not run.is_dir():
+        raise CheckpointError(f"teacher run not found: {run}")
+    teacher, t_spec = load_model(run)
+    t_cfg = _read_config(run)
+    data = load_dataset(
+        cfg.data or t_cfg.get("data", "digits"),
+        cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir")),
+    )
+    if t_spec.input_shape != data.input_shape or t_spec.num_classes != data.num_classes:
+        raise RobustEdgeError(
+            f"teacher {run} takes input {t_spec.input_shape} with {t_spec.num_classes} classes, "
+            f"but the student's data '{data.name}' has {data.input_shape} with "
+            f"{data.num_classes} classes"
+        )
+    return teacher.eval(), t_spec, t_cfg, data
+
+
+def build_student(
+    cfg: CompressConfig, teacher: nn.Module, t_spec: ModelSpec, data: Dataset
+) -> tuple:
+    """Student spec and model: the teacher's copy, or ``cfg.model`` built from scratch."""
+    if cfg.model is None or (cfg.model == t_spec.name and not cfg.model_kwargs):
+        return t_spec, copy.deepcopy(teacher)
+    spec = ModelSpec(cfg.model, data.input_shape, data.num_classes, dict(cfg.model_kwargs))
+    return spec, build_model(spec)
+
+
+def compress_run(
+    cfg: CompressConfig, out: Path, eval_attacks: Sequence[str] = ("fgsm", "pgd")
+) -> Dict[str, Any]:
+    """Compress ``cfg.teacher`` into a student run folder ``out``; returns its metrics."""
+    out = Path(out)
+    _check_out_dir(out, resume=False)
+    device = resolve_device(cfg.device)
+    teacher, t_spec, t_cfg, data = load_teacher(cfg)
+    adversary = build_adversary(
+        cfg.adversary, cfg.eps, cfg.steps, beta=cfg.trades_beta, **cfg.adversary_opts
+    )
+    specs = [default_spec(a, cfg.eps if cfg.eps > 0 else 0.1) for a in eval_attacks]
+    seed_everything(cfg.seed)
+    spec, student = build_student(cfg, teacher, t_spec, data)
+    teacher, student = teacher.to(device), student.to(device).train()
+    resolved = {
+        **cfg.to_dict(),
+        "data": data.name,
+        "data_dir": cfg.data_dir or (None if cfg.data else t_cfg.get("data_dir")),
+        "model": spec.name,
+        "model_kwargs": dict(spec.kwargs),
+    }
+
+    ctx = _context(cfg, student, teacher, adversary, data, device)
+    t0 = time.perf_counter()
+    outcome = _train(ctx, out, resolved)
+    student = ctx.model.cpu().eval()
+    metrics = _metrics(cfg, ctx, outcome, student, teacher.cpu(), data, specs, adversary)
+    metrics["seconds"] = time.perf_counter() - t0
+    _write_run(out, student, spec, outcome, ctx, metrics, resolved)
+    return metrics
+
+
+def _context(cfg, student, teacher, adversary, data, device) -> PruneContext:
+    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    return PruneContext(
+        model=student,
+        cfg=cfg,
+        batches=epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
+        steps_per_epoch=steps_per_epoch(len(xt), cfg.batch_size),
+        adversary=adversary,
+        task_loss=make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp),
+        params=prunable_params(student, cfg.include_first, cfg.include_last),
+        input_shape=data.input_shape,
+        device=device,
+    )
+
+
+def _train(ctx: PruneContext, out: Path, resolved: Dict[str, Any]) -> PruneOutcome:
+    """Pruning phase + fine-tune; on a non-finite loss, save the last good state and re-raise."""
+    last_good = {"state": _cpu_state(ctx.model), "epoch": 0, "phase": "start"}
+
+    def keep(epoch: int, record: Dict[str, Any]) -> None:
+        last_good.update(state=_cpu_state(ctx.model), epoch=epoch + 1, phase=record["phase"])
+
+    ctx.on_epoch_end = keep
+    try:
+        outcome = PRUNERS.get(ctx.cfg.method.value)(ctx)
+        masked_finetune(ctx, outcome.masks, outcome.finetune_epochs)
+    except TrainingError as e:
+        path = out / "checkpoint" / "last.pt"
+        with atomic_path(path) as tmp:
+            torch.save(
+                {
+                    "model": last_good["state"],
+                    "epoch": last_good["epoch"],
+                    "phase": last_good["phase"],
+                    "config": resolved,
+                },
+                tmp,
+            )
+        raise TrainingError(
+            f"{e}; last good student state ({last_good['phase']} epoch "
+            f"{last_good['epoch']}) saved to {path}"
+        ) from None
+    return outcome
+
+
+def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _metrics(cfg, ctx, outcome, student, teacher, data, specs, adversary) -> Dict[str, Any]:
+    params = prunable_params(student, cfg.include_first, cfg.include_last)
+    rep = sparsity_report(params)
+    notes = {k: v for k, v in outcome.notes.items() if k != "channel_masks"}
+    return {
+        "kind": "compress",
+        "method": cfg.method.value,
+        "structured": cfg.structured,
+        "target_sparsity": cfg.sparsity,
+        "scope": cfg.scope.value,
+        **adversary.describe(),
+        "kd_alpha": cfg.kd_alpha,
+        "kd_temp": cfg.kd_temp,
+        "sparsity": rep,
+        "params": count_params(student),
+        "nonzero_params": count_nonzero(student),
+        "macs": count_macs(student, data.input_shape),
+        "teacher": {
+            "run": str(cfg.teacher),
+            "params": count_params(teacher),
+            "macs": count_macs(teacher, data.input_shape)["dense"],
+        },
+        "memory": ctx.ledger.report(),
+        "notes": notes,
+        "history": ctx.history,
+        **evaluate(student, data.x_test, data.y_test, specs, seed=cfg.seed),
+    }
+
+
+def _write_run(
+    out: Path,
+    student: nn.Module,
+    spec: ModelSpec,
+    outcome: PruneOutcome,
+    ctx: PruneContext,
+    metrics: Dict[str, Any],
+    resolved: Dict[str, Any],
+) -> None:
+    from safetensors.torch import save_file
+
+    structure = "shrunk" if ctx.cfg.structured else ("masked" if outcome.masks else "dense")
+    masks = outcome.masks or outcome.notes.get("channel_masks") or {}
+    sparsity = {
+        "global": metrics["sparsity"]["global"],
+        "layers": {n: v["sparsity"] for n, v in metrics["sparsity"]["layers"].items()},
+    }
+    with staging_dir(out) as tmp:
+        save_model(
+            tmp,
+            student,
+            spec,
+            extra={
+                "masks": MASKS,
+                "structure": structure,
+                "sparsity": sparsity,
+                "teacher": ctx.cfg.teacher,
+            },
+        )
+        save_file(
+            {n: m.to(torch.uint8).contiguous().cpu() for n, m in masks.items()}, str(tmp / MASKS)
+        )
+        write_yaml(tmp / "config.yaml", resolved)
+        write_json(tmp / "metrics.json", metrics)
+
+
+def read_masks(run: Path) -> Optional[Dict[str, torch.Tensor]]:
+    """Masks of a student run (bool tensors), or None if it has none."""
+    from safetensors.torch import load_file
+
+    path = Path(run) / MASKS
+    if not path.is_file():
+        return None
+    return {k: v.bool() for k, v in load_file(str(path)).items()}
