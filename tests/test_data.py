@@ -72,10 +72,12 @@ def test_idx_loads_real_format(tmp_path, name, sub, gz):
         assert data.class_names[9] == "Ankle boot"
 
 
-def test_data_dir_from_env(tmp_path, monkeypatch):
+def test_data_dir_from_env_or_a_file_path(tmp_path, monkeypatch):
     write_idx_set(tmp_path, gz=False)
     monkeypatch.setenv("ROBUSTEDGE_DATA_DIR", str(tmp_path))
     assert len(load_dataset("mnist").x_train) == 12
+    one_file = str(tmp_path / "train-labels-idx1-ubyte")
+    assert len(load_dataset("mnist", one_file).x_test) == 6
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10", "npz"])
@@ -83,6 +85,17 @@ def test_no_data_dir_names_flag_and_env(name, monkeypatch):
     monkeypatch.delenv("ROBUSTEDGE_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="--data-dir.*ROBUSTEDGE_DATA_DIR"):
         load_dataset(name)
+
+
+def test_parse_idx_matches_published_mnist_header():
+    # LeCun's page: images 0x00000803, N, 28, 28; labels 0x00000801, N (MSB first)
+    head = bytes.fromhex("00000803000000020000001c0000001c")
+    pixels = bytes(range(256)) * 6 + bytes(range(32))
+    images = parse_idx(head + pixels)
+    assert images.shape == (2, 28, 28) and images.dtype == np.uint8
+    assert images[0, 0, 5] == 5 and images[1, 27, 27] == (2 * 784 - 1) % 256
+    labels = parse_idx(bytes.fromhex("0000080100000003070209"))
+    assert labels.tolist() == [7, 2, 9]
 
 
 def test_parse_idx_reads_header():
@@ -102,6 +115,7 @@ def test_parse_idx_reads_header():
         (lambda b: b + b"\x00", "holds"),
         (lambda b: b[:3], "too short"),
         (lambda b: b[:9], "truncated IDX header"),
+        (lambda b: b[:4] + b"\xff" * 12, "header says"),  # absurd sizes
     ],
 )
 def test_parse_idx_rejects_corrupt(mangle, match):
@@ -232,6 +246,8 @@ def test_cifar_from_tarball_and_direct_folder(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     assert load_dataset("cifar10", str(tmp_path)).x_train.shape == (15, 3, 32, 32)
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    assert load_dataset("cifar10", str(tarball)).class_names[1] == "automobile"
     write_cifar(tmp_path / "flat", files)
     assert load_dataset("cifar10", str(tmp_path / "flat")).x_test.shape == (3, 3, 32, 32)
 

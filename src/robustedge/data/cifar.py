@@ -118,6 +118,9 @@ class _Source:
     def __init__(self, root: Path) -> None:
         self.folder: Optional[Path] = None
         self.tar: Optional[Path] = None
+        if root.is_file() and tarfile.is_tarfile(root):
+            self.tar = root
+            return
         for d in [root / s for s in SUBDIRS] + [root]:
             if (d / TEST_BATCH).is_file() or (d / TRAIN_BATCHES[0]).is_file():
                 self.folder = d

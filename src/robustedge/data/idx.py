@@ -7,6 +7,7 @@ big-endian uint32 sizes, then the values, big-endian, row-major.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -69,7 +70,7 @@ def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
         raise DataError(f"{what}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(IDX_DTYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     if len(data) - header != expected:
         raise DataError(
             f"{what}: header says {dims} values ({expected} bytes) but the file holds "
@@ -91,6 +92,7 @@ def _file_names(stem: str) -> Tuple[str, ...]:
 
 def _locate(dataset: str, root: Path, subdirs: Sequence[str]) -> Dict[str, Path]:
     """Paths of the four IDX files, all from the first folder holding the train images."""
+    root = root.parent if root.is_file() else root  # a path to one of the files
     dirs = candidate_dirs(root, subdirs)
     first = find_first(dirs, _file_names(FILES["train_images"]))
     if first is None:
