@@ -57,7 +57,11 @@ def parser() -> argparse.ArgumentParser:
 
 def check_dependencies(manifest: dict, fmt: Optional[str], backend: Optional[str]) -> None:
     """Raise MissingDependency naming the pip package(s) to install."""
-    if importlib.util.find_spec("numpy") is None:
+    try:
+        has_numpy = importlib.util.find_spec("numpy") is not None
+    except (ImportError, ValueError):
+        has_numpy = False
+    if not has_numpy:
         raise MissingDependency("this board has no numpy: pip install numpy")
     from robustedge.device.backends import kind_of, pick_backend
 

@@ -1,0 +1,257 @@
+"""Device harness on the host: bundle contents, the board runner (no torch), measurements,
+refusal of tampered / mismatched bundles, missing packages, atomic local deploys, CLI."""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustedge.device.bundle_format import MANIFEST, file_entry, verify_bundle
+from robustedge.errors import RobustEdgeError
+
+GUARD = (
+    "import sys, runpy\n"
+    "for m in ('torch', 'tensorflow', 'click', 'yaml', 'onnx', 'safetensors'):\n"
+    "    sys.modules[m] = None\n"
+)
+
+
+@pytest.fixture(scope="session")
+def device_export(tiny_run, tmp_path_factory) -> Path:
+    """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by device tests)."""
+    from robustedge.export import export_run
+
+    kw = {"transfer_steps": 5, "transfer_restarts": 1}
+    params = inspect.signature(export_run).parameters
+    kw = {k: v for k, v in kw.items() if k in params}
+    run = tmp_path_factory.mktemp("device") / "run"
+    shutil.copytree(tiny_run, run)
+    export_run(run, "onnx,tflite-int8", **kw)
+    return run
+
+
+@pytest.fixture(scope="session")
+def bundle(device_export, tmp_path_factory) -> Path:
+    from robustedge.device.bundle import build_bundle
+
+    return build_bundle(device_export, tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / bundle.name
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def run_runner(bundle: Path, *args: str, python: str = sys.executable, guard: str = GUARD):
+    """Run the bundle's run_bundle.py in a fresh interpreter with import guards."""
+    code = guard + (
+        f"sys.argv = ['run_bundle.py', *{list(args)!r}]\n"
+        f"runpy.run_path({str(bundle / 'run_bundle.py')!r}, run_name='__main__')\n"
+    )
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_bundle_manifest(bundle, device_export):
+    m = verify_bundle(bundle)
+    export = json.loads((device_export / "export" / "export.json").read_text())
+    assert set(m["formats"]) == {"onnx", "tflite-int8"} and m["default_format"] == "tflite-int8"
+    art = m["formats"]["tflite-int8"]
+    assert art["input"]["layout"] == "NHWC" and art["input"]["dtype"] == "int8"
+    assert art["input"]["scale"] > 0 and art["output"]["dtype"] == "int8"
+    assert art["parity"] == export["artifacts"]["tflite-int8"]["parity"]
+    listed = set(m["files"])
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert on_disk - listed <= {MANIFEST, "results.json"}
+    for rel in ("run_bundle.py", "square_core.py", "lib/robustedge/device/runner.py"):
+        assert rel in listed
+    assert set(m["eval_sets"]) >= {"clean", "transfer"}
+    for rel, meta in m["files"].items():
+        assert file_entry(bundle / rel) == meta
+
+
+def test_runner_without_torch_measures(bundle, tmp_path):
+    """The runner needs only numpy + an interpreter; accuracy equals the host parity figure."""
+    b = copy_bundle(bundle, tmp_path)
+    out = tmp_path / "r.json"
+    args = ["--runs", "200", "--square-queries", "30", "--square-n", "20", "--reference-kernels"]
+    proc = run_runner(b, *args, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    m = verify_bundle(b)
+    host = m["formats"]["tflite-int8"]["parity"]
+    assert r["accuracy"]["clean"] == pytest.approx(host["clean_acc"], abs=1e-12)
+    assert r["accuracy"]["transfer"] == pytest.approx(host["transfer_acc"], abs=1e-12)
+    assert all(p["equal"] for p in r["parity"].values())
+    lat = r["latency"]
+    assert lat["runs"] == 200 and lat["warmup"] > 0 and lat["threads"] == 1
+    assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+    sq = r["robust"][0]
+    assert sq["attack"] == "square" and sq["n"] == 20 and sq["max_linf"] <= sq["eps"] + 1e-6
+    assert sq["acc"] <= sq["clean_acc_subset"]
+    assert r["kernels"] == "BUILTIN_REF" and r["backend"] in ("litert", "tflite-runtime")
+    assert r["emulated"] is False and r["peak_rss_mb"] > 0
+    assert r["model_bytes"] == (b / r["model_file"]).stat().st_size
+    assert r["board"]["machine"] and r["board"]["numpy"] == np.__version__
+
+
+def test_onnx_format_runs(bundle, tmp_path):
+    b = copy_bundle(bundle, tmp_path)
+    out = tmp_path / "r.json"
+    proc = run_runner(
+        b, "--format", "onnx", "--runs", "200", "--square-queries", "0", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["backend"] == "onnxruntime" and r["kernels"].startswith("CPUExecutionProvider")
+    assert r["parity"]["clean"]["equal"] and r["robust"] == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete", "manifest"])
+def test_tampered_bundle_refused(bundle, tmp_path, damage):
+    b = copy_bundle(bundle, tmp_path)
+    model = b / verify_bundle(b)["formats"]["tflite-int8"]["file"]
+    if damage == "flip":
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        model.write_bytes(bytes(data))
+    elif damage == "delete":
+        (b / "square_core.py").unlink()
+    else:
+        (b / MANIFEST).write_text("{not json")
+    proc = run_runner(b, "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refusing bundle:")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_other_input_shape_refused(bundle, tmp_path):
+    b = copy_bundle(bundle, tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    rel = m["eval_sets"]["clean"]
+    np.savez(b / rel, x=np.zeros((4, 1, 10, 10), np.float32), y=np.zeros(4, np.int64))
+    m["files"][rel] = file_entry(b / rel)  # consistent hashes: only the shape is wrong
+    (b / MANIFEST).write_text(json.dumps(m))
+    proc = run_runner(b, "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 3 and "another input shape" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("hidden", "hint"),
+    [
+        (("numpy",), "pip install numpy"),
+        (("ai_edge_litert", "tflite_runtime"), "pip install ai-edge-litert"),
+    ],
+)
+def test_missing_packages_named(bundle, tmp_path, hidden, hint):
+    guard = GUARD + "".join(f"sys.modules[{h!r}] = None\n" for h in hidden)
+    proc = run_runner(bundle, "--out", str(tmp_path / "r.json"), guard=guard)
+    assert proc.returncode == 4 and hint in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_device_package_imports_without_torch():
+    code = GUARD + (
+        "import robustedge.device.bundle, robustedge.device.targets, robustedge.device.onboard\n"
+        "import robustedge.device.qemu, robustedge.device.runner\n"
+        "bad = [m for m in ('torch', 'tensorflow') if sys.modules.get(m) is not None]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_local_deploy_is_atomic(bundle, tmp_path, monkeypatch):
+    from robustedge.device import targets
+
+    sd = tmp_path / "sdcard" / "home" / "pi"
+    t = targets.make_target(str(sd))
+    where = Path(t.deploy(bundle))
+    assert where == sd / bundle.name and verify_bundle(where)
+    r = t.run(str(where), ["--runs", "200", "--square-queries", "0"])
+    assert r["accuracy"]["clean"] > 0.2
+
+    def disk_full(src, dst, *a, **k):
+        Path(dst).mkdir(parents=True)
+        (Path(dst) / "half").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(targets.shutil, "copytree", disk_full)
+    with pytest.raises(RobustEdgeError, match="No space left"):
+        t.deploy(bundle)
+    assert verify_bundle(where)  # the previous bundle is still live and intact
+    assert sorted(p.name for p in sd.iterdir()) == [bundle.name]  # no temp leftovers
+
+
+def test_tampered_bundle_not_deployed(bundle, tmp_path):
+    from robustedge.device.targets import make_target
+
+    b = copy_bundle(bundle, tmp_path / "src")
+    (b / "run_bundle.py").write_text("print('pwned')\n")
+    dest = tmp_path / "board"
+    with pytest.raises(RobustEdgeError, match="tampered"):
+        make_target(str(dest)).deploy(b)
+    assert not dest.exists() or list(dest.iterdir()) == []
+
+
+def test_board_without_numpy_local(bundle):
+    from robustedge.device.targets import make_target
+
+    py = shutil.which("python3", path="/usr/bin")
+    probe = subprocess.run([py, "-c", "import numpy"], capture_output=True) if py else None
+    if probe is None or probe.returncode == 0:
+        pytest.skip("needs a system python3 without numpy at /usr/bin/python3")
+    with pytest.raises(RobustEdgeError, match="pip install numpy"):
+        make_target("local", python=py).bench(bundle, ["--runs", "200"])
+
+
+def test_target_names_and_ssh_errors(tmp_path):
+    from robustedge.device.targets import TARGETS, SSHTarget, make_target
+
+    assert {"local", "ssh", "qemu-aarch64", "qemu-armv7"} <= set(TARGETS.names())
+    with pytest.raises(RobustEdgeError, match="unknown target 'pi'"):
+        make_target("pi")
+    t = SSHTarget("ssh://pi@127.0.0.1:2222/~/bench")
+    assert t.dest == "pi@127.0.0.1" and t.base == "bench" and "2222" in t.ssh
+    assert "BatchMode=yes" in t.ssh and not any("StrictHostKeyChecking" in o for o in t.ssh)
+    assert SSHTarget("ssh://pi@h/opt/b").base == "/opt/b"
+    with pytest.raises(RobustEdgeError, match="ssh to nobody@127.0.0.1 failed"):
+        SSHTarget("ssh://nobody@127.0.0.1:1", connect_timeout=3).deploy(tmp_path)
+
+
+def test_cli_bundle_tar_and_bench(device_export, tmp_path, cli):
+    tar = tmp_path / "b.tar"
+    proc = cli("bundle", str(device_export), "--out", str(tar), "--formats", "tflite-int8")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "res.json"
+    proc = cli(
+        "bench",
+        "--bundle",
+        str(tar),
+        "--target",
+        "local",
+        "--out",
+        str(out),
+        "--runs",
+        "200",
+        "--square-queries",
+        "10",
+        "--square-n",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["target"] == "local" and r["format"] == "tflite-int8" and "latency p50" in proc.stdout
+    bad = tmp_path / "x"
+    proc = cli("bundle", str(device_export), "--out", str(bad), "--formats", "tflite-int4")
+    assert proc.returncode == 2 and "not exported" in proc.stderr
+    assert not bad.exists()
