@@ -40,10 +40,14 @@ def build_artifacts(
 
         int8 = "tflite-int8" in fmts
         calib = calib_x.transpose(0, 2, 3, 1) if int8 else None
-        found = convert_tflite(made["onnx"], work, INPUT_NAME, calib)
-        for fmt, path in found.items():
-            if fmt in fmts:
-                made[fmt] = Path(shutil.copy2(path, stage / FILES[fmt]))
+        sample = ctx.data.x_train[:20].transpose(0, 2, 3, 1)
+        try:
+            found = convert_tflite(made["onnx"], work, INPUT_NAME, calib, sample)
+            for fmt, path in found.items():
+                if fmt in fmts:
+                    made[fmt] = Path(shutil.copy2(path, stage / FILES[fmt]))
+        finally:
+            _keep_log(work, stage)
         timings["tflite"] = time.perf_counter() - t
     if "onnx-int8" in fmts:
         t = time.perf_counter()
@@ -53,7 +57,6 @@ def build_artifacts(
             made["onnx"], stage / FILES["onnx-int8"], INPUT_NAME, calib_x
         )
         timings["onnx_int8"] = time.perf_counter() - t
-    _keep_log(work, stage)
     return made, info
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,20 +24,33 @@ logger = logging.getLogger(__name__)
 
 CONVERT_TIMEOUT_S = 1800
 LOG_TAIL_LINES = 40
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+_BOILERPLATE = re.compile(
+    r"trace log|onnx_op_name|input_onnx_file_path|Read this|Alternatively|If the input OP|"
+    r"Also, for models"
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def convert_tflite(
-    onnx_path: Path, workdir: Path, input_name: str, calib_nhwc: Optional[np.ndarray] = None
+    onnx_path: Path,
+    workdir: Path,
+    input_name: str,
+    calib_nhwc: Optional[np.ndarray] = None,
+    sample_nhwc: Optional[np.ndarray] = None,
 ) -> Dict[str, Path]:
     """Run onnx2tf; returns ``{"tflite-float32": path[, "tflite-int8": path]}``.
 
     ``calib_nhwc`` (N x H x W x C float32 in [0, 1]) turns on full-integer int8 output with
-    per-channel weights. The converter log goes to ``workdir/onnx2tf.log``.
+    per-channel weights. ``sample_nhwc`` (real inputs, NHWC) stands in for the sample images
+    onnx2tf would otherwise download for 3-channel models. The converter log goes to
+    ``workdir/onnx2tf.log``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     workdir, onnx_path = workdir.resolve(), onnx_path.resolve()
     out = workdir / "onnx2tf_out"
+    if sample_nhwc is not None and sample_nhwc.shape[-1] == 3:
+        _write_sample_images(workdir, sample_nhwc)
     cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-v", "info"]
     if calib_nhwc is not None:
         calib_path = workdir / "calib.npy"
@@ -71,6 +83,16 @@ def convert_tflite(
     return found
 
 
+def _write_sample_images(workdir: Path, x_nhwc: np.ndarray) -> None:
+    """onnx2tf 1.29.24 downloads 20 sample RGB images (from GitHub) for any model with a
+    3-channel input unless ``SAMPLE_FILE`` exists in its working folder: write our own real
+    inputs there instead (nearest-neighbour resized to 128 x 128), so nothing is fetched."""
+    x = np.resize(x_nhwc, (20, *x_nhwc.shape[1:])).astype(np.float32)
+    rows = np.arange(128) * x.shape[1] // 128
+    cols = np.arange(128) * x.shape[2] // 128
+    np.save(workdir / SAMPLE_FILE, np.ascontiguousarray(x[:, rows][:, :, cols]))
+
+
 def _run(cmd: List[str], log_path: Path) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     logger.info("running %s", " ".join(cmd))
@@ -98,26 +120,15 @@ def _run(cmd: List[str], log_path: Path) -> str:
 
 
 def describe_failure(log: str) -> str:
-    """One line naming the failing ONNX op (when onnx2tf names it) and the last error line."""
+    """One line naming the failing ONNX op (when onnx2tf names it) and the error raised."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     names = re.findall(r"onnx_op_name:\s*(\S+)", log)
     types = re.findall(r"onnx_op_type:\s*(\S+)", log)
-    errors = [
-        ln.strip()
-        for ln in log.splitlines()
-        if re.search(r"(Error|ERROR|Exception)\b", ln) and "trace log" not in ln
-    ]
+    raised = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)]
+    errors = [ln for ln in lines if ln.startswith("ERROR:") and not _BOILERPLATE.search(ln)]
     parts = []
     if names:
         parts.append(f"op {names[-1]}" + (f" ({types[-1]})" if types else ""))
-    if errors:
-        parts.append(f"last error: {errors[-1][:300]}")
-    if not parts:
-        tail = [ln.strip() for ln in log.splitlines() if ln.strip()][-1:]
-        parts.append(f"log tail: {tail[0][:300] if tail else '(empty)'}")
+    last = (raised or errors or lines[-1:] or ["(empty log)"])[-1]
+    parts.append(f"last error: {last[:300]}")
     return "; ".join(parts)
-
-
-def cleanup(workdir: Path) -> None:
-    """Remove onnx2tf's SavedModel and side files, keeping its log."""
-    shutil.rmtree(workdir / "onnx2tf_out", ignore_errors=True)
-    (workdir / "calib.npy").unlink(missing_ok=True)
