@@ -35,13 +35,18 @@ PRUNERS: Registry = Registry("pruning method")
 
 
 class MemoryLedger:
-    """Peak tensor bytes seen during training: parameters, gradients, optimizer, method state."""
+    """Tensor bytes per training phase: parameters, gradients, optimizer and method state.
+
+    Sampled once per phase after the first optimizer step (all state exists by then and
+    stays the same size); ``peak`` is the phase with the largest total.
+    """
 
     def __init__(self) -> None:
-        self.peak: Dict[str, int] = {"total": 0}
+        self.phases: Dict[str, Dict[str, int]] = {}
 
     def sample(
         self,
+        phase: str,
         model: nn.Module,
         optimizer: Optional[torch.optim.Optimizer],
         method_state: Sequence[torch.Tensor] = (),
@@ -54,11 +59,15 @@ class MemoryLedger:
             "method_state": tensor_bytes(method_state),
         }
         now["total"] = sum(now.values())
-        if now["total"] > self.peak["total"]:
-            self.peak = now
+        self.phases[phase] = now
 
-    def report(self) -> Dict[str, int]:
-        return {**self.peak, "rss_peak_bytes": peak_rss_bytes()}
+    def report(self) -> Dict[str, object]:
+        peak = max(self.phases.values(), key=lambda d: d["total"], default={"total": 0})
+        return {
+            "tensor_bytes": dict(peak),
+            "phases": dict(self.phases),
+            "rss_peak_bytes": peak_rss_bytes(),
+        }
 
 
 def peak_rss_bytes() -> int:
@@ -101,7 +110,7 @@ class PruneContext:
             if after_step is not None:
                 after_step(model)
             if first[0]:
-                self.ledger.sample(model, optimizer, method_state())
+                self.ledger.sample(phase, model, optimizer, method_state())
                 first[0] = False
 
         def epoch_end(epoch: int, record: Dict[str, float]) -> None:

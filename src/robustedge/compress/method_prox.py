@@ -27,7 +27,7 @@ from robustedge.compress.structured import (
     channel_keep_masks,
     channel_sparsity,
     group_prox,
-    remove_zero_channels,
+    remove_channels,
     zero_channels,
 )
 from robustedge.compress.targets import apply_masks, global_sparsity
@@ -107,8 +107,10 @@ def _structured(ctx: PruneContext, optimizer, ctl: LamController, groups) -> Pru
     cfg = ctx.cfg
 
     def after_step(model: torch.nn.Module) -> None:
-        group_prox(groups, optimizer.param_groups[0]["lr"] * ctl.lam)
-        ctl.update(channel_sparsity(groups))
+        sparsity = channel_sparsity(groups)
+        ctl.update(sparsity)
+        if sparsity <= ctl.wanted() + OVERSHOOT:
+            group_prox(groups, optimizer.param_groups[0]["lr"] * ctl.lam)
 
     ctx.fit(optimizer, cfg.epochs, "prox-group", after_step=after_step)
     reached = channel_sparsity(groups)
@@ -116,7 +118,7 @@ def _structured(ctx: PruneContext, optimizer, ctl: LamController, groups) -> Pru
     zero_channels(groups, keep)
     total = sum(int(k.numel()) for k in keep.values())
     kept = sum(int(k.sum()) for k in keep.values())
-    removed = remove_zero_channels(ctx.model, ctx.input_shape, groups)
+    removed = remove_channels(ctx.model, ctx.input_shape, groups, keep)
     logger.info("group prox reached channel sparsity %.4f; removed %d channels", reached, removed)
     notes = {
         "prox_channel_sparsity": reached,

@@ -170,24 +170,28 @@ def zero_channels(groups: Sequence[ChannelGroup], keep: Dict[str, torch.Tensor])
         g.scale(keep[g.root].float())
 
 
-def remove_zero_channels(
-    model: nn.Module, input_shape: Tuple[int, int, int], groups: Sequence[ChannelGroup]
+def remove_channels(
+    model: nn.Module,
+    input_shape: Tuple[int, int, int],
+    groups: Sequence[ChannelGroup],
+    keep: Dict[str, torch.Tensor],
 ) -> int:
-    """Physically delete all-zero channels with Torch-Pruning; returns channels removed.
+    """Physically delete the channels not in ``keep`` with Torch-Pruning; returns how many.
 
-    Rebuilds the dependency graph on ``model`` (which must be the one ``groups`` came from)
-    and prunes each root's zero channels together with everything coupled to them.
+    The channels should already be zero (:func:`zero_channels`) for the function to stay the
+    same. Rebuilds the dependency graph on ``model`` (the one ``groups`` came from) and prunes
+    each root's channels together with everything coupled to them (BN, next layer's inputs).
     """
-    zeros = [torch.nonzero(g.sq_norms() == 0).flatten().tolist() for g in groups]
+    drop = [torch.nonzero(~keep[g.root].cpu()).flatten().tolist() for g in groups]
     dg = _build_graph(model, input_shape)
     removed = 0
-    for g, zero in zip(groups, zeros):
-        if not zero or len(zero) >= g.channels:
+    for g, idxs in zip(groups, drop):
+        if not idxs or len(idxs) >= g.channels:
             continue
-        group = dg.get_pruning_group(g.module, _out_fn(g.module), idxs=zero)
+        group = dg.get_pruning_group(g.module, _out_fn(g.module), idxs=idxs)
         if dg.check_pruning_group(group):
             group.prune()
-            removed += len(zero)
+            removed += len(idxs)
         else:
             logger.warning("torch-pruning refused to prune %s", g.root)
     return removed
