@@ -104,8 +104,22 @@ def _run_local(cmd: List[str], where: str, results_path: Path) -> Dict[str, Any]
     return json.loads(results_path.read_text())
 
 
+KEY_ERRORS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+    "error:",
+)
+
+
 def _last_line(text: str) -> str:
+    """The line that explains a failure: a known cause if any line names one, else the last."""
     lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    for key in KEY_ERRORS:
+        hits = [ln for ln in lines if key in ln]
+        if hits:
+            return hits[-1] + (" (the board's disk is full)" if "No space" in key else "")
     return lines[-1] if lines else "no output"
 
 
@@ -208,7 +222,8 @@ class SSHTarget(Target):
         base, name, py = q(self.base), q(bundle.name), q(self.python)
         script = (
             f"set -e; umask 022; mkdir -p {base}; "
-            f"t=$(mktemp -d {base}/.upload.XXXXXX); trap 'rm -rf \"$t\"' EXIT; "
+            f't=$(mktemp -d {base}/.upload.XXXXXX); t=$(cd "$t" && pwd); '
+            f"trap 'rm -rf \"$t\"' EXIT; "
             f'tar -xf - -C "$t"; '
             f'{py} "$t"/{name}/{ENTRY} --verify-only --bundle "$t"/{name} >/dev/null; '
             f"if [ -e {base}/{name} ]; then rm -rf {base}/.{name}.old; "
