@@ -1,0 +1,84 @@
+"""On-manifold adversarial training through `robustedge train` and `eval` options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robustedge.training import ADVERSARIES, build_adversary
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A small digits CVAE trained in-process (about 1 s)."""
+    from robustedge.manifold.train import VAEConfig, train_vae
+
+    out = tmp_path_factory.mktemp("manifold") / "vae"
+    train_vae(VAEConfig(epochs=10, device="cpu"), out)
+    return out
+
+
+def test_adversaries_registered():
+    assert {"onmanifold", "mixed"} <= set(ADVERSARIES.names())
+
+
+def test_onmanifold_needs_a_manifold():
+    from robustedge.errors import RobustEdgeError
+
+    with pytest.raises(RobustEdgeError, match="needs a manifold"):
+        build_adversary("onmanifold", 0.1, 2)
+
+
+@pytest.mark.parametrize("name", ["onmanifold", "mixed"])
+def test_batch_mix(name, vae_run, tiny_run, digits):
+    """ratio of the batch is replaced by decoder outputs, the rest is clean (or PGD, mixed)."""
+    from robustedge.manifold import load_manifold
+    from robustedge.models import load_model
+
+    model, _ = load_model(tiny_run)
+    adv = build_adversary(name, 0.1, 2, manifold=str(vae_run), ratio=0.25)
+    x, y = torch.as_tensor(digits.x_train[:16]), torch.as_tensor(digits.y_train[:16])
+    seen = {}
+
+    def task_loss(logits, yy, x_used):
+        seen["x"], seen["y"] = x_used, yy
+        return torch.nn.functional.cross_entropy(logits, yy)
+
+    loss = adv.loss(model, x, y, task_loss)
+    loss.backward()
+    assert model.training and torch.isfinite(loss)
+    assert torch.equal(seen["y"], y)
+    rec = load_manifold(vae_run).reconstruct(x[:4], y[:4])
+    assert not torch.allclose(seen["x"][:4], x[:4])  # on-manifold part: decoder outputs
+    assert (seen["x"][:4] - rec).abs().max() < 0.9
+    rest = (seen["x"][4:] - x[4:]).abs().max()
+    assert rest == 0 if name == "onmanifold" else 0 < rest <= 0.1 + 1e-6
+    assert adv.describe()["ratio"] == 0.25 and adv.describe()["eta"] == 0.3
+
+
+def test_train_and_eval_cli(vae_run, cli, tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", "--model", "tiny", "--epochs", "1", "--adversary", "onmanifold",
+            "--manifold", str(vae_run), "--onmanifold-ratio", "0.5", "--steps", "3",
+            "--batch-size", "128", "--no-progress", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adversary"] == "onmanifold" and metrics["ratio"] == 0.5
+    r = cli("eval", str(out), "--attack", "onmanifold", "--manifold", str(vae_run), "--steps",
+            "5", "--corruptions")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((out / "eval.json").read_text())
+    (row,) = ev["robust"]
+    assert row["attack"] == "onmanifold" and row["eps"] == 0.3 and row["steps"] == 5
+    assert 0 <= row["acc"] <= 1 and 0 <= ev["corruptions"]["mean"] <= 1
+    r = cli("eval", str(out), "--attack", "onmanifold")
+    assert r.returncode == 2 and "needs --manifold" in r.stderr
+
+
+def test_config_validates_ratio():
+    from robustedge.config import TrainConfig
+
+    with pytest.raises(ValueError, match="onmanifold_ratio"):
+        TrainConfig(onmanifold_ratio=1.5)
