@@ -104,7 +104,14 @@ def tiny_export(tiny_run, tmp_path_factory):
     from robustedge.export import export_run
 
     out = tmp_path_factory.mktemp("exp") / "export"
-    return export_run(tiny_run, "onnx,onnx-int8,tflite-float32,tflite-int8", out=out, **FAST)
+    return export_run(
+        tiny_run,
+        "onnx,onnx-int8,tflite-float32,tflite-int8",
+        out=out,
+        calib_samples=100,
+        calib_adv_fraction=0.25,
+        **FAST,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +127,7 @@ def test_export_json_contract(tiny_export):
     assert m["data"] == "digits" and m["num_classes"] == 10 and m["input_shape_nchw"] == [1, 8, 8]
     assert set(m["artifacts"]) == {"onnx", "onnx-int8", "tflite-float32", "tflite-int8"}
     assert m["onnx_export"]["exporter"] in ("dynamo", "torchscript")
+    assert m["calibration"]["samples"] == 100 and m["calibration"]["adv_fraction"] == 0.25
     for fmt, a in m["artifacts"].items():
         path = tiny_export.out / a["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == a["sha256"]

@@ -31,8 +31,6 @@ def build_artifacts(
     made["onnx"] = onnx_res.path
     info["onnx_export"] = onnx_res.to_dict()
     timings["onnx"] = time.perf_counter() - t
-    if calib_x is not None:
-        info["calibration"] = _calib_note(ctx, calib_x)
     work = stage / WORK
     if any(f.startswith("tflite") for f in fmts):
         t = time.perf_counter()
@@ -60,17 +58,6 @@ def build_artifacts(
     return made, info
 
 
-def _calib_note(ctx: Any, calib_x: np.ndarray) -> Dict[str, Any]:
-    return {
-        "samples": int(len(calib_x)),
-        "source": f"{ctx.data.name} train split",
-        "layout_for_onnx2tf": "NHWC float32",
-        "mean": 0.0,
-        "std": 1.0,
-        "range": [float(calib_x.min()), float(calib_x.max())],
-    }
-
-
 def _keep_log(work: Path, stage: Path) -> None:
     log = work / "onnx2tf.log"
     if log.is_file():
@@ -80,34 +67,29 @@ def _keep_log(work: Path, stage: Path) -> None:
 
 def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
     """Ledger rows: teacher (if any), the run's PyTorch model, then every artifact."""
+    from robustedge.errors import RobustEdgeError
     from robustedge.models import load_model
 
     rows: List[Dict[str, Any]] = []
+    teacher_row: Optional[Dict[str, Any]] = None
     teacher = ctx.teacher_dir()
     if teacher is not None:
         try:
             t_model, _ = load_model(teacher)
-            rows.append(
-                L.torch_stage(
-                    "PyTorch dense teacher",
-                    t_model,
-                    ctx.spec.input_shape,
-                    teacher / "model.safetensors",
-                )
+            teacher_row = L.torch_stage(
+                "PyTorch dense teacher",
+                t_model,
+                ctx.spec.input_shape,
+                teacher / "model.safetensors",
             )
-        except Exception as e:  # the teacher row is informative only
+            rows.append(teacher_row)
+        except (RobustEdgeError, OSError, RuntimeError) as e:  # the teacher row is informative
             logger.warning("teacher %s not added to the ledger: %s", teacher, e)
-    kind = (
-        "physically shrunk student"
-        if ctx.meta.get("structure")
-        else "masked student"
-        if ctx.meta.get("masks")
-        else "student"
-        if teacher is not None
-        else "model"
-    )
     student = L.torch_stage(
-        f"PyTorch {kind}", ctx.model, ctx.spec.input_shape, ctx.run_dir / "model.safetensors"
+        L.stage_name(ctx.meta, teacher is not None),
+        ctx.model,
+        ctx.spec.input_shape,
+        ctx.run_dir / "model.safetensors",
     )
     rows.append(student)
     for fmt, path in made.items():
@@ -121,8 +103,10 @@ def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
         rows.append(row)
     return {
         "run": str(ctx.run_dir),
+        "structure": L.structure_of(ctx.meta),
         "stages": rows,
         "verdict": L.verdict(ctx.meta, student),
+        "student_vs_teacher": L.ratios(teacher_row, student) if teacher_row else None,
         "notes": "MACs counted on the PyTorch graph (Conv2d/Linear, batch 1); weight "
         "zeros counted in rank>=2 weight tensors (int8 tensors for int8 formats).",
     }

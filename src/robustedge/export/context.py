@@ -36,8 +36,8 @@ class RunContext:
             return torch.cat([self.model(xt[i : i + 512]) for i in range(0, len(xt), 512)]).numpy()
 
     def teacher_dir(self) -> Optional[Path]:
-        """``teacher`` in config.yaml (relative paths resolve against the run folder)."""
-        t = self.cfg.get("teacher")
+        """``teacher`` in model.json or config.yaml (relative paths: against the run folder)."""
+        t = self.meta.get("teacher") or self.cfg.get("teacher")
         if not t:
             return None
         p = Path(t)

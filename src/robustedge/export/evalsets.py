@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -83,6 +84,43 @@ def calibration_inputs(
     if n_adv:
         x[:n_adv] = pgd_inputs(model, x[:n_adv], y_train[idx[:n_adv]], attack, seed)
     return x
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How int8 formats are calibrated: ``samples`` training inputs, ``adv_fraction`` of them
+    replaced by PGD versions; or the caller's own inputs ``x`` (N x C x H x W in [0, 1])."""
+
+    samples: int = DEFAULT_CALIB_SAMPLES
+    adv_fraction: float = 0.0
+    x: Optional[np.ndarray] = None
+
+    def inputs(self, ctx: Any, attack: Dict[str, Any], seed: int) -> Tuple[np.ndarray, Dict]:
+        """(NCHW float32 calibration inputs, the note recorded in export.json)."""
+        if self.x is not None:
+            x = np.asarray(self.x, dtype=np.float32)
+            source, adv = "caller-supplied inputs", None
+        else:
+            d = ctx.data
+            x = calibration_inputs(
+                ctx.model, d.x_train, d.y_train, self.samples, self.adv_fraction, attack, seed
+            )
+            source, adv = f"{d.name} train split (seeded draw)", self.adv_fraction
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(ctx.spec.input_shape):
+            raise RobustEdgeError(
+                f"calibration inputs must be N x {ctx.spec.input_shape}, got {tuple(x.shape)}"
+            )
+        note = {
+            "samples": int(len(x)),
+            "source": source,
+            "adv_fraction": adv,
+            "adv_attack": attack if adv else None,
+            "layout_for_onnx2tf": "NHWC float32",
+            "mean": 0.0,
+            "std": 1.0,
+            "range": [float(x.min()), float(x.max())],
+        }
+        return x, note
 
 
 def save_eval_sets(

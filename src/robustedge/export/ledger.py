@@ -95,9 +95,7 @@ def onnx_stage(path: Path, macs: int) -> Dict[str, Any]:
     from robustedge.export.onnx import onnx_weights
 
     arrays = [
-        a
-        for name, a in onnx_weights(path).items()
-        if a.dtype.kind in "fiu" and a.ndim >= 1 and not name.endswith(_QPARAMS)
+        a for name, a in onnx_weights(path).items() if _is_weight(a) and not name.endswith(_QPARAMS)
     ]
     w = [a for a in arrays if a.ndim >= 2]
     return {
@@ -110,6 +108,11 @@ def onnx_stage(path: Path, macs: int) -> Dict[str, Any]:
         **file_sizes(path),
         "file": path.name,
     }
+
+
+def _is_weight(a: np.ndarray) -> bool:
+    """Float, int8 or int32 (quantized bias) arrays; int64 shape constants are not weights."""
+    return a.ndim >= 1 and (a.dtype.kind == "f" or a.dtype in (np.int8, np.uint8, np.int32))
 
 
 def tflite_constants(path: Path) -> List[Tuple[Dict[str, Any], np.ndarray]]:
@@ -161,14 +164,36 @@ def tflite_stage(path: Path, macs: int) -> Dict[str, Any]:
     return row
 
 
+def structure_of(meta: Dict[str, Any]) -> str:
+    """``shrunk`` | ``masked`` | ``dense`` from model.json's ``structure`` note (written by
+    robustedge.compress); a run without the note is ``dense``."""
+    value = meta.get("structure")
+    return value if value in ("shrunk", "masked") else "dense"
+
+
+def stage_name(meta: Dict[str, Any], has_teacher: bool) -> str:
+    """Ledger name of the run's own PyTorch model."""
+    kind = {"shrunk": "physically shrunk student", "masked": "masked student"}.get(
+        structure_of(meta), "student" if has_teacher else "model"
+    )
+    return f"PyTorch {kind}"
+
+
 def verdict(meta: Dict[str, Any], student_row: Dict[str, Any]) -> str:
     """Which kind of saving applies: structured (smaller), unstructured (zeros) or none."""
-    if meta.get("structure"):
+    kind = structure_of(meta)
+    if kind == "shrunk":
         return STRUCTURED
     frac = student_row["weight_zeros"] / max(1, student_row["weight_count"])
-    if meta.get("masks") or frac >= SPARSE_MIN:
+    if kind == "masked" or frac >= SPARSE_MIN:
         return UNSTRUCTURED
     return DENSE
+
+
+def ratios(teacher_row: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, float]:
+    """Student / teacher ratios of params, non-zeros, MACs and (gzip) file size."""
+    keys = ("params", "nonzeros", "macs", "bytes", "gzip_bytes")
+    return {k: row[k] / teacher_row[k] for k in keys if teacher_row.get(k) and k in row}
 
 
 def zeros_survived(torch_row: Dict[str, Any], row: Dict[str, Any]) -> bool:

@@ -3,11 +3,12 @@ then ``onnx.checker`` (full check, shape inference included)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from robustedge.errors import RobustEdgeError
 
@@ -62,7 +63,7 @@ def export_onnx(model: Any, input_shape: Tuple[int, int, int], path: Path) -> On
 def _export(model: Any, x: Any, path: Path, dynamo: bool) -> None:
     import torch
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet("torch.onnx._internal.exporter._registration"):
         warnings.simplefilter("ignore")
         if dynamo:
             program = torch.onnx.export(
@@ -84,6 +85,18 @@ def _export(model: Any, x: Any, path: Path, dynamo: bool) -> None:
                 output_names=[OUTPUT_NAME],
                 opset_version=17,
             )
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Silence one chatty logger (the exporter's 'torchvision is not installed' lines)."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def check_onnx(path: Path) -> int:

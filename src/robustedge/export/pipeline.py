@@ -102,21 +102,11 @@ def export_run(
     with staging_dir(out) as stage:
         try:
             attack = evalsets.transfer_attack(ctx.eps, transfer_steps, transfer_restarts)
-            report = _build(
-                stage,
-                ctx,
-                fmts,
-                margins,
-                check_parity,
-                seed,
-                attack,
-                calib_samples,
-                calib_adv_fraction,
-                calib_x,
-            )
+            calib = evalsets.Calibration(calib_samples, calib_adv_fraction, calib_x)
+            report = _build(stage, ctx, fmts, margins, check_parity, seed, attack, calib)
         except RobustEdgeError as e:
             _keep_failed(stage, failed, str(e))
-            raise
+            raise RobustEdgeError(f"{e} (reports kept in {failed})") from None
     shutil.rmtree(failed, ignore_errors=True)
     report.out = out
     return report
@@ -130,9 +120,7 @@ def _build(
     check: bool,
     seed: int,
     attack: Dict[str, Any],
-    calib_samples: int,
-    calib_adv_fraction: float,
-    calib_x: Optional[np.ndarray],
+    calib: evalsets.Calibration,
 ) -> ExportReport:
     from robustedge.export import builders
     from robustedge.export.runners import make_runner
@@ -143,16 +131,9 @@ def _build(
     x_adv = evalsets.pgd_inputs(ctx.model, x_test, y_test, attack, seed)
     eval_files = evalsets.save_eval_sets(stage, x_test, y_test, x_adv, attack)
     timings["transfer_set"] = time.perf_counter() - t
-    if calib_x is None and any(is_quantized(f) for f in fmts):
-        calib_x = evalsets.calibration_inputs(
-            ctx.model,
-            ctx.data.x_train,
-            ctx.data.y_train,
-            calib_samples,
-            calib_adv_fraction,
-            attack,
-            seed,
-        )
+    calib_x, calib_note = None, None
+    if any(is_quantized(f) for f in fmts):
+        calib_x, calib_note = calib.inputs(ctx, attack, seed)
     made, info = builders.build_artifacts(stage, ctx, fmts, calib_x, timings)
     torch_clean, torch_adv = ctx.logits(x_test), ctx.logits(x_adv)
     artifacts: Dict[str, Any] = {}
@@ -192,7 +173,7 @@ def _build(
         "artifacts": artifacts,
         "eval_sets": eval_files,
         "transfer_attack": attack,
-        "calibration": info.get("calibration"),
+        "calibration": calib_note,
         "onnx_export": info["onnx_export"],
         "interpreters": INTERPRETERS,
         "parity_gate": "on" if check else "off",
