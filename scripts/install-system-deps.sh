@@ -15,9 +15,15 @@ for p in $PKGS; do
 done
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
+    log=$(mktemp)
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "install-system-deps.sh: apt-get failed (packages:$missing)" >&2
+        exit 1
+    fi
+    rm -f "$log"
 fi
 
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then

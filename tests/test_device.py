@@ -255,3 +255,35 @@ def test_cli_bundle_tar_and_bench(device_export, tmp_path, cli):
     proc = cli("bundle", str(device_export), "--out", str(bad), "--formats", "tflite-int4")
     assert proc.returncode == 2 and "not exported" in proc.stderr
     assert not bad.exists()
+
+
+def test_cli_deploy_and_unreachable(bundle, tmp_path, cli):
+    card = tmp_path / "sd" / "rootfs" / "home" / "pi"
+    proc = cli("deploy", str(bundle), "--target", str(card))
+    assert proc.returncode == 0, proc.stderr
+    assert verify_bundle(card / bundle.name)
+    proc = cli(
+        "deploy",
+        str(bundle),
+        "--target",
+        "ssh://nobody@127.0.0.1:1/~/b",
+        "--ssh-option",
+        "ConnectTimeout=3",
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ssh to nobody@127.0.0.1 failed")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_setup_qemu_needs_root(tmp_path, monkeypatch):
+    from robustedge.device import qemu
+
+    monkeypatch.setattr(qemu.os, "geteuid", lambda: 1000)
+    with pytest.raises(RobustEdgeError, match="needs root"):
+        qemu.setup_qemu("aarch64", root=tmp_path)
+    with pytest.raises(RobustEdgeError, match="unknown arch 'mips'"):
+        qemu.setup_qemu("mips", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    src = tmp_path / "sources.list"
+    src.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n")
+    assert qemu.debian_mirror([src]) == "http://mirror.example/debian"
