@@ -14,11 +14,12 @@ import copy
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from robustedge.attacks import AttackSpec
 from robustedge.compress.common import (
     PRUNERS,
     PruneContext,
@@ -74,7 +75,9 @@ def build_student(
 
 
 def compress_run(
-    cfg: CompressConfig, out: Path, eval_attacks: Sequence[str] = ("fgsm", "pgd")
+    cfg: CompressConfig,
+    out: Path,
+    eval_attacks: Sequence[Union[str, AttackSpec]] = ("fgsm", "pgd"),
 ) -> Dict[str, Any]:
     """Compress ``cfg.teacher`` into a student run folder ``out``; returns its metrics."""
     out = Path(out)
@@ -84,7 +87,8 @@ def compress_run(
     adversary = build_adversary(
         cfg.adversary, cfg.eps, cfg.steps, beta=cfg.trades_beta, **cfg.adversary_opts
     )
-    specs = [default_spec(a, cfg.eps if cfg.eps > 0 else 0.1) for a in eval_attacks]
+    eps = cfg.eps if cfg.eps > 0 else 0.1
+    specs = [a if isinstance(a, AttackSpec) else default_spec(a, eps) for a in eval_attacks]
     seed_everything(cfg.seed)
     spec, student = build_student(cfg, teacher, t_spec, data)
     teacher, student = teacher.to(device), student.to(device).train()

@@ -1,0 +1,202 @@
+"""Trade-off benchmark: clean / PGD / Square accuracy vs sparsity for every pruning method.
+
+Same teacher (a LeNet-5 trained with PGD inside the benchmark, or ``--teacher RUN``), same
+training adversary (PGD), same epoch budget (pruning phase + fine-tune; magnitude, which has
+no pruning phase, fine-tunes for the whole budget), same evaluation for every method:
+PGD-20 with 5 restarts and Square (``--square-queries``), Linf eps = ``--eps``.
+Methods: prox (+KD+AT, paper 1), prox-noKD (ablation: the same without distillation),
+admm (Ye et al. 2019), hydra (Sehwag et al. 2020), magnitude (HYDRA's LWM). Baselines train
+with cross-entropy as in their papers. Tests the claim "prox+KD+AT gives the best robust
+accuracy at high compression".
+
+    .venv/bin/python benchmarks/tradeoff.py [--quick] [--data digits --data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, hardware, table, write_result  # noqa: E402
+
+METHODS = ["prox", "prox-noKD", "admm", "hydra", "magnitude"]
+
+
+def get_teacher(args, root: Path) -> Path:
+    if args.teacher:
+        return Path(args.teacher)
+    from robustedge.config import TrainConfig
+    from robustedge.training.run import train_run
+
+    out = root / f"teacher_{args.data}_e{args.teacher_epochs}"
+    if not (out / "metrics.json").is_file():
+        cfg = TrainConfig(
+            data=args.data,
+            data_dir=args.data_dir,
+            model="lenet5",
+            adversary="pgd",
+            eps=args.eps,
+            steps=args.steps,
+            epochs=args.teacher_epochs,
+            seed=args.seed,
+        )
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        train_run(cfg, out)
+    return out
+
+
+def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) -> dict:
+    from robustedge.attacks import AttackSpec
+    from robustedge.compress import CompressConfig, compress_run
+    from robustedge.io import read_json
+
+    out = root / f"{method}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{args.seed}"
+    if (out / "metrics.json").is_file():
+        return read_json(out / "metrics.json")
+    base = "prox" if method.startswith("prox") else method
+    cfg = CompressConfig(
+        teacher=str(teacher),
+        method=base,
+        sparsity=sparsity,
+        adversary="pgd",
+        eps=args.eps,
+        steps=args.steps,
+        kd_alpha=0.0 if method != "prox" else args.kd_alpha,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        seed=args.seed,
+        data=args.data if args.data_dir else None,
+        data_dir=args.data_dir,
+    )
+    square = AttackSpec("square", args.eps, steps=args.square_queries)
+    return compress_run(cfg, out, eval_attacks=("pgd", square))
+
+
+def _acc(metrics: dict, attack: str) -> float:
+    for r in metrics["robust"]:
+        if r["attack"] == attack:
+            return r["acc"]
+    return float("nan")
+
+
+def plot(rows: list, teacher_pgd: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        pts = sorted((r["sparsity"], r["pgd"]) for r in rows if r["method"] == method)
+        if pts:
+            ax.plot([100 * s for s, _ in pts], [100 * a for _, a in pts], "o-", label=method)
+    ax.axhline(100 * teacher_pgd, color="grey", ls="--", label="dense teacher")
+    ax.set_xlabel("sparsity of prunable weights (%)")
+    ax.set_ylabel("PGD robust accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--teacher", default=None, help="Teacher run folder (else trained here).")
+    ap.add_argument("--teacher-epochs", type=int, default=20)
+    ap.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.99])
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--epochs", type=int, default=5, help="Pruning-phase epochs.")
+    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--steps", type=int, default=5, help="PGD steps in training.")
+    ap.add_argument("--kd-alpha", type=float, default=0.5)
+    ap.add_argument("--square-queries", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="Smoke run: 0.95 only, 1+1 epochs.")
+    args = ap.parse_args()
+    if args.quick:
+        args.sparsities, args.epochs, args.finetune_epochs = [0.95], 1, 1
+        args.teacher_epochs, args.square_queries = min(args.teacher_epochs, 5), 100
+    root = RESULTS / "tradeoff" / args.data
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    teacher = get_teacher(args, root)
+    from robustedge.io import read_json
+
+    tm = read_json(teacher / "metrics.json")
+    rows = []
+    for sparsity in args.sparsities:
+        for method in args.methods:
+            t1 = time.perf_counter()
+            m = compress_one(args, teacher, method, sparsity, root)
+            rows.append(
+                {
+                    "method": method,
+                    "sparsity": sparsity,
+                    "clean": m["clean_acc"],
+                    "pgd": _acc(m, "pgd"),
+                    "square": _acc(m, "square"),
+                    "achieved": m["sparsity"]["global"],
+                    "nonzero": m["nonzero_params"],
+                    "seconds": m.get("seconds", time.perf_counter() - t1),
+                }
+            )
+            print(f"  {method} @ {sparsity:g}: PGD {100 * rows[-1]['pgd']:.1f}%", flush=True)
+    headers = ["sparsity", "method", "clean %", "PGD %", "Square %", "achieved", "non-zero"]
+    trows = [
+        [
+            f"{r['sparsity']:g}",
+            r["method"],
+            100 * r["clean"],
+            100 * r["pgd"],
+            100 * r["square"],
+            f"{r['achieved']:.4f}",
+            r["nonzero"],
+        ]
+        for r in rows
+    ]
+    hw = hardware()
+    settings = {k: v for k, v in vars(args).items()}
+    print(
+        f"data {args.data}, teacher lenet5 PGD-AT: clean {100 * tm['clean_acc']:.1f}%, "
+        f"PGD {100 * _acc(tm, 'pgd'):.1f}%; eps {args.eps}; PGD-{args.steps} training, "
+        f"{args.epochs}+{args.finetune_epochs} epochs; eval PGD-20x5 restarts, Square "
+        f"{args.square_queries} queries; host {hw['cpu']} ({hw['cores']} cores)"
+    )
+    print(table(headers, trows))
+    best = {}
+    for s in args.sparsities:
+        at = [r for r in rows if r["sparsity"] == s]
+        best[f"{s:g}"] = max(at, key=lambda r: r["pgd"])["method"] if at else None
+    print("best PGD robust accuracy per sparsity:", best)
+    png = RESULTS / f"tradeoff_{args.data}.png"
+    plot(rows, _acc(tm, "pgd"), png, f"{args.data}: LeNet-5, PGD eps={args.eps}")
+    payload = {
+        "benchmark": "tradeoff",
+        "hardware": hw,
+        "settings": settings,
+        "teacher": {
+            "run": str(teacher),
+            "clean": tm["clean_acc"],
+            "pgd": _acc(tm, "pgd"),
+            "params": tm.get("params"),
+        },
+        "rows": rows,
+        "best_pgd": best,
+        "plot": str(png),
+        "seconds": time.perf_counter() - t0,
+    }
+    print(f"wrote {write_result(f'tradeoff_{args.data}', payload)} and {png}")
+
+
+if __name__ == "__main__":
+    main()
