@@ -162,3 +162,21 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(teacher, tmp_path):
     assert r.returncode == 2 and "non-finite loss" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert (out / "checkpoint" / "last.pt").is_file() and not (out / "model.safetensors").exists()
+
+
+def test_adversary_options_pass_through():
+    from robustedge.compress.pipeline import make_adversary
+    from robustedge.data import load_dataset
+    from robustedge.errors import RobustEdgeError
+
+    digits = load_dataset("digits")
+    cfg = CompressConfig(teacher="t", adversary="pgd", adversary_opts={"alpha": 0.05})
+    assert make_adversary(cfg, digits).alpha == 0.05
+    synthetic = load_dataset("synthetic")
+    cfg = CompressConfig(
+        teacher="t", adversary="onmanifold", adversary_opts={"manifold": "synthetic", "ratio": 0.25}
+    )
+    adv = make_adversary(cfg, synthetic)
+    assert adv.name == "onmanifold" and adv.ratio == 0.25
+    with pytest.raises(RobustEdgeError):
+        make_adversary(CompressConfig(teacher="t", adversary="onmanifold"), digits)

@@ -64,6 +64,24 @@ def load_teacher(cfg: CompressConfig):
     return teacher.eval(), t_spec, t_cfg, data
 
 
+def make_adversary(cfg: CompressConfig, data: Dataset):
+    """The training adversary; ``--adversary-opt`` pairs pass straight through. With a
+    ``manifold`` option the data set's shape/name are added (as `train` does)."""
+    opts: Dict[str, Any] = {"beta": cfg.trades_beta, **cfg.adversary_opts}
+    if "manifold" in opts:
+        opts = {
+            "input_shape": data.input_shape,
+            "num_classes": data.num_classes,
+            "data_name": data.name,
+            "data_dir": cfg.data_dir,
+            **opts,
+        }
+    try:
+        return build_adversary(cfg.adversary, cfg.eps, cfg.steps, **opts)
+    except TypeError as e:
+        raise RobustEdgeError(f"bad options for adversary '{cfg.adversary}': {e}") from None
+
+
 def build_student(
     cfg: CompressConfig, teacher: nn.Module, t_spec: ModelSpec, data: Dataset
 ) -> tuple:
@@ -84,9 +102,7 @@ def compress_run(
     _check_out_dir(out, resume=False)
     device = resolve_device(cfg.device)
     teacher, t_spec, t_cfg, data = load_teacher(cfg)
-    adversary = build_adversary(
-        cfg.adversary, cfg.eps, cfg.steps, beta=cfg.trades_beta, **cfg.adversary_opts
-    )
+    adversary = make_adversary(cfg, data)
     eps = cfg.eps if cfg.eps > 0 else 0.1
     specs = [a if isinstance(a, AttackSpec) else default_spec(a, eps) for a in eval_attacks]
     seed_everything(cfg.seed)
