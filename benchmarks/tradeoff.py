@@ -78,6 +78,21 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
     return compress_run(cfg, out, eval_attacks=("pgd", square))
 
 
+def square_of(run: Path, args) -> float:
+    """Square robust accuracy of a (teacher) run, cached beside it."""
+    from robustedge.attacks import AttackSpec
+    from robustedge.io import read_json, write_json
+    from robustedge.training.evaluate import evaluate
+    from robustedge.training.run import load_run
+
+    cache = run / f"square_{args.eps:g}_{args.square_queries}.json"
+    if not cache.is_file():
+        model, _, _, data = load_run(run)
+        spec = AttackSpec("square", args.eps, steps=args.square_queries)
+        write_json(cache, evaluate(model, data.x_test, data.y_test, [spec], seed=args.seed))
+    return read_json(cache)["robust"][0]["acc"]
+
+
 def _acc(metrics: dict, attack: str) -> float:
     for r in metrics["robust"]:
         if r["attack"] == attack:
@@ -85,22 +100,32 @@ def _acc(metrics: dict, attack: str) -> float:
     return float("nan")
 
 
-def plot(rows: list, teacher_pgd: float, path: Path, title: str) -> None:
+def plot(payload: dict, path: Path) -> None:
+    """PGD and Square robust accuracy vs sparsity per method, from the result JSON."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        pts = sorted((r["sparsity"], r["pgd"]) for r in rows if r["method"] == method)
-        if pts:
-            ax.plot([100 * s for s, _ in pts], [100 * a for _, a in pts], "o-", label=method)
-    ax.axhline(100 * teacher_pgd, color="grey", ls="--", label="dense teacher")
-    ax.set_xlabel("sparsity of prunable weights (%)")
-    ax.set_ylabel("PGD robust accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    rows, teacher = payload["rows"], payload["teacher"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key in zip(axes, ("pgd", "square")):
+        for method in METHODS:
+            pts = sorted((r["sparsity"], r[key]) for r in rows if r["method"] == method)
+            if pts:
+                ax.plot([100 * s for s, _ in pts], [100 * a for _, a in pts], "o-", label=method)
+        if teacher.get(key) is not None:
+            ax.axhline(100 * teacher[key], color="grey", ls="--", label="dense teacher")
+        ax.set_xlabel("sparsity of prunable weights (%)")
+        ax.set_title(f"{key.upper()} robust accuracy, eps={payload['settings']['eps']}")
+    axes[0].set_ylabel("robust accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{payload['settings']['data']}: LeNet-5 teacher, "
+        f"{payload['settings']['epochs']}+{payload['settings']['finetune_epochs']} "
+        "epochs per method",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -111,18 +136,29 @@ def main() -> None:
     ap.add_argument("--data", default="digits")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--teacher", default=None, help="Teacher run folder (else trained here).")
-    ap.add_argument("--teacher-epochs", type=int, default=20)
+    ap.add_argument("--teacher-epochs", type=int, default=15)
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.99])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--epochs", type=int, default=5, help="Pruning-phase epochs.")
-    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4, help="Pruning-phase epochs.")
+    ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=5, help="PGD steps in training.")
     ap.add_argument("--kd-alpha", type=float, default=0.5)
     ap.add_argument("--square-queries", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="Smoke run: 0.95 only, 1+1 epochs.")
+    ap.add_argument(
+        "--plot-only", default=None, metavar="JSON", help="Only redraw the PNG from a result JSON."
+    )
     args = ap.parse_args()
+    if args.plot_only:
+        import json
+
+        payload = json.loads(Path(args.plot_only).read_text())
+        png = Path(args.plot_only).with_suffix(".png")
+        plot(payload, png)
+        print(f"wrote {png}")
+        return
     if args.quick:
         args.sparsities, args.epochs, args.finetune_epochs = [0.95], 1, 1
         args.teacher_epochs, args.square_queries = min(args.teacher_epochs, 5), 100
@@ -133,6 +169,7 @@ def main() -> None:
     from robustedge.io import read_json
 
     tm = read_json(teacher / "metrics.json")
+    teacher_square = square_of(teacher, args)
     rows = []
     for sparsity in args.sparsities:
         for method in args.methods:
@@ -165,10 +202,11 @@ def main() -> None:
         for r in rows
     ]
     hw = hardware()
-    settings = {k: v for k, v in vars(args).items()}
+    settings = {k: v for k, v in vars(args).items() if k != "plot_only"}
     print(
         f"data {args.data}, teacher lenet5 PGD-AT: clean {100 * tm['clean_acc']:.1f}%, "
-        f"PGD {100 * _acc(tm, 'pgd'):.1f}%; eps {args.eps}; PGD-{args.steps} training, "
+        f"PGD {100 * _acc(tm, 'pgd'):.1f}%, Square {100 * teacher_square:.1f}%; eps {args.eps}; "
+        f"PGD-{args.steps} training, "
         f"{args.epochs}+{args.finetune_epochs} epochs; eval PGD-20x5 restarts, Square "
         f"{args.square_queries} queries; host {hw['cpu']} ({hw['cores']} cores)"
     )
@@ -179,7 +217,6 @@ def main() -> None:
         best[f"{s:g}"] = max(at, key=lambda r: r["pgd"])["method"] if at else None
     print("best PGD robust accuracy per sparsity:", best)
     png = RESULTS / f"tradeoff_{args.data}.png"
-    plot(rows, _acc(tm, "pgd"), png, f"{args.data}: LeNet-5, PGD eps={args.eps}")
     payload = {
         "benchmark": "tradeoff",
         "hardware": hw,
@@ -188,6 +225,7 @@ def main() -> None:
             "run": str(teacher),
             "clean": tm["clean_acc"],
             "pgd": _acc(tm, "pgd"),
+            "square": teacher_square,
             "params": tm.get("params"),
         },
         "rows": rows,
@@ -195,6 +233,7 @@ def main() -> None:
         "plot": str(png),
         "seconds": time.perf_counter() - t0,
     }
+    plot(payload, png)
     print(f"wrote {write_result(f'tradeoff_{args.data}', payload)} and {png}")
 
 
