@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -32,8 +33,7 @@ class Model:
     threads: int
     input_shape: Tuple[int, ...]
     input_dtype: str
-    run: Callable[[np.ndarray], np.ndarray]
-    bare_loop: Callable[[np.ndarray, int], float] = field(repr=False)
+    run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,18 @@ def open_model(
     """Open ``path`` with the best available backend (see ``pick_backend``)."""
     b = pick_backend(path, prefer)
     logger.info("opening %s with %s (threads=%d, ref=%s)", path, b.name, threads, reference_kernels)
-    return b.opener(path, threads, reference_kernels)
+    try:
+        return b.opener(path, threads, reference_kernels)
+    except Exception as e:  # interpreters raise ValueError, RuntimeError or their own types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        others = " or ".join(o.pip_name for o in _others(b))
+        hint = f" (another interpreter may: pip install {others})" if others else ""
+        name = os.path.basename(path)
+        raise RobustEdgeError(f"{b.name} cannot load {name}: {first}{hint}") from None
+
+
+def _others(b: Backend) -> List[Backend]:
+    return [o for o in (BACKENDS.get(n) for n in PREFERENCE) if o.kind == b.kind and o != b]
 
 
 def _tflite_opener(module: str, version_of: Callable[[object], str]) -> Callable:
@@ -109,16 +120,6 @@ def _tflite_opener(module: str, version_of: Callable[[object], str]) -> Callable
             invoke()
             return get_tensor(o_idx)
 
-        def bare_loop(x: np.ndarray, n: int) -> float:
-            import time
-
-            t0 = time.perf_counter()
-            for _ in range(n):
-                set_tensor(i_idx, x)
-                invoke()
-                get_tensor(o_idx)
-            return (time.perf_counter() - t0) / n
-
         kernels = "BUILTIN_REF" if reference_kernels else "XNNPACK/builtin"
         return Model(
             "",
@@ -128,7 +129,6 @@ def _tflite_opener(module: str, version_of: Callable[[object], str]) -> Callable
             tuple(int(d) for d in inp["shape"]),
             np.dtype(inp["dtype"]).name,
             run,
-            bare_loop,
         )
 
     return opener
@@ -166,17 +166,8 @@ def _onnx_open(path: str, threads: int, reference_kernels: bool) -> Model:
     def run(x: np.ndarray) -> np.ndarray:
         return srun([out_name], {name: x})[0]
 
-    def bare_loop(x: np.ndarray, n: int) -> float:
-        import time
-
-        feed = {name: x}
-        t0 = time.perf_counter()
-        for _ in range(n):
-            srun([out_name], feed)[0]
-        return (time.perf_counter() - t0) / n
-
     kernels = "CPUExecutionProvider" + ("/no-graph-opt" if reference_kernels else "")
-    return Model("", ort.__version__, kernels, threads, shape, dtype, run, bare_loop)
+    return Model("", ort.__version__, kernels, threads, shape, dtype, run)
 
 
 def _register(name: str, kind: str, module: str, pip_name: str, opener: Callable) -> None:
