@@ -98,9 +98,9 @@ def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> Non
     type=click.Path(path_type=Path),
     help="Results JSON (default: results-<target>.json).",
 )
-@click.option("--format", "fmt", default=None, help="Bundled format (default: the first).")
+@click.option("--format", "fmt", default=None, help="Default: tflite-int8 if bundled.")
 @click.option("--threads", default=1, show_default=True, type=int)
-@click.option("--runs", default=200, show_default=True, type=int, help="Timed invokes.")
+@click.option("--runs", default=200, show_default=True, help=">= 200 timed invokes; 0 skips.")
 @click.option(
     "--square-queries",
     default=100,

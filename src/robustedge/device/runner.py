@@ -26,6 +26,7 @@ from robustedge.errors import RobustEdgeError
 logger = logging.getLogger(__name__)
 
 EXIT_OTHER, EXIT_BUNDLE, EXIT_DEPS, EXIT_WRITE = 2, 3, 4, 5
+MIN_RUNS = 200
 
 
 class MissingDependency(RobustEdgeError):
@@ -35,10 +36,10 @@ class MissingDependency(RobustEdgeError):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_bundle.py", description="Measure a robustedge bundle.")
     p.add_argument("--bundle", default=None, help="Bundle folder (default: this script's).")
-    p.add_argument("--format", dest="fmt", default=None, help="tflite-int8, onnx, ...")
+    p.add_argument("--format", dest="fmt", default=None, help="Default: tflite-int8 if bundled.")
     p.add_argument("--backend", default=None, help="litert | tflite-runtime | onnxruntime")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=200, help="Timed invokes (>= 200 for a report).")
+    p.add_argument("--runs", type=_runs, default=200, help="Timed invokes: >= 200, or 0 to skip.")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--square-queries", type=int, default=100, help="0 skips the attack.")
     p.add_argument("--square-n", type=int, default=50, help="Samples attacked.")
@@ -53,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-only", action="store_true", help="Check sha256s and exit.")
     p.add_argument("--out", default="results.json")
     return p
+
+
+def _runs(text: str) -> int:
+    n = int(text)
+    if n != 0 and n < MIN_RUNS:
+        raise argparse.ArgumentTypeError(f"need >= {MIN_RUNS} timed runs (or 0 to skip), got {n}")
+    return n
 
 
 def check_dependencies(manifest: dict, fmt: Optional[str], backend: Optional[str]) -> None:
