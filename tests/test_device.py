@@ -174,6 +174,9 @@ def test_local_deploy_is_atomic(bundle, tmp_path, monkeypatch):
     from robustedge.device import targets
 
     sd = tmp_path / "sdcard" / "home" / "pi"
+    with pytest.raises(RobustEdgeError, match="is the card mounted"):
+        targets.make_target(str(sd)).deploy(bundle)
+    sd.parent.mkdir(parents=True)
     t = targets.make_target(str(sd))
     where = Path(t.deploy(bundle))
     assert where == sd / bundle.name and verify_bundle(where)
@@ -259,6 +262,7 @@ def test_cli_bundle_tar_and_bench(device_export, tmp_path, cli):
 
 def test_cli_deploy_and_unreachable(bundle, tmp_path, cli):
     card = tmp_path / "sd" / "rootfs" / "home" / "pi"
+    card.parent.mkdir(parents=True)
     proc = cli("deploy", str(bundle), "--target", str(card))
     assert proc.returncode == 0, proc.stderr
     assert verify_bundle(card / bundle.name)

@@ -135,6 +135,8 @@ class LocalTarget(Target):
     def deploy(self, bundle: Path) -> str:
         if self.dest is None:  # run in place: the runner verifies before it runs
             return str(bundle)
+        if not self.dest.parent.is_dir():  # e.g. an SD card that is not mounted
+            raise RobustEdgeError(f"{self.dest.parent} does not exist (is the card mounted?)")
         return str(install_dir(bundle, self.dest))
 
     def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
