@@ -275,3 +275,27 @@ def test_cli_export_onnx_and_error(tiny_run, tmp_path, cli):
     r = cli("export", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "run folder not found" in r.stderr
+
+
+def test_converter_failure_names_stage_and_op(tiny_run, tmp_path, monkeypatch):
+    """A converter crash: one line naming the stage and the op, no half export, log kept."""
+    import sys
+
+    from robustedge.export import export_run
+
+    fake = tmp_path / "fake_python"
+    fake.write_text(
+        "#!/bin/sh\necho 'ERROR: The trace log is below.'\n"
+        "echo 'NotImplementedError: op GridSample is not supported'\n"
+        "echo 'ERROR: onnx_op_name: /features/GridSample_3'\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    out = tmp_path / "export"
+    with pytest.raises(RobustEdgeError) as info:
+        export_run(tiny_run, "onnx,tflite-float32", out=out, check_parity=False, **FAST)
+    msg = str(info.value)
+    assert "\n" not in msg and "TFLite conversion (onnx2tf) failed" in msg
+    assert "op /features/GridSample_3" in msg and "GridSample is not supported" in msg
+    assert not out.exists() and not list(tmp_path.glob(".export.*"))
+    assert "GridSample" in (tmp_path / "export.failed" / "onnx2tf.log").read_text()
