@@ -299,3 +299,26 @@ def test_converter_failure_names_stage_and_op(tiny_run, tmp_path, monkeypatch):
     assert "op /features/GridSample_3" in msg and "GridSample is not supported" in msg
     assert not out.exists() and not list(tmp_path.glob(".export.*"))
     assert "GridSample" in (tmp_path / "export.failed" / "onnx2tf.log").read_text()
+
+
+def test_onnx_fallback_is_recorded(tmp_path, monkeypatch):
+    """When the dynamo exporter fails, the TorchScript exporter is used and the reason kept."""
+    import robustedge.export.onnx as onnx_export
+    from robustedge.export.runners import OrtRunner
+    from robustedge.models import ModelSpec, build_model
+
+    model = build_model(ModelSpec(f"{__name__}:resdw", (3, 8, 8), 10)).eval()
+    real = onnx_export._export
+
+    def dynamo_fails(m, x, path, dynamo):
+        if dynamo:
+            raise RuntimeError("unsupported FX node")
+        return real(m, x, path, dynamo)
+
+    monkeypatch.setattr(onnx_export, "_export", dynamo_fails)
+    res = onnx_export.export_onnx(model, (3, 8, 8), tmp_path / "m.onnx")
+    assert res.exporter == "torchscript" and "unsupported FX node" in res.fallback_reason
+    x = np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.as_tensor(x)).numpy()
+    assert np.abs(OrtRunner(res.path).logits(x) - ref).max() < 1e-4
