@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -25,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Model:
-    """An opened model: ``run(x)`` maps one model-layout, model-dtype batch to raw outputs."""
+    """An opened model: ``run(x)`` maps one model-layout, model-dtype batch to raw outputs;
+    ``timed(x, runs)`` invokes ``runs`` times and returns seconds per invoke (the loop is
+    inlined per backend so timing adds one clock read per invoke and nothing else)."""
 
     backend: str
     version: str
@@ -34,6 +37,7 @@ class Model:
     input_shape: Tuple[int, ...]
     input_dtype: str
     run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    timed: Callable[[np.ndarray, int], np.ndarray] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Backend:
 
 
 BACKENDS: Registry[Backend] = Registry("backend")
+clock = time.perf_counter_ns
 PREFERENCE = ("litert", "tflite-runtime", "onnxruntime")
 
 
@@ -120,6 +125,16 @@ def _tflite_opener(module: str, version_of: Callable[[object], str]) -> Callable
             invoke()
             return get_tensor(o_idx)
 
+        def timed(x: np.ndarray, runs: int) -> np.ndarray:
+            stamps = [0] * (runs + 1)
+            stamps[0] = clock()
+            for i in range(1, runs + 1):
+                set_tensor(i_idx, x)
+                invoke()
+                get_tensor(o_idx)
+                stamps[i] = clock()
+            return _per_call(stamps)
+
         kernels = "BUILTIN_REF" if reference_kernels else "XNNPACK/builtin"
         return Model(
             "",
@@ -129,6 +144,7 @@ def _tflite_opener(module: str, version_of: Callable[[object], str]) -> Callable
             tuple(int(d) for d in inp["shape"]),
             np.dtype(inp["dtype"]).name,
             run,
+            timed,
         )
 
     return opener
@@ -166,8 +182,22 @@ def _onnx_open(path: str, threads: int, reference_kernels: bool) -> Model:
     def run(x: np.ndarray) -> np.ndarray:
         return srun([out_name], {name: x})[0]
 
+    def timed(x: np.ndarray, runs: int) -> np.ndarray:
+        feed, outs = {name: x}, [out_name]
+        stamps = [0] * (runs + 1)
+        stamps[0] = clock()
+        for i in range(1, runs + 1):
+            srun(outs, feed)
+            stamps[i] = clock()
+        return _per_call(stamps)
+
     kernels = "CPUExecutionProvider" + ("/no-graph-opt" if reference_kernels else "")
-    return Model("", ort.__version__, kernels, threads, shape, dtype, run)
+    return Model("", ort.__version__, kernels, threads, shape, dtype, run, timed)
+
+
+def _per_call(stamps: List[int]) -> np.ndarray:
+    """Consecutive nanosecond time stamps -> seconds per call."""
+    return np.diff(np.asarray(stamps, dtype=np.int64)) * 1e-9
 
 
 def _register(name: str, kind: str, module: str, pip_name: str, opener: Callable) -> None:

@@ -174,7 +174,7 @@ def run_bundle(
     latency = None
     if runs > 0:
         x0 = to_model_input(next(iter(sets.values()))[0][:1], ispec)
-        times = measure.time_invokes(model.run, x0, runs, warmup)
+        times = measure.time_invokes(model.timed, x0, runs, warmup)
         latency = measure.summarize(times, warmup, threads, emulated)
     return measure.Measurements(
         format=fmt,
