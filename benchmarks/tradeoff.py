@@ -56,7 +56,10 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
     from robustedge.compress import CompressConfig, compress_run
     from robustedge.io import read_json
 
-    out = root / f"{method}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{args.seed}"
+    kd = ""
+    if method == "prox" and (args.kd_alpha, args.kd_temp) != (0.5, 4.0):
+        kd = f"_a{args.kd_alpha:g}_t{args.kd_temp:g}"
+    out = root / f"{method}{kd}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{args.seed}"
     if (out / "metrics.json").is_file():
         return read_json(out / "metrics.json")
     base = "prox" if method.startswith("prox") else method
@@ -68,6 +71,7 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
         eps=args.eps,
         steps=args.steps,
         kd_alpha=0.0 if method != "prox" else args.kd_alpha,
+        kd_temp=args.kd_temp,
         epochs=args.epochs,
         finetune_epochs=args.finetune_epochs,
         seed=args.seed,
@@ -144,6 +148,8 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=5, help="PGD steps in training.")
     ap.add_argument("--kd-alpha", type=float, default=0.5)
+    ap.add_argument("--kd-temp", type=float, default=4.0)
+    ap.add_argument("--name", default=None, help="Result name [default: tradeoff_DATA].")
     ap.add_argument("--square-queries", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="Smoke run: 0.95 only, 1+1 epochs.")
@@ -216,7 +222,8 @@ def main() -> None:
         at = [r for r in rows if r["sparsity"] == s]
         best[f"{s:g}"] = max(at, key=lambda r: r["pgd"])["method"] if at else None
     print("best PGD robust accuracy per sparsity:", best)
-    png = RESULTS / f"tradeoff_{args.data}.png"
+    name = args.name or f"tradeoff_{args.data}"
+    png = RESULTS / f"{name}.png"
     payload = {
         "benchmark": "tradeoff",
         "hardware": hw,
@@ -234,7 +241,7 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
     }
     plot(payload, png)
-    print(f"wrote {write_result(f'tradeoff_{args.data}', payload)} and {png}")
+    print(f"wrote {write_result(name, payload)} and {png}")
 
 
 if __name__ == "__main__":

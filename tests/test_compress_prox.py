@@ -169,6 +169,8 @@ def test_lam_controller_follows_ramp():
         {"adversary": "nope"},
         {"scope": "block"},
         {"structured": True, "method": "admm"},
+        {"lam_schedule": "cosine"},
+        {"lam0": -1.0},
     ],
 )
 def test_config_validates(kwargs):

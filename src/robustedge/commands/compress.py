@@ -91,11 +91,20 @@ def parse_opts(pairs: Sequence[str]) -> Dict[str, Any]:
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
 @click.option(
+    "--lam-schedule",
+    default="track",
+    show_default=True,
+    type=click.Choice(["track", "feedback"]),
+    help="prox: set lam each step so the prox zeroes exactly the ramp's sparsity (track), "
+    "or steer lam multiplicatively from --lam0 (feedback).",
+)
+@click.option(
     "--lam0",
     default=None,
     type=float,
-    help="Initial prox weight, then steered to the target [default: from the weights' magnitudes].",
+    help="Initial lam for --lam-schedule feedback [default: 1.0].",
 )
+@click.option("--plain-l1", is_flag=True, help="prox: plain L1 instead of the reweighted L1.")
 @click.option("--include-first", is_flag=True, help="Also prune the first conv.")
 @click.option("--include-last", is_flag=True, help="Also prune the final linear layer.")
 @click.option(
@@ -135,7 +144,9 @@ def compress(
     batch_size,
     lr,
     optimizer,
+    lam_schedule,
     lam0,
+    plain_l1,
     include_first,
     include_last,
     model,
@@ -171,6 +182,8 @@ def compress(
         lr=lr,
         optimizer=optimizer,
         lam0=lam0,
+        lam_schedule=lam_schedule,
+        reweighted=not plain_l1,
         include_first=include_first,
         include_last=include_last,
         model=model,

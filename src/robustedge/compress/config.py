@@ -53,6 +53,7 @@ class CompressConfig:
     optimizer: Optim = Optim.ADAM
     lam0: Optional[float] = None
     reweighted: bool = True
+    lam_schedule: str = "track"
     admm_rho: float = 0.01
     score_lr: float = 0.01
     include_first: bool = False
@@ -81,6 +82,10 @@ class CompressConfig:
         if not (0.0 <= self.kd_alpha <= 1.0):
             raise ValueError(f"kd alpha must lie in [0, 1], got {self.kd_alpha}")
         _positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
+        if self.lam_schedule not in ("track", "feedback"):
+            raise ValueError(
+                f"lam_schedule must be 'track' or 'feedback', got '{self.lam_schedule}'"
+            )
         if self.lam0 is not None and not (self.lam0 > 0):
             raise ValueError(f"lam0 must be > 0, got {self.lam0}")
         if self.finetune_epochs < 0 or self.steps < 0 or self.trades_beta < 0:

@@ -1,7 +1,7 @@
 """Paper 1's method: robust KD training with a proximal step after every optimizer step.
 
-Unstructured: L1 soft threshold with step ``lr * lam``; lam is steered by
-:class:`LamController` towards the target; an exact top-k projection lands on the target.
+Unstructured: (reweighted) L1 soft threshold with step ``lr * lam``; lam follows the target
+along a cubic ramp (:class:`Lam`); an exact top-k projection lands on the target.
 Structured: group soft threshold over output channels (with coupled BN affine parameters,
 see :mod:`robustedge.compress.structured`), exact top-k over channels, then physical removal
 of the zero channels with Torch-Pruning. The masked (or shrunk) fine-tune follows in the
@@ -11,17 +11,19 @@ pipeline. The prox keeps no state beyond the weights.
 from __future__ import annotations
 
 import logging
+from typing import Dict
 
 import torch
 
 from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
 from robustedge.compress.prox import (
+    REL_EPS,
     reweighted_steps,
     soft_threshold,
     topk_masks,
     weighted_soft_threshold,
 )
-from robustedge.compress.schedule import LamController
+from robustedge.compress.schedule import LamController, cubic_ramp
 from robustedge.compress.structured import (
     channel_groups,
     channel_keep_masks,
@@ -44,73 +46,94 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
     ramp = max(1, int(RAMP_FRACTION * cfg.epochs * ctx.steps_per_epoch))
     if cfg.structured:
-        groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
-        scores = torch.cat([(g.sq_norms() / g.size_per_channel()).sqrt() for g in groups])
-        return _structured(ctx, optimizer, _controller(cfg, scores, ramp), groups)
-    params = list(ctx.params.values())
-    if cfg.reweighted:  # magnitudes relative to the layer's mean, squared (see reweighted_steps)
-        mags = torch.cat(
-            [
-                (p.detach().abs() / p.detach().abs().mean().clamp_min(1e-12)).flatten()
-                for p in params
-            ]
-        ).pow(2)
-    else:
-        mags = torch.cat([p.detach().abs().flatten() for p in params])
-    ctl = _controller(cfg, mags, ramp)
+        return _structured(ctx, optimizer, ramp)
+    params = ctx.params
+    lam = Lam(cfg, ramp)
 
     def after_step(model: torch.nn.Module) -> None:
-        sparsity = global_sparsity(params)
-        ctl.update(sparsity)
-        if sparsity > ctl.wanted() + OVERSHOOT:
-            return  # ahead of schedule: no shrink this step (prevents runaway pruning)
-        step = optimizer.param_groups[0]["lr"] * ctl.lam
+        u = {n: zero_scores(p, cfg.reweighted) for n, p in params.items()}
+        step = lam.next_step(u, global_sparsity(params.values()), optimizer)
+        if step is None:
+            return
         with torch.no_grad():
-            for p in params:
+            for n, p in params.items():
+                st = step[n] if isinstance(step, dict) else step
                 if cfg.reweighted:
-                    p.copy_(weighted_soft_threshold(p, reweighted_steps(p, step)))
+                    p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
                 else:
-                    p.copy_(soft_threshold(p, step))
+                    p.copy_(soft_threshold(p, st))
 
     ctx.fit(optimizer, cfg.epochs, "prox", after_step=after_step)
-    reached = global_sparsity(params)
+    reached = global_sparsity(params.values())
     masks = topk_masks(
-        {n: p.detach().abs() for n, p in ctx.params.items()}, cfg.sparsity, cfg.scope.value
+        {n: p.detach().abs() for n, p in params.items()}, cfg.sparsity, cfg.scope.value
     )
-    apply_masks(ctx.params, masks)
-    logger.info(
-        "prox reached sparsity %.4f (lam %.3g), projected to %.4f", reached, ctl.lam, cfg.sparsity
-    )
+    apply_masks(params, masks)
+    logger.info("prox reached sparsity %.4f (lam %.3g), projected", reached, lam.lam)
     return PruneOutcome(
-        masks, cfg.finetune_epochs, {"prox_sparsity": reached, "final_lam": ctl.lam}
+        masks, cfg.finetune_epochs, {"prox_sparsity": reached, "final_lam": lam.lam}
     )
 
 
-def _controller(cfg, magnitudes: torch.Tensor, ramp: int) -> LamController:
-    """lam0 given, or chosen so that a constant shrink of ``lr * lam`` per step would zero the
-    target quantile of the magnitudes by the end of the ramp (gradients aside)."""
-    lam0 = cfg.lam0
-    if lam0 is None:
-        q = _quantile(magnitudes.float(), cfg.sparsity)
-        lam0 = max(q / (cfg.lr * ramp), 1e-6)
-    return LamController(cfg.sparsity, lam0, ramp)
+def zero_scores(p: torch.Tensor, reweighted: bool) -> torch.Tensor:
+    """``u`` with: the prox with step ``lr * lam`` zeroes exactly the weights with
+    ``u <= lr * lam`` (|w| for L1; |w| (|w| + eps s) / s^2 for the reweighted L1)."""
+    a = p.detach().abs()
+    if not reweighted:
+        return a
+    s = a.mean().clamp_min(1e-12)
+    return a * (a + REL_EPS * s) / (s * s)
 
 
-def _quantile(t: torch.Tensor, q: float) -> float:
-    if t.numel() == 0:
-        return 0.0
-    k = min(t.numel(), max(1, int(round(q * t.numel()))))
-    return float(t.kthvalue(k).values)
+class Lam:
+    """The lam schedule. ``track`` (default): each step, lam is set from the current weights so
+    that the prox zeroes exactly the ramp's sparsity ``s(t)`` (per layer with scope=layer).
+    ``feedback``: :class:`LamController` from ``lam0`` (multiplicative steering)."""
+
+    def __init__(self, cfg, ramp: int) -> None:
+        self.cfg, self.ramp, self.t, self.lam = cfg, ramp, 0, 0.0
+        self.ctl = None
+        if cfg.lam_schedule == "feedback":
+            self.ctl = LamController(cfg.sparsity, cfg.lam0 or 1.0, ramp)
+
+    def next_step(self, u: Dict[str, torch.Tensor], sparsity: float, optimizer):
+        """Prox step ``lr * lam`` (a float, or one per layer), or None to skip this step."""
+        lr = optimizer.param_groups[0]["lr"]
+        self.t += 1
+        if self.ctl is not None:
+            self.ctl.update(sparsity)
+            self.lam = self.ctl.lam
+            return None if sparsity > self.ctl.wanted() + OVERSHOOT else lr * self.lam
+        wanted = cubic_ramp(self.t, self.ramp, self.cfg.sparsity)
+        if self.cfg.scope.value == "layer":
+            steps = {n: kth_value(v.flatten(), wanted) for n, v in u.items()}
+            self.lam = max(steps.values()) / lr
+            return steps
+        step = kth_value(torch.cat([v.flatten() for v in u.values()]), wanted)
+        self.lam = step / lr
+        return step
 
 
-def _structured(ctx: PruneContext, optimizer, ctl: LamController, groups) -> PruneOutcome:
+def kth_value(t: torch.Tensor, q: float) -> float:
+    """The value at quantile ``q`` (0 when q selects nothing)."""
+    k = int(round(q * t.numel()))
+    return float(t.float().kthvalue(k).values) if k >= 1 else 0.0
+
+
+def _structured(ctx: PruneContext, optimizer, ramp: int) -> PruneOutcome:
     cfg = ctx.cfg
+    groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
+    lam = Lam(cfg, ramp)
 
     def after_step(model: torch.nn.Module) -> None:
-        sparsity = channel_sparsity(groups)
-        ctl.update(sparsity)
-        if sparsity <= ctl.wanted() + OVERSHOOT:
-            group_prox(groups, optimizer.param_groups[0]["lr"] * ctl.lam)
+        # a channel is zeroed iff its RMS <= lr * lam; each layer keeps its strongest channel
+        rms = {g.root: (g.sq_norms() / g.size_per_channel()).sqrt() for g in groups}
+        step = lam.next_step(rms, channel_sparsity(groups), optimizer)
+        if step is None:
+            return
+        for g in groups:
+            st = step[g.root] if isinstance(step, dict) else step
+            group_prox([g], min(st, 0.5 * float(rms[g.root].max())))
 
     ctx.fit(optimizer, cfg.epochs, "prox-group", after_step=after_step)
     reached = channel_sparsity(groups)
@@ -122,7 +145,7 @@ def _structured(ctx: PruneContext, optimizer, ctl: LamController, groups) -> Pru
     logger.info("group prox reached channel sparsity %.4f; removed %d channels", reached, removed)
     notes = {
         "prox_channel_sparsity": reached,
-        "final_lam": ctl.lam,
+        "final_lam": lam.lam,
         "channels": total,
         "channels_kept": kept,
         "channels_removed": removed,

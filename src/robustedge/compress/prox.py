@@ -91,7 +91,10 @@ def weighted_soft_threshold(w: torch.Tensor, steps: torch.Tensor) -> torch.Tenso
     return torch.sign(w) * torch.clamp(w.abs() - steps, min=0.0)
 
 
-def reweighted_steps(w: torch.Tensor, step: float, rel_eps: float = 0.1) -> torch.Tensor:
+REL_EPS = 0.1  # reweighted L1: epsilon relative to the layer's mean |w|
+
+
+def reweighted_steps(w: torch.Tensor, step: float, rel_eps: float = REL_EPS) -> torch.Tensor:
     """Per-weight thresholds of reweighted L1 (Candes, Wakin & Boyd 2008), layer-normalised.
 
     ``step * s^2 / (|w_i| + rel_eps * s)`` with ``s = mean|w|`` of the layer: small weights are
