@@ -1,0 +1,53 @@
+"""`robustedge run RECIPE`: the whole job (teacher -> students -> export -> boards), cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+
+@click.command("run")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Output folder [default: runs/<recipe name>].",
+)
+@click.option("--check", is_flag=True, help="Only validate the recipe; run nothing.")
+def run_cmd(recipe: Path, out: Optional[Path], check: bool) -> None:
+    """Run RECIPE (YAML), redoing only the stages whose inputs changed or whose outputs are
+    missing or corrupt. The whole recipe is validated before any work starts."""
+    from robustedge.recipe import load_recipe
+
+    r = load_recipe(recipe)
+    if check:
+        students = len(r.students())
+        targets = len(r.devices.targets) if r.devices else 0
+        click.echo(
+            f"recipe {recipe} is valid: 1 teacher, {students} student(s), {targets} target(s)"
+        )
+        return
+    from robustedge.recipe.stages import run_recipe
+
+    out = out or Path("runs") / r.name
+
+    def show(res) -> None:
+        tag = f"{res.status} {res.seconds:.1f}s" if res.status == "done" else res.status
+        note = f"  ({res.note})" if res.note else ""
+        click.echo(f"[{tag:>11}] {res.id}{note}")
+
+    summary = run_recipe(r, out, on_result=show)
+    counts = {
+        s: sum(1 for x in summary["stages"] if x["status"] == s)
+        for s in ("done", "cached", "skipped")
+    }
+    click.echo(
+        f"{counts['done']} stage(s) run, {counts['cached']} cached, {counts['skipped']} skipped"
+    )
+    click.echo(f"output folder: {out}")
+
+
+COMMANDS = [run_cmd]

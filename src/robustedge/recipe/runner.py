@@ -1,0 +1,168 @@
+"""Run a recipe as a chain of cached stages.
+
+A stage has an id, a config (plain JSON data), upstream stages and output files. Its input
+hash is sha256 over (kind, config, the output digests of its upstream stages). When a stage
+finishes, ``OUT/stages/<id>/stage.json`` records that hash and the sha256 of every output
+file. A later run skips the stage when the record exists, the input hash is unchanged and
+every output file is present with the recorded sha256; otherwise the stage is redone (and,
+as its outputs change, so is everything downstream). The record is deleted before a stage
+starts and written last, so a crash never leaves a stage looking complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from robustedge.errors import RobustEdgeError
+from robustedge.io import write_json
+
+logger = logging.getLogger(__name__)
+STAGE_FILE = "stage.json"
+SCHEMA = "robustedge.recipe.stage/1"
+
+
+class SkipStage(Exception):
+    """Raised by an optional stage that cannot run here (recorded as skipped, with a note)."""
+
+
+@dataclass
+class Stage:
+    """One unit of work. ``outputs(root)`` lists its files (relative to ``root``) once done."""
+
+    id: str
+    kind: str
+    config: Dict[str, Any]
+    execute: Callable[[], None]
+    outputs: Callable[[], List[Path]]
+    upstream: Sequence[str] = ()
+    optional_note: Optional[str] = None  # set: the stage is skipped with this note
+
+
+@dataclass
+class StageResult:
+    id: str
+    status: str  # "done" | "cached" | "skipped"
+    seconds: float = 0.0
+    note: str = ""
+    digest: str = ""
+    outputs: Dict[str, str] = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def digest_of(outputs: Dict[str, str]) -> str:
+    """One hash for a stage's outputs (sorted relative path + sha256 pairs)."""
+    return hashlib.sha256(json.dumps(sorted(outputs.items())).encode()).hexdigest()
+
+
+def input_hash(stage: Stage, upstream: Dict[str, str]) -> str:
+    blob = {"kind": stage.kind, "config": stage.config, "upstream": upstream}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StageRunner:
+    """Executes stages in order under ``root``, skipping the ones that are still valid."""
+
+    def __init__(self, root: Path, on_result: Optional[Callable[[StageResult], None]] = None):
+        self.root = Path(root)
+        self.on_result = on_result
+        self.results: Dict[str, StageResult] = {}
+
+    def record_path(self, stage_id: str) -> Path:
+        return self.root / "stages" / stage_id / STAGE_FILE
+
+    def run(self, stages: Sequence[Stage]) -> List[StageResult]:
+        for stage in stages:
+            result = self._one(stage)
+            self.results[stage.id] = result
+            if self.on_result:
+                self.on_result(result)
+        return list(self.results.values())
+
+    def _one(self, stage: Stage) -> StageResult:
+        missing = [
+            u for u in stage.upstream if self.results.get(u, StageResult(u, "?")).digest == ""
+        ]
+        if missing:
+            return StageResult(stage.id, "skipped", note=f"upstream {missing[0]} did not run")
+        if stage.optional_note is not None:
+            return StageResult(stage.id, "skipped", note=stage.optional_note)
+        ups = {u: self.results[u].digest for u in stage.upstream}
+        want = input_hash(stage, ups)
+        cached = self.valid_record(stage, want)
+        if cached is not None:
+            logger.info("stage %s: cached", stage.id)
+            return StageResult(stage.id, "cached", digest=digest_of(cached), outputs=cached)
+        record = self.record_path(stage.id)
+        record.unlink(missing_ok=True)
+        logger.info("stage %s: running", stage.id)
+        t0 = time.perf_counter()
+        try:
+            stage.execute()
+        except SkipStage as e:
+            return StageResult(stage.id, "skipped", note=str(e))
+        seconds = time.perf_counter() - t0
+        outputs = self._hash_outputs(stage)
+        write_json(
+            record,
+            {
+                "schema": SCHEMA,
+                "id": stage.id,
+                "kind": stage.kind,
+                "input_hash": want,
+                "config": stage.config,
+                "upstream": ups,
+                "outputs": outputs,
+                "seconds": round(seconds, 3),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        return StageResult(stage.id, "done", seconds, digest=digest_of(outputs), outputs=outputs)
+
+    def _hash_outputs(self, stage: Stage) -> Dict[str, str]:
+        files = stage.outputs()
+        absent = [p for p in files if not p.is_file()]
+        if not files or absent:
+            what = absent[0] if absent else "any file"
+            raise RobustEdgeError(f"stage {stage.id} finished without writing {what}")
+        return {p.relative_to(self.root).as_posix(): file_sha256(p) for p in sorted(files)}
+
+    def valid_record(self, stage: Stage, want: str) -> Optional[Dict[str, str]]:
+        """The recorded outputs when the stage is complete, valid and up to date, else None."""
+        path = self.record_path(stage.id)
+        try:
+            rec = json.loads(path.read_text())
+            outputs = dict(rec["outputs"])
+            same = rec["input_hash"] == want
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not same or not outputs:
+            return None
+        for rel, sha in outputs.items():
+            p = self.root / rel
+            if not p.is_file() or file_sha256(p) != sha:
+                logger.info("stage %s: output %s missing or changed", stage.id, rel)
+                return None
+        return outputs
+
+
+def files_under(folder: Path, names: Optional[Sequence[str]] = None) -> List[Path]:
+    """The named files of ``folder`` (all files below it when ``names`` is None)."""
+    folder = Path(folder)
+    if names is not None:
+        return [folder / n for n in names]
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file())

@@ -1,0 +1,357 @@
+"""The recipe: one YAML file describing data -> teacher -> compression sweep -> export -> boards.
+
+Every part is a frozen dataclass that validates itself (`FieldError` names the key);
+:func:`load_recipe` checks the whole file (unknown keys, types, ranges, impossible
+combinations) before any work starts and reports the first problem on one line with its
+line number, e.g. ``recipes/digits.yaml:14: compress[0].sparsity[1]: must lie in [0, 1)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from robustedge.recipe.loader import (
+    FieldError,
+    Located,
+    build,
+    check_fields,
+    check_keys,
+    field_types,
+    join,
+    parse_yaml,
+)
+
+# Recipe-level settings never repeated inside a stage.
+TRAIN_EXCLUDED = ("data", "data_dir")
+COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity")
+TFLITE = ("tflite-float32", "tflite-int8")
+# What each emulated userland can run (see robustedge.device.qemu.ARCHES).
+QEMU_FORMATS = {
+    "qemu-aarch64": ("onnx", "onnx-int8", *TFLITE),
+    "qemu-armv7": TFLITE,
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "digits"
+    data_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        from robustedge.data import DATASETS
+
+        if self.name not in DATASETS.names():
+            raise FieldError("name", f"unknown data set '{self.name}' (known: {DATASETS.names()})")
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """``train:`` TrainConfig fields (data comes from ``data:``), or ``load: RUN``."""
+
+    train: Optional[Dict[str, Any]] = None
+    load: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if (self.train is None) == (self.load is None):
+            raise ValueError("give exactly one of 'train' (a TrainConfig) or 'load' (a run folder)")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Extra evaluation of every model (on top of the FGSM/PGD in its metrics.json)."""
+
+    attacks: Tuple[str, ...] = ("pgd",)
+    eps: Tuple[float, ...] = (0.1,)
+    pgd_steps: Optional[int] = None
+    restarts: Optional[int] = None
+    square_queries: Optional[int] = None
+    manifold: Optional[str] = None
+    eta: float = 0.3
+    corruptions: bool = False
+
+    def __post_init__(self) -> None:
+        from robustedge.attacks import ATTACKS
+
+        for i, name in enumerate(self.attacks):
+            if name not in ATTACKS.names():
+                raise FieldError(f"attacks[{i}]", f"unknown attack '{name}' ({ATTACKS.names()})")
+        if "onmanifold" in self.attacks and not self.manifold:
+            raise FieldError("attacks", "attack 'onmanifold' needs 'manifold: VAE_RUN|synthetic'")
+        for i, e in enumerate(self.eps):
+            if not 0 < e <= 1:
+                raise FieldError(f"eps[{i}]", f"eps must lie in (0, 1], got {e}")
+        for key in ("pgd_steps", "restarts", "square_queries"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise FieldError(key, f"{key} must be >= 1, got {v}")
+
+
+@dataclass(frozen=True)
+class CompressSpec:
+    """One compression setting; a list of sparsities makes a sweep (one student each)."""
+
+    name: str
+    sparsity: Tuple[float, ...]
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sparsity:
+            raise FieldError("sparsity", "give at least one sparsity target")
+        for i, s in enumerate(self.sparsity):
+            if not 0 <= s < 1:
+                raise FieldError(f"sparsity[{i}]", f"sparsity must lie in [0, 1), got {s}")
+        if len(set(self.sparsity)) != len(self.sparsity):
+            raise FieldError("sparsity", "duplicate sparsity targets")
+
+    def student_names(self) -> Tuple[str, ...]:
+        return tuple(f"{self.name}-s{s:g}" for s in self.sparsity)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    formats: Tuple[str, ...] = ("onnx", "tflite-int8")
+    clean_margin: float = 1.0
+    robust_margin: float = 2.0
+    calib_samples: int = 200
+    calib_adv_fraction: float = 0.0
+    parity: bool = True
+    transfer_steps: Optional[int] = None
+    transfer_restarts: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        from robustedge.export.pipeline import FORMATS
+
+        for i, f in enumerate(self.formats):
+            if f not in FORMATS:
+                raise FieldError(f"formats[{i}]", f"unknown format '{f}' (known: {FORMATS})")
+        for key in ("clean_margin", "robust_margin"):
+            if getattr(self, key) < 0:
+                raise FieldError(key, f"{key} must be >= 0 (accuracy points)")
+        if self.calib_samples < 1:
+            raise FieldError("calib_samples", "calib_samples must be >= 1")
+        if not 0 <= self.calib_adv_fraction <= 1:
+            raise FieldError("calib_adv_fraction", "calib_adv_fraction must lie in [0, 1]")
+
+    def made(self) -> Tuple[str, ...]:
+        """Formats actually produced (onnx always: the others come from it)."""
+        from robustedge.export.pipeline import parse_formats
+
+        return tuple(parse_formats(self.formats))
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A board: ``local``, ``qemu-aarch64``, ``qemu-armv7``, ``ssh://user@host`` or a path."""
+
+    SHORTHAND = "target"
+    target: str
+    optional: bool = False
+    python: Optional[str] = None
+    ssh_config: Optional[str] = None
+    ssh_options: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        t = self.target
+        ok = t in ("local", *QEMU_FORMATS) or t.startswith(("ssh://", "/", "./", "../"))
+        if not ok:
+            raise FieldError(
+                "target",
+                f"unknown target '{t}' (local, qemu-aarch64, qemu-armv7, ssh://user@host, a path)",
+            )
+        if (self.ssh_config or self.ssh_options) and not t.startswith("ssh://"):
+            raise FieldError("ssh_config", "ssh settings given for a non-ssh target")
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in self.target).strip("_")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    targets: Tuple[TargetSpec, ...]
+    format: Optional[str] = None
+    runs: int = 200
+    threads: int = 1
+    square_queries: int = 100
+    square_n: int = 50
+    reference_kernels: bool = False
+    backend: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise FieldError("targets", "give at least one target")
+        if self.runs != 0 and self.runs < 200:
+            raise FieldError("runs", f"runs must be >= 200 (or 0 to skip timing), got {self.runs}")
+        if self.threads < 1 or self.square_queries < 0 or self.square_n < 1:
+            raise FieldError("threads", "need threads >= 1, square_queries >= 0, square_n >= 1")
+        slugs = [t.slug for t in self.targets]
+        if len(set(slugs)) != len(slugs):
+            raise FieldError("targets", "duplicate targets")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: DataSpec
+    teacher: TeacherSpec
+    seed: int = 0
+    evaluate: EvalSpec = field(default_factory=EvalSpec)
+    compress: Tuple[CompressSpec, ...] = ()
+    export: Optional[ExportSpec] = None
+    devices: Optional[DeviceSpec] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def bench_format(self) -> str:
+        """The format the boards run: ``devices.format`` or the first exported of
+        tflite-int8, tflite-float32, onnx-int8, onnx."""
+        if self.devices and self.devices.format:
+            return self.devices.format
+        made = self.export.made() if self.export else ("onnx",)
+        return next(f for f in (*reversed(TFLITE), "onnx-int8", "onnx") if f in made)
+
+    def students(self) -> Tuple[Tuple[str, CompressSpec, float], ...]:
+        return tuple(
+            (n, c, s) for c in self.compress for n, s in zip(c.student_names(), c.sparsity)
+        )
+
+
+TOP_KEYS = ("name", "seed", "data", "teacher", "evaluate", "compress", "export", "devices")
+
+
+def load_recipe(path: Any) -> Recipe:
+    """Read and fully validate a recipe file; one-line RecipeError on the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        from robustedge.errors import RobustEdgeError
+
+        raise RobustEdgeError(f"cannot read recipe {path}: {e.strerror}") from None
+    return parse_recipe(text, str(path))
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    value, lines = parse_yaml(text, source)
+    loc = Located(source, lines)
+    raw = check_keys(value, TOP_KEYS, "", loc, "recipe")
+    for key in ("name", "teacher"):
+        if key not in raw:
+            raise loc.error("", f"missing key '{key}'")
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        raise loc.error("name", "name must be a non-empty string")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise loc.error("seed", f"expected int, got {seed!r}")
+    data = build(DataSpec, raw.get("data"), "data", loc)
+    recipe = Recipe(
+        name=raw["name"],
+        seed=seed,
+        data=data,
+        teacher=_teacher(raw["teacher"], data, seed, loc),
+        evaluate=build(EvalSpec, raw.get("evaluate"), "evaluate", loc),
+        compress=_compress(raw.get("compress") or [], seed, loc),
+        export=build(ExportSpec, raw["export"], "export", loc) if raw.get("export") else None,
+        devices=build(DeviceSpec, raw["devices"], "devices", loc) if raw.get("devices") else None,
+    )
+    _cross_check(recipe, loc)
+    return recipe
+
+
+def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec:
+    from robustedge.config import TrainConfig
+
+    check_keys(value, ("train", "load"), "teacher", loc, "teacher")
+    try:
+        spec = TeacherSpec(train=value.get("train"), load=value.get("load"))
+    except ValueError as e:
+        raise loc.error("teacher", str(e)) from None
+    if spec.load is not None:
+        if not isinstance(spec.load, str):
+            raise loc.error("teacher.load", "expected a run folder path")
+        return spec
+    types = field_types(TrainConfig, TRAIN_EXCLUDED)
+    train = check_fields(spec.train, types, "teacher.train", loc, "teacher.train (TrainConfig)")
+    train = {"seed": seed, **train, "data": data.name, "data_dir": data.data_dir}
+    try:
+        resolved = TrainConfig(**train).to_dict()
+    except Exception as e:  # ValueError or an unknown registry name
+        raise loc.error(_blame("teacher.train", train, str(e)), _msg(e)) from None
+    return TeacherSpec(train=resolved)
+
+
+def _compress(value: Any, seed: int, loc: Located) -> Tuple[CompressSpec, ...]:
+    from robustedge.compress import CompressConfig
+
+    if not isinstance(value, list):
+        raise loc.error("compress", "expected a list of compression settings")
+    types = field_types(CompressConfig, COMPRESS_EXCLUDED)
+    out = []
+    for i, item in enumerate(value):
+        path = join("compress", i)
+        check_keys(item, ("name", "sparsity", *types), path, loc, "compress entry")
+        item = dict(item)
+        if "sparsity" not in item:
+            raise loc.error(path, "missing key 'sparsity' (a number or a list: a sweep)")
+        sp = build(
+            CompressSpec,
+            {"name": item.pop("name", "x"), "sparsity": item.pop("sparsity")},
+            path,
+            loc,
+        )
+        opts = {"seed": seed, **check_fields(item, types, path, loc, "compress entry")}
+        name = sp.name if "name" in value[i] else _default_name(opts)
+        for s in sp.sparsity:
+            try:
+                CompressConfig(teacher="teacher", sparsity=s, **opts)
+            except Exception as e:
+                raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
+        out.append(CompressSpec(name=name, sparsity=sp.sparsity, options=opts))
+    return tuple(out)
+
+
+def _default_name(opts: Dict[str, Any]) -> str:
+    return str(opts.get("method", "prox")) + ("-structured" if opts.get("structured") else "")
+
+
+def _blame(path: str, given: Dict[str, Any], message: str) -> str:
+    """The given key a config error message names (longest match), else ``path``."""
+    hits = [k for k in given if k.replace("_", " ") in message or k in message]
+    return join(path, max(hits, key=len)) if hits else path
+
+
+def _msg(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _cross_check(r: Recipe, loc: Located) -> None:
+    """Combinations no single section can see."""
+    names = [n for n, _, _ in r.students()]
+    for i, c in enumerate(r.compress):
+        for n in c.student_names():
+            if names.count(n) > 1 or n == "teacher":
+                raise loc.error(join("compress", i), f"student name '{n}' is not unique")
+    if r.devices is None:
+        return
+    if r.export is None:
+        raise loc.error("devices", "device targets need an 'export' section (formats to run)")
+    made = r.export.made()
+    if r.devices.format and r.devices.format not in made:
+        raise loc.error(
+            "devices.format",
+            f"format '{r.devices.format}' is not exported (export.formats: {', '.join(made)})",
+        )
+    for i, t in enumerate(r.devices.targets):
+        runnable = QEMU_FORMATS.get(t.target)
+        if runnable is None:
+            continue
+        fmt = r.bench_format()
+        if fmt not in runnable:
+            raise loc.error(
+                join(join("devices.targets", i), "target"),
+                f"{t.target} cannot run {fmt} (it runs {', '.join(runnable)}): "
+                "export a tflite format or set devices.format",
+            )

@@ -1,0 +1,286 @@
+"""The stages of a recipe (teacher, students, evaluation, export, boards) and `run_recipe`.
+
+Layout under ``OUT``::
+
+    recipe.json                resolved recipe          summary.json   what ran, notes
+    teacher/                   run folder (+ eval.json, export/, device/<target>/results.json)
+    students/<name>-s<sp>/     one run folder per compression setting and sparsity
+    stages/<id>/stage.json     cache records (see robustedge.recipe.runner)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from robustedge.errors import RobustEdgeError
+from robustedge.io import write_json
+from robustedge.recipe.runner import (
+    Stage,
+    StageResult,
+    StageRunner,
+    digest_of,
+    file_sha256,
+    files_under,
+)
+from robustedge.recipe.schema import Recipe, TargetSpec
+
+logger = logging.getLogger(__name__)
+TRAIN_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json")
+STUDENT_FILES = (*TRAIN_FILES, "masks.safetensors")
+SUMMARY = "summary.json"
+
+
+def run_recipe(
+    recipe: Recipe, out: Path, on_result: Optional[Callable[[StageResult], None]] = None
+) -> Dict[str, Any]:
+    """Execute ``recipe`` into ``out``, reusing every stage still valid; returns the summary
+    (also written to ``out/summary.json``)."""
+    out = Path(out)
+    stages, runs, notes = plan(recipe, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "recipe.json", recipe.to_dict())
+    results = StageRunner(out, on_result).run(stages)
+    summary = {
+        "schema": "robustedge.recipe.summary/1",
+        "recipe": recipe.name,
+        "runs": runs,
+        "stages": [
+            {k: v for k, v in asdict(r).items() if k not in ("outputs", "digest")} for r in results
+        ],
+        "notes": notes + [f"{r.id}: {r.note}" for r in results if r.status == "skipped"],
+    }
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+def plan(recipe: Recipe, out: Path) -> Tuple[List[Stage], List[Dict[str, Any]], List[str]]:
+    """All stages in execution order, the run index, and up-front notes. Checks that
+    non-optional targets are usable before any work starts."""
+    targets, notes = _check_targets(recipe)
+    teacher = out / "teacher"
+    stages = [_teacher_stage(recipe, teacher)]
+    runs = [{"name": "teacher", "path": "teacher", "role": "teacher", "sparsity": 0.0}]
+    stages += _downstream(recipe, "teacher", teacher, targets)
+    for name, spec, sparsity in recipe.students():
+        run = out / "students" / name
+        opts = {**spec.options, "sparsity": sparsity}
+        stages.append(
+            Stage(
+                f"student-{name}",
+                "compress",
+                opts,
+                lambda run=run, opts=opts: _compress(teacher, run, opts),
+                lambda run=run: [p for p in files_under(run, STUDENT_FILES) if p.exists()],
+                upstream=("teacher",),
+            )
+        )
+        runs.append(
+            {
+                "name": name,
+                "path": f"students/{name}",
+                "role": "student",
+                "method": opts.get("method", "prox"),
+                "structured": bool(opts.get("structured", False)),
+                "sparsity": sparsity,
+            }
+        )
+        stages += _downstream(recipe, f"student-{name}", run, targets)
+    return stages, runs, notes
+
+
+def _teacher_stage(recipe: Recipe, run: Path) -> Stage:
+    t = recipe.teacher
+    if t.train is not None:
+        return Stage(
+            "teacher",
+            "train",
+            dict(t.train),
+            lambda: _train(run, t.train),
+            lambda: files_under(run, TRAIN_FILES),
+        )
+    src = Path(t.load)
+    files = [src / n for n in (*STUDENT_FILES,) if (src / n).is_file()]
+    if not all((src / n).is_file() for n in ("model.safetensors", "model.json", "config.yaml")):
+        raise RobustEdgeError(f"teacher.load: {src} is not a robustedge run folder")
+    source = {p.name: file_sha256(p) for p in files}
+    return Stage(
+        "teacher",
+        "load",
+        {"load": str(src.resolve()), "source": digest_of(source)},
+        lambda: _copy_run(src, run, [p.name for p in files]),
+        lambda: files_under(run, [p.name for p in files]),
+    )
+
+
+def _downstream(
+    recipe: Recipe, model_id: str, run: Path, targets: List[Tuple[TargetSpec, Optional[str]]]
+) -> List[Stage]:
+    """Evaluation, export and one bench per target for the model of stage ``model_id``."""
+    name = model_id.split("-", 1)[1] if model_id.startswith("student-") else model_id
+    ev = recipe.evaluate
+    stages = []
+    if ev.attacks or ev.corruptions:
+        cfg = {**asdict(ev), "seed": recipe.seed}
+        stages.append(
+            Stage(
+                f"eval-{name}",
+                "evaluate",
+                cfg,
+                lambda: _evaluate(run, recipe),
+                lambda: [run / "eval.json"],
+                upstream=(model_id,),
+            )
+        )
+    if recipe.export is None:
+        return stages
+    ex = recipe.export
+    stages.append(
+        Stage(
+            f"export-{name}",
+            "export",
+            {**asdict(ex), "seed": recipe.seed},
+            lambda: _export(run, recipe),
+            lambda: files_under(run / "export"),
+            upstream=(model_id,),
+        )
+    )
+    for target, skip in targets:
+        where = run / "device" / target.slug
+        cfg = {**asdict(recipe.devices), "targets": None, "target": asdict(target)}
+        cfg["format"] = recipe.bench_format()
+        stages.append(
+            Stage(
+                f"device-{name}-{target.slug}",
+                "bench",
+                cfg,
+                lambda t=target, w=where: _bench(run, w, t, recipe),
+                lambda w=where: [w / "results.json"],
+                upstream=(f"export-{name}",),
+                optional_note=skip,
+            )
+        )
+    return stages
+
+
+def _check_targets(recipe: Recipe) -> Tuple[List[Tuple[TargetSpec, Optional[str]]], List[str]]:
+    """(target, skip note or None) for every device target; a non-optional target that
+    cannot work here is an error now, before any training."""
+    if recipe.devices is None:
+        return [], []
+    out, notes = [], []
+    for t in recipe.devices.targets:
+        try:
+            _make_target(t)
+            out.append((t, None))
+        except RobustEdgeError as e:
+            if not t.optional:
+                raise RobustEdgeError(f"device target {t.target}: {e}") from None
+            note = f"optional target {t.target} skipped: {e}"
+            notes.append(note)
+            out.append((t, note))
+    return out, notes
+
+
+def _make_target(t: TargetSpec) -> Any:
+    from robustedge.device.targets import make_target
+
+    opts = ["-F", t.ssh_config] if t.ssh_config else []
+    for o in t.ssh_options:
+        opts += ["-o", o]
+    return make_target(t.target, ssh_options=opts, python=t.python)
+
+
+def _train(run: Path, cfg: Dict[str, Any]) -> None:
+    from robustedge.config import TrainConfig
+    from robustedge.training.run import train_run
+
+    shutil.rmtree(run, ignore_errors=True)
+    train_run(TrainConfig.from_dict(dict(cfg)), run)
+
+
+def _copy_run(src: Path, run: Path, names: List[str]) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    for n in names:
+        shutil.copy2(src / n, run / n)
+
+
+def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
+    from robustedge.compress import CompressConfig, compress_run
+
+    shutil.rmtree(run, ignore_errors=True)
+    compress_run(CompressConfig(teacher=str(teacher), **opts), run)
+
+
+def eval_specs(recipe: Recipe) -> List[Any]:
+    """The AttackSpecs of the recipe's ``evaluate`` section."""
+    from robustedge.training.evaluate import default_spec
+
+    ev, specs = recipe.evaluate, []
+    for name in ev.attacks:
+        if name == "onmanifold":
+            from robustedge.attacks.on_manifold import eval_spec
+
+            specs.append(eval_spec(ev.eta, ev.manifold, ev.pgd_steps, ev.restarts))
+            continue
+        steps = ev.square_queries if name == "square" else ev.pgd_steps
+        for eps in ev.eps:
+            s = default_spec(name, eps)
+            specs.append(
+                type(s)(
+                    name,
+                    eps,
+                    steps=s.steps if steps is None or name == "fgsm" else steps,
+                    restarts=s.restarts if ev.restarts is None else ev.restarts,
+                )
+            )
+    return specs
+
+
+def _evaluate(run: Path, recipe: Recipe) -> None:
+    from robustedge.training.run import eval_run
+
+    (run / "eval.json").unlink(missing_ok=True)
+    result = eval_run(run, eval_specs(recipe), seed=recipe.seed)
+    if recipe.evaluate.corruptions:
+        from robustedge.attacks.corruptions import corruption_eval_run
+
+        corruption_eval_run(run, result, seed=recipe.seed)
+
+
+def _export(run: Path, recipe: Recipe) -> None:
+    from robustedge.export import export_run
+
+    ex = recipe.export
+    export_run(
+        run,
+        ex.formats,
+        calib_samples=ex.calib_samples,
+        calib_adv_fraction=ex.calib_adv_fraction,
+        clean_margin=ex.clean_margin,
+        robust_margin=ex.robust_margin,
+        check_parity=ex.parity,
+        seed=recipe.seed,
+        transfer_steps=ex.transfer_steps,
+        transfer_restarts=ex.transfer_restarts,
+    )
+
+
+def _bench(run: Path, where: Path, target: TargetSpec, recipe: Recipe) -> None:
+    from robustedge.device.bundle import build_bundle
+
+    d = recipe.devices
+    fmt = recipe.bench_format()
+    shutil.rmtree(where, ignore_errors=True)
+    bundle = build_bundle(run, where / "bundle", [fmt])
+    args = ["--format", fmt, "--threads", str(d.threads), "--runs", str(d.runs)]
+    args += ["--square-queries", str(d.square_queries), "--square-n", str(d.square_n)]
+    args += ["--backend", d.backend] if d.backend else []
+    args += ["--reference-kernels"] if d.reference_kernels else []
+    results = _make_target(target).bench(bundle, args)
+    results["run"] = run.name
+    write_json(where / "results.json", results)
