@@ -4,4 +4,4 @@ Modules import heavy libraries (torch, tensorflow) inside the command functions,
 `robustedge --help` stays fast. Register a new module by adding its name to ``MODULES``.
 """
 
-MODULES: list = ["manifold", "compress", "export", "device", "run"]
+MODULES: list = ["manifold", "compress", "export", "device", "run", "report"]

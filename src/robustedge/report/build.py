@@ -1,0 +1,260 @@
+"""`build_report`: run folders -> one self-contained HTML page + a Markdown summary.
+
+Tables are built once (header + rows of strings) and rendered to both formats. Figures are
+PNGs embedded as base64 ``data:`` URIs: the page references no external URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+from robustedge.io import write_text
+from robustedge.report import plots
+from robustedge.report.collect import RunInfo, find_runs, recipe_notes, robust_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Table:
+    title: str
+    header: List[str]
+    rows: List[List[str]]
+    note: str = ""
+
+
+@dataclass
+class Report:
+    html_path: Path
+    md_path: Path
+    summary: str  # a few lines for the terminal
+
+
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def models_table(runs: Sequence[RunInfo]) -> Table:
+    cols = plots.metric_columns(runs)
+    header = [
+        "model",
+        "method",
+        "sparsity %",
+        "params",
+        "non-zero",
+        "MACs",
+        *[f"{c} %" for c in cols],
+    ]
+    rows = [
+        [
+            r.name,
+            r.family,
+            f"{100 * r.sparsity:.1f}",
+            _num(r.params),
+            _num(r.nonzero),
+            _num(r.macs),
+            *[_pct(plots.value(r, c)) for c in cols],
+        ]
+        for r in runs
+    ]
+    return Table("Accuracy vs compression (PyTorch, test split)", header, rows)
+
+
+def export_table(runs: Sequence[RunInfo]) -> Table:
+    header = [
+        "model",
+        "format",
+        "bytes",
+        "gzip bytes",
+        "MACs",
+        "clean %",
+        "transfer %",
+        "max |dlogit|",
+        "parity gate",
+    ]
+    rows = []
+    for r in runs:
+        by_file = {s.get("file"): s for s in r.ledger}
+        for fmt, a in r.export.items():
+            p, led = a.get("parity", {}), by_file.get(a.get("file"), {})
+            gate = "off" if p.get("skipped") else ("pass" if p.get("passed") else "FAIL")
+            diff = p.get("max_abs_logit_diff")
+            rows.append(
+                [
+                    r.name,
+                    fmt,
+                    _num(a.get("bytes")),
+                    _num(led.get("gzip_bytes")),
+                    _num(led.get("macs")),
+                    _pct(p.get("clean_acc")),
+                    _pct(p.get("transfer_acc")),
+                    "-" if diff is None else f"{diff:.3g}",
+                    gate,
+                ]
+            )
+    return Table(
+        "Export ledger (size, MACs, parity with PyTorch per format)",
+        header,
+        rows,
+        "transfer = accuracy on PGD examples crafted on the PyTorch model.",
+    )
+
+
+def device_table(runs: Sequence[RunInfo]) -> Table:
+    header = [
+        "model",
+        "target",
+        "format",
+        "backend",
+        "clean %",
+        "square %",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "bytes",
+        "peak RSS MiB",
+    ]
+    rows = []
+    for r, d in plots.device_rows(runs):
+        lat = d.get("latency") or {}
+        sq = next((a for a in d.get("robust", []) if a.get("attack") == "square"), None)
+        rows.append(
+            [
+                r.name,
+                plots.target_label(d),
+                d.get("format", "-"),
+                f"{d.get('backend', '-')} {d.get('backend_version', '')} ({d.get('kernels', '')})",
+                _pct(d.get("accuracy", {}).get("clean")),
+                "-" if sq is None else f"{100 * sq['acc']:.1f} (q={sq['n_queries']}, n={sq['n']})",
+                *[f"{lat[k]:.4g}" if k in lat else "-" for k in ("p50_ms", "p90_ms", "p99_ms")],
+                _num(d.get("model_bytes")),
+                f"{d.get('peak_rss_mb', '-')}",
+            ]
+        )
+    return Table(
+        "On-device results per target",
+        header,
+        rows,
+        "EMULATED rows ran under qemu-user: their latency says nothing about a real "
+        "board (use them for correctness and relative comparisons only).",
+    )
+
+
+def build_report(paths: Sequence[Path], out: Path, title: Optional[str] = None) -> Report:
+    """Read the runs under ``paths`` and write ``out`` (HTML) and ``out`` with .md."""
+    runs = find_runs(paths)
+    notes = recipe_notes(paths)
+    robust = robust_key(runs)
+    tables = [models_table(runs), export_table(runs), device_table(runs)]
+    figures = _figures(runs, robust)
+    title = title or "robustedge report"
+    out = Path(out)
+    md_path = out.with_suffix(".md")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    summary = _summary(runs, robust)
+    write_text(out, render_html(title, stamp, summary, tables, figures, notes))
+    write_text(md_path, render_md(title, stamp, summary, tables, notes, out.name))
+    return Report(out, md_path, "\n".join(summary))
+
+
+def _figures(runs: Sequence[RunInfo], robust: Optional[str]) -> List[Tuple[str, bytes]]:
+    figs = [("Trade-off: accuracy vs sparsity per method", plots.tradeoff(runs))]
+    lat = plots.latency(runs)
+    if lat:
+        figs.append(("Latency distribution per target", lat))
+    par = plots.pareto(runs, robust) if robust else None
+    if par:
+        figs.append((f"Pareto view: robust accuracy ({robust}) vs latency vs size", par))
+    return figs
+
+
+def _summary(runs: Sequence[RunInfo], robust: Optional[str]) -> List[str]:
+    lines = [f"{len(runs)} model(s); headline robust metric: {robust or 'none'}"]
+    for r in runs:
+        dev = ", ".join(
+            f"{plots.target_label(d)} p50 {d['latency']['p50_ms']:.3g} ms"
+            for d in r.devices
+            if d.get("latency")
+        )
+        size = min((a["bytes"] for a in r.export.values()), default=None)
+        lines.append(
+            f"  {r.name:<24} sparsity {100 * r.sparsity:5.1f}%  clean {_pct(r.clean):>5}%  "
+            f"robust {_pct(r.accuracy.get(robust) if robust else None):>5}%"
+            + (f"  smallest export {size:,} B" if size else "")
+            + (f"  [{dev}]" if dev else "")
+        )
+    return lines
+
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
+max-width:1200px}
+h1{margin-bottom:0}.stamp{color:#777;margin-top:4px}
+table{border-collapse:collapse;margin:8px 0 4px;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#fafafa}
+.note{color:#555;font-size:12px}img{max-width:100%;border:1px solid #eee;margin:6px 0}
+pre{background:#f6f8fa;padding:10px;font-size:12px}
+"""
+
+
+def render_html(title, stamp, summary, tables, figures, notes) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1><p class='stamp'>generated {e(stamp)} from the runs' JSON files</p>",
+        f"<pre>{e(chr(10).join(summary))}</pre>",
+    ]
+    for cap, png in figures:
+        data = base64.b64encode(png).decode()
+        parts.append(f"<h2>{e(cap)}</h2><img alt='{e(cap)}' src='data:image/png;base64,{data}'>")
+    for t in tables:
+        parts.append(f"<h2>{e(t.title)}</h2>")
+        if not t.rows:
+            parts.append("<p class='note'>none in these runs</p>")
+            continue
+        parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr>")
+        for row in t.rows:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>" + (f"<p class='note'>{e(t.note)}</p>" if t.note else ""))
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render_md(title, stamp, summary, tables, notes, html_name) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated {stamp}; figures in `{html_name}`.",
+        "",
+        "```",
+        *summary,
+        "```",
+        "",
+    ]
+    for t in tables:
+        lines += [f"## {t.title}", ""]
+        if not t.rows:
+            lines += ["none in these runs", ""]
+            continue
+        lines.append("| " + " | ".join(t.header) + " |")
+        lines.append("|" + "---|" * len(t.header))
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in t.rows]
+        lines += (["", f"{t.note}"] if t.note else []) + [""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(lines)
