@@ -64,6 +64,18 @@ def test_qemu_matches_host_bit_for_bit(arch, bundle, host_ref):  # noqa: F811
     assert r["robust"][0]["acc"] == host_ref["robust"][0]["acc"]
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_qemu_aarch64_onnxruntime(bundle):  # noqa: F811
+    rootfs("aarch64")
+    r = QemuTarget("aarch64").bench(
+        bundle, ["--format", "onnx", "--runs", "200", "--square-queries", "0"]
+    )
+    assert r["backend"] == "onnxruntime" and r["board"]["machine"] == "aarch64"
+    assert "emulation" in r["board"]["cpu_model"]
+    assert all(p["equal"] for p in r["parity"].values())  # same accuracy as the host's ORT
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -136,9 +136,10 @@ def os_name() -> str:
 
 
 def looks_emulated(machine: str, cpu: str) -> bool:
-    """An ARM Python reading an x86 /proc/cpuinfo: qemu-user (the CPU model is the host's)."""
+    """An ARM Python reading an x86 /proc/cpuinfo (qemu-user shows the host's CPU) or the
+    cpuinfo that ``robustedge device setup-qemu`` writes into its userland."""
     x86 = any(v in cpu for v in ("Intel", "AMD", "GenuineIntel", "AuthenticAMD", "QEMU Virtual"))
-    return machine.startswith(("aarch64", "arm")) and x86
+    return machine.startswith(("aarch64", "arm")) and (x86 or "qemu" in cpu.lower())
 
 
 def board_info(interpreters: Dict[str, str]) -> Dict[str, Any]:

@@ -211,6 +211,7 @@ def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(shutil.which(f"{spec.binfmt}-static") or interp, target)
     (rootfs / "tmp").mkdir(exist_ok=True)
+    write_cpu_files(rootfs, spec)
     probe = (
         "import json, platform, numpy\n"
         "v = {'machine': platform.machine(), 'python': platform.python_version(),"
@@ -223,6 +224,30 @@ def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
     info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
     logger.info("built %s: %s", rootfs, info)
     return info
+
+
+CPU_LINES = {
+    "arm64": "Features\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+    "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n",
+    "armhf": "model name\t: ARMv7 Processor rev 3 (v7l)\nFeatures\t: half thumb fastmult vfp "
+    "edsp neon vfpv3 tls vfpv4 idiva idivt\nCPU implementer\t: 0x41\nCPU architecture: 7\n"
+    "CPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n",
+}
+
+
+def write_cpu_files(rootfs: Path, spec: ArchSpec, cpus: Optional[int] = None) -> None:
+    """Plain files for what the chroot has no /proc and /sys for: an ARM-style /proc/cpuinfo
+    whose ``Model`` says this is emulation, and the CPU lists onnxruntime's cpuinfo reads
+    (without them it aborts). Nothing is mounted."""
+    n = max(1, cpus or os.cpu_count() or 1)
+    proc, cpu = rootfs / "proc", rootfs / "sys/devices/system/cpu"
+    proc.mkdir(exist_ok=True)
+    cpu.mkdir(parents=True, exist_ok=True)
+    blocks = "".join(f"processor\t: {i}\n{CPU_LINES[spec.debian_arch]}\n" for i in range(n))
+    model = f"Model\t\t: qemu-user emulation of {spec.debian_arch} (not a real board)\n"
+    (proc / "cpuinfo").write_text(blocks + model)
+    for name in ("possible", "present", "online"):
+        (cpu / name).write_text(f"0-{n - 1}\n" if n > 1 else "0\n")
 
 
 def chroot_command(rootfs: Path, args: List[str]) -> List[str]:

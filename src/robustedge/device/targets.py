@@ -169,6 +169,7 @@ class QemuTarget(Target):
         return f"{self.BOARD_DIR}/{final.name}"
 
     def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
+        qemu.write_cpu_files(self.rootfs, qemu.ARCHES[self.arch])  # this host's CPU count
         out = f"{where}/{RESULTS}"
         cmd = qemu.chroot_command(self.rootfs, [f"{where}/{ENTRY}", *args, "--out", out])
         return _run_local(cmd, self.name, self.rootfs / out.lstrip("/"))
