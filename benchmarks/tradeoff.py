@@ -57,8 +57,13 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
     from robustedge.io import read_json
 
     kd = ""
-    if method == "prox" and (args.kd_alpha, args.kd_temp) != (0.5, 4.0):
-        kd = f"_a{args.kd_alpha:g}_t{args.kd_temp:g}"
+    if method.startswith("prox"):
+        if method == "prox" and (args.kd_alpha, args.kd_temp) != (0.5, 4.0):
+            kd += f"_a{args.kd_alpha:g}_t{args.kd_temp:g}"
+        if args.penalty != "reweighted":
+            kd += f"_{args.penalty}"
+        if args.lam_schedule != "track":
+            kd += f"_{args.lam_schedule}"
     out = root / f"{method}{kd}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{args.seed}"
     if (out / "metrics.json").is_file():
         return read_json(out / "metrics.json")
@@ -72,6 +77,8 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
         steps=args.steps,
         kd_alpha=0.0 if method != "prox" else args.kd_alpha,
         kd_temp=args.kd_temp,
+        penalty=args.penalty,
+        lam_schedule=args.lam_schedule,
         epochs=args.epochs,
         finetune_epochs=args.finetune_epochs,
         seed=args.seed,
@@ -149,6 +156,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="PGD steps in training.")
     ap.add_argument("--kd-alpha", type=float, default=0.5)
     ap.add_argument("--kd-temp", type=float, default=4.0)
+    ap.add_argument("--penalty", default="reweighted", choices=["reweighted", "l1", "l0"])
+    ap.add_argument("--lam-schedule", default="track", choices=["track", "feedback"])
     ap.add_argument("--name", default=None, help="Result name [default: tradeoff_DATA].")
     ap.add_argument("--square-queries", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)

@@ -182,3 +182,12 @@ def test_adversary_options_pass_through():
     assert adv.name == "onmanifold" and adv.ratio == 0.25
     with pytest.raises(RobustEdgeError):
         make_adversary(CompressConfig(teacher="t", adversary="onmanifold"), digits)
+
+
+@pytest.mark.parametrize("kw", [{"penalty": "l0"}, {"penalty": "l1", "lam_schedule": "feedback"}])
+def test_prox_variants_meet_sparsity(teacher, tmp_path, kw):
+    m = _compress(teacher, tmp_path / "v", method="prox", sparsity=0.7, **kw)
+    masks = read_masks(tmp_path / "v")
+    total = sum(v.numel() for v in masks.values())
+    assert sum(int((~v).sum()) for v in masks.values()) == round(0.7 * total)
+    assert m["sparsity"]["zeros"] >= round(0.7 * total)

@@ -104,7 +104,13 @@ def parse_opts(pairs: Sequence[str]) -> Dict[str, Any]:
     type=float,
     help="Initial lam for --lam-schedule feedback [default: 1.0].",
 )
-@click.option("--plain-l1", is_flag=True, help="prox: plain L1 instead of the reweighted L1.")
+@click.option(
+    "--penalty",
+    default="reweighted",
+    show_default=True,
+    type=click.Choice(["reweighted", "l1", "l0"]),
+    help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
+)
 @click.option("--include-first", is_flag=True, help="Also prune the first conv.")
 @click.option("--include-last", is_flag=True, help="Also prune the final linear layer.")
 @click.option(
@@ -146,7 +152,7 @@ def compress(
     optimizer,
     lam_schedule,
     lam0,
-    plain_l1,
+    penalty,
     include_first,
     include_last,
     model,
@@ -183,7 +189,7 @@ def compress(
         optimizer=optimizer,
         lam0=lam0,
         lam_schedule=lam_schedule,
-        reweighted=not plain_l1,
+        penalty=penalty,
         include_first=include_first,
         include_last=include_last,
         model=model,

@@ -24,6 +24,8 @@ class Scope(str, enum.Enum):
 # Each method's defaults, as in its paper: prox distils (paper 1), HYDRA trains with TRADES.
 DEFAULT_ADVERSARY = {Method.HYDRA: "trades"}
 DEFAULT_KD_ALPHA = {Method.PROX: 0.5}
+# prox penalties: l1 (soft threshold), reweighted (reweighted L1), l0 (top-k projection)
+PENALTIES = ("reweighted", "l1", "l0")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class CompressConfig:
     lr: float = 1e-3
     optimizer: Optim = Optim.ADAM
     lam0: Optional[float] = None
-    reweighted: bool = True
+    penalty: str = "reweighted"
     lam_schedule: str = "track"
     admm_rho: float = 0.01
     score_lr: float = 0.01
@@ -82,6 +84,8 @@ class CompressConfig:
         if not (0.0 <= self.kd_alpha <= 1.0):
             raise ValueError(f"kd alpha must lie in [0, 1], got {self.kd_alpha}")
         _positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got '{self.penalty}'")
         if self.lam_schedule not in ("track", "feedback"):
             raise ValueError(
                 f"lam_schedule must be 'track' or 'feedback', got '{self.lam_schedule}'"

@@ -1,7 +1,9 @@
 """Paper 1's method: robust KD training with a proximal step after every optimizer step.
 
-Unstructured: (reweighted) L1 soft threshold with step ``lr * lam``; lam follows the target
-along a cubic ramp (:class:`Lam`); an exact top-k projection lands on the target.
+Unstructured, by ``penalty``: reweighted L1 (default) or L1 soft threshold with step
+``lr * lam``, lam following the target along a cubic ramp (:class:`Lam`); or ``l0``, the prox
+of the L0-ball indicator (top-k projection, i.e. iterative hard thresholding) with k on the same
+ramp. A final exact top-k projection lands on the target.
 Structured: group soft threshold over output channels (with coupled BN affine parameters,
 see :mod:`robustedge.compress.structured`), exact top-k over channels, then physical removal
 of the zero channels with Torch-Pruning. The masked (or shrunk) fine-tune follows in the
@@ -11,7 +13,7 @@ pipeline. The prox keeps no state beyond the weights.
 from __future__ import annotations
 
 import logging
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -51,14 +53,24 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     lam = Lam(cfg, ramp)
 
     def after_step(model: torch.nn.Module) -> None:
-        u = {n: zero_scores(p, cfg.reweighted) for n, p in params.items()}
+        if cfg.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
+            lam.t += 1
+            wanted = cubic_ramp(lam.t, ramp, cfg.sparsity)
+            apply_masks(
+                params,
+                topk_masks(
+                    {n: p.detach().abs() for n, p in params.items()}, wanted, cfg.scope.value
+                ),
+            )
+            return
+        u = {n: zero_scores(p, cfg.penalty == "reweighted") for n, p in params.items()}
         step = lam.next_step(u, global_sparsity(params.values()), optimizer)
         if step is None:
             return
         with torch.no_grad():
             for n, p in params.items():
                 st = step[n] if isinstance(step, dict) else step
-                if cfg.reweighted:
+                if cfg.penalty == "reweighted":
                     p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
                 else:
                     p.copy_(soft_threshold(p, st))
@@ -92,15 +104,20 @@ class Lam:
 
     def __init__(self, cfg, ramp: int) -> None:
         self.cfg, self.ramp, self.t, self.lam = cfg, ramp, 0, 0.0
-        self.ctl = None
-        if cfg.lam_schedule == "feedback":
-            self.ctl = LamController(cfg.sparsity, cfg.lam0 or 1.0, ramp)
+        self.ctl: Optional[LamController] = None
 
     def next_step(self, u: Dict[str, torch.Tensor], sparsity: float, optimizer):
         """Prox step ``lr * lam`` (a float, or one per layer), or None to skip this step."""
         lr = optimizer.param_groups[0]["lr"]
         self.t += 1
-        if self.ctl is not None:
+        if self.cfg.lam_schedule == "feedback":
+            if self.ctl is None:  # lam0 given, or: a constant shrink reaching the target's
+                # quantile of u by the end of the ramp (gradients aside)
+                lam0 = self.cfg.lam0
+                if lam0 is None:
+                    q = kth_value(torch.cat([v.flatten() for v in u.values()]), self.cfg.sparsity)
+                    lam0 = max(q / (lr * self.ramp), 1e-6)
+                self.ctl = LamController(self.cfg.sparsity, lam0, self.ramp)
             self.ctl.update(sparsity)
             self.lam = self.ctl.lam
             return None if sparsity > self.ctl.wanted() + OVERSHOOT else lr * self.lam
