@@ -254,11 +254,16 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         teacher=_teacher(raw["teacher"], data, seed, loc),
         evaluate=build(EvalSpec, raw.get("evaluate"), "evaluate", loc),
         compress=_compress(raw.get("compress") or [], seed, loc),
-        export=build(ExportSpec, raw["export"], "export", loc) if raw.get("export") else None,
-        devices=build(DeviceSpec, raw["devices"], "devices", loc) if raw.get("devices") else None,
+        export=_optional(ExportSpec, raw, "export", loc),
+        devices=_optional(DeviceSpec, raw, "devices", loc),
     )
     _cross_check(recipe, loc)
     return recipe
+
+
+def _optional(cls: Any, raw: Dict[str, Any], key: str, loc: Located) -> Any:
+    """A section that may be absent (None); present but empty means all defaults."""
+    return None if raw.get(key) is None else build(cls, raw[key], key, loc)
 
 
 def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec:
