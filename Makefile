@@ -7,7 +7,7 @@ REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requi
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean system-deps
 
 venv: $(STAMP)
 
@@ -22,7 +22,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: lint
+# ARM emulation + a loopback sshd for the device tests: installed when root (CI is root).
+system-deps:
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-system-deps.sh; \
+	else echo "not root: skipping scripts/install-system-deps.sh (QEMU/SSH tests will skip)"; fi
+
+test: lint system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
