@@ -1,0 +1,133 @@
+"""Report: self-contained HTML + Markdown from JSON only; renders in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _recipe_run import recipe_run
+from conftest import run_cli
+from robustedge.errors import RobustEdgeError
+from robustedge.report import build_report
+from robustedge.report.collect import find_runs
+from robustedge.report.plots import pareto_front
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, tiny_run) -> Path:
+    return recipe_run(tmp_path_factory, tiny_run)
+
+
+@pytest.fixture(scope="module")
+def report(done, tmp_path_factory):
+    return build_report([done], tmp_path_factory.mktemp("report") / "report.html")
+
+
+def test_html_is_self_contained(report):
+    html = report.html_path.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", html)
+    assert "http://" not in html and "https://" not in html
+    imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(imgs) == 3  # trade-off, latency, Pareto
+    import base64
+
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+
+
+def test_report_holds_every_section(report, done):
+    html, md = report.html_path.read_text(), report.md_path.read_text()
+    for title in ("Accuracy vs compression", "Export ledger", "On-device results"):
+        assert title in html and title in md
+    for col in ("clean %", "pgd eps=0.1 %", "square eps=0.1 %", "corruptions (mean) %"):
+        assert col in md, col
+    assert "prox-s0.8" in md and "| local |" in md
+    # numbers come from the JSON files
+    m = json.loads((done / "students/prox-s0.8/metrics.json").read_text())
+    assert f"{100 * m['clean_acc']:.1f}" in md
+    size = json.loads((done / "teacher/export/export.json").read_text())["artifacts"]["onnx"]
+    assert f"{size['bytes']:,}" in md
+
+
+def test_emulated_rows_are_labelled(done, tmp_path):
+    out = tmp_path / "runs"
+    shutil.copytree(done / "teacher", out / "teacher")
+    res = json.loads((out / "teacher/device/local/results.json").read_text())
+    res.update(target="qemu-aarch64", emulated=True)
+    (out / "teacher/device/qemu-aarch64").mkdir()
+    (out / "teacher/device/qemu-aarch64/results.json").write_text(json.dumps(res))
+    rep = build_report([out], tmp_path / "r.html")
+    md = rep.md_path.read_text()
+    assert "qemu-aarch64 (EMULATED)" in md and "| local |" in md
+    assert "EMULATED" in rep.summary
+
+
+def test_runs_found_from_any_folder_level(done):
+    by_summary = [r.name for r in find_runs([done])]
+    assert by_summary == ["teacher", "prox-s0.5", "prox-s0.8"]
+    assert [r.name for r in find_runs([done / "students" / "prox-s0.5"])] == ["prox-s0.5"]
+    assert len(find_runs([done / "students"])) == 2
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    with pytest.raises(RobustEdgeError, match="no such run"):
+        find_runs([tmp_path / "nope"])
+    with pytest.raises(RobustEdgeError, match="no run folders"):
+        find_runs([tmp_path])
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/model.json").write_text("{}")
+    (tmp_path / "r/metrics.json").write_text("{ broken")
+    with pytest.raises(RobustEdgeError, match="corrupt JSON"):
+        find_runs([tmp_path / "r"])
+
+
+def test_pareto_front():
+    pts = [(0.9, 1.0, 10.0), (0.8, 2.0, 20.0), (0.95, 3.0, 10.0), (0.5, 0.5, 5.0)]
+    assert pareto_front(pts) == [0, 2, 3]  # (0.8, 2, 20) is dominated by (0.9, 1, 10)
+
+
+def test_cli(done, tmp_path):
+    res = run_cli("report", str(done), "--out", str(tmp_path / "x.html"))
+    assert res.returncode == 0, res.stderr
+    assert "report:" in res.stdout and (tmp_path / "x.md").is_file()
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.skip("chromium not installed (scripts/install-system-deps.sh installs it)")
+    return exe
+
+
+def test_renders_in_headless_chromium(report, tmp_path):
+    from matplotlib.image import imread
+
+    shot = tmp_path / "shot.png"
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
+        report.html_path.resolve().as_uri(),
+    ]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    img = imread(str(shot))
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    grey = img[..., :3].mean(axis=2)
+    assert grey.std() > 0.05  # not a blank page
+    assert (grey < 0.5).mean() > 0.01  # some dark ink: text, axes, lines
+    assert np.unique((grey * 255).astype(np.uint8)).size > 50  # figures, not just one colour
