@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PKGS="qemu-user-static binfmt-support mmdebstrap openssh-server openssh-client debian-archive-keyring ca-certificates"
+PKGS="qemu-user-static binfmt-support mmdebstrap openssh-server openssh-client debian-archive-keyring ca-certificates chromium"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
