@@ -31,8 +31,8 @@ test: lint system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/robustedge train --data digits --model lenet5 --adversary pgd --eps 0.1 --epochs 60 --seed 0 --out $(DEMO_OUT)/teacher
-	$(BIN)/robustedge eval $(DEMO_OUT)/teacher --attack fgsm --attack pgd --attack square --eps 0.1 --eps 0.2
+	$(BIN)/robustedge run recipes/digits.yaml --out $(DEMO_OUT)
+	$(BIN)/robustedge report $(DEMO_OUT) --out $(DEMO_OUT)/report.html --title "robustedge demo: digits"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
