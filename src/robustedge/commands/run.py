@@ -34,12 +34,21 @@ def run_cmd(recipe: Path, out: Optional[Path], check: bool) -> None:
 
     out = out or Path("runs") / r.name
 
-    def show(res) -> None:
-        tag = f"{res.status} {res.seconds:.1f}s" if res.status == "done" else res.status
-        note = f"  ({res.note})" if res.note else ""
-        click.echo(f"[{tag:>11}] {res.id}{note}")
+    def start(stage_id: str) -> None:
+        click.echo(f"[    running] {stage_id} ...", nl=False)
 
-    summary = run_recipe(r, out, on_result=show)
+    def show(res) -> None:
+        if res.status == "done":
+            click.echo(f"\r[{f'done {res.seconds:.1f}s':>11}] {res.id}    ")
+            return
+        note = f"  ({res.note})" if res.note else ""
+        click.echo(f"[{res.status:>11}] {res.id}{note}")
+
+    try:
+        summary = run_recipe(r, out, on_result=show, on_start=start)
+    except Exception:
+        click.echo("")  # end the "running" line before the error is printed
+        raise
     counts = {
         s: sum(1 for x in summary["stages"] if x["status"] == s)
         for s in ("done", "cached", "skipped")

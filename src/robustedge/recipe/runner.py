@@ -75,9 +75,14 @@ def input_hash(stage: Stage, upstream: Dict[str, str]) -> str:
 class StageRunner:
     """Executes stages in order under ``root``, skipping the ones that are still valid."""
 
-    def __init__(self, root: Path, on_result: Optional[Callable[[StageResult], None]] = None):
+    def __init__(
+        self,
+        root: Path,
+        on_result: Optional[Callable[[StageResult], None]] = None,
+        on_start: Optional[Callable[[str], None]] = None,
+    ) -> None:
         self.root = Path(root)
-        self.on_result = on_result
+        self.on_result, self.on_start = on_result, on_start
         self.results: Dict[str, StageResult] = {}
 
     def record_path(self, stage_id: str) -> Path:
@@ -108,6 +113,8 @@ class StageRunner:
         record = self.record_path(stage.id)
         record.unlink(missing_ok=True)
         logger.info("stage %s: running", stage.id)
+        if self.on_start:
+            self.on_start(stage.id)
         t0 = time.perf_counter()
         try:
             stage.execute()

@@ -35,15 +35,19 @@ SUMMARY = "summary.json"
 
 
 def run_recipe(
-    recipe: Recipe, out: Path, on_result: Optional[Callable[[StageResult], None]] = None
+    recipe: Recipe,
+    out: Path,
+    on_result: Optional[Callable[[StageResult], None]] = None,
+    on_start: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
     """Execute ``recipe`` into ``out``, reusing every stage still valid; returns the summary
-    (also written to ``out/summary.json``)."""
+    (also written to ``out/summary.json``). ``on_start(stage id)`` / ``on_result(result)``
+    report progress."""
     out = Path(out)
     stages, runs, notes = plan(recipe, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "recipe.json", recipe.to_dict())
-    results = StageRunner(out, on_result).run(stages)
+    results = StageRunner(out, on_result, on_start).run(stages)
     summary = {
         "schema": "robustedge.recipe.summary/1",
         "recipe": recipe.name,
@@ -60,6 +64,10 @@ def run_recipe(
 def plan(recipe: Recipe, out: Path) -> Tuple[List[Stage], List[Dict[str, Any]], List[str]]:
     """All stages in execution order, the run index, and up-front notes. Checks that
     non-optional targets are usable before any work starts."""
+    if recipe.teacher.train is not None:
+        from robustedge.data import load_dataset
+
+        load_dataset(recipe.data.name, recipe.data.data_dir)  # missing files: error now
     targets, notes = _check_targets(recipe)
     teacher = out / "teacher"
     stages = [_teacher_stage(recipe, teacher)]
