@@ -55,7 +55,7 @@ def cli(verbose: bool) -> None:
     "--adversary",
     default="pgd",
     show_default=True,
-    help="none | fgsm | pgd | trades (training adversary).",
+    help="none | fgsm | pgd | trades | onmanifold | mixed (the last two need --manifold).",
 )
 @click.option(
     "--eps", default=0.1, show_default=True, type=float, help="Linf budget in [0,1] pixel units."
