@@ -131,3 +131,24 @@ def test_renders_in_headless_chromium(report, tmp_path):
     assert grey.std() > 0.05  # not a blank page
     assert (grey < 0.5).mean() > 0.01  # some dark ink: text, axes, lines
     assert np.unique((grey * 255).astype(np.uint8)).size > 50  # figures, not just one colour
+
+
+def test_structured_sparsity_is_weights_removed_vs_teacher(tmp_path):
+    run = tmp_path / "s"
+    run.mkdir()
+    (run / "model.json").write_text("{}")
+    metrics = {
+        "kind": "compress",
+        "method": "prox",
+        "structured": True,
+        "sparsity": {"global": 0.0},
+        "params": 250,
+        "nonzero_params": 250,
+        "teacher": {"params": 1000},
+        "clean_acc": 0.5,
+        "robust": [{"attack": "pgd", "eps": 0.1, "acc": 0.25}],
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (info,) = find_runs([run])
+    assert info.sparsity == pytest.approx(0.75) and info.family == "prox (structured)"
+    assert info.accuracy == {"pgd eps=0.1": 0.25}

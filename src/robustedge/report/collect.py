@@ -67,7 +67,7 @@ def load_run(path: Path, name: Optional[str] = None, meta: Optional[Dict] = None
         raise RobustEdgeError(f"{path}: no metrics.json (not a finished run folder)")
     meta = meta or {}
     student = metrics.get("kind") == "compress"
-    sp = metrics.get("sparsity", {}).get("global", 0.0) if student else 0.0
+    sp = _sparsity(metrics) if student else 0.0
     info = RunInfo(
         name=name or path.name,
         path=path,
@@ -91,6 +91,17 @@ def load_run(path: Path, name: Optional[str] = None, meta: Optional[Dict] = None
         if data:
             info.devices.append(data)
     return info
+
+
+def _sparsity(metrics: Dict[str, Any]) -> float:
+    """Fraction of prunable weights that are zero; for a structured (shrunk) student, whose
+    remaining weights are dense, the fraction of the teacher's weights removed."""
+    if metrics.get("structured"):
+        teacher = (metrics.get("teacher") or {}).get("params")
+        kept = metrics.get("nonzero_params")
+        if teacher and kept is not None:
+            return 1.0 - kept / teacher
+    return float(metrics.get("sparsity", {}).get("global", 0.0))
 
 
 def _merge_accuracy(info: RunInfo, metrics: Dict, evaluation: Optional[Dict]) -> None:

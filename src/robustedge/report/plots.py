@@ -86,7 +86,7 @@ def tradeoff(runs: Sequence[RunInfo]) -> bytes:
             if r.role == "teacher" and value(r, col) is not None:
                 ax.axhline(100 * value(r, col), color="grey", ls="--", lw=1, label="teacher")
         ax.set_title(col, fontsize=10)
-        ax.set_xlabel("sparsity (fraction of prunable weights)")
+        ax.set_xlabel("sparsity (weights removed; structured: vs teacher)")
         ax.set_ylabel("accuracy %")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
