@@ -152,3 +152,13 @@ def test_structured_sparsity_is_weights_removed_vs_teacher(tmp_path):
     (info,) = find_runs([run])
     assert info.sparsity == pytest.approx(0.75) and info.family == "prox (structured)"
     assert info.accuracy == {"pgd eps=0.1": 0.25}
+
+
+def test_unfinished_recipe_run_is_left_out_with_a_note(done, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    (out / "students/prox-s0.8/metrics.json").unlink()
+    rep = build_report([out], tmp_path / "r.html")
+    md = rep.md_path.read_text()
+    assert "prox-s0.8: not finished" in md and "| prox-s0.5 |" in md
+    assert "2 model(s)" in rep.summary

@@ -120,7 +120,11 @@ def find_runs(paths: Sequence[Path]) -> List[RunInfo]:
             raise RobustEdgeError(f"no such run or folder: {p}")
         summary = _read(p / "summary.json") if p.is_dir() else None
         if summary and "runs" in summary:
-            runs += [load_run(p / r["path"], r["name"], r) for r in summary["runs"]]
+            runs += [
+                load_run(p / r["path"], r["name"], r)
+                for r in summary["runs"]
+                if (p / r["path"] / "metrics.json").is_file()
+            ]
         elif (p / "model.json").is_file():
             runs.append(load_run(p))
         else:
@@ -139,6 +143,9 @@ def recipe_notes(paths: Sequence[Path]) -> List[str]:
     for p in map(Path, paths):
         s = _read(p / "summary.json") if p.is_dir() else None
         notes += (s or {}).get("notes", [])
+        for r in (s or {}).get("runs", []):
+            if not (p / r["path"] / "metrics.json").is_file():
+                notes.append(f"{r['name']}: not finished (no {r['path']}/metrics.json), left out")
     return list(dict.fromkeys(notes))
 
 
