@@ -33,12 +33,15 @@ def _png(fig) -> bytes:
 
 def _xscale(ax, values: Sequence[float]) -> None:
     """Log x axis only when the values span more than 10x; plain tick labels either way."""
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     vals = [v for v in values if v > 0]
     if vals and max(vals) / min(vals) > 10:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
 
 
 def metric_columns(runs: Sequence[RunInfo]) -> List[str]:
