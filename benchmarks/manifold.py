@@ -226,6 +226,7 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=["digits", "synthetic"])
     ap.add_argument("--eps", type=float, default=0.1, help="PGD/FGSM/TRADES pixel budget.")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="manifold", help="Result name under benchmarks/results.")
     ap.add_argument("--eta", type=float, default=ETA, help="Latent budget (attack + training).")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -277,7 +278,7 @@ def main() -> None:
     claims = {d: claim(rows, d) for d in args.data}
     print(json.dumps(claims, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(rows, args.data, RESULTS / "manifold.png")
+    plot(rows, args.data, RESULTS / f"{args.name}.png")
     payload = {
         "hardware": hw,
         "quick": args.quick,
@@ -289,9 +290,9 @@ def main() -> None:
         "seconds": total,
         "rows": rows,
         "claim": claims,
-        "plot": "manifold.png",
+        "plot": f"{args.name}.png",
     }
-    print(f"wrote {write_result('manifold', payload)}")
+    print(f"wrote {write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":
