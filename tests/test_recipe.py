@@ -172,3 +172,13 @@ def test_optional_target_skipped_with_note(tmp_path, monkeypatch, tiny_run):
     required = text + "export: {}\ndevices:\n  targets: [qemu-aarch64]\n"
     with pytest.raises(RobustEdgeError, match="device target qemu-aarch64"):
         plan(parse_recipe(required), tmp_path / "out")
+
+
+def test_cli_run_and_check(done, tmp_path, tiny_run):
+    out = copy_run(done, tmp_path / "out")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_run)
+    res = run_cli("run", str(recipe), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "0 stage(s) run" in res.stdout and "[     cached] export-prox-s0.8" in res.stdout
+    res = run_cli("run", str(recipe), "--check")
+    assert res.returncode == 0 and "1 teacher, 2 student(s), 1 target(s)" in res.stdout

@@ -55,7 +55,8 @@ def run_recipe(
         "stages": [
             {k: v for k, v in asdict(r).items() if k not in ("outputs", "digest")} for r in results
         ],
-        "notes": notes + [f"{r.id}: {r.note}" for r in results if r.status == "skipped"],
+        "notes": notes
+        + [f"{r.id}: {r.note}" for r in results if r.status == "skipped" and r.note not in notes],
     }
     write_json(out / SUMMARY, summary)
     return summary
