@@ -52,7 +52,7 @@ def models_table(runs: Sequence[RunInfo]) -> Table:
         "sparsity %",
         "params",
         "non-zero",
-        "MACs",
+        "MACs (non-zero)",
         *[f"{c} %" for c in cols],
     ]
     rows = [
@@ -79,7 +79,7 @@ def export_table(runs: Sequence[RunInfo]) -> Table:
         "MACs",
         "clean %",
         "transfer %",
-        "max |dlogit|",
+        "max abs dlogit",
         "parity gate",
     ]
     rows = []
