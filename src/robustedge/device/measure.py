@@ -98,7 +98,19 @@ def summarize(times: np.ndarray, warmup: int, threads: int, emulated: bool) -> L
 
 
 def peak_rss_mb() -> float:
-    """Max resident set size of this process so far, in MiB (Linux reports KiB)."""
+    """Peak resident set size of this process, in MiB.
+
+    Linux: ``VmHWM`` from /proc/self/status, which starts afresh at exec. ``ru_maxrss`` is the
+    fallback only: Linux carries it over from the parent across fork+exec, so a runner started
+    by a torch-loaded process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 2)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # not POSIX
