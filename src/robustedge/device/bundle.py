@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import robustedge
-from robustedge.device.bundle_format import ENTRY, MANIFEST, SCHEMA, SQUARE, file_entry, sha256_file
+from robustedge.device.bundle_format import (
+    ENTRY,
+    MANIFEST,
+    SCHEMA,
+    SQUARE,
+    file_entry,
+    sha256_file,
+    swap_in_bundle,
+)
 from robustedge.errors import CheckpointError, RobustEdgeError
 
 logger = logging.getLogger(__name__)
@@ -74,7 +82,7 @@ def build_bundle(run: PathLike, out: PathLike, formats: Optional[Sequence[str]] 
         if out.suffix == ".tar":
             _pack(stage, out)
         else:
-            _swap_in(stage, out)
+            swap_in_bundle(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     logger.info("bundle written: %s", out)
@@ -154,20 +162,6 @@ def host_versions() -> Dict[str, str]:
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
-
-
-def _swap_in(stage: Path, out: Path) -> None:
-    """Rename the finished folder onto ``out`` (an old bundle is replaced only at the end)."""
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise RobustEdgeError(f"{out} exists and is not a bundle: not overwriting it")
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, out)
 
 
 def _pack(stage: Path, out: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -82,3 +83,18 @@ def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 def file_entry(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": Path(path).stat().st_size}
+
+
+def swap_in_bundle(stage: Path, out: Path) -> None:
+    """Rename the finished folder ``stage`` onto ``out``; an old bundle is replaced only at the
+    end, and a folder that is not a bundle is never overwritten."""
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise RobustEdgeError(f"{out} exists and is not a bundle: not overwriting it")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, out)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlsplit
 
 from robustedge.device import qemu
-from robustedge.device.bundle_format import ENTRY, MANIFEST, verify_bundle
+from robustedge.device.bundle_format import ENTRY, swap_in_bundle, verify_bundle
 from robustedge.errors import RobustEdgeError
 from robustedge.registry import Registry
 
@@ -70,7 +70,7 @@ def install_dir(bundle: Path, parent: Path) -> Path:
     try:
         shutil.copytree(bundle, tmp / bundle.name)
         verify_bundle(tmp / bundle.name)
-        _swap(tmp / bundle.name, final)
+        swap_in_bundle(tmp / bundle.name, final)
     except OSError as e:
         raise RobustEdgeError(
             f"copy to {parent} failed ({e.strerror or e}); nothing was installed"
@@ -78,19 +78,6 @@ def install_dir(bundle: Path, parent: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _swap(new: Path, final: Path) -> None:
-    if final.exists() and not (final / MANIFEST).is_file():
-        raise RobustEdgeError(f"{final} exists and is not a bundle: not replacing it")
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, final)
 
 
 def _run_local(cmd: List[str], where: str, results_path: Path) -> Dict[str, Any]:
