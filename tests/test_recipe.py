@@ -182,3 +182,17 @@ def test_cli_run_and_check(done, tmp_path, tiny_run):
     assert "0 stage(s) run" in res.stdout and "[     cached] export-prox-s0.8" in res.stdout
     res = run_cli("run", str(recipe), "--check")
     assert res.returncode == 0 and "1 teacher, 2 student(s), 1 target(s)" in res.stdout
+
+
+def test_device_override_reaches_every_training_stage():
+    r = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "digits.yaml")
+    cpu = r.with_device("cpu")
+    assert "device" not in (r.teacher.train or {})  # the original is left alone
+    assert cpu.teacher.train["device"] == "cpu"
+    assert all(c.options["device"] == "cpu" for c in cpu.compress)
+    from robustedge.compress import CompressConfig
+    from robustedge.config import TrainConfig
+
+    TrainConfig.from_dict({**cpu.teacher.train, "data": "digits"})
+    for c in cpu.compress:
+        CompressConfig(teacher="t", **{**c.options, "sparsity": c.sparsity[0]})

@@ -17,12 +17,20 @@ import click
     help="Output folder [default: runs/<recipe name>].",
 )
 @click.option("--check", is_flag=True, help="Only validate the recipe; run nothing.")
-def run_cmd(recipe: Path, out: Optional[Path], check: bool) -> None:
+@click.option(
+    "--device",
+    default=None,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Train the teacher and students here [default: as the recipe says, else auto].",
+)
+def run_cmd(recipe: Path, out: Optional[Path], check: bool, device: Optional[str]) -> None:
     """Run RECIPE (YAML), redoing only the stages whose inputs changed or whose outputs are
     missing or corrupt. The whole recipe is validated before any work starts."""
     from robustedge.recipe import load_recipe
 
     r = load_recipe(recipe)
+    if device is not None:
+        r = r.with_device(device)
     if check:
         students = len(r.students())
         targets = len(r.devices.targets) if r.devices else 0

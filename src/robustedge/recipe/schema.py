@@ -8,7 +8,7 @@ line number, e.g. ``recipes/digits.yaml:14: compress[0].sparsity[1]: must lie in
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -212,6 +212,14 @@ class Recipe:
             return self.devices.format
         made = self.export.made() if self.export else ("onnx",)
         return next(f for f in (*reversed(TFLITE), "onnx-int8", "onnx") if f in made)
+
+    def with_device(self, device: str) -> Recipe:
+        """The same recipe with every training stage (teacher, students) on ``device``."""
+        teacher = self.teacher
+        if teacher.train is not None:
+            teacher = replace(teacher, train={**teacher.train, "device": device})
+        compress = tuple(replace(c, options={**c.options, "device": device}) for c in self.compress)
+        return replace(self, teacher=teacher, compress=compress)
 
     def students(self) -> Tuple[Tuple[str, CompressSpec, float], ...]:
         return tuple(
