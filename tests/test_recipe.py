@@ -187,12 +187,12 @@ def test_cli_run_and_check(done, tmp_path, tiny_run):
 def test_device_override_reaches_every_training_stage():
     r = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "digits.yaml")
     cpu = r.with_device("cpu")
-    assert "device" not in (r.teacher.train or {})  # the original is left alone
+    assert r.teacher.train["device"] == "auto"  # the original is left alone
     assert cpu.teacher.train["device"] == "cpu"
     assert all(c.options["device"] == "cpu" for c in cpu.compress)
     from robustedge.compress import CompressConfig
     from robustedge.config import TrainConfig
 
-    TrainConfig.from_dict({**cpu.teacher.train, "data": "digits"})
+    TrainConfig.from_dict(cpu.teacher.train)
     for c in cpu.compress:
         CompressConfig(teacher="t", **{**c.options, "sparsity": c.sparsity[0]})
