@@ -191,3 +191,30 @@ def test_prox_variants_meet_sparsity(teacher, tmp_path, kw):
     total = sum(v.numel() for v in masks.values())
     assert sum(int((~v).sum()) for v in masks.values()) == round(0.7 * total)
     assert m["sparsity"]["zeros"] >= round(0.7 * total)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"lam_schedule": "track"}, {"lam_schedule": "ball", "penalty": "l1"}]
+)
+def test_old_and_l1_schedules_meet_sparsity(teacher, tmp_path, kw):
+    m = _compress(teacher, tmp_path / "v", method="prox", sparsity=0.7, **kw)
+    assert m["sparsity"]["global"] == pytest.approx(0.7, abs=1e-3)
+    assert m["notes"]["prox_sparsity"] == pytest.approx(0.7, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def lenet_teacher(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lenet") / "run"
+    train_run(TrainConfig(model="lenet5", adversary="none", epochs=10, lr=2e-3), out)
+    return out
+
+
+def test_default_prox_keeps_accuracy_at_95_percent(lenet_teacher, tmp_path):
+    """Regression: the old default (lam tracking the ramp's k-th magnitude, now
+    ``lam_schedule='track'``) shrank every surviving weight by that threshold each step and
+    fell to chance (0.098) here; the default ``ball`` schedule keeps ~0.42."""
+    assert CompressConfig(teacher="t").lam_schedule == "ball"
+    m = _compress(lenet_teacher, tmp_path / "p95", sparsity=0.95, epochs=5, finetune_epochs=3)
+    assert m["method"] == "prox" and m["sparsity"]["global"] == pytest.approx(0.95, abs=1e-3)
+    assert m["notes"]["prox_sparsity"] == pytest.approx(0.95, abs=1e-3)
+    assert m["clean_acc"] > 0.3  # chance is 0.1

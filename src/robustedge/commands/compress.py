@@ -92,17 +92,18 @@ def parse_opts(pairs: Sequence[str]) -> Dict[str, Any]:
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
 @click.option(
     "--lam-schedule",
-    default="track",
+    default="ball",
     show_default=True,
-    type=click.Choice(["track", "feedback"]),
-    help="prox: set lam each step so the prox zeroes exactly the ramp's sparsity (track), "
-    "or steer lam multiplicatively from --lam0 (feedback).",
+    type=click.Choice(["ball", "track", "feedback"]),
+    help="prox: small fixed lam plus top-k projection onto the ramp's sparsity (ball); "
+    "lam set each step so the threshold alone zeroes the ramp's sparsity (track; collapses "
+    "at high sparsity); or lam steered multiplicatively from --lam0 (feedback).",
 )
 @click.option(
     "--lam0",
     default=None,
     type=float,
-    help="Initial lam for --lam-schedule feedback [default: 1.0].",
+    help="lam for --lam-schedule ball / initial lam for feedback [default: automatic].",
 )
 @click.option(
     "--penalty",

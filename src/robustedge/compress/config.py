@@ -26,6 +26,8 @@ DEFAULT_ADVERSARY = {Method.HYDRA: "trades"}
 DEFAULT_KD_ALPHA = {Method.PROX: 0.5}
 # prox penalties: l1 (soft threshold), reweighted (reweighted L1), l0 (top-k projection)
 PENALTIES = ("reweighted", "l1", "l0")
+# prox lam schedules: ball (fixed small lam + L0-ball on the ramp), track, feedback
+LAM_SCHEDULES = ("ball", "track", "feedback")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class CompressConfig:
     optimizer: Optim = Optim.ADAM
     lam0: Optional[float] = None
     penalty: str = "reweighted"
-    lam_schedule: str = "track"
+    lam_schedule: str = "ball"
     admm_rho: float = 0.01
     score_lr: float = 0.01
     include_first: bool = False
@@ -86,9 +88,9 @@ class CompressConfig:
         _positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got '{self.penalty}'")
-        if self.lam_schedule not in ("track", "feedback"):
+        if self.lam_schedule not in LAM_SCHEDULES:
             raise ValueError(
-                f"lam_schedule must be 'track' or 'feedback', got '{self.lam_schedule}'"
+                f"lam_schedule must be one of {', '.join(LAM_SCHEDULES)}, got '{self.lam_schedule}'"
             )
         if self.lam0 is not None and not (self.lam0 > 0):
             raise ValueError(f"lam0 must be > 0, got {self.lam0}")

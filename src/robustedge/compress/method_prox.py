@@ -1,9 +1,15 @@
 """Paper 1's method: robust KD training with a proximal step after every optimizer step.
 
 Unstructured, by ``penalty``: reweighted L1 (default) or L1 soft threshold with step
-``lr * lam``, lam following the target along a cubic ramp (:class:`Lam`); or ``l0``, the prox
-of the L0-ball indicator (top-k projection, i.e. iterative hard thresholding) with k on the same
-ramp. A final exact top-k projection lands on the target.
+``lr * lam``; or ``l0``, the prox of the L0-ball indicator (top-k projection, i.e. iterative
+hard thresholding) with k on a cubic ramp. How lam is set (:class:`Lam`, ``lam_schedule``):
+``ball`` (default) keeps lam fixed and small and adds the L0-ball of the ramp to the penalty, so
+the prox is the soft threshold followed by the top-k projection onto ``s(t)`` (the exact prox
+of ``lam * L1 + indicator(||w||_0 <= k(t))``, the order of magnitudes being kept); ``track``
+sets lam each step so that the threshold alone zeroes ``s(t)`` (shrinks every survivor by that
+threshold each step: at high sparsity the survivors decay and accuracy collapses, kept for
+comparison); ``feedback`` steers lam multiplicatively. A final exact top-k projection lands
+on the target.
 Structured: group soft threshold over output channels (with coupled BN affine parameters,
 see :mod:`robustedge.compress.structured`), exact top-k over channels, then physical removal
 of the zero channels with Torch-Pruning. The masked (or shrunk) fine-tune follows in the
@@ -39,6 +45,8 @@ from robustedge.compress.targets import apply_masks, global_sparsity
 logger = logging.getLogger(__name__)
 RAMP_FRACTION = 0.75  # share of the pruning phase over which the target ramps up
 OVERSHOOT = 0.01  # skip the prox step while sparsity exceeds the schedule by this much
+# ball: default lam makes the total L1 shrink over the ramp this share of the target quantile
+BALL_SHRINK = 0.25
 
 
 @PRUNERS.register("prox")
@@ -74,6 +82,10 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
                     p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
                 else:
                     p.copy_(soft_threshold(p, st))
+        if cfg.lam_schedule == "ball":  # L0-ball part of the prox: top-k onto the ramp
+            wanted = cubic_ramp(lam.t, ramp, cfg.sparsity)
+            scores = {n: p.detach().abs() for n, p in params.items()}
+            apply_masks(params, topk_masks(scores, wanted, cfg.scope.value))
 
     ctx.fit(optimizer, cfg.epochs, "prox", after_step=after_step)
     reached = global_sparsity(params.values())
@@ -98,8 +110,10 @@ def zero_scores(p: torch.Tensor, reweighted: bool) -> torch.Tensor:
 
 
 class Lam:
-    """The lam schedule. ``track`` (default): each step, lam is set from the current weights so
-    that the prox zeroes exactly the ramp's sparsity ``s(t)`` (per layer with scope=layer).
+    """The lam schedule. ``ball`` (default): lam fixed, ``lam0`` or such that the total shrink
+    over the ramp is ``BALL_SHRINK`` times the target quantile of ``u`` (the caller adds the
+    top-k projection onto ``s(t)``). ``track``: each step, lam is set from the current weights
+    so that the prox zeroes exactly the ramp's sparsity ``s(t)`` (per layer with scope=layer).
     ``feedback``: :class:`LamController` from ``lam0`` (multiplicative steering)."""
 
     def __init__(self, cfg, ramp: int) -> None:
@@ -110,6 +124,11 @@ class Lam:
         """Prox step ``lr * lam`` (a float, or one per layer), or None to skip this step."""
         lr = optimizer.param_groups[0]["lr"]
         self.t += 1
+        if self.cfg.lam_schedule == "ball":
+            if self.t == 1:
+                q = kth_value(torch.cat([v.flatten() for v in u.values()]), self.cfg.sparsity)
+                self.lam = self.cfg.lam0 or BALL_SHRINK * q / (lr * self.ramp)
+            return lr * self.lam
         if self.cfg.lam_schedule == "feedback":
             if self.ctl is None:  # lam0 given, or: a constant shrink reaching the target's
                 # quantile of u by the end of the ramp (gradients aside)
@@ -151,6 +170,11 @@ def _structured(ctx: PruneContext, optimizer, ramp: int) -> PruneOutcome:
         for g in groups:
             st = step[g.root] if isinstance(step, dict) else step
             group_prox([g], min(st, 0.5 * float(rms[g.root].max())))
+        if cfg.lam_schedule == "ball":  # group L0-ball part: top-k channels onto the ramp
+            zero_channels(
+                groups,
+                channel_keep_masks(groups, cubic_ramp(lam.t, ramp, cfg.sparsity), cfg.scope.value),
+            )
 
     ctx.fit(optimizer, cfg.epochs, "prox-group", after_step=after_step)
     reached = channel_sparsity(groups)
