@@ -4,12 +4,17 @@ Same teacher (a LeNet-5 trained with PGD inside the benchmark, or ``--teacher RU
 training adversary (PGD), same epoch budget (pruning phase + fine-tune; magnitude, which has
 no pruning phase, fine-tunes for the whole budget), same evaluation for every method:
 PGD-20 with 5 restarts and Square (``--square-queries``), Linf eps = ``--eps``.
-Methods: prox (+KD+AT, paper 1), prox-noKD (ablation: the same without distillation),
+Methods: prox (+KD+AT, paper 1, default schedule and KD settings), prox-T1 (ablation: KD at
+temperature 1), prox-noKD (ablation: the same without distillation),
 admm (Ye et al. 2019), hydra (Sehwag et al. 2020), magnitude (HYDRA's LWM). Baselines train
 with cross-entropy as in their papers. Tests the claim "prox+KD+AT gives the best robust
 accuracy at high compression".
 
     .venv/bin/python benchmarks/tradeoff.py [--quick] [--data digits --data-dir DIR]
+
+Measured (benchmarks/measured/tradeoff.json): the demo teacher (`robustedge train --model
+lenet5 --adversary pgd --eps 0.1 --epochs 60`) passed as ``--teacher``, ``--epochs 40
+--finetune-epochs 20`` (about 4 min with OMP_NUM_THREADS=1 on 2 cores).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, hardware, table, write_result  # noqa: E402
 
-METHODS = ["prox", "prox-noKD", "admm", "hydra", "magnitude"]
+METHODS = ["prox", "prox-T1", "prox-noKD", "admm", "hydra", "magnitude"]
 
 
 def get_teacher(args, root: Path) -> Path:
@@ -62,7 +67,7 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
             kd += f"_a{args.kd_alpha:g}_t{args.kd_temp:g}"
         if args.penalty != "reweighted":
             kd += f"_{args.penalty}"
-        if args.lam_schedule != "track":
+        if args.lam_schedule != "ball":
             kd += f"_{args.lam_schedule}"
     out = root / f"{method}{kd}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{args.seed}"
     if (out / "metrics.json").is_file():
@@ -75,8 +80,8 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
         adversary="pgd",
         eps=args.eps,
         steps=args.steps,
-        kd_alpha=0.0 if method != "prox" else args.kd_alpha,
-        kd_temp=args.kd_temp,
+        kd_alpha=args.kd_alpha if method in ("prox", "prox-T1") else 0.0,
+        kd_temp=1.0 if method == "prox-T1" else args.kd_temp,
         penalty=args.penalty,
         lam_schedule=args.lam_schedule,
         epochs=args.epochs,
@@ -157,7 +162,7 @@ def main() -> None:
     ap.add_argument("--kd-alpha", type=float, default=0.5)
     ap.add_argument("--kd-temp", type=float, default=4.0)
     ap.add_argument("--penalty", default="reweighted", choices=["reweighted", "l1", "l0"])
-    ap.add_argument("--lam-schedule", default="track", choices=["track", "feedback"])
+    ap.add_argument("--lam-schedule", default="ball", choices=["ball", "track", "feedback"])
     ap.add_argument("--name", default=None, help="Result name [default: tradeoff_DATA].")
     ap.add_argument("--square-queries", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -181,6 +186,8 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     teacher = get_teacher(args, root)
+    if args.teacher:  # student runs are cached per teacher
+        root = root / teacher.resolve().name
     from robustedge.io import read_json
 
     tm = read_json(teacher / "metrics.json")
