@@ -72,11 +72,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d)
+
+
+def strict_from_dict(cls, d: Dict[str, Any]):
+    """Build dataclass ``cls`` from ``d``; unknown keys are a ValueError naming them."""
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+    return cls(**d)
 
 
 def _positive(obj: Any, *names: str) -> None:

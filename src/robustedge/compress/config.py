@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
 from robustedge.config import Optim, _enum, _positive
@@ -113,8 +113,6 @@ class CompressConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> CompressConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**d)
+        from robustedge.config import strict_from_dict
+
+        return strict_from_dict(cls, d)
