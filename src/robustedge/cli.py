@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import click
 
+from robustedge.commands import parse_kv
 from robustedge.errors import RobustEdgeError
 
 DEVICE = click.option(
@@ -194,19 +195,6 @@ def eval_cmd(
         click.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
-
-
-def parse_kv(pairs: Sequence[str], flag: str) -> dict:
-    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``; values parsed as YAML scalars."""
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise RobustEdgeError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def _print_table(metrics: dict) -> None:

@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence
 
 import click
 
-from robustedge.errors import RobustEdgeError
-
-
-def parse_opts(pairs: Sequence[str]) -> Dict[str, Any]:
-    """``key=value`` pairs -> dict; values parsed as YAML scalars (numbers, bools, strings)."""
-    import yaml
-
-    out: Dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise RobustEdgeError(f"--adversary-opt expects key=value, got '{pair}'")
-        try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            out[key] = value
-    return out
+from robustedge.commands import parse_kv
 
 
 @click.command()
@@ -178,7 +161,7 @@ def compress(
         structured=structured,
         scope=scope,
         adversary=adversary,
-        adversary_opts=parse_opts(adversary_opts),
+        adversary_opts=parse_kv(adversary_opts, "--adversary-opt"),
         eps=eps,
         steps=steps,
         kd_alpha=kd_alpha,
