@@ -55,6 +55,23 @@ def test_param_counts_are_the_usual_ones():
     assert 2.1e6 < count_params(_build("mobilenetv2", (3, 32, 32))) < 2.4e6
 
 
+def test_resnet8_matches_the_mlperf_tiny_reference():
+    """resnet_v1_eembc: Keras reports 78,666 parameters (480 of them BN running statistics)."""
+    model = _build("resnet8", (3, 32, 32))
+    bn_stats = sum(b.numel() for n, b in model.named_buffers() if "running" in n)
+    assert count_params(model) == 78_186
+    assert count_params(model) + bn_stats == 78_666
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [16, 16, 16, 32, 32, 32, 64, 64, 64]
+    shortcuts = [m for m in convs if m.kernel_size == (1, 1)]
+    assert [(m.in_channels, m.out_channels, m.stride) for m in shortcuts] == [
+        (16, 32, (2, 2)),
+        (32, 64, (2, 2)),
+    ]
+    assert all(m.bias is not None for m in convs)
+    assert count_params(_build("resnet8", (3, 32, 32), width=0.5)) < 0.3 * 78_186
+
+
 @pytest.mark.parametrize("name", ["vgg", "resnet20", "mobilenetv2"])
 def test_width_multiplier_shrinks_model(name):
     full = count_params(_build(name, depth=11) if name == "vgg" else _build(name))
@@ -89,6 +106,8 @@ def test_vgg_skips_pools_below_1x1(shape, pools):
         ("resnet20", (1, 8, 8), 2),
         ("resnet20", (3, 32, 32), 8),
         ("resnet20", (1, 2, 2), 2),
+        ("resnet8", (3, 32, 32), 8),
+        ("resnet8", (1, 8, 8), 2),
         ("mobilenetv2", (1, 8, 8), 2),
         ("mobilenetv2", (3, 32, 32), 4),
         ("mobilenetv2", (3, 64, 64), 2),
@@ -123,7 +142,7 @@ def test_mobilenetv2_is_depthwise():
     assert len(dw) == 17 and all(m.groups == m.in_channels == m.out_channels for m in dw)
 
 
-@pytest.mark.parametrize("name", ["vgg", "resnet20", "mobilenetv2"])
+@pytest.mark.parametrize("name", ["vgg", "resnet20", "resnet8", "mobilenetv2"])
 def test_channel_pruning_can_trace(name):
     tp = pytest.importorskip("torch_pruning", reason="torch-pruning is a base dependency")
     model = _build(name, small=True).eval()
