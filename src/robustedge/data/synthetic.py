@@ -3,7 +3,9 @@
 Each image (1 x 16 x 16, in [0, 1]) is rendered from a class label (a shape) and a latent
 vector ``z`` in the box [-1, 1]^6. Every coordinate of ``z`` maps linearly to a physical
 factor: position (dx, dy, pixels), scale, rotation (radians), stroke thickness (pixels) and
-intensity. Shapes are drawn from signed distance functions through a sigmoid edge, so
+intensity. ``synthetic32`` is the RGB variant for board-sized networks (3 x 32 x 32, the
+geometry scaled by 2, and three more latents: the red, green and blue gain of the shape's
+colour, so z lives in [-1, 1]^9). Shapes are drawn from signed distance functions through a sigmoid edge, so
 ``d image / d z`` exists everywhere (Kwon & Lee 2021's "simulated data from a known
 distribution"; an on-manifold perturbation is ``render(y, clamp(z + zeta))``, ||zeta||_inf <= eta).
 """
@@ -37,6 +39,13 @@ DEFAULT_FACTORS: Dict[str, Tuple[float, float]] = {
     "thickness": (1.7, 0.6),  # stroke width, pixels
     "intensity": (0.75, 0.25),
 }
+# RGB variants add the shape's colour: channel c = intensity * gain_c * mask
+COLOUR_FACTORS: Dict[str, Tuple[float, float]] = {
+    "red": (0.7, 0.3),
+    "green": (0.7, 0.3),
+    "blue": (0.7, 0.3),
+}
+CHANNELS = (1, 3)
 
 
 def _length(x: Tensor, y: Tensor) -> Tensor:
@@ -101,13 +110,17 @@ class GeneratorSettings:
     softness: float = 0.4  # sigmoid edge width, pixels
     classes: Tuple[str, ...] = SHAPE_NAMES
     factors: Dict[str, Tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_FACTORS))
+    channels: int = 1  # 1: grey; 3: RGB (factors then end with the colour gains)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.classes if c not in SHAPES]
         if unknown or not self.classes:
             raise ValueError(f"unknown shapes {unknown} (known: {', '.join(sorted(SHAPES))})")
-        if list(self.factors) != list(DEFAULT_FACTORS):
-            raise ValueError(f"factors must be, in order: {', '.join(DEFAULT_FACTORS)}")
+        if self.channels not in CHANNELS:
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        names = list(DEFAULT_FACTORS) + (list(COLOUR_FACTORS) if self.channels == 3 else [])
+        if list(self.factors) != names:
+            raise ValueError(f"factors must be, in order: {', '.join(names)}")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -119,11 +132,21 @@ class GeneratorSettings:
     def from_dict(cls, d: Dict[str, Any]) -> GeneratorSettings:
         factors = {k: (float(v[0]), float(v[1])) for k, v in d["factors"].items()}
         return cls(int(d["size"]), float(d["unit"]), float(d["softness"]),
-                   tuple(d["classes"]), factors)  # fmt: skip
+                   tuple(d["classes"]), factors, int(d.get("channels", 1)))  # fmt: skip
+
+
+def rgb32_settings() -> GeneratorSettings:
+    """``synthetic32``'s generator: 3 x 32 x 32, the 16 x 16 geometry scaled by 2, coloured."""
+    factors = dict(DEFAULT_FACTORS)
+    for name in ("dx", "dy", "thickness"):  # pixel-valued factors scale with the image
+        centre, half = factors[name]
+        factors[name] = (2 * centre, 2 * half)
+    factors.update(COLOUR_FACTORS)
+    return GeneratorSettings(size=32, unit=9.0, softness=0.8, factors=factors, channels=3)
 
 
 class SyntheticGenerator(nn.Module):
-    """Renders (labels, z) -> images N x 1 x S x S in [0, 1], differentiable in ``z``."""
+    """Renders (labels, z) -> images N x C x S x S in [0, 1], differentiable in ``z``."""
 
     def __init__(self, settings: Optional[GeneratorSettings] = None) -> None:
         super().__init__()
@@ -162,7 +185,7 @@ class SyntheticGenerator(nn.Module):
             raise ValueError(f"labels must lie in [0, {self.num_classes - 1}]")
         s = self.settings
         f = self.factors(z)[:, :, None, None]
-        dx, dy, scale, rot, thick, inten = f.unbind(1)
+        dx, dy, scale, rot, thick, inten = f[:, : len(DEFAULT_FACTORS)].unbind(1)
         g = self.grid.to(z.dtype)
         u, v = g[None, None, :] - dx, g[None, :, None] - dy  # columns, rows (pixels)
         cos, sin = torch.cos(rot), torch.sin(rot)
@@ -174,11 +197,15 @@ class SyntheticGenerator(nn.Module):
             dists.append(d if name in FILLED else d.abs())
         index = labels.long()[:, None, None, None].expand(-1, 1, *px.shape[1:])
         d = torch.stack(dists, 1).gather(1, index)
-        return inten[:, None] * torch.sigmoid((thick[:, None] / 2 - d * size[:, None]) / s.softness)
+        mask = torch.sigmoid((thick[:, None] / 2 - d * size[:, None]) / s.softness)
+        if s.channels == 1:
+            return inten[:, None] * mask
+        colour = f[:, len(DEFAULT_FACTORS) :]  # N x 3 x 1 x 1 gains
+        return inten[:, None] * colour * mask
 
 
 def render(labels: Tensor, z: Tensor, settings: Optional[GeneratorSettings] = None) -> Tensor:
-    """Images N x 1 x S x S from labels (N,) and latents z (N, k) in [-1, 1]^k; differentiable."""
+    """Images N x C x S x S from labels (N,) and latents z (N, k) in [-1, 1]^k; differentiable."""
     return SyntheticGenerator(settings).to(z.device)(labels, z)
 
 
@@ -190,7 +217,9 @@ def clamp_latent(z: Tensor) -> Tensor:
 def generator_for(dataset: Dataset) -> SyntheticGenerator:
     """The exact generator that rendered a synthetic ``dataset`` (from ``extras['generator']``)."""
     if "generator" not in dataset.extras:
-        raise DataError(f"data set '{dataset.name}' has no known generator (use --data synthetic)")
+        raise DataError(
+            f"data set '{dataset.name}' has no known generator (use --data synthetic or synthetic32)"
+        )
     return SyntheticGenerator(GeneratorSettings.from_dict(dataset.extras["generator"]))
 
 
@@ -207,6 +236,7 @@ def make_synthetic(
     n_test: int = N_TEST,
     seed: int = SEED,
     settings: Optional[GeneratorSettings] = None,
+    name: str = "synthetic",
 ) -> Dataset:
     """Sample a fixed data set: balanced labels, z uniform in the box, images = render(y, z)."""
     gen = SyntheticGenerator(settings)
@@ -214,7 +244,7 @@ def make_synthetic(
     x_tr, y_tr, z_tr = _sample(gen, n_train, rng)
     x_te, y_te, z_te = _sample(gen, n_test, rng)
     return Dataset(
-        name="synthetic",
+        name=name,
         x_train=x_tr,
         y_train=y_tr,
         x_test=x_te,
@@ -236,3 +266,10 @@ def make_synthetic(
 def load_synthetic(data_dir: object = None) -> Dataset:
     """The fixed synthetic set (N_TRAIN / N_TEST images, SEED); ``data_dir`` is ignored."""
     return make_synthetic()
+
+
+@DATASETS.register("synthetic32")
+def load_synthetic32(data_dir: object = None) -> Dataset:
+    """The fixed RGB 3 x 32 x 32 set (:func:`rgb32_settings`; N_TRAIN / N_TEST images, SEED);
+    ``data_dir`` is ignored."""
+    return make_synthetic(settings=rgb32_settings(), name="synthetic32")

@@ -26,6 +26,13 @@ def _synthetic(data_dir: Optional[str] = None) -> Manifold:
     return synthetic_manifold(data_dir)
 
 
+@GENERATORS.register("synthetic32")
+def _synthetic32(data_dir: Optional[str] = None) -> Manifold:
+    from robustedge.manifold.synthetic import synthetic_manifold
+
+    return synthetic_manifold(data_dir, "synthetic32")
+
+
 def load_manifold(source: Union[str, Path, Manifold], data_dir: Optional[str] = None) -> Manifold:
     """A :class:`Manifold` from a run folder, a known-generator name, or a Manifold."""
     if isinstance(source, Manifold):

@@ -9,7 +9,9 @@ import numpy as np
 from robustedge.manifold.generator import GeneratorManifold
 
 
-def synthetic_manifold(data_dir: Optional[str] = None) -> GeneratorManifold:
+def synthetic_manifold(
+    data_dir: Optional[str] = None, name: str = "synthetic"
+) -> GeneratorManifold:
     """Decoder = ``SyntheticGenerator`` (labels, z) -> images; encoder = stored z or inversion.
 
     Latent box [-1, 1]^6 (position, scale, rotation, thickness, intensity), so eta is a
@@ -18,7 +20,7 @@ def synthetic_manifold(data_dir: Optional[str] = None) -> GeneratorManifold:
     from robustedge.data import load_dataset
     from robustedge.data.synthetic import generator_for
 
-    data = load_dataset("synthetic", data_dir)
+    data = load_dataset(name, data_dir)
     gen = generator_for(data).eval()
     known = (
         np.concatenate([data.x_train, data.x_test]),
