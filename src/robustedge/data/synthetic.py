@@ -5,8 +5,8 @@ vector ``z`` in the box [-1, 1]^6. Every coordinate of ``z`` maps linearly to a 
 factor: position (dx, dy, pixels), scale, rotation (radians), stroke thickness (pixels) and
 intensity. ``synthetic32`` is the RGB variant for board-sized networks (3 x 32 x 32, the
 geometry scaled by 2, and three more latents: the red, green and blue gain of the shape's
-colour, so z lives in [-1, 1]^9). Shapes are drawn from signed distance functions through a sigmoid edge, so
-``d image / d z`` exists everywhere (Kwon & Lee 2021's "simulated data from a known
+colour, so z lives in [-1, 1]^9). Shapes are drawn from signed distance functions through a
+sigmoid edge, so ``d image / d z`` exists everywhere (Kwon & Lee 2021's "simulated data from a known
 distribution"; an on-manifold perturbation is ``render(y, clamp(z + zeta))``, ||zeta||_inf <= eta).
 """
 
@@ -218,7 +218,8 @@ def generator_for(dataset: Dataset) -> SyntheticGenerator:
     """The exact generator that rendered a synthetic ``dataset`` (from ``extras['generator']``)."""
     if "generator" not in dataset.extras:
         raise DataError(
-            f"data set '{dataset.name}' has no known generator (use --data synthetic or synthetic32)"
+            f"data set '{dataset.name}' has no known generator "
+            "(use --data synthetic or synthetic32)"
         )
     return SyntheticGenerator(GeneratorSettings.from_dict(dataset.extras["generator"]))
 
