@@ -11,6 +11,11 @@ BN's affine parameters *inside* the group: the group soft threshold shrinks them
 the filter, and zeroing a channel zeros ``gamma_j`` and ``beta_j`` too. A zeroed channel then
 outputs exactly 0 in eval mode, and removing it (with the matching input slices of the next
 layer) leaves the network's function unchanged.
+
+Channels are ranked per layer by default: a global ranking left 1-channel layers (and 20 %
+accuracy) in the measured VGG-11 case. Scores: ``rms`` (the group's RMS, for group prox) or
+``l1`` (the L1 norm of each channel's kernel weights, Li et al., ICLR 2017: the structured
+magnitude baseline).
 """
 
 from __future__ import annotations
@@ -49,6 +54,17 @@ class ChannelGroup:
 
     def size_per_channel(self) -> int:
         return sum(int(p[0].numel()) for p, _ in self.slices)
+
+    def kernel_slices(self) -> List[Tuple[nn.Parameter, torch.Tensor]]:
+        """The conv/linear weight slices (not biases or BatchNorm affine parameters)."""
+        return [(p, idx) for p, idx in self.slices if p.dim() > 1]
+
+    def l1_norms(self) -> torch.Tensor:
+        """(channels,) L1 norm of each channel's kernel weights over the coupled layers."""
+        total = torch.zeros(self.channels, device=self.slices[0][0].device)
+        for p, idx in self.kernel_slices():
+            total += p.detach()[idx].reshape(len(idx), -1).abs().sum(1)
+        return total
 
     def scale(self, factors: torch.Tensor) -> None:
         """Multiply channel j's slices by ``factors[j]`` in place."""
@@ -131,14 +147,29 @@ def channel_sparsity(groups: Sequence[ChannelGroup]) -> float:
     return zero / total if total else 0.0
 
 
-def channel_keep_masks(
-    groups: Sequence[ChannelGroup], sparsity: float, scope: str = "global"
-) -> Dict[str, torch.Tensor]:
-    """Exact top-k over channels; each layer keeps at least one channel.
+SCORES = ("rms", "l1")
 
-    ``global`` ranks channels of all layers by RMS (norm / sqrt(size)), ``layer`` per layer.
+
+def channel_scores(groups: Sequence[ChannelGroup], score: str = "rms") -> Dict[str, torch.Tensor]:
+    """Per root, one score per channel, comparable across layers: ``rms`` (norm / sqrt(size))
+    or ``l1`` (L1 norm of the kernel weights / their number, i.e. mean |w|)."""
+    if score == "rms":
+        return {g.root: (g.sq_norms() / g.size_per_channel()).sqrt() for g in groups}
+    if score == "l1":
+        sizes = {g.root: sum(int(p[0].numel()) for p, _ in g.kernel_slices()) for g in groups}
+        return {g.root: g.l1_norms() / max(1, sizes[g.root]) for g in groups}
+    raise ValueError(f"channel score must be one of {', '.join(SCORES)}, got '{score}'")
+
+
+def channel_keep_masks(
+    groups: Sequence[ChannelGroup], sparsity: float, scope: str = "layer", score: str = "rms"
+) -> Dict[str, torch.Tensor]:
+    """Exact top-k over channels by :func:`channel_scores`; each layer keeps at least one.
+
+    ``layer`` (default) keeps the same fraction of every layer; ``global`` ranks the channels
+    of all layers together.
     """
-    scores = {g.root: (g.sq_norms() / g.size_per_channel()).sqrt() for g in groups}
+    scores = channel_scores(groups, score)
     if not scores:
         return {}
     if scope == "layer":
@@ -195,3 +226,24 @@ def remove_channels(
         else:
             logger.warning("torch-pruning refused to prune %s", g.root)
     return removed
+
+
+def shrink(
+    model: nn.Module,
+    input_shape: Tuple[int, int, int],
+    groups: Sequence[ChannelGroup],
+    keep: Dict[str, torch.Tensor],
+) -> Dict[str, object]:
+    """Zero, then physically remove, the channels not in ``keep``; the notes a method returns
+    (channel counts, channel sparsity, the masks)."""
+    zero_channels(groups, keep)
+    total = sum(int(k.numel()) for k in keep.values())
+    kept = sum(int(k.sum()) for k in keep.values())
+    removed = remove_channels(model, input_shape, groups, keep)
+    return {
+        "channels": total,
+        "channels_kept": kept,
+        "channels_removed": removed,
+        "channel_sparsity": 1 - kept / total if total else 0.0,
+        "channel_masks": {n: k.cpu() for n, k in keep.items()},
+    }
