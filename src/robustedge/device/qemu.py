@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from robustedge.errors import RobustEdgeError
 
@@ -164,26 +164,59 @@ def _spec(arch: str) -> ArchSpec:
 
 
 def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
+    """Extract Debian's packages, add the board wheels and the emulator, smoke-test Python."""
     mirror = debian_mirror()
+    extract_debs(spec.debian_arch, spec.debs, rootfs, mirror)
+    if spec.debian_arch == "armhf":
+        link_blas(rootfs)
+    install_wheels(spec, rootfs / SITE.lstrip("/"))
+    _copy_interpreter(spec, rootfs, interp)
+    (rootfs / "tmp").mkdir(exist_ok=True)
+    write_cpu_files(rootfs, spec)
+    out = _run(chroot_command(rootfs, ["-c", PROBE]), "python smoke test in the rootfs")
+    info = json.loads(out.strip().splitlines()[-1])
+    info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
+    logger.info("built %s: %s", rootfs, info)
+    return info
+
+
+PROBE = (
+    "import json, platform, numpy\n"
+    "v = {'machine': platform.machine(), 'python': platform.python_version(),"
+    " 'numpy': numpy.__version__}\n"
+    "try:\n import tflite_runtime; v['tflite_runtime'] = tflite_runtime.__version__\n"
+    "except ImportError: pass\nprint(json.dumps(v))"
+)
+
+
+def extract_debs(debian_arch: str, debs: Sequence[str], rootfs: Path, mirror: str) -> None:
+    """``mmdebstrap --variant=extract``: unpack ``debs`` and their dependencies, run nothing."""
     _run(
         [
             "mmdebstrap",
             "--quiet",
-            f"--arch={spec.debian_arch}",
+            f"--arch={debian_arch}",
             "--variant=extract",
-            f"--include={','.join(spec.debs)}",
+            f"--include={','.join(debs)}",
             SUITE,
             str(rootfs),
             mirror,
         ],
         "mmdebstrap",
     )
-    if spec.debian_arch == "armhf":  # extract mode skips the alternatives symlinks numpy needs
-        libdir = rootfs / "usr/lib/arm-linux-gnueabihf"
-        for name in ("blas", "lapack"):
-            link = libdir / f"lib{name}.so.3"
-            if not link.exists():
-                link.symlink_to(f"{name}/lib{name}.so.3")
+
+
+def link_blas(rootfs: Path) -> None:
+    """The alternatives symlinks armhf numpy needs (extract mode skips them)."""
+    libdir = rootfs / "usr/lib/arm-linux-gnueabihf"
+    for name in ("blas", "lapack"):
+        link = libdir / f"lib{name}.so.3"
+        if not link.exists():
+            link.symlink_to(f"{name}/lib{name}.so.3")
+
+
+def install_wheels(spec: ArchSpec, target: Path) -> None:
+    """PyPI wheels for the board's platform into ``target`` (nothing runs: pip --target)."""
     cmd = [
         sys.executable,
         "-m",
@@ -199,31 +232,20 @@ def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
         "--abi",
         "cp311",
         "--target",
-        str(rootfs / SITE.lstrip("/")),
+        str(target),
     ]
     for tag in spec.platforms:
         cmd += ["--platform", tag]
     if spec.no_deps:
         cmd.append("--no-deps")
     _run(cmd + list(spec.wheels), "pip install (board wheels)")
-    # binfmt without the F flag opens its interpreter inside the chroot: put it there.
+
+
+def _copy_interpreter(spec: ArchSpec, rootfs: Path, interp: str) -> None:
+    """binfmt without the F flag opens its interpreter inside the chroot: put it there."""
     target = rootfs / interp.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(shutil.which(f"{spec.binfmt}-static") or interp, target)
-    (rootfs / "tmp").mkdir(exist_ok=True)
-    write_cpu_files(rootfs, spec)
-    probe = (
-        "import json, platform, numpy\n"
-        "v = {'machine': platform.machine(), 'python': platform.python_version(),"
-        " 'numpy': numpy.__version__}\n"
-        "try:\n import tflite_runtime; v['tflite_runtime'] = tflite_runtime.__version__\n"
-        "except ImportError: pass\nprint(json.dumps(v))"
-    )
-    out = _run(chroot_command(rootfs, ["-c", probe]), "python smoke test in the rootfs")
-    info = json.loads(out.strip().splitlines()[-1])
-    info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
-    logger.info("built %s: %s", rootfs, info)
-    return info
 
 
 CPU_LINES = {

@@ -1,0 +1,709 @@
+"""A full-system ARM VM as a board: build (once) a Debian image, boot it under qemu-system, SSH in.
+
+``setup_vm("aarch64")`` unpacks Debian bookworm arm64 packages (kernel, OpenSSH server, Python
+3.11, busybox-static) with ``mmdebstrap --variant=extract`` (no maintainer script runs under
+emulation, which is what makes a configured image take ~36 minutes), adds the board wheels from
+PyPI, writes the little configuration a board needs (users, sshd, a busybox ``init``), generates
+the VM's host key and a client key, and packs an ext4 disk image (``mke2fs -d``, no loop mount)
+plus a tiny initramfs that loads the virtio/ext4 modules and switches to the disk. The finished
+image lives beside the qemu-user userlands (``cache_root()/vm-<arch>``), READY.json written last.
+
+``VM(arch).start()`` boots it: ``qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 4 -m 2048``
+(a Raspberry Pi 4's shape) with a copy-on-write overlay over the cached image, SSH forwarded to a
+loopback port only. A running VM is found again through its state file and reused; ``stop()``
+powers it off. Needs root to build (file ownership in the image), not to boot. stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from robustedge.device import qemu
+from robustedge.errors import RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+USER = "board"
+UID = 1000
+GUEST_IP, GUEST_GW = "10.0.2.15/24", "10.0.2.2"  # QEMU user networking's fixed addresses
+DIST = "usr/local/lib/python3.11/dist-packages"  # where `pip install` puts wheels on a board
+BOOT_TIMEOUT_S = 600
+INSTALL_HINT = "run scripts/install-system-deps.sh as root"
+# Guest modules the initramfs loads (their dependencies are read from the modules themselves).
+MODULES = (
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "virtio-rng",
+    "crc32c_generic",
+    "ext4",
+)
+BASE_DEBS = (
+    "openssh-server",
+    "python3-minimal",
+    "python3.11-minimal",
+    "libpython3.11-stdlib",
+    "libstdc++6",
+    "libgomp1",
+    "busybox-static",
+    "dash",
+    "bash",
+    "coreutils",
+    "mount",
+    "tar",
+    "gzip",
+    "grep",
+    "sed",
+    "findutils",
+    "procps",
+    "iproute2",
+    "base-files",
+    "base-passwd",
+)
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """One emulated board: Debian packages, the QEMU machine it boots on, and its wheels."""
+
+    arch: str
+    debian_arch: str
+    kernel_deb: str
+    extra_debs: Tuple[str, ...]
+    qemu_binary: str
+    machine: str
+    cpu: str
+    smp: int
+    memory_mb: int
+    console: str
+    wheel_spec: str  # key of qemu.ARCHES whose wheels go into the image
+
+    def __post_init__(self) -> None:
+        if self.smp < 1 or self.memory_mb < 256:
+            raise ValueError(f"VM needs >= 1 CPU and >= 256 MiB (got {self.smp}, {self.memory_mb})")
+
+    @property
+    def model(self) -> str:
+        """The emulated machine in words (goes into the results next to ``emulated: true``)."""
+        return (
+            f"{self.qemu_binary} -M {self.machine} -cpu {self.cpu} -smp {self.smp} "
+            f"-m {self.memory_mb} (full-system emulation)"
+        )
+
+
+VM_ARCHES: Dict[str, VMSpec] = {
+    "aarch64": VMSpec(
+        "aarch64",
+        "arm64",
+        "linux-image-arm64",
+        (),
+        "qemu-system-aarch64",
+        "virt",
+        "cortex-a72",
+        4,
+        2048,
+        "ttyAMA0",
+        "aarch64",
+    ),
+    "armv7": VMSpec(
+        "armv7",
+        "armhf",
+        "linux-image-armmp-lpae",
+        ("python3-numpy",),
+        "qemu-system-arm",
+        "virt",
+        "cortex-a15",
+        4,
+        2048,
+        "ttyAMA0",
+        "armv7",
+    ),
+}
+
+
+def vm_spec(arch: str) -> VMSpec:
+    if arch not in VM_ARCHES:
+        raise RobustEdgeError(f"unknown VM arch '{arch}' (known: {', '.join(sorted(VM_ARCHES))})")
+    return VM_ARCHES[arch]
+
+
+def image_dir(arch: str, root: Optional[Path] = None) -> Path:
+    """``cache_root()/vm-<arch>``: disk.img, vmlinuz, initrd.img, keys, READY.json."""
+    return (root or qemu.cache_root()) / f"vm-{arch}"
+
+
+def is_ready(arch: str, root: Optional[Path] = None) -> bool:
+    return (image_dir(arch, root) / "READY.json").is_file()
+
+
+def ready_info(arch: str, root: Optional[Path] = None) -> Dict[str, object]:
+    return json.loads((image_dir(arch, root) / "READY.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the image
+
+
+def setup_vm(arch: str, root: Optional[Path] = None, force: bool = False) -> Path:
+    """Build (or reuse) the VM image for ``arch``; return its folder. Atomic and idempotent."""
+    spec = vm_spec(arch)
+    final = image_dir(arch, root)
+    if is_ready(arch, root) and not force:
+        logger.info("reusing %s", final)
+        return final
+    _check_build_tools(spec)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".vm-{arch}.", dir=final.parent))
+    try:
+        info = build_image(spec, stage)
+        info.update(boot_check(spec, stage))
+        (stage / "READY.json").write_text(json.dumps(info, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return final
+
+
+def _check_build_tools(spec: VMSpec) -> None:
+    if os.geteuid() != 0:
+        raise RobustEdgeError(
+            "setup-vm needs root (the image's files must belong to root): run it as root; "
+            f"system packages: {INSTALL_HINT}"
+        )
+    for tool in ("mmdebstrap", "mke2fs", "ssh-keygen", spec.qemu_binary, "qemu-img"):
+        if _which(tool) is None:
+            raise RobustEdgeError(f"'{tool}' not found: {INSTALL_HINT}")
+
+
+def _which(tool: str) -> Optional[str]:
+    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def build_image(spec: VMSpec, out: Path) -> Dict[str, object]:
+    """Rootfs -> disk.img + vmlinuz + initrd.img + keys in ``out``; returns what was built."""
+    t0 = time.monotonic()
+    rootfs = out / "rootfs"
+    mirror = qemu.debian_mirror()
+    debs = (spec.kernel_deb, *BASE_DEBS, *spec.extra_debs)
+    qemu.extract_debs(spec.debian_arch, debs, rootfs, mirror)
+    if spec.debian_arch == "armhf":
+        qemu.link_blas(rootfs)
+    wheels = qemu.ARCHES[spec.wheel_spec]
+    qemu.install_wheels(wheels, rootfs / DIST)
+    kver = _kernel_version(rootfs)
+    shutil.copy2(rootfs / "boot" / f"vmlinuz-{kver}", out / "vmlinuz")
+    write_initramfs(rootfs, kver, out / "initrd.img")
+    configure_rootfs(rootfs, out)
+    _slim(rootfs, kver)
+    size_mb = max(1024, 2 * _tree_mb(rootfs) + 512)  # room for bundles and results
+    _run(
+        [_which("mke2fs") or "mke2fs", "-q", "-t", "ext4", "-L", "board", "-d", str(rootfs)]
+        + ["-E", "root_owner=0:0", str(out / "disk.img"), f"{size_mb}M"],
+        "mke2fs",
+    )
+    shutil.rmtree(rootfs)
+    return {
+        "arch": spec.arch,
+        "debian_arch": spec.debian_arch,
+        "suite": qemu.SUITE,
+        "mirror": mirror,
+        "kernel": kver,
+        "wheels": list(wheels.wheels),
+        "model": spec.model,
+        "disk_mb": size_mb,
+        "disk_used_mb": round(_allocated(out / "disk.img") / 2**20, 1),
+        "initrd_kb": round((out / "initrd.img").stat().st_size / 1024, 1),
+        "build_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def _kernel_version(rootfs: Path) -> str:
+    versions = sorted(p.name for p in (rootfs / "lib/modules").iterdir())
+    if not versions:
+        raise RobustEdgeError(f"no kernel modules in {rootfs}/lib/modules")
+    return versions[-1]
+
+
+def _tree_mb(root: Path) -> int:
+    total = sum(p.lstat().st_size for p in root.rglob("*") if not p.is_symlink() and p.is_file())
+    return total // 2**20 + 1
+
+
+def _allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def _slim(rootfs: Path, kver: str) -> None:
+    """Drop what a headless board never reads (docs, man pages, locales, unused modules)."""
+    for rel in ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"):
+        shutil.rmtree(rootfs / rel, ignore_errors=True)
+    shutil.rmtree(rootfs / "lib/modules" / kver / "kernel", ignore_errors=True)
+
+
+# -- kernel modules and the initramfs ---------------------------------------------------------
+
+
+def module_index(moddir: Path) -> Dict[str, Path]:
+    """Module name (``-`` and ``_`` alike) -> its .ko file."""
+    return {p.name[: -len(".ko")].replace("-", "_"): p for p in moddir.rglob("*.ko")}
+
+
+def module_depends(ko: Path) -> List[str]:
+    """The ``depends=`` list from a module's .modinfo section (null-separated key=value)."""
+    data = ko.read_bytes()
+    for field in data.split(b"\0"):
+        if field.startswith(b"depends="):
+            return [d for d in field[8:].decode().split(",") if d]
+    return []
+
+
+def load_order(names: Iterable[str], index: Dict[str, Path]) -> List[Path]:
+    """Modules to insmod, dependencies first; names that are built in are skipped."""
+    order: List[Path] = []
+    seen = set()
+
+    def visit(name: str) -> None:
+        key = name.replace("-", "_")
+        if key in seen or key not in index:
+            return
+        seen.add(key)
+        for dep in module_depends(index[key]):
+            visit(dep)
+        order.append(index[key])
+
+    for n in names:
+        visit(n)
+    return order
+
+
+INITRAMFS_INIT = """#!/bin/busybox sh
+# robustedge board initramfs: load the virtio/ext4 modules, mount /dev/vda, switch to it.
+B=/bin/busybox
+$B mkdir -p /proc /sys /dev /newroot
+$B mount -t proc proc /proc
+$B mount -t devtmpfs devtmpfs /dev
+for m in {modules}; do $B insmod /modules/$m || echo "initramfs: insmod $m failed"; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do $B sleep 0.1; i=$((i+1)); done
+$B mount -t ext4 -o rw /dev/vda /newroot || {{ echo "initramfs: cannot mount /dev/vda"; \
+$B poweroff -f; }}
+$B umount /proc
+$B mount --move /dev /newroot/dev 2>/dev/null || $B umount /dev
+exec $B switch_root /newroot /bin/busybox init
+"""
+
+
+def write_initramfs(rootfs: Path, kver: str, out: Path) -> None:
+    """A newc cpio: busybox-static, the needed modules in load order, and ``/init``."""
+    index = module_index(rootfs / "lib/modules" / kver / "kernel")
+    mods = load_order(MODULES, index)
+    missing = [m for m in ("virtio_blk", "ext4") if m not in index]
+    if missing:
+        raise RobustEdgeError(f"kernel {kver} has no module(s) {', '.join(missing)}")
+    init = INITRAMFS_INIT.format(modules=" ".join(p.name for p in mods))
+    entries: List[Tuple[str, int, bytes]] = [
+        ("bin", stat.S_IFDIR | 0o755, b""),
+        ("modules", stat.S_IFDIR | 0o755, b""),
+        ("dev", stat.S_IFDIR | 0o755, b""),
+        ("dev/console", stat.S_IFCHR | 0o600, b""),
+        ("bin/busybox", stat.S_IFREG | 0o755, (rootfs / "bin/busybox").read_bytes()),
+        ("init", stat.S_IFREG | 0o755, init.encode()),
+    ]
+    entries += [(f"modules/{p.name}", stat.S_IFREG | 0o644, p.read_bytes()) for p in mods]
+    out.write_bytes(newc_archive(entries))
+
+
+def newc_archive(entries: Sequence[Tuple[str, int, bytes]]) -> bytes:
+    """A cpio archive in the kernel's initramfs format (``newc``), all files owned by root.
+    ``dev/console`` is the character device 5:1 the kernel opens before /init runs."""
+    parts = []
+    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+        rdev = (5, 1) if name == "dev/console" else (0, 0)
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(name) + 1, 0]
+        head = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+        parts.append(head + b"\0" * (-len(head) % 4))
+        parts.append(data + b"\0" * (-len(data) % 4))
+    return b"".join(parts)
+
+
+# -- configuration written into the image ------------------------------------------------------
+
+RC = """#!/bin/sh
+# robustedge board: mount the kernel file systems, bring up the network, start sshd.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=0755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -o remount,rw /
+hostname robustedge-board
+ip link set lo up
+ip link set eth0 up
+ip addr add {ip} dev eth0
+ip route add default via {gw}
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+echo "robustedge-board: up" > /dev/console
+"""
+
+INITTAB = """::sysinit:/etc/robustedge/rc.sh
+::respawn:/usr/sbin/sshd -D -e
+::shutdown:/bin/busybox sync
+::shutdown:/bin/busybox umount -a -r
+"""
+
+SSHD_CONFIG = """Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+AuthorizedKeysFile .ssh/authorized_keys
+Subsystem sftp internal-sftp
+AcceptEnv LANG
+"""
+
+
+def configure_rootfs(rootfs: Path, out: Path) -> None:
+    """Users, sshd, busybox init and keys: what package configuration would have done."""
+    etc = rootfs / "etc"
+    _write_accounts(rootfs)
+    (etc / "robustedge").mkdir(exist_ok=True)
+    _write(etc / "robustedge/rc.sh", RC.format(ip=GUEST_IP, gw=GUEST_GW), 0o755)
+    _write(etc / "inittab", INITTAB)
+    _write(etc / "hostname", "robustedge-board\n")
+    _write(etc / "hosts", "127.0.0.1 localhost robustedge-board\n")
+    _write(etc / "fstab", "/dev/vda / ext4 rw 0 1\n")
+    (etc / "ssh").mkdir(exist_ok=True)
+    _write(etc / "ssh/sshd_config", SSHD_CONFIG)
+    _keygen(out / "host_key", "robustedge-board host key")
+    shutil.copy2(out / "host_key", etc / "ssh/ssh_host_ed25519_key")
+    shutil.copy2(out / "host_key.pub", etc / "ssh/ssh_host_ed25519_key.pub")
+    os.chmod(etc / "ssh/ssh_host_ed25519_key", 0o600)
+    client = _keygen(out / "id_ed25519", "robustedge client")
+    for home, uid in ((rootfs / "root", 0), (rootfs / "home" / USER, UID)):
+        (home / ".ssh").mkdir(parents=True, exist_ok=True)
+        _write(home / ".ssh/authorized_keys", client + "\n", 0o600)
+        for p in (home, home / ".ssh", home / ".ssh/authorized_keys"):
+            os.chown(p, uid, uid)
+        os.chmod(home / ".ssh", 0o700)
+    for d in ("proc", "sys", "dev", "run", "tmp", "var/empty"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(rootfs / "tmp", 0o1777)
+
+
+def _write_accounts(rootfs: Path) -> None:
+    """passwd/group/shadow from base-passwd's masters, plus sshd's user and the board user."""
+    share = rootfs / "usr/share/base-passwd"
+    passwd = (share / "passwd.master").read_text()
+    group = (share / "group.master").read_text()
+    passwd += "sshd:x:101:65534::/run/sshd:/usr/sbin/nologin\n"
+    passwd += f"{USER}:x:{UID}:{UID}::/home/{USER}:/bin/bash\n"
+    group += f"{USER}:x:{UID}:\n"
+    names = [line.split(":")[0] for line in passwd.splitlines() if line]
+    shadow = "".join(f"{n}:*:19000:0:99999:7:::\n" for n in names)  # '*': no password, key ok
+    _write(rootfs / "etc/passwd", passwd)
+    _write(rootfs / "etc/group", group)
+    _write(rootfs / "etc/shadow", shadow, 0o640)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def _keygen(path: Path, comment: str) -> str:
+    _run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        "ssh-keygen",
+    )
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def _run(cmd: List[str], what: str) -> str:
+    logger.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RobustEdgeError(f"{what} failed ({proc.returncode}): {' | '.join(tail)}")
+    return proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Running it
+
+
+@dataclass
+class VMState:
+    """A booted VM, as recorded in ``<state dir>/state.json``."""
+
+    arch: str
+    pid: int
+    port: int
+    boot_s: float
+    started: float
+
+
+class VM:
+    """One VM instance: an overlay over the cached image plus its state, in ``state_dir``
+    (default ``<image dir>/run``). ``start`` reuses a running instance; ``stop`` powers off."""
+
+    def __init__(
+        self, arch: str, root: Optional[Path] = None, state_dir: Optional[Path] = None
+    ) -> None:
+        self.spec = vm_spec(arch)
+        self.image = image_dir(arch, root)
+        if not is_ready(arch, root):
+            raise RobustEdgeError(
+                f"no {arch} VM image: run `robustedge device setup-vm --arch {arch}` as root first"
+            )
+        self.state_dir = state_dir or self.image / "run"
+        self.key = self.image / "id_ed25519"
+
+    # -- SSH details -------------------------------------------------------------------------
+
+    def known_hosts(self, port: int) -> Path:
+        path = self.state_dir / "known_hosts"
+        kind, key = (self.image / "host_key.pub").read_text().split()[:2]
+        path.write_text(f"[127.0.0.1]:{port} {kind} {key}\n")
+        return path
+
+    def ssh_options(self, state: VMState) -> List[str]:
+        return [
+            "-i",
+            str(self.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts(state.port)}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+
+    def ssh_url(self, state: VMState, user: str = USER, path: str = "~/robustedge") -> str:
+        return f"ssh://{user}@127.0.0.1:{state.port}/{path}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def state(self) -> Optional[VMState]:
+        """The running instance, or None (a stale state file is removed)."""
+        path = self.state_dir / "state.json"
+        try:
+            st = VMState(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if _alive(st.pid, self.spec.qemu_binary):
+            return st
+        path.unlink(missing_ok=True)
+        return None
+
+    def start(self, fresh: bool = False, timeout_s: float = BOOT_TIMEOUT_S) -> VMState:
+        """Boot (or reuse) the VM and wait until SSH answers; ``fresh`` drops the overlay."""
+        st = self.state()
+        if st is not None and not fresh:
+            return st
+        if st is not None:
+            self.stop()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        overlay = self.state_dir / "overlay.qcow2"
+        if fresh or not overlay.exists():
+            overlay.unlink(missing_ok=True)
+            _run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw"]
+                + ["-b", str(self.image / "disk.img"), str(overlay)],
+                "qemu-img create",
+            )
+        port = _free_port()
+        t0 = time.monotonic()
+        pid = self._launch(overlay, port)
+        st = VMState(self.spec.arch, pid, port, 0.0, time.time())
+        try:
+            self._wait_ssh(st, t0, timeout_s)
+        except BaseException:
+            _terminate(pid)
+            raise
+        st.boot_s = round(time.monotonic() - t0, 1)
+        (self.state_dir / "state.json").write_text(json.dumps(asdict(st)) + "\n")
+        logger.info("VM %s up on 127.0.0.1:%d after %.1f s", self.spec.arch, port, st.boot_s)
+        return st
+
+    def qemu_command(self, overlay: Path, port: int) -> List[str]:
+        s = self.spec
+        return [
+            _which(s.qemu_binary) or s.qemu_binary,
+            "-M",
+            s.machine,
+            "-cpu",
+            s.cpu,
+            "-smp",
+            str(s.smp),
+            "-m",
+            str(s.memory_mb),
+            "-kernel",
+            str(self.image / "vmlinuz"),
+            "-initrd",
+            str(self.image / "initrd.img"),
+            "-append",
+            f"console={s.console} rw quiet",
+            "-drive",
+            f"file={overlay},if=none,id=hd0,format=qcow2",
+            "-device",
+            "virtio-blk-device,drive=hd0",
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",  # loopback only
+            "-device",
+            "virtio-net-device,netdev=n0",
+            "-device",
+            "virtio-rng-device",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            f"file:{self.state_dir / 'console.log'}",
+            "-no-reboot",
+        ]
+
+    def _launch(self, overlay: Path, port: int) -> int:
+        cmd = self.qemu_command(overlay, port)
+        logger.info("starting %s", " ".join(cmd))
+        with open(self.state_dir / "qemu.log", "wb") as log:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        return proc.pid
+
+    def _wait_ssh(self, st: VMState, t0: float, timeout_s: float) -> None:
+        while time.monotonic() - t0 < timeout_s:
+            if not _alive(st.pid, self.spec.qemu_binary):
+                _reap(st.pid)
+                raise RobustEdgeError(f"the VM exited while booting: {self._log_tail()}")
+            if self.ssh(st, "true", timeout=20, check=False).returncode == 0:
+                return
+            time.sleep(2)
+        raise RobustEdgeError(f"no SSH from the VM after {timeout_s:.0f} s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        for name in ("qemu.log", "console.log"):
+            try:
+                lines = (self.state_dir / name).read_text(errors="replace").strip().splitlines()
+            except OSError:
+                continue
+            if lines:
+                return f"{name}: {lines[-1]}"
+        return "no console output"
+
+    def ssh(
+        self,
+        st: VMState,
+        script: str,
+        user: str = "root",
+        timeout: float = 600,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess:
+        """Run ``script`` on the VM (as root by default, for set-up and tests)."""
+        cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *self.ssh_options(st)]
+        cmd += ["-p", str(st.port), f"{user}@127.0.0.1", script]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess(cmd, 255, "", f"timed out after {timeout} s")
+        if check and proc.returncode != 0:
+            raise RobustEdgeError(f"on the VM (exit {proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def stop(self, timeout_s: float = 60) -> bool:
+        """Power the VM off (busybox init syncs and unmounts first); False if none ran."""
+        st = self.state()
+        if st is None:
+            return False
+        self.ssh(st, "/bin/busybox poweroff", timeout=20, check=False)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(st.pid, self.spec.qemu_binary):
+            time.sleep(0.5)
+        _terminate(st.pid)
+        (self.state_dir / "state.json").unlink(missing_ok=True)
+        return True
+
+
+def boot_check(spec: VMSpec, image: Path) -> Dict[str, object]:
+    """Boot a freshly built image once: SSH answers, Python and numpy import; boot time."""
+    vm = VM.__new__(VM)
+    vm.spec, vm.image, vm.state_dir, vm.key = spec, image, image / "run", image / "id_ed25519"
+    st = vm.start(fresh=True)
+    try:
+        probe = vm.ssh(st, f"python3 -c {_quote(qemu.PROBE)}", user=USER).stdout
+        info = json.loads(probe.strip().splitlines()[-1])
+    finally:
+        vm.stop()
+        shutil.rmtree(image / "run", ignore_errors=True)
+    return {"boot_s": st.boot_s, "probe": info}
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int, binary: str) -> bool:
+    """``pid`` runs and is our emulator (not a recycled pid), and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return False
+    return os.path.basename(argv0) == binary
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _terminate(pid: int) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+            time.sleep(0.2)
+    _reap(pid)
