@@ -1,0 +1,208 @@
+"""Worst-case robust accuracy per image over a named suite of attacks (AutoAttack's rule).
+
+An image counts as robust only if the model classifies it correctly and *every* attack in the
+suite fails on it; the suite's robust accuracy is never higher than any single attack's.
+Misclassified clean images are not attacked (they count as non-robust), as in AutoAttack.
+
+Suites are named and registered in ``SUITES`` (a factory ``eps -> AttackSuite``):
+
+- ``worst-case``: PGD-20 x 5 restarts, APGD-CE-100, APGD-DLR-100, Square-1000 (Linf);
+- ``worst-case-quick``: PGD-10 x 2, APGD-CE-25, APGD-DLR-25, Square-200, for smoke runs.
+
+Every result records the suite's name and the full spec of each of its attacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from robustedge.attacks.base import AttackSpec, build_attack, predict
+from robustedge.registry import Registry
+
+SUITES: Registry = Registry("attack suite")
+DEFAULT_SUITE = "worst-case"
+
+
+@dataclass(frozen=True)
+class AttackSuite:
+    """A named, ordered set of attacks sharing one eps and norm."""
+
+    name: str
+    specs: Tuple[AttackSpec, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "specs", tuple(self.specs))
+        if not self.name:
+            raise ValueError("an attack suite needs a name")
+        if not self.specs:
+            raise ValueError(f"attack suite '{self.name}' has no attacks")
+        budgets = {(s.eps, s.norm) for s in self.specs}
+        if len(budgets) > 1:
+            raise ValueError(
+                f"attack suite '{self.name}' mixes budgets {sorted(budgets)}: a worst case per "
+                "image needs one eps and norm"
+            )
+        labels = [s.label() for s in self.specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"attack suite '{self.name}' lists an attack twice: {labels}")
+
+    @property
+    def eps(self) -> float:
+        return self.specs[0].eps
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "attacks": [s.to_dict() for s in self.specs]}
+
+
+def build_suite(name: str, eps: float) -> AttackSuite:
+    """The registered suite ``name`` at budget ``eps``."""
+    return SUITES.get(name)(eps)
+
+
+@SUITES.register("worst-case")
+def worst_case_suite(eps: float) -> AttackSuite:
+    return AttackSuite(
+        "worst-case",
+        (
+            AttackSpec("pgd", eps, steps=20, restarts=5),
+            AttackSpec("apgd-ce", eps, steps=100),
+            AttackSpec("apgd-dlr", eps, steps=100),
+            AttackSpec("square", eps, steps=1000),
+        ),
+    )
+
+
+@SUITES.register("worst-case-quick")
+def worst_case_quick_suite(eps: float) -> AttackSuite:
+    return AttackSuite(
+        "worst-case-quick",
+        (
+            AttackSpec("pgd", eps, steps=10, restarts=2),
+            AttackSpec("apgd-ce", eps, steps=25),
+            AttackSpec("apgd-dlr", eps, steps=25),
+            AttackSpec("square", eps, steps=200),
+        ),
+    )
+
+
+@dataclass
+class SuiteResult:
+    """Outcome of :func:`worst_case_accuracy`.
+
+    ``per_attack`` holds one row per attack: its spec fields, ``acc`` (robust accuracy under
+    that attack alone; ``None`` in cascade mode, where it only saw the survivors of the
+    attacks before it) and ``broke`` (images it fooled that no earlier attack had).
+    ``robust`` is the per-image worst-case verdict (True = every attack failed).
+    """
+
+    suite: str
+    attacks: List[Dict[str, Any]]
+    n: int
+    clean_acc: float
+    worst_case_acc: float
+    per_attack: List[Dict[str, Any]]
+    cascade: bool
+    robust: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready summary (the per-image verdicts are left out)."""
+        return {
+            "suite": self.suite,
+            "attacks": self.attacks,
+            "n": self.n,
+            "clean_acc": self.clean_acc,
+            "worst_case_acc": self.worst_case_acc,
+            "per_attack": self.per_attack,
+            "cascade": self.cascade,
+        }
+
+
+def worst_case_accuracy(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    suite: AttackSuite | str,
+    eps: Optional[float] = None,
+    *,
+    batch_size: int = 256,
+    seed: int = 0,
+    cascade: bool = False,
+) -> SuiteResult:
+    """Per-attack and worst-case-per-image robust accuracy of ``model`` on ``(x, y)``.
+
+    ``suite`` is an :class:`AttackSuite` or a registered name (then ``eps`` is required).
+    Each attack gets its own generator seeded with ``seed``. With ``cascade=True`` each
+    attack only attacks the images still robust after the ones before it (AutoAttack's
+    order of work: the same worst case, faster, but no per-attack accuracy).
+    """
+    if isinstance(suite, str):
+        if eps is None:
+            raise ValueError(f"suite '{suite}' given by name needs eps")
+        suite = build_suite(suite, eps)
+    elif eps is not None and eps != suite.eps:
+        raise ValueError(f"eps {eps} disagrees with suite '{suite.name}' (eps {suite.eps})")
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y).long()
+    if len(xt) != len(yt) or len(xt) == 0:
+        raise ValueError(f"need as many labels as images (> 0), got {len(xt)} and {len(yt)}")
+    correct = (predict(model, xt) == yt).numpy()
+    robust = correct.copy()
+    rows: List[Dict[str, Any]] = []
+    for spec in suite.specs:
+        todo = np.flatnonzero(robust if cascade else correct)
+        survived = _survivors(model, xt, yt, todo, spec, batch_size, seed)
+        fails = np.zeros(len(xt), dtype=bool)  # True: this attack failed on the image
+        fails[todo[survived]] = True
+        row = {**_spec_row(spec), "acc": None if cascade else float(fails.mean())}
+        row["broke"] = int((robust & ~fails).sum())
+        robust &= fails
+        rows.append(row)
+    return SuiteResult(
+        suite=suite.name,
+        attacks=[s.to_dict() for s in suite.specs],
+        n=int(len(xt)),
+        clean_acc=float(correct.mean()),
+        worst_case_acc=float(robust.mean()),
+        per_attack=rows,
+        cascade=cascade,
+        robust=robust,
+    )
+
+
+def _survivors(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    idx: Sequence[int],
+    spec: AttackSpec,
+    batch_size: int,
+    seed: int,
+) -> np.ndarray:
+    """Boolean array over ``idx``: True where the model still classifies the attacked image
+    correctly."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if len(idx) == 0:
+        return np.zeros(0, dtype=bool)
+    attack = build_attack(model, spec, generator=torch.Generator().manual_seed(seed))
+    out = []
+    for i in range(0, len(idx), batch_size):
+        sel = torch.from_numpy(idx[i : i + batch_size])
+        xb, yb = x[sel], y[sel]
+        x_adv = attack.perturb(xb, yb)
+        out.append((predict(model, x_adv.cpu()) == yb).numpy())
+    return np.concatenate(out)
+
+
+def _spec_row(spec: AttackSpec) -> Dict[str, Any]:
+    return {
+        "attack": spec.name,
+        "eps": spec.eps,
+        "steps": spec.steps,
+        "restarts": spec.restarts,
+        "norm": spec.norm,
+        **spec.params,
+    }
