@@ -4,6 +4,11 @@ onnx2tf 1.29.24 runs as a subprocess of this Python (``python -m onnx2tf``) so t
 TensorFlow never loads into the calling process. Calibration data is an NHWC float32
 ``calib.npy`` of inputs in [0, 1]; mean 0 and std 1 are passed, so the int8 model takes raw
 [0, 1] pixels (quantized with the input scale/zero point it stores). Layout becomes NHWC.
+
+Sparse int8 (:func:`convert_tflite_sparse`): onnx2tf's SavedModel (``-osd``) converted again by
+TensorFlow's ``TFLiteConverter`` with ``Optimize.EXPERIMENTAL_SPARSITY`` and the same
+calibration data stores pruned weight tensors in TFLite's sparse encoding (a DENSIFY op expands
+them when the interpreter prepares: flash shrinks, RAM does not). Also run in a subprocess.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ def convert_tflite(
     input_name: str,
     calib_nhwc: Optional[np.ndarray] = None,
     sample_nhwc: Optional[np.ndarray] = None,
+    saved_model: bool = False,
 ) -> Dict[str, Path]:
     """Run onnx2tf; returns ``{"tflite-float32": path[, "tflite-int8": path]}``.
 
     ``calib_nhwc`` (N x H x W x C float32 in [0, 1]) turns on full-integer int8 output with
     per-channel weights. ``sample_nhwc`` (real inputs, NHWC) stands in for the sample images
-    onnx2tf would otherwise download for 3-channel models. The converter log goes to
-    ``workdir/onnx2tf.log``.
+    onnx2tf would otherwise download for 3-channel models. ``saved_model`` also writes the
+    TensorFlow SavedModel (``-osd``; returned as ``"saved_model"``, a folder) that
+    :func:`convert_tflite_sparse` converts. The converter log goes to ``workdir/onnx2tf.log``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     workdir, onnx_path = workdir.resolve(), onnx_path.resolve()
@@ -52,6 +59,7 @@ def convert_tflite(
     if sample_nhwc is not None and sample_nhwc.shape[-1] == 3:
         _write_sample_images(workdir, sample_nhwc)
     cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-v", "info"]
+    cmd += ["-osd"] if saved_model else []
     if calib_nhwc is not None:
         calib_path = workdir / "calib.npy"
         np.save(calib_path, np.ascontiguousarray(calib_nhwc, dtype=np.float32))
@@ -74,13 +82,86 @@ def convert_tflite(
     found = {"tflite-float32": out / f"{stem}_float32.tflite"}
     if calib_nhwc is not None:
         found["tflite-int8"] = out / f"{stem}_full_integer_quant.tflite"
+    if saved_model:
+        found["saved_model"] = out / SAVED_MODEL_PB
     missing = [k for k, p in found.items() if not p.is_file()]
     if missing:
         raise RobustEdgeError(
             f"TFLite conversion (onnx2tf) wrote no {', '.join(missing)} model; "
             f"{describe_failure(log)}"
         )
+    if saved_model:
+        found["saved_model"] = out
     return found
+
+
+SAVED_MODEL_PB = "saved_model.pb"
+# Runs in a fresh interpreter (TensorFlow never loads into the caller): argv = SavedModel folder,
+# calibration .npy (N x H x W x C float32), output .tflite.
+_SPARSE_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+saved, calib_path, out = sys.argv[1:4]
+calib = np.load(calib_path).astype(np.float32)
+
+def representative():
+    for i in range(len(calib)):
+        yield [calib[i : i + 1]]
+
+conv = tf.lite.TFLiteConverter.from_saved_model(saved)
+conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+conv.representative_dataset = representative
+conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+conv.inference_input_type = tf.int8
+conv.inference_output_type = tf.int8
+data = conv.convert()
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+"""
+
+
+def convert_tflite_sparse(saved_model_dir: Path, out_path: Path, calib_nhwc: np.ndarray) -> Path:
+    """SavedModel (onnx2tf ``-osd``) -> full-int8 TFLite with sparse-encoded pruned weights.
+
+    ``TFLiteConverter.from_saved_model`` with ``optimizations = [Optimize.DEFAULT,
+    Optimize.EXPERIMENTAL_SPARSITY]``, ``calib_nhwc`` (N x H x W x C float32 in [0, 1], the
+    int8 path's calibration inputs) as the representative data set, ``TFLITE_BUILTINS_INT8``
+    and int8 input and output (like the ``tflite-int8`` model: raw [0, 1] pixels quantized with
+    the stored input scale / zero point, NHWC). Returns ``out_path``, written atomically; the
+    converter log goes beside it (``<name>.log``).
+    """
+    saved_model_dir, out_path = Path(saved_model_dir).resolve(), Path(out_path).resolve()
+    if not (saved_model_dir / SAVED_MODEL_PB).is_file():
+        raise RobustEdgeError(
+            f"{saved_model_dir} holds no SavedModel ({SAVED_MODEL_PB}): convert with "
+            "saved_model=True (onnx2tf -osd) first"
+        )
+    calib = np.asarray(calib_nhwc, dtype=np.float32)
+    if calib.ndim != 4 or len(calib) == 0:
+        raise RobustEdgeError(f"calibration inputs must be N x H x W x C, got {calib.shape}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    calib_path = out_path.with_name(out_path.stem + ".calib.npy")
+    np.save(calib_path, np.ascontiguousarray(calib))
+    tmp = Path(str(out_path) + ".tmp")
+    cmd = [
+        sys.executable,
+        "-c",
+        _SPARSE_SCRIPT,
+        str(saved_model_dir),
+        str(calib_path),
+        str(out_path),
+    ]
+    try:
+        _run(cmd, out_path.with_suffix(".log"), what="sparse TFLite conversion (TFLiteConverter)")
+        if not tmp.is_file():
+            raise RobustEdgeError("sparse TFLite conversion (TFLiteConverter) wrote no model")
+        os.replace(tmp, out_path)
+    finally:
+        calib_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return out_path
 
 
 def _write_sample_images(workdir: Path, x_nhwc: np.ndarray) -> None:
@@ -93,7 +174,7 @@ def _write_sample_images(workdir: Path, x_nhwc: np.ndarray) -> None:
     np.save(workdir / SAMPLE_FILE, np.ascontiguousarray(x[:, rows][:, :, cols]))
 
 
-def _run(cmd: List[str], log_path: Path) -> str:
+def _run(cmd: List[str], log_path: Path, what: str = "TFLite conversion (onnx2tf)") -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     logger.info("running %s", " ".join(cmd))
     try:
@@ -106,15 +187,12 @@ def _run(cmd: List[str], log_path: Path) -> str:
             cwd=log_path.parent,
         )
     except subprocess.TimeoutExpired:
-        raise RobustEdgeError(
-            f"TFLite conversion (onnx2tf) timed out after {CONVERT_TIMEOUT_S} s"
-        ) from None
+        raise RobustEdgeError(f"{what} timed out after {CONVERT_TIMEOUT_S} s") from None
     log = _ANSI.sub("", proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     log_path.write_text(log)
     if proc.returncode != 0:
         raise RobustEdgeError(
-            f"TFLite conversion (onnx2tf) failed with exit code "
-            f"{proc.returncode}; {describe_failure(log)}"
+            f"{what} failed with exit code {proc.returncode}; {describe_failure(log)}"
         )
     return log
 
