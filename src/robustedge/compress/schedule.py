@@ -42,3 +42,27 @@ class LamController:
         else:
             self.lam = max(self.lam / self.gain, self.lam_min)
         return self.lam
+
+
+def polynomial_sparsity(
+    step: int,
+    initial: float,
+    final: float,
+    begin_step: int,
+    end_step: int,
+    power: float = 3.0,
+) -> float:
+    """TF-MOT's ``PolynomialDecay`` sparsity at ``step`` (Zhu & Gupta 2017's schedule):
+    ``final + (initial - final) * (1 - p)^power`` with ``p = clip((step - begin) / (end -
+    begin), 0, 1)``; ``initial`` before ``begin_step``, ``final`` from ``end_step`` on."""
+    if end_step <= begin_step:
+        return final if step >= begin_step else initial
+    p = min(1.0, max(0.0, (step - begin_step) / (end_step - begin_step)))
+    return final + (initial - final) * (1.0 - p) ** power
+
+
+def should_prune(step: int, begin_step: int, end_step: int, frequency: int) -> bool:
+    """TF-MOT's pruning turn: inside ``[begin_step, end_step]`` (``end_step = -1``: no end)
+    and ``(step - begin_step) % frequency == 0``."""
+    in_range = step >= begin_step and (end_step == -1 or step <= end_step)
+    return in_range and (step - begin_step) % frequency == 0
