@@ -21,6 +21,7 @@ $(STAMP): $(REQS) pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 # ARM emulation + a loopback sshd for the device tests: installed when root (CI is root).
 system-deps:

@@ -6,7 +6,7 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,6 +39,20 @@ def write_result(name: str, payload: Dict[str, object]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def ensure_trained(out: Path, cfg: Any) -> Path:
+    """Train ``cfg`` (a TrainConfig) into ``out`` unless a finished run is already there:
+    the benchmarks' "train a teacher if missing"."""
+    import shutil
+
+    from robustedge.training.run import train_run
+
+    if (out / "metrics.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    train_run(cfg, out)
+    return out
 
 
 def table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, table, write_result  # noqa: E402
+from _common import RESULTS, ensure_trained, hardware, table, write_result  # noqa: E402
 
 MEASURED = Path(__file__).resolve().parent / "measured"
 TEACHER = RESULTS / "export_teacher"
@@ -39,15 +39,10 @@ def default_runs() -> List[Path]:
     """The export benchmark's teacher if it was exported, else a small model trained here."""
     if (TEACHER / "export" / "export.json").is_file():
         return [TEACHER]
-    from robustedge.config import TrainConfig
-    from robustedge.training.run import train_run
+    from robustedge.training.config import TrainConfig
 
-    out = RESULTS / "device_model"
-    if not (out / "model.safetensors").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        cfg = TrainConfig(model="lenet5", adversary="fgsm", eps=0.1, epochs=10, lr=2e-3)
-        train_run(cfg, out, progress=False)
-    return [out]
+    cfg = TrainConfig(model="lenet5", adversary="fgsm", eps=0.1, epochs=10, lr=2e-3)
+    return [ensure_trained(RESULTS / "device_model", cfg)]
 
 
 def ensure_export(run: Path) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, table, write_result  # noqa: E402
+from _common import RESULTS, ensure_trained, hardware, table, write_result  # noqa: E402
 
 MEASURED = Path(__file__).resolve().parent / "measured"
 FORMATS = "onnx,onnx-int8,tflite-float32,tflite-int8"
@@ -32,15 +31,10 @@ FORMATS = "onnx,onnx-int8,tflite-float32,tflite-int8"
 
 def train_teacher(out: Path, epochs: int) -> Path:
     """A PGD-trained LeNet-5 on digits (eps 0.1), reused when already trained."""
-    from robustedge.config import TrainConfig
-    from robustedge.training.run import train_run
+    from robustedge.training.config import TrainConfig
 
-    if (out / "model.safetensors").is_file():
-        return out
-    shutil.rmtree(out, ignore_errors=True)
     cfg = TrainConfig(model="lenet5", adversary="pgd", eps=0.1, steps=7, epochs=epochs, lr=2e-3)
-    train_run(cfg, out)
-    return out
+    return ensure_trained(out, cfg)
 
 
 def latency_ms(run_one, x: np.ndarray, reps: int, warmup: int = 20) -> Dict[str, float]:

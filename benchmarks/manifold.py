@@ -104,24 +104,32 @@ def adversary_opts(adv: str, manifold: str, eta: float) -> Dict[str, Any]:
 def evaluate_model(model, data, manifold: str, s: Dict[str, Any], eps: float) -> Dict[str, float]:
     from robustedge.attacks import AttackSpec
     from robustedge.attacks.corruptions import corruption_accuracy
+    from robustedge.manifold import load_manifold
     from robustedge.training.evaluate import accuracy, robust_accuracy
 
     n = s["n_test"]
     x, y = torch.as_tensor(data.x_test[:n]), torch.as_tensor(data.y_test[:n])
     onm = AttackSpec("onmanifold", s["eta"], steps=s["att_steps"], params={"manifold": manifold})
     pgd = AttackSpec("pgd", eps, steps=s["att_steps"])
+    res = {"manifold": load_manifold(manifold)}
     return {
         "clean": accuracy(model, x, y),
-        "onmanifold": robust_accuracy(model, x, y, onm),
+        "onmanifold": robust_accuracy(model, x, y, onm, resources=res),
         "pgd": robust_accuracy(model, x, y, pgd),
         "corruption_mean": corruption_accuracy(model, x.numpy(), y.numpy(), seed=0)["mean"],
     }
 
 
+def _manifold(source, data_name):
+    from robustedge.manifold import load_manifold
+
+    return None if source is None else load_manifold(source)
+
+
 def run_cell(data_name, data, adv, sparsity, dense_run, manifold, s, work, eps) -> Dict:
     from robustedge.compress import CompressConfig, compress_run
-    from robustedge.config import TrainConfig
     from robustedge.models import load_model
+    from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
     t0 = time.perf_counter()
@@ -140,7 +148,7 @@ def run_cell(data_name, data, adv, sparsity, dense_run, manifold, s, work, eps) 
             manifold=opts.get("manifold"),
             eta=opts.get("eta"),
         )
-        train_run(cfg, dense_run)
+        train_run(cfg, dense_run, manifold=_manifold(cfg.manifold, data_name))
         out = dense_run
     else:
         out = work / f"{data_name}_{adv}_{sparsity}"

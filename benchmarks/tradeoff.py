@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, hardware, table, write_result  # noqa: E402
+from _common import RESULTS, ensure_trained, hardware, table, write_result  # noqa: E402
 
 METHODS = ["prox", "prox-T1", "prox-noKD", "admm", "hydra", "magnitude"]
 
@@ -34,26 +34,20 @@ METHODS = ["prox", "prox-T1", "prox-noKD", "admm", "hydra", "magnitude"]
 def get_teacher(args, root: Path) -> Path:
     if args.teacher:
         return Path(args.teacher)
-    from robustedge.config import TrainConfig
-    from robustedge.training.run import train_run
+    from robustedge.training.config import TrainConfig
 
     out = root / f"teacher_{args.data}_e{args.teacher_epochs}"
-    if not (out / "metrics.json").is_file():
-        cfg = TrainConfig(
-            data=args.data,
-            data_dir=args.data_dir,
-            model="lenet5",
-            adversary="pgd",
-            eps=args.eps,
-            steps=args.steps,
-            epochs=args.teacher_epochs,
-            seed=args.seed,
-        )
-        import shutil
-
-        shutil.rmtree(out, ignore_errors=True)
-        train_run(cfg, out)
-    return out
+    cfg = TrainConfig(
+        data=args.data,
+        data_dir=args.data_dir,
+        model="lenet5",
+        adversary="pgd",
+        eps=args.eps,
+        steps=args.steps,
+        epochs=args.teacher_epochs,
+        seed=args.seed,
+    )
+    return ensure_trained(out, cfg)
 
 
 def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) -> dict:
@@ -98,12 +92,12 @@ def square_of(run: Path, args) -> float:
     """Square robust accuracy of a (teacher) run, cached beside it."""
     from robustedge.attacks import AttackSpec
     from robustedge.io import read_json, write_json
+    from robustedge.runs import load_run
     from robustedge.training.evaluate import evaluate
-    from robustedge.training.run import load_run
 
     cache = run / f"square_{args.eps:g}_{args.square_queries}.json"
     if not cache.is_file():
-        model, _, _, data = load_run(run)
+        model, _, _, data, _ = load_run(run)
         spec = AttackSpec("square", args.eps, steps=args.square_queries)
         write_json(cache, evaluate(model, data.x_test, data.y_test, [spec], seed=args.seed))
     return read_json(cache)["robust"][0]["acc"]

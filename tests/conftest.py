@@ -23,7 +23,7 @@ def digits():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A tiny CNN trained naturally on digits for 3 epochs (a few seconds)."""
-    from robustedge.config import TrainConfig
+    from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
     out = tmp_path_factory.mktemp("runs") / "tiny"

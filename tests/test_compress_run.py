@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from robustedge.compress import CompressConfig, compress_run, read_masks
-from robustedge.config import TrainConfig
 from robustedge.io import read_json
 from robustedge.models import count_params, load_model
-from robustedge.training.run import load_run, train_run
+from robustedge.runs import load_run
+from robustedge.training.config import TrainConfig
+from robustedge.training.run import train_run
 
 FAST = dict(adversary="fgsm", eps=0.1, epochs=1, finetune_epochs=1, batch_size=128)
 

@@ -6,19 +6,34 @@ import pytest
 import torch
 import torch.nn as nn
 
+from robustedge.compress import CompressConfig, Scope, compress_run
+from robustedge.compress.prox import keep_count
 from robustedge.compress.structured import (
     channel_groups,
     channel_keep_masks,
+    channel_scores,
     channel_sparsity,
     group_prox,
     remove_channels,
     zero_channels,
 )
-from robustedge.compress.targets import count_macs
-from robustedge.models import ModelSpec, build_model, count_params, load_model, save_model
+from robustedge.io import read_json
+from robustedge.models import (
+    ModelSpec,
+    build_model,
+    count_macs,
+    count_params,
+    load_model,
+    save_model,
+)
 from robustedge.models.resize import resize_to_state
 
-CASES = [("tiny", (1, 8, 8)), ("lenet5", (1, 8, 8)), ("resnet20", (3, 8, 8))]
+CASES = [
+    ("tiny", (1, 8, 8)),
+    ("lenet5", (1, 8, 8)),
+    ("resnet20", (3, 8, 8)),
+    ("resnet8", (3, 8, 8)),  # biased convs, 1x1 conv shortcuts without BatchNorm
+]
 
 
 def _model(name, shape):
@@ -101,3 +116,59 @@ def test_resize_to_state_handles_depthwise():
     resize_to_state(dw, small.state_dict())
     dw.load_state_dict(small.state_dict())
     assert dw[0].groups == 5 and dw[0].in_channels == 5 and dw[1].num_features == 5
+
+
+def test_structured_ranks_channels_per_layer_by_default():
+    assert CompressConfig(teacher="t", structured=True).scope is Scope.LAYER
+    assert CompressConfig(teacher="t").scope is Scope.GLOBAL  # unstructured: global
+    assert CompressConfig(teacher="t", structured=True, scope="global").scope is Scope.GLOBAL
+    assert CompressConfig(teacher="t", structured=True).to_dict()["scope"] == "layer"
+    model = _model("resnet8", (3, 8, 8))
+    groups = channel_groups(model, (3, 8, 8))
+    keep = channel_keep_masks(groups, 0.75)  # default scope: every layer keeps a quarter
+    for g in groups:
+        assert int(keep[g.root].sum()) == max(1, keep_count(g.channels, 0.75))
+
+
+def test_l1_score_ranks_by_kernel_l1_not_rms():
+    """Channel 0: many small weights (large L1, small L2); channel 1: one large weight."""
+    model = _model("tiny", (1, 8, 8))
+    conv, bn = model[3], model[4]
+    with torch.no_grad():
+        conv.weight.fill_(1e-3)
+        conv.weight[0].fill_(0.1)  # L1 7.2, L2 0.85
+        conv.weight[1, 0, 0, 0] = 2.0  # L1 ~2.07, L2 2.0
+        bn.weight.fill_(0.01)
+        bn.bias.fill_(0.01)
+    groups = channel_groups(model, (1, 8, 8))
+    l1 = channel_scores(groups, "l1")[groups[0].root]
+    assert int(l1.argmax()) == 0 and float(l1[0]) == pytest.approx(0.1, rel=1e-5)  # mean |w|
+    sparsity = 1 - 1 / groups[0].channels
+    by_l1 = channel_keep_masks(groups, sparsity, score="l1")[groups[0].root]
+    by_rms = channel_keep_masks(groups, sparsity, score="rms")[groups[0].root]
+    assert by_l1.nonzero().flatten().tolist() == [0]
+    assert by_rms.nonzero().flatten().tolist() == [1]
+    with pytest.raises(ValueError, match="rms, l1"):
+        channel_scores(groups, "l2")
+
+
+def test_structured_magnitude_shrinks_by_l1_per_layer(tiny_run, tmp_path):
+    out = tmp_path / "l1"
+    cfg = CompressConfig(
+        teacher=str(tiny_run),
+        method="magnitude",
+        structured=True,
+        sparsity=0.5,
+        adversary="fgsm",
+        epochs=1,
+        finetune_epochs=0,
+        batch_size=128,
+    )
+    m = compress_run(cfg, out, eval_attacks=("fgsm",))
+    assert read_json(out / "model.json")["structure"] == "shrunk"
+    assert m["notes"]["channel_sparsity"] == 0.5 and m["scope"] == "layer"
+    assert len(m["history"]) == 1 and m["history"][0]["phase"] == "finetune"
+    model, _ = load_model(out)
+    assert count_params(model) == m["params"] < m["teacher"]["params"]
+    assert m["macs"]["dense"] < m["teacher"]["macs"]
+    assert m["clean_acc"] > 0.5  # one fine-tune epoch after halving the tiny teacher's conv

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from robustedge.config import TrainConfig
 from robustedge.errors import UnknownNameError
 from robustedge.io import atomic_path, read_json, staging_dir, write_json
 from robustedge.registry import Registry
+from robustedge.training.config import TrainConfig
 
 
 def test_registry_duplicate_and_unknown():

@@ -186,10 +186,10 @@ def test_ledger_fields_consistent(tiny_export):
 
 
 def test_macs_count_groups_and_linear():
-    from robustedge.export.ledger import count_macs
+    from robustedge.models import count_macs
 
     m = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Flatten(), nn.Linear(64, 3))
-    assert count_macs(m, (4, 4, 4)) == 4 * 16 * 9 + 64 * 3
+    assert count_macs(m, (4, 4, 4))["dense"] == 4 * 16 * 9 + 64 * 3
 
 
 def test_residual_depthwise_three_channels(resdw_export):

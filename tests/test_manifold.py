@@ -113,12 +113,11 @@ def test_attack_increases_loss_over_reconstruction(vae_run, digits, tiny_run):
 
     model, _ = load_model(tiny_run)
     x, y = torch.as_tensor(digits.x_test[:128]), torch.as_tensor(digits.y_test[:128])
-    rec = _attack(model, vae_run, eta=0.0).perturb(x, y)  # eta = 0: Dec(Enc(x))
     manifold = load_manifold(vae_run)
+    rec = _attack(model, manifold, eta=0.0).perturb(x, y)  # eta = 0: Dec(Enc(x))
     assert torch.allclose(rec, manifold.reconstruct(x, y), atol=1e-6)
-    x_adv = build_attack(
-        model, AttackSpec("onmanifold", ETA, steps=10, params={"manifold": str(vae_run)})
-    ).perturb(x, y)
+    spec = AttackSpec("onmanifold", ETA, steps=10, params={"manifold": str(vae_run)})
+    x_adv = build_attack(model, spec, manifold=manifold).perturb(x, y)
     with torch.no_grad():
         l_rec = F.cross_entropy(model(rec), y, reduction="none")
         l_adv = F.cross_entropy(model(x_adv), y, reduction="none")
@@ -142,8 +141,8 @@ def test_shape_mismatch_is_a_clear_error(synthetic_manifold, tiny_run, digits, v
     with pytest.raises(ManifoldMismatchError, match="built for synthetic"):
         _attack(model, synthetic_manifold).perturb(x, y)
     with pytest.raises(ManifoldMismatchError, match="trained on 'digits'"):
-        build_adversary("onmanifold", 0.1, 2, manifold=str(vae_run), input_shape=(1, 8, 8),
-                        num_classes=10, data_name="mnist")  # fmt: skip
+        build_adversary("onmanifold", 0.1, 2, manifold=load_manifold(vae_run),
+                        input_shape=(1, 8, 8), num_classes=10, data_name="mnist")  # fmt: skip
 
 
 def test_cli_train_mismatch_one_line(vae_run, cli, tmp_path):

@@ -38,7 +38,7 @@ def test_batch_mix(name, vae_run, tiny_run, digits):
     from robustedge.models import load_model
 
     model, _ = load_model(tiny_run)
-    adv = build_adversary(name, 0.1, 2, manifold=str(vae_run), ratio=0.25)
+    adv = build_adversary(name, 0.1, 2, manifold=load_manifold(vae_run), ratio=0.25)
     x, y = torch.as_tensor(digits.x_train[:16]), torch.as_tensor(digits.y_train[:16])
     seen = {}
 
@@ -78,7 +78,7 @@ def test_train_and_eval_cli(vae_run, cli, tmp_path):
 
 
 def test_config_validates_ratio():
-    from robustedge.config import TrainConfig
+    from robustedge.training.config import TrainConfig
 
     with pytest.raises(ValueError, match="onmanifold_ratio"):
         TrainConfig(onmanifold_ratio=1.5)

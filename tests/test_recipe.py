@@ -191,7 +191,7 @@ def test_device_override_reaches_every_training_stage():
     assert cpu.teacher.train["device"] == "cpu"
     assert all(c.options["device"] == "cpu" for c in cpu.compress)
     from robustedge.compress import CompressConfig
-    from robustedge.config import TrainConfig
+    from robustedge.training.config import TrainConfig
 
     TrainConfig.from_dict(cpu.teacher.train)
     for c in cpu.compress:

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from robustedge.config import TrainConfig
 from robustedge.errors import RobustEdgeError, TrainingError
 from robustedge.models import ModelSpec, build_model, load_model
 from robustedge.training import ADVERSARIES, build_adversary, epoch_batches, fit
+from robustedge.training.config import TrainConfig
 from robustedge.training.run import eval_run, train_run
 
 
@@ -116,9 +116,9 @@ def test_resume_refuses_other_config(tmp_path, tiny_run):
 
 
 def test_eval_run_writes_json(tiny_run):
-    from robustedge.training.evaluate import default_spec
+    from robustedge.attacks import AttackSpec
 
-    result = eval_run(tiny_run, [default_spec("fgsm", 0.1), default_spec("pgd", 0.1)])
+    result = eval_run(tiny_run, [AttackSpec.default("fgsm", 0.1), AttackSpec.default("pgd", 0.1)])
     saved = json.loads((tiny_run / "eval.json").read_text())
     assert saved == json.loads(json.dumps(result))
     fgsm, pgd = saved["robust"]

@@ -1,10 +1,14 @@
-"""Frozen, self-validating recipes. YAML only (de)serialises them."""
+"""The floor of every config: enums, strict construction from dicts, shared validators.
+
+Configs themselves live with what they configure (``training.config.TrainConfig``,
+``compress.config.CompressConfig``); they are frozen dataclasses that validate themselves.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional
+from dataclasses import fields
+from typing import Any, Dict
 
 
 class Optim(str, enum.Enum):
@@ -12,67 +16,13 @@ class Optim(str, enum.Enum):
     SGD = "sgd"
 
 
-def _enum(cls, value, what):
+def enum_value(cls, value, what):
+    """``cls(value)``, or a ValueError listing the known values."""
     try:
         return cls(value)
     except ValueError:
         known = ", ".join(m.value for m in cls)
         raise ValueError(f"unknown {what} '{value}' (known: {known})") from None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything `robustedge train` needs; saved as config.yaml in the run folder."""
-
-    data: str = "digits"
-    model: str = "lenet5"
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)
-    adversary: str = "pgd"
-    eps: float = 0.1
-    steps: int = 10
-    trades_beta: float = 6.0
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 2e-3
-    optimizer: Optim = Optim.ADAM
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    data_dir: Optional[str] = None
-    manifold: Optional[str] = None  # VAE run folder or "synthetic" (on-manifold adversaries)
-    onmanifold_ratio: float = 0.5  # fraction of each batch made on-manifold adversarial
-    eta: Optional[float] = None  # on-manifold latent budget (None: the manifold's default)
-
-    def __post_init__(self) -> None:
-        from robustedge.data import DATASETS
-        from robustedge.models import MODELS
-        from robustedge.training.adversaries import ADVERSARIES
-
-        DATASETS.get(self.data)
-        if ":" not in self.model:
-            MODELS.get(self.model)
-        ADVERSARIES.get(self.adversary)
-        object.__setattr__(self, "optimizer", _enum(Optim, self.optimizer, "optimizer"))
-        _positive(self, "epochs", "batch_size", "lr")
-        if not (self.eps >= 0) or self.eps > 1:
-            raise ValueError(f"eps must lie in [0, 1] (pixel units), got {self.eps}")
-        if self.adversary != "none" and self.eps == 0:
-            raise ValueError(f"adversary '{self.adversary}' needs eps > 0")
-        if self.steps < 0 or self.weight_decay < 0 or self.trades_beta < 0:
-            raise ValueError("steps, weight_decay and trades_beta must be >= 0")
-        if not 0.0 <= self.onmanifold_ratio <= 1.0:
-            raise ValueError(f"onmanifold_ratio must lie in [0, 1], got {self.onmanifold_ratio}")
-        if self.eta is not None and not (self.eta >= 0):
-            raise ValueError(f"eta must be >= 0 (latent units), got {self.eta}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["optimizer"] = self.optimizer.value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> TrainConfig:
-        return strict_from_dict(cls, d)
 
 
 def strict_from_dict(cls, d: Dict[str, Any]):
@@ -83,7 +33,8 @@ def strict_from_dict(cls, d: Dict[str, Any]):
     return cls(**d)
 
 
-def _positive(obj: Any, *names: str) -> None:
+def check_positive(obj: Any, *names: str) -> None:
+    """ValueError naming the first of ``names`` whose value on ``obj`` is not > 0."""
     for n in names:
         v = getattr(obj, n)
         if not (v > 0):

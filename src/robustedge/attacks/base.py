@@ -17,6 +17,17 @@ from robustedge.registry import Registry
 
 ATTACKS: Registry = Registry("attack")
 
+# The one place for evaluation defaults. eps: Linf budget in [0, 1] pixel units, also the
+# fallback for runs trained without one. PGD: 20 steps, 5 random restarts; Square: 1000 queries.
+DEFAULT_EPS = 0.1
+DEFAULT_STEPS = {"fgsm": 0, "pgd": 20, "square": 1000}
+DEFAULT_RESTARTS = {"fgsm": 1, "pgd": 5, "square": 1}
+
+
+def eps_or_default(eps: Optional[float]) -> float:
+    """A run's eps when it has one (> 0), else :data:`DEFAULT_EPS`."""
+    return float(eps) if eps and eps > 0 else DEFAULT_EPS
+
 
 @dataclass(frozen=True)
 class AttackSpec:
@@ -38,6 +49,37 @@ class AttackSpec:
             )
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got '{self.norm}'")
+
+    @classmethod
+    def default(
+        cls,
+        name: str,
+        eps: float = DEFAULT_EPS,
+        steps: Optional[int] = None,
+        restarts: Optional[int] = None,
+        **params: Any,
+    ) -> AttackSpec:
+        """The evaluation default of attack ``name`` (PGD-20 x 5 restarts, Square-1000);
+        ``steps`` / ``restarts`` override it (FGSM has no steps)."""
+        return cls(
+            name,
+            eps,
+            steps=DEFAULT_STEPS.get(name, 0) if steps is None or name == "fgsm" else steps,
+            restarts=DEFAULT_RESTARTS.get(name, 1) if restarts is None else restarts,
+            params=params,
+        )
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> AttackSpec:
+        """Inverse of :meth:`to_dict` (extra keys of an evaluation row are ignored)."""
+        return cls(
+            d["attack"] if "attack" in d else d["name"],
+            float(d["eps"]),
+            steps=int(d.get("steps", 0)),
+            restarts=int(d.get("restarts", 1)),
+            norm=d.get("norm", "linf"),
+            params=dict(d.get("params", {})),
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -77,7 +119,7 @@ class Attack:
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
-        device = _model_device(self.model)
+        device = model_device(self.model)
         self.model.eval()
         try:
             x, y = x.detach().to(device), y.to(device)
@@ -106,7 +148,8 @@ class Attack:
         return loss.detach(), grad.detach()
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free model)."""
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
@@ -116,3 +159,20 @@ def build_attack(model: nn.Module, spec: AttackSpec, **kwargs: Any) -> Attack:
     """Instantiate a registered attack from its spec."""
     cls = ATTACKS.get(spec.name)
     return cls.from_spec(model, spec, **kwargs)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted labels of ``x`` (N x C x H x W) in eval mode, in batches; the model's
+    previous mode is restored."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [
+            model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)

@@ -108,7 +108,7 @@ def _predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     if nn is not None and isinstance(model, nn.Module):
         import torch
 
-        from robustedge.training.evaluate import predict
+        from robustedge.attacks.base import predict
 
         return lambda xb: predict(model, torch.as_tensor(xb)).numpy()
 
@@ -144,18 +144,4 @@ def corruption_accuracy(
             accs.append(acc)
         result[name] = per
     result["mean"] = float(np.mean(accs))
-    return result
-
-
-def corruption_eval_run(run: Any, result: Dict[str, Any], seed: int = 0) -> Dict[str, Any]:
-    """Add ``corruptions`` (see :func:`corruption_accuracy`) to a run's eval result and
-    rewrite ``RUN/eval.json`` atomically; returns the updated result."""
-    from pathlib import Path
-
-    from robustedge.io import write_json
-    from robustedge.training.run import load_run
-
-    model, _, _, data = load_run(Path(run))
-    result = {**result, "corruptions": corruption_accuracy(model, data.x_test, data.y_test, seed)}
-    write_json(Path(run) / "eval.json", result)
     return result

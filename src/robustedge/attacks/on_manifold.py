@@ -19,20 +19,22 @@ budget: against a natural LeNet-5 (90.2 % clean) with an 8-d CVAE (60 epochs), a
 reconstructions Dec(Enc(x)) is 97.8 % and after the attack (20 steps) 94.0 % at eta 0.3,
 91.8 % at 0.6, 89.1 % at 1.0 and 76.2 % at 1.5. Use ``--eta 1.0``-``1.5`` on digits for a
 stronger on-manifold test. On ``synthetic`` eta is a fraction of each factor's half-range.
-The manifold comes from ``manifold=`` (a VAE run folder, ``"synthetic"`` or a Manifold object),
-e.g. ``AttackSpec("onmanifold", 0.3, steps=40, params={"manifold": "runs/vae"})``.
+The manifold is a Manifold object (``robustedge.manifold.load_manifold`` makes one from a VAE
+run folder or ``"synthetic"``), given at construction: ``build_attack(model,
+AttackSpec("onmanifold", 0.3, steps=40, params={"manifold": "runs/vae"}), manifold=obj)``; the
+spec's ``manifold`` parameter only names its source in results.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robustedge.attacks.base import ATTACKS, Attack, AttackSpec, _model_device
+from robustedge.attacks.base import ATTACKS, Attack, AttackSpec, model_device
+from robustedge.errors import RobustEdgeError
 
 DEFAULT_STEPS = 40
 
@@ -40,31 +42,29 @@ DEFAULT_STEPS = 40
 @ATTACKS.register("onmanifold")
 class OnManifold(Attack):
     name = "onmanifold"
+    needs = ("manifold",)  # resources the evaluation passes to the constructor
 
     def __init__(
         self,
         model: nn.Module,
         eps: float,
-        manifold: Union[str, Path, Any] = None,
+        manifold: Any = None,
         steps: int = DEFAULT_STEPS,
         alpha: Optional[float] = None,
         restarts: int = 1,
         random_start: bool = True,
         bounds: Tuple[float, float] = (0.0, 1.0),
         generator: Optional[torch.Generator] = None,
-        data_dir: Optional[str] = None,
     ) -> None:
-        from robustedge.errors import RobustEdgeError
-        from robustedge.manifold import load_manifold
-
         super().__init__(model, eps, bounds, generator)
-        if manifold is None:
+        if manifold is None or isinstance(manifold, str) or not hasattr(manifold, "decode"):
             raise RobustEdgeError(
-                "the onmanifold attack needs a manifold (a VAE run folder or 'synthetic')"
+                "the onmanifold attack needs a manifold object "
+                "(robustedge.manifold.load_manifold(VAE_RUN or 'synthetic'))"
             )
         if steps < 1 or restarts < 1:
             raise ValueError(f"onmanifold needs steps >= 1 and restarts >= 1 ({steps}, {restarts})")
-        self.manifold = load_manifold(manifold, data_dir=data_dir)
+        self.manifold = manifold
         self.steps, self.restarts, self.random_start = steps, restarts, random_start
         self.alpha = alpha if alpha is not None else 2.5 * self.eps / steps
         self._checked = False
@@ -87,7 +87,7 @@ class OnManifold(Attack):
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z, zeta, x_adv)`` with ``x_adv = Dec(z + zeta, y)`` and ``|zeta|_inf <= eta``."""
         was_training = self.model.training
-        device = _model_device(self.model)
+        device = model_device(self.model)
         self.model.eval()
         self.manifold.to(device)
         try:
@@ -156,8 +156,6 @@ def eval_spec(
     eta: float, manifold: Any, steps: Optional[int] = None, restarts: Optional[int] = None
 ) -> AttackSpec:
     """The spec `robustedge eval --attack onmanifold` uses (40 steps, 1 restart by default)."""
-    from robustedge.errors import RobustEdgeError
-
     if manifold is None:
         raise RobustEdgeError("--attack onmanifold needs --manifold VAE_RUN (or synthetic)")
     return AttackSpec(

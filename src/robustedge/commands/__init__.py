@@ -4,11 +4,43 @@ Modules import heavy libraries (torch, tensorflow) inside the command functions,
 `robustedge --help` stays fast. Register a new module by adding its name to ``MODULES``.
 """
 
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import click
 
 from robustedge.errors import RobustEdgeError
 
-MODULES: list = ["manifold", "compress", "export", "device", "run", "report"]
+MODULES: list = ["train", "manifold", "compress", "export", "device", "run", "report"]
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def device_option(default: Optional[str] = "auto", help: Optional[str] = None) -> Callable:
+    """The one ``--device`` option (auto | cpu | cuda) of every training command."""
+    return click.option(
+        "--device",
+        default=default,
+        show_default=default is not None,
+        type=click.Choice(list(DEVICES)),
+        help=help,
+    )
+
+
+def print_table(metrics: dict) -> None:
+    """Clean accuracy then one row per attack, each naming its settings."""
+    click.echo(f"{'evaluation':<44} {'accuracy':>8}")
+    click.echo(f"{'clean':<44} {100 * metrics['clean_acc']:>7.2f}%")
+    for r in metrics.get("robust", []):
+        label = f"{r['attack']} eps={r['eps']:g}"
+        if r.get("steps"):
+            label += f" steps={r['steps']}"
+        if r.get("restarts", 1) > 1:
+            label += f" restarts={r['restarts']}"
+        click.echo(f"{label:<44} {100 * r['acc']:>7.2f}%")
+    if "corruptions" in metrics:
+        click.echo(
+            f"{'corruptions (mean over types and levels)':<44} "
+            f"{100 * metrics['corruptions']['mean']:>7.2f}%"
+        )
 
 
 def parse_kv(pairs: Sequence[str], flag: str) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from robustedge.commands import parse_kv
+from robustedge.commands import device_option, parse_kv, print_table
 
 
 @click.command()
@@ -17,7 +17,7 @@ from robustedge.commands import parse_kv
     help="Run folder of the (robust) teacher.",
 )
 @click.option(
-    "--method", default="prox", show_default=True, help="prox | magnitude | admm | hydra."
+    "--method", default="prox", show_default=True, help="prox | magnitude | admm | hydra | gmp."
 )
 @click.option(
     "--sparsity",
@@ -95,6 +95,23 @@ from robustedge.commands import parse_kv
     type=click.Choice(["reweighted", "l1", "l0"]),
     help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
 )
+@click.option(
+    "--gmp-initial-sparsity",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="gmp: sparsity at begin step (TF-MOT PolynomialDecay, power 3).",
+)
+@click.option("--gmp-begin-step", default=0, show_default=True, type=int, help="gmp: first step.")
+@click.option(
+    "--gmp-end-step",
+    default=None,
+    type=int,
+    help="gmp: step the final sparsity is due [default: end of the pruning phase].",
+)
+@click.option(
+    "--gmp-frequency", default=100, show_default=True, type=int, help="gmp: steps between masks."
+)
 @click.option("--include-first", is_flag=True, help="Also prune the first conv.")
 @click.option("--include-last", is_flag=True, help="Also prune the final linear layer.")
 @click.option(
@@ -113,9 +130,7 @@ from robustedge.commands import parse_kv
     help="Evaluation attack (repeatable).",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Student run folder.")
 def compress(
     teacher,
@@ -146,10 +161,10 @@ def compress(
     seed,
     device,
     out,
+    **gmp_opts,
 ) -> None:
     """Prune TEACHER into a robust sparse (or shrunk) student run folder OUT."""
     from robustedge.attacks import ATTACKS
-    from robustedge.cli import _print_table
     from robustedge.compress import CompressConfig, compress_run
 
     for name in attacks:
@@ -181,9 +196,10 @@ def compress(
         data_dir=data_dir,
         seed=seed,
         device=device,
+        **gmp_opts,
     )
     metrics = compress_run(cfg, out, eval_attacks=attacks)
-    _print_table(metrics)
+    print_table(metrics)
     sp = metrics["sparsity"]
     click.echo(f"sparsity (prunable weights): {100 * sp['global']:.2f}% of {sp['prunable']}")
     click.echo(

@@ -8,9 +8,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from robustedge.device.bundle_format import BENCH_RUNS, BENCH_SQUARE_N, BENCH_SQUARE_QUERIES
+
 TARGET_HELP = (
     "local | a local folder (e.g. a mounted SD card) | ssh://user@host[:port][/path] "
-    "| qemu-aarch64 | qemu-armv7"
+    "| qemu-aarch64 | qemu-armv7 | vm-aarch64 (full-system VM over SSH)"
 )
 
 
@@ -100,15 +102,19 @@ def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> Non
 )
 @click.option("--format", "fmt", default=None, help="Default: tflite-int8 if bundled.")
 @click.option("--threads", default=1, show_default=True, type=int)
-@click.option("--runs", default=200, show_default=True, help=">= 200 timed invokes; 0 skips.")
+@click.option(
+    "--runs", default=BENCH_RUNS, show_default=True, help=">= 200 timed invokes; 0 skips."
+)
 @click.option(
     "--square-queries",
-    default=100,
+    default=BENCH_SQUARE_QUERIES,
     show_default=True,
     type=int,
     help="Square attack query budget on the board (0: skip).",
 )
-@click.option("--square-n", default=50, show_default=True, type=int, help="Samples attacked.")
+@click.option(
+    "--square-n", default=BENCH_SQUARE_N, show_default=True, type=int, help="Samples attacked."
+)
 @click.option(
     "--reference-kernels",
     is_flag=True,
@@ -116,6 +122,11 @@ def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> Non
 )
 @click.option(
     "--backend", default=None, help="litert | tflite-runtime | onnxruntime (default: first found)."
+)
+@click.option(
+    "--refuse-throttled",
+    is_flag=True,
+    help="Fail instead of flagging a run during which the board throttled or changed frequency.",
 )
 @SSH_CONFIG
 @SSH_OPTION
@@ -131,6 +142,7 @@ def bench_cmd(
     square_n,
     reference_kernels,
     backend,
+    refuse_throttled,
     ssh_config,
     ssh_option,
     python,
@@ -152,6 +164,7 @@ def bench_cmd(
     args += (["--format", fmt] if fmt else []) + (
         ["--reference-kernels"] if reference_kernels else []
     )
+    args += ["--refuse-throttled"] if refuse_throttled else []
     with tempfile.TemporaryDirectory() as tmp:
         b = _open_bundle(bundle, tmp)
         results = _target(target, ssh_config, ssh_option, python).bench(b, args)
@@ -184,12 +197,14 @@ def print_results(r: Dict[str, Any]) -> None:
             f"  latency p50 {lat['p50_ms']:.4f} ms  p99 {lat['p99_ms']:.4f} ms  "
             f"({lat['runs']} runs, {lat['threads']} thread(s)){tag}"
         )
+        for problem in lat.get("problems") or []:
+            click.echo(f"  WARNING latency suspect: {problem}")
     click.echo(f"  model {r['model_bytes']} bytes, peak RSS {r['peak_rss_mb']} MiB")
 
 
 @click.group("device")
 def device_group() -> None:
-    """Device harness helpers (emulated ARM userlands)."""
+    """Device harness helpers (emulated ARM userlands and VMs, board checks)."""
 
 
 @device_group.command("setup-qemu")
@@ -202,6 +217,66 @@ def setup_qemu_cmd(arch: str, force: bool) -> None:
     from robustedge.device.qemu import setup_qemu
 
     click.echo(f"qemu {arch} userland: {setup_qemu(arch, force=force)}")
+
+
+@device_group.command("setup-vm")
+@click.option(
+    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
+)
+@click.option("--force", is_flag=True, help="Rebuild even if a ready image is cached.")
+def setup_vm_cmd(arch: str, force: bool) -> None:
+    """Build (once) a Debian VM image that boots as an SSH board (needs root)."""
+    from robustedge.device.vm import ready_info, setup_vm
+
+    path = setup_vm(arch, force=force)
+    info = ready_info(arch)
+    click.echo(
+        f"{arch} VM image: {path} (disk {info['disk_used_mb']} MiB used, "
+        f"built in {info['build_s']} s, SSH after {info['boot_s']} s)"
+    )
+
+
+@device_group.command("vm")
+@click.argument("action", type=click.Choice(["start", "stop", "status"]))
+@click.option(
+    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
+)
+def vm_cmd(action: str, arch: str) -> None:
+    """Start, stop or show the VM board (the vm-ARCH target starts it by itself too)."""
+    from robustedge.device.vm import VM
+
+    machine = VM(arch)
+    if action == "start":
+        st = machine.start()
+        click.echo(f"vm-{arch}: running, ssh on 127.0.0.1:{st.port} (booted in {st.boot_s} s)")
+    elif action == "stop":
+        click.echo(f"vm-{arch}: {'stopped' if machine.stop() else 'was not running'}")
+    else:
+        st = machine.state()
+        click.echo(f"vm-{arch}: " + (f"running, ssh on 127.0.0.1:{st.port}" if st else "stopped"))
+
+
+@device_group.command("doctor")
+@click.argument("target")
+@SSH_CONFIG
+@SSH_OPTION
+@PYTHON
+def doctor_cmd(target: str, ssh_config, ssh_option, python) -> None:
+    """Check that TARGET can run bundles (python, numpy, interpreter, disk, governor,
+    throttling); print the fix for each failure and exit 1 if any check fails."""
+    from robustedge.device.doctor import FAIL, board_facts, diagnose
+
+    t = _target(target, ssh_config, ssh_option, python)
+    checks = diagnose(board_facts(t), getattr(t, "python", None) or python or "python3")
+    for c in checks:
+        click.echo(f"  [{c.status:<4}] {c.name:<12} {c.detail}")
+        if c.fix:
+            click.echo(f"         fix: {c.fix}")
+    failed = [c.name for c in checks if c.status == FAIL]
+    if failed:
+        click.echo(f"{target}: {len(failed)} check(s) failed ({', '.join(failed)})")
+        raise click.exceptions.Exit(1)
+    click.echo(f"{target}: ready")
 
 
 COMMANDS = [bundle_cmd, deploy_cmd, bench_cmd, device_group]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
+
 
 @click.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
@@ -18,7 +20,7 @@ import click
 )
 @click.option(
     "--calib-samples",
-    default=200,
+    default=DEFAULT_CALIB_SAMPLES,
     show_default=True,
     type=int,
     help="Training inputs used to calibrate int8 formats.",

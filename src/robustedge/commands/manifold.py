@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from robustedge.commands import device_option
+
 
 @click.group()
 def manifold() -> None:
@@ -22,9 +24,7 @@ def manifold() -> None:
 @click.option("--lr", default=2e-3, show_default=True, type=float)
 @click.option("--beta", default=1.0, show_default=True, type=float, help="KL weight.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
-)
+@device_option()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 def train(
     data, data_dir, latent_dim, hidden, epochs, batch_size, lr, beta, seed, device, out

@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from robustedge.commands import device_option
+
 
 @click.command("run")
 @click.argument("recipe", type=click.Path(path_type=Path))
@@ -17,10 +19,8 @@ import click
     help="Output folder [default: runs/<recipe name>].",
 )
 @click.option("--check", is_flag=True, help="Only validate the recipe; run nothing.")
-@click.option(
-    "--device",
+@device_option(
     default=None,
-    type=click.Choice(["auto", "cpu", "cuda"]),
     help="Train the teacher and students here [default: as the recipe says, else auto].",
 )
 def run_cmd(recipe: Path, out: Optional[Path], check: bool, device: Optional[str]) -> None:

@@ -7,6 +7,7 @@ the run-folder pipeline (:func:`compress_run`).
 """
 
 from robustedge.compress import method_admm as _admm  # noqa: F401  (registers)
+from robustedge.compress import method_gmp as _gmp  # noqa: F401
 from robustedge.compress import method_hydra as _hydra  # noqa: F401
 from robustedge.compress import method_magnitude as _magnitude  # noqa: F401
 from robustedge.compress import method_prox as _prox  # noqa: F401

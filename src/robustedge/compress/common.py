@@ -25,10 +25,10 @@ from robustedge.compress.targets import (
     optimizer_bytes,
     tensor_bytes,
 )
-from robustedge.config import Optim
 from robustedge.registry import Registry
 from robustedge.training.adversaries import TaskLoss, TrainingAdversary
 from robustedge.training.loop import fit
+from robustedge.training.loop import make_optimizer as optimizer_for
 
 logger = logging.getLogger(__name__)
 PRUNERS: Registry = Registry("pruning method")
@@ -145,10 +145,8 @@ class PruneOutcome:
 def make_optimizer(
     params: Iterable[torch.Tensor], cfg: CompressConfig, lr: Optional[float] = None
 ) -> torch.optim.Optimizer:
-    lr = cfg.lr if lr is None else lr
-    if cfg.optimizer is Optim.SGD:
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.Adam(params, lr=lr)
+    """The method's optimizer per ``cfg`` (``lr`` overrides ``cfg.lr``), no weight decay."""
+    return optimizer_for(params, cfg.optimizer, cfg.lr if lr is None else lr)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

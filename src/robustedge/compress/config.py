@@ -6,7 +6,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
-from robustedge.config import Optim, _enum, _positive
+from robustedge.config import Optim, check_positive, enum_value, strict_from_dict
+from robustedge.training.adversaries import ADVERSARIES
 
 
 class Method(str, enum.Enum):
@@ -14,6 +15,7 @@ class Method(str, enum.Enum):
     MAGNITUDE = "magnitude"
     ADMM = "admm"
     HYDRA = "hydra"
+    GMP = "gmp"
 
 
 class Scope(str, enum.Enum):
@@ -42,7 +44,7 @@ class CompressConfig:
     method: Method = Method.PROX
     sparsity: float = 0.9
     structured: bool = False
-    scope: Scope = Scope.GLOBAL
+    scope: Optional[Scope] = None  # None: per layer with structured, else global
     adversary: Optional[str] = None
     adversary_opts: Dict[str, Any] = field(default_factory=dict)
     eps: float = 0.1
@@ -60,6 +62,11 @@ class CompressConfig:
     lam_schedule: str = "ball"
     admm_rho: float = 0.01
     score_lr: float = 0.01
+    gmp_initial_sparsity: float = 0.0
+    gmp_begin_step: int = 0
+    gmp_end_step: Optional[int] = None  # None: the last step of the pruning phase
+    gmp_frequency: int = 100
+    gmp_power: float = 3.0
     include_first: bool = False
     include_last: bool = False
     model: Optional[str] = None
@@ -70,12 +77,11 @@ class CompressConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        from robustedge.training.adversaries import ADVERSARIES
-
-        method = _enum(Method, self.method, "method")
+        method = enum_value(Method, self.method, "method")
         object.__setattr__(self, "method", method)
-        object.__setattr__(self, "scope", _enum(Scope, self.scope, "scope"))
-        object.__setattr__(self, "optimizer", _enum(Optim, self.optimizer, "optimizer"))
+        scope = self.scope or (Scope.LAYER if self.structured else Scope.GLOBAL)
+        object.__setattr__(self, "scope", enum_value(Scope, scope, "scope"))
+        object.__setattr__(self, "optimizer", enum_value(Optim, self.optimizer, "optimizer"))
         if self.adversary is None:
             object.__setattr__(self, "adversary", DEFAULT_ADVERSARY.get(method, "pgd"))
         if self.kd_alpha is None:
@@ -85,7 +91,7 @@ class CompressConfig:
             raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
         if not (0.0 <= self.kd_alpha <= 1.0):
             raise ValueError(f"kd alpha must lie in [0, 1], got {self.kd_alpha}")
-        _positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
+        check_positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got '{self.penalty}'")
         if self.lam_schedule not in LAM_SCHEDULES:
@@ -100,8 +106,18 @@ class CompressConfig:
             raise ValueError(f"eps must lie in [0, 1] (pixel units), got {self.eps}")
         if self.adversary != "none" and self.eps == 0:
             raise ValueError(f"adversary '{self.adversary}' needs eps > 0")
-        if self.structured and method is not Method.PROX:
-            raise ValueError("--structured is implemented for --method prox only")
+        if self.structured and method not in (Method.PROX, Method.MAGNITUDE):
+            raise ValueError("--structured is implemented for --method prox and magnitude only")
+        if not (0.0 <= self.gmp_initial_sparsity <= self.sparsity):
+            raise ValueError(
+                f"gmp initial sparsity must lie in [0, sparsity], got {self.gmp_initial_sparsity}"
+            )
+        if self.gmp_begin_step < 0 or self.gmp_frequency < 1 or not (self.gmp_power > 0):
+            raise ValueError("gmp needs begin_step >= 0, frequency >= 1 and power > 0")
+        if self.gmp_end_step is not None and self.gmp_end_step < self.gmp_begin_step:
+            raise ValueError(
+                f"gmp end_step ({self.gmp_end_step}) is before begin_step ({self.gmp_begin_step})"
+            )
         if not self.teacher:
             raise ValueError("a teacher run folder is required")
 
@@ -113,6 +129,4 @@ class CompressConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> CompressConfig:
-        from robustedge.config import strict_from_dict
-
         return strict_from_dict(cls, d)

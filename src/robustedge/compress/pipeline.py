@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from robustedge.attacks import AttackSpec
+from robustedge.attacks import AttackSpec, eps_or_default
 from robustedge.compress.common import (
     PRUNERS,
     PruneContext,
@@ -29,16 +29,17 @@ from robustedge.compress.common import (
 )
 from robustedge.compress.config import CompressConfig
 from robustedge.compress.distill import make_kd_task_loss
-from robustedge.compress.targets import count_macs, count_nonzero, prunable_params, sparsity_report
-from robustedge.data import Dataset, load_dataset
+from robustedge.compress.targets import count_nonzero, prunable_params, sparsity_report
+from robustedge.data import Dataset
 from robustedge.devices import resolve_device
 from robustedge.errors import CheckpointError, RobustEdgeError, TrainingError
 from robustedge.io import atomic_path, staging_dir, write_json, write_yaml
-from robustedge.models import ModelSpec, build_model, count_params, load_model, save_model
+from robustedge.models import ModelSpec, build_model, count_macs, count_params, save_model
+from robustedge.runs import check_out_dir, load_run, read_config, run_data
 from robustedge.training.adversaries import build_adversary
-from robustedge.training.evaluate import default_spec, evaluate
+from robustedge.training.evaluate import evaluate
 from robustedge.training.loop import epoch_batches
-from robustedge.training.run import _check_out_dir, _read_config, seed_everything
+from robustedge.training.run import seed_everything
 
 logger = logging.getLogger(__name__)
 MASKS = "masks.safetensors"
@@ -49,19 +50,9 @@ def load_teacher(cfg: CompressConfig):
     run = Path(cfg.teacher)
     if not run.is_dir():
         raise CheckpointError(f"teacher run not found: {run}")
-    teacher, t_spec = load_model(run)
-    t_cfg = _read_config(run)
-    data = load_dataset(
-        cfg.data or t_cfg.get("data", "digits"),
-        cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir")),
-    )
-    if t_spec.input_shape != data.input_shape or t_spec.num_classes != data.num_classes:
-        raise RobustEdgeError(
-            f"teacher {run} takes input {t_spec.input_shape} with {t_spec.num_classes} classes, "
-            f"but the student's data '{data.name}' has {data.input_shape} with "
-            f"{data.num_classes} classes"
-        )
-    return teacher.eval(), t_spec, t_cfg, data
+    data = run_data(read_config(run), cfg.data, cfg.data_dir)
+    teacher = load_run(run, data=data)
+    return teacher.model, teacher.spec, teacher.config, data
 
 
 def make_adversary(cfg: CompressConfig, data: Dataset):
@@ -69,12 +60,15 @@ def make_adversary(cfg: CompressConfig, data: Dataset):
     ``manifold`` option the data set's shape/name are added (as `train` does)."""
     opts: Dict[str, Any] = {"beta": cfg.trades_beta, **cfg.adversary_opts}
     if "manifold" in opts:
+        from robustedge.manifold import load_manifold
+
         opts = {
             "input_shape": data.input_shape,
             "num_classes": data.num_classes,
             "data_name": data.name,
-            "data_dir": cfg.data_dir,
             **opts,
+            "source": str(opts["manifold"]),
+            "manifold": load_manifold(opts["manifold"], data_dir=cfg.data_dir),
         }
     try:
         return build_adversary(cfg.adversary, cfg.eps, cfg.steps, **opts)
@@ -99,12 +93,12 @@ def compress_run(
 ) -> Dict[str, Any]:
     """Compress ``cfg.teacher`` into a student run folder ``out``; returns its metrics."""
     out = Path(out)
-    _check_out_dir(out, resume=False)
+    check_out_dir(out, resume=False)
     device = resolve_device(cfg.device)
     teacher, t_spec, t_cfg, data = load_teacher(cfg)
     adversary = make_adversary(cfg, data)
-    eps = cfg.eps if cfg.eps > 0 else 0.1
-    specs = [a if isinstance(a, AttackSpec) else default_spec(a, eps) for a in eval_attacks]
+    eps = eps_or_default(cfg.eps)
+    specs = [a if isinstance(a, AttackSpec) else AttackSpec.default(a, eps) for a in eval_attacks]
     seed_everything(cfg.seed)
     spec, student = build_student(cfg, teacher, t_spec, data)
     teacher, student = teacher.to(device), student.to(device).train()

@@ -136,38 +136,6 @@ def count_nonzero(model: nn.Module) -> int:
     return sum(int((p.detach() != 0).sum()) for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: Tuple[int, int, int]) -> Dict[str, int]:
-    """Multiply-accumulates of Conv2d/Linear layers for one input: dense and non-zero-weight.
-
-    ``dense`` counts every weight; ``nonzero`` scales each layer by its weight density (what a
-    sparse kernel could skip). A physically shrunk model has both smaller.
-    """
-    dense, nonzero, hooks = [0], [0.0], []
-
-    def hook(mod: nn.Module, inp, out) -> None:
-        w = mod.weight
-        if isinstance(mod, nn.Conv2d):
-            macs = out[0].numel() * (w.shape[1] * w.shape[2] * w.shape[3])
-        else:
-            macs = out[0].numel() * w.shape[1]
-        dense[0] += int(macs)
-        nonzero[0] += macs * float((w != 0).float().mean())
-
-    for _, m in layer_modules(model):
-        hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return {"dense": dense[0], "nonzero": int(round(nonzero[0]))}
-
-
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 

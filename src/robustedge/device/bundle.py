@@ -16,38 +16,52 @@ import platform
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import robustedge
+from robustedge.attacks.base import DEFAULT_EPS
 from robustedge.device.bundle_format import (
     ENTRY,
     MANIFEST,
     SCHEMA,
     SQUARE,
+    BundleError,
     file_entry,
-    sha256_file,
     swap_in_bundle,
 )
-from robustedge.errors import CheckpointError, RobustEdgeError
+from robustedge.errors import CheckpointError, RobustEdgeError, UnsafePathError
+from robustedge.hashing import sha256_file
+from robustedge.io import safe_path
 
 logger = logging.getLogger(__name__)
 
 PKG = Path(robustedge.__file__).parent
 SQUARE_SRC = PKG / "attacks" / SQUARE
-LIB_FILES = ("errors.py", "registry.py")  # the stdlib-only helpers robustedge.device uses
+# the stdlib-only helpers robustedge.device uses
+LIB_FILES = ("errors.py", "registry.py", "hashing.py")
 FORMAT_ORDER = ("tflite-int8", "tflite-float32", "onnx-int8", "onnx")
 PathLike = Union[str, os.PathLike]
 
 
 def read_export(run: PathLike) -> Dict[str, Any]:
+    """``RUN/export/export.json`` as a dict; CheckpointError when missing or corrupt."""
     path = Path(run) / "export" / "export.json"
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+        export = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError):
         raise CheckpointError(f"{path} not found: run `robustedge export {run}` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"corrupt {path}: {e}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if not isinstance(export, dict):
+        raise CheckpointError(f"corrupt {path}: not a JSON object")
+    for key in ("artifacts", "eval_sets", "eval_sha256", "transfer_attack"):
+        if export.get(key) is not None and not isinstance(export[key], dict):
+            raise CheckpointError(f"corrupt {path}: '{key}' is not a mapping")
+    return export
 
 
 def choose_formats(export: Dict[str, Any], formats: Optional[Sequence[str]]) -> List[str]:
@@ -90,24 +104,26 @@ def build_bundle(run: PathLike, out: PathLike, formats: Optional[Sequence[str]] 
 
 
 def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[str]) -> None:
+    # Every file named by export.json must lie inside the export folder and match the sha256
+    # recorded there (safe_path/verified_file): a hostile export.json cannot pull in other files.
     formats: Dict[str, Any] = {}
     for fmt in chosen:
+        if not isinstance(export["artifacts"][fmt], dict):
+            raise CheckpointError(f"export.json: artifact '{fmt}' is not a mapping")
         art = dict(export["artifacts"][fmt])
-        src = export_dir / art["file"]
-        if not src.is_file():
-            raise CheckpointError(f"artifact for {fmt} missing: {src}")
-        if art.get("sha256") and sha256_file(src) != art["sha256"]:
-            raise CheckpointError(f"artifact for {fmt} does not match export.json's sha256: {src}")
+        src = verified_file(export_dir, art.get("file"), art.get("sha256"), f"artifact {fmt}")
         rel = f"models/{src.name}"
         _copy(src, stage / rel)
         art["file"] = rel
         formats[fmt] = art
     eval_sets = {}
+    hashes = export.get("eval_sha256") or {}
     for name, fname in (export.get("eval_sets") or {}).items():
-        src = export_dir / fname
-        if not src.is_file():
-            raise CheckpointError(f"eval set '{name}' missing: {src}")
-        eval_sets[name] = f"data/{Path(fname).name}"
+        what = f"eval set '{name}'"
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise CheckpointError(f"export.json: bad eval set name {name!r}")
+        src = verified_file(export_dir, fname, hashes.get(name), what)
+        eval_sets[name] = f"data/{src.name}"
         _copy(src, stage / eval_sets[name])
     if "clean" not in eval_sets:
         raise CheckpointError("export.json has no 'clean' eval set")
@@ -138,7 +154,7 @@ def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[st
         "default_format": chosen[0],
         "formats": formats,
         "eval_sets": eval_sets,
-        "square": {"file": SQUARE, "eps": float(transfer.get("eps", 0.1)), "p_init": 0.8},
+        "square": {"file": SQUARE, "eps": float(transfer.get("eps", DEFAULT_EPS)), "p_init": 0.8},
         "transfer_attack": transfer,
         "versions": host_versions(),
         "files": files,
@@ -159,6 +175,19 @@ def host_versions() -> Dict[str, str]:
     }
 
 
+def verified_file(root: Path, rel: Any, sha256: Any, what: str) -> Path:
+    """``root / rel`` when it stays inside ``root`` (:func:`robustedge.io.safe_path`), exists
+    and matches the recorded sha256; a missing record is refused too."""
+    path = safe_path(root, rel, what)
+    if not path.is_file():
+        raise CheckpointError(f"{what} missing: {path}")
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise UnsafePathError(f"{what}: export.json records no sha256 for {path}: refused")
+    if sha256_file(path) != sha256.lower():
+        raise UnsafePathError(f"{what}: {path} does not match its recorded sha256: refused")
+    return path
+
+
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
@@ -174,17 +203,22 @@ def _pack(stage: Path, out: Path) -> None:
 def unpack(tar_path: PathLike, dest: PathLike) -> Path:
     """Extract a bundle .tar into ``dest`` (refusing paths outside it); return the bundle dir."""
     dest = Path(dest)
-    with tarfile.open(tar_path) as tar:
-        members = tar.getmembers()
-        for m in members:
-            if (
-                m.name.startswith("/")
-                or ".." in Path(m.name).parts
-                or not (m.isfile() or m.isdir())
-            ):
-                raise RobustEdgeError(f"{tar_path}: unsafe member {m.name!r}")
-        tar.extractall(dest, members=members)
-    tops = {Path(m.name).parts[0] for m in members}
-    if len(tops) != 1:
-        raise RobustEdgeError(f"{tar_path} is not a bundle archive (one top folder expected)")
+    try:
+        with tarfile.open(tar_path) as tar:
+            members = tar.getmembers()
+            for m in members:
+                if (
+                    m.name.startswith("/")
+                    or ".." in Path(m.name).parts
+                    or not (m.isfile() or m.isdir())
+                ):
+                    raise BundleError(f"{tar_path}: unsafe member {m.name!r}")
+            tops = {Path(m.name).parts[0] for m in members if Path(m.name).parts}
+            if len(tops) != 1 or tops == {"."}:
+                raise BundleError(f"{tar_path} is not a bundle archive (one top folder expected)")
+            for m in members:  # plain files and folders only; no set-uid bits from the archive
+                m.mode &= 0o755
+            tar.extractall(dest, members=members)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise BundleError(f"{tar_path} is not a readable bundle archive: {e}") from None
     return dest / tops.pop()

@@ -15,50 +15,73 @@ A bundle is one folder (or a .tar of it)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Union
 
 from robustedge.errors import RobustEdgeError
+from robustedge.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA = "robustedge.bundle/1"
 ENTRY = "run_bundle.py"
 SQUARE = "square_core.py"
+# Bench defaults, the one place for them (runner, CLI and recipe read these).
+BENCH_RUNS = 200  # timed invokes (>= 200, or 0 to skip timing)
+BENCH_SQUARE_QUERIES = 100  # Square queries per image on the board (0 skips the attack)
+BENCH_SQUARE_N = 50  # images the board attacks
+# Files Python could import or execute: all of them must be listed (and so checked).
+CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 
 
 class BundleError(RobustEdgeError):
     """A tampered, incomplete or mismatched bundle: the runner refuses it."""
 
 
-def sha256_file(path: Union[str, os.PathLike], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
-    path = Path(bundle) / MANIFEST
+    """The bundle's manifest.json (schema checked); BundleError if absent or corrupt."""
+    root = Path(bundle)
+    path = root / MANIFEST
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"not a bundle: {root} is a file (a bundle is a folder or a .tar)")
     try:
         manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise BundleError(f"not a bundle: {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BundleError(f"corrupt bundle manifest {path}: {e}") from None
+    except OSError as e:
+        raise BundleError(f"cannot read bundle manifest {path}: {e.strerror or e}") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise BundleError(f"{path} is not a {SCHEMA} manifest")
     return manifest
 
 
-def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Check every file the manifest lists (present, size, sha256); return the manifest.
+def inside(root: Path, rel: Any) -> Path:
+    """``root / rel`` for a path named by the manifest; BundleError unless it is a relative path
+    that stays inside the bundle (no absolute path, ``..``, NUL, or symlink leading out)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or "\\" in rel:
+        raise BundleError(f"bundle manifest names a bad path: {rel!r}")
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise BundleError(f"bundle manifest names a path outside the bundle: {rel}")
+    path = root / rel
+    try:
+        ok = str(path.resolve()).startswith(str(root.resolve()) + os.sep)
+    except (OSError, RuntimeError):
+        ok = False
+    if not ok:
+        raise BundleError(f"bundle manifest names a path outside the bundle: {rel}")
+    return path
 
-    Raises ``BundleError`` naming the first bad file: a tampered or incomplete bundle never runs.
+
+def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Check every file the manifest lists (inside, present, size, sha256); return the manifest.
+
+    Every file the runner will open (model files, eval sets, the Square core) must be one of
+    the listed files. Raises ``BundleError`` naming the first bad file: a tampered or
+    incomplete bundle never runs.
     """
     root = Path(bundle)
     manifest = read_manifest(root)
@@ -66,11 +89,11 @@ def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not isinstance(files, dict) or not files:
         raise BundleError(f"bundle manifest in {root} lists no files")
     for rel, meta in sorted(files.items()):
-        path = root / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise BundleError(f"bundle manifest names a path outside the bundle: {rel}")
-        if not path.is_file():
-            raise BundleError(f"incomplete bundle: {rel} is missing")
+        path = inside(root, rel)
+        if not isinstance(meta, dict):
+            raise BundleError(f"bundle manifest: entry for {rel} is not a mapping")
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"incomplete bundle: {rel} is missing (or not a plain file)")
         if path.stat().st_size != meta.get("bytes"):
             raise BundleError(
                 f"tampered bundle: {rel} has {path.stat().st_size} bytes, "
@@ -78,7 +101,32 @@ def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
             )
         if sha256_file(path) != meta.get("sha256"):
             raise BundleError(f"tampered bundle: sha256 of {rel} does not match the manifest")
+    for rel in referenced_files(manifest) + [SQUARE, ENTRY]:
+        if rel not in files:
+            raise BundleError(f"bundle manifest names {rel!r}, which it does not list and check")
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise BundleError(f"bundle holds a symbolic link: {rel}")
+        if path.suffix in CODE_SUFFIXES and rel not in files:
+            raise BundleError(f"bundle holds code the manifest does not list: {rel}")
     return manifest
+
+
+def referenced_files(manifest: Dict[str, Any]) -> List[Any]:
+    """Every path the runner opens: formats[*].file, eval_sets[*], square.file."""
+    formats, sets = manifest.get("formats"), manifest.get("eval_sets")
+    square = manifest.get("square")
+    if not isinstance(formats, dict) or not formats or not isinstance(sets, dict):
+        raise BundleError("bundle manifest: 'formats' and 'eval_sets' must be mappings")
+    if any(not isinstance(a, dict) for a in formats.values()):
+        raise BundleError("bundle manifest: every format must be a mapping")
+    refs = [a.get("file") for a in formats.values()] + list(sets.values())
+    if square is not None:
+        if not isinstance(square, dict):
+            raise BundleError("bundle manifest: 'square' must be a mapping")
+        refs.append(square.get("file", SQUARE))
+    return refs
 
 
 def file_entry(path: Union[str, os.PathLike]) -> Dict[str, Any]:

@@ -3,7 +3,8 @@
 Order matters: verify every sha256 (stdlib only), then check that numpy and an interpreter are
 installed (saying exactly what to ``pip install``), then measure and write the results JSON
 atomically. Problems are one line on stderr and a non-zero exit code:
-2 usage or other, 3 tampered/incomplete/mismatched bundle, 4 missing package, 5 write failure.
+2 usage or other, 3 tampered/incomplete/mismatched bundle, 4 missing package, 5 write failure,
+6 the board throttled during the timed run and ``--refuse-throttled`` was given.
 Module top level imports the stdlib only.
 """
 
@@ -18,14 +19,24 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from robustedge.device.bundle_format import BundleError, verify_bundle
+from robustedge.device.bundle_format import (
+    BENCH_RUNS,
+    BENCH_SQUARE_N,
+    BENCH_SQUARE_QUERIES,
+    BundleError,
+    verify_bundle,
+)
+from robustedge.device.probe import ThrottledRun
 from robustedge.errors import RobustEdgeError
+
+if TYPE_CHECKING:
+    from robustedge.device.onboard import RunOptions
 
 logger = logging.getLogger(__name__)
 
-EXIT_OTHER, EXIT_BUNDLE, EXIT_DEPS, EXIT_WRITE = 2, 3, 4, 5
+EXIT_OTHER, EXIT_BUNDLE, EXIT_DEPS, EXIT_WRITE, EXIT_THROTTLED = 2, 3, 4, 5, 6
 MIN_RUNS = 200
 
 
@@ -39,15 +50,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", default=None, help="Default: tflite-int8 if bundled.")
     p.add_argument("--backend", default=None, help="litert | tflite-runtime | onnxruntime")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=_runs, default=200, help="Timed invokes: >= 200, or 0 to skip.")
+    p.add_argument(
+        "--runs", type=_runs, default=BENCH_RUNS, help="Timed invokes: >= 200, or 0 to skip."
+    )
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--square-queries", type=int, default=100, help="0 skips the attack.")
-    p.add_argument("--square-n", type=int, default=50, help="Samples attacked.")
+    p.add_argument(
+        "--square-queries", type=int, default=BENCH_SQUARE_QUERIES, help="0 skips the attack."
+    )
+    p.add_argument("--square-n", type=int, default=BENCH_SQUARE_N, help="Samples attacked.")
     p.add_argument("--square-eps", type=float, default=None, help="Default: the manifest's.")
     p.add_argument(
         "--reference-kernels",
         action="store_true",
         help="TFLite BUILTIN_REF kernels: int8 outputs bit-identical across CPUs.",
+    )
+    p.add_argument(
+        "--refuse-throttled",
+        action="store_true",
+        help="Fail (exit 6) instead of flagging a run during which the board throttled or "
+        "changed CPU frequency.",
     )
     p.add_argument("--emulated", action="store_true", help="Set by emulating targets.")
     p.add_argument("--seed", type=int, default=0)
@@ -84,6 +105,26 @@ def check_dependencies(manifest: dict, fmt: Optional[str], backend: Optional[str
             raise
 
 
+def run_options(args: argparse.Namespace, emulated: bool) -> RunOptions:
+    """The parsed command line as the measurement's options."""
+    from robustedge.device.onboard import RunOptions
+
+    return RunOptions(
+        fmt=args.fmt,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        square_queries=args.square_queries,
+        square_n=args.square_n,
+        square_eps=args.square_eps,
+        reference_kernels=args.reference_kernels,
+        backend=args.backend,
+        emulated=emulated,
+        seed=args.seed,
+        refuse_throttled=args.refuse_throttled,
+    )
+
+
 def write_results(path: Path, obj: dict) -> None:
     """Atomic JSON write (a full disk leaves the old file, never half a new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,27 +155,16 @@ def main(argv: Optional[List[str]] = None, default_bundle: Optional[str] = None)
 
         emulated = args.emulated or measure.looks_emulated(platform.machine(), measure.cpu_model())
 
-        m = run_bundle(
-            bundle,
-            manifest,
-            fmt=args.fmt,
-            threads=args.threads,
-            runs=args.runs,
-            warmup=args.warmup,
-            square_queries=args.square_queries,
-            square_n=args.square_n,
-            square_eps=args.square_eps,
-            reference_kernels=args.reference_kernels,
-            backend=args.backend,
-            emulated=emulated,
-            seed=args.seed,
-        )
-        results = m.to_dict()
+        results = run_bundle(bundle, manifest, run_options(args, emulated)).to_dict()
     except BundleError as e:
         return _fail(f"refusing bundle: {e}", EXIT_BUNDLE)
     except MissingDependency as e:
         return _fail(str(e), EXIT_DEPS)
     except RobustEdgeError as e:
+        return _fail(str(e), EXIT_OTHER)
+    except ThrottledRun as e:
+        return _fail(str(e), EXIT_THROTTLED)
+    except ValueError as e:  # RunOptions' checks
         return _fail(str(e), EXIT_OTHER)
     try:
         write_results(Path(args.out), results)

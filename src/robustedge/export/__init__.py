@@ -4,6 +4,7 @@ against PyTorch (parity gate), with a size/sparsity ledger. See :func:`export_ru
 Heavy libraries (torch, onnx, onnxruntime, TensorFlow via onnx2tf) load only inside functions.
 """
 
-from robustedge.export.pipeline import FILES, FORMATS, ExportReport, export_run, parse_formats
+from robustedge.export.formats import FILES, FORMATS, parse_formats
+from robustedge.export.pipeline import ExportReport, export_run
 
 __all__ = ["FILES", "FORMATS", "ExportReport", "export_run", "parse_formats"]

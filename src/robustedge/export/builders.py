@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from robustedge.export import ledger as L
+from robustedge.export.formats import FILES
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ def build_artifacts(
 ) -> Tuple[Dict[str, Path], Dict[str, Any]]:
     """Write the requested formats into ``stage``; returns {format: path} and notes."""
     from robustedge.export.onnx import INPUT_NAME, export_onnx
-    from robustedge.export.pipeline import FILES
 
     made: Dict[str, Path] = {}
     info: Dict[str, Any] = {}

@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
 from robustedge.errors import RobustEdgeError
-from robustedge.export.evalsets import DEFAULT_EPS
+
+if TYPE_CHECKING:  # torch loads only when an export runs
+    import torch
+
+    from robustedge.data import Dataset
+    from robustedge.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +25,11 @@ class RunContext:
     """Model (eval mode, CPU), its spec and model.json, config.yaml, data, transfer eps."""
 
     run_dir: Path
-    model: Any
-    spec: Any
+    model: torch.nn.Module
+    spec: ModelSpec
     meta: Dict[str, Any]
     cfg: Dict[str, Any]
-    data: Any
+    data: Dataset
     eps: float
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -46,22 +51,11 @@ class RunContext:
 
 def load_context(run_dir: Path, model: Any = None) -> RunContext:
     """Load a run folder (weights checked against the architecture) for export."""
-    from robustedge.data import load_dataset
-    from robustedge.models import load_model, load_spec
-    from robustedge.training.run import _read_config
+    from robustedge.attacks import eps_or_default
+    from robustedge.runs import load_run
 
     if not run_dir.is_dir():
         raise RobustEdgeError(f"run folder not found: {run_dir}")
-    spec, meta = load_spec(run_dir)
-    model, spec = load_model(run_dir, model)
-    model = model.cpu().eval()
-    cfg = _read_config(run_dir)
-    data = load_dataset(cfg.get("data", "digits"), cfg.get("data_dir"))
-    if data.input_shape != spec.input_shape or data.num_classes != spec.num_classes:
-        raise RobustEdgeError(
-            f"{run_dir}: model input {spec.input_shape} / "
-            f"{spec.num_classes} classes do not match data set {data.name}"
-        )
-    eps = float(cfg.get("eps") or 0.0)
-    eps = eps if eps > 0 else DEFAULT_EPS
-    return RunContext(run_dir, model, spec, meta, cfg, data, eps)
+    run = load_run(run_dir, model)
+    eps = eps_or_default(float(run.config.get("eps") or 0.0))
+    return RunContext(run_dir, run.model, run.spec, run.meta, run.config, run.data, eps)

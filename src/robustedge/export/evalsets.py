@@ -1,8 +1,9 @@
 """Data an export needs: calibration inputs (train split) and the evaluation sets.
 
 The transfer set is the test split attacked by PGD against the PyTorch model (steps and
-restarts from :func:`robustedge.training.evaluate.default_spec`), so every exported format is
-scored on the very same adversarial inputs.
+restarts from :meth:`robustedge.attacks.AttackSpec.default`), so every exported format is
+scored on the very same adversarial inputs. The attack stays an :class:`AttackSpec` until it is
+written to export.json (:func:`attack_record`).
 """
 
 from __future__ import annotations
@@ -11,51 +12,47 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from robustedge.errors import RobustEdgeError
 
+if TYPE_CHECKING:  # torch loads only when an export runs
+    from robustedge.attacks import AttackSpec
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CALIB_SAMPLES = 200
-DEFAULT_EPS = 0.1
 
 
 def transfer_attack(
     eps: float, steps: Optional[int] = None, restarts: Optional[int] = None
-) -> Dict[str, Any]:
+) -> AttackSpec:
     """The attack that crafts the transfer set: PGD-Linf with the evaluation defaults
-    (``default_spec("pgd", eps)``: 20 steps, 5 restarts) unless overridden."""
-    from robustedge.training.evaluate import default_spec
+    (20 steps, 5 restarts) unless overridden."""
+    from robustedge.attacks import AttackSpec
 
-    spec = default_spec("pgd", eps)
+    return AttackSpec.default("pgd", eps, steps, restarts)
+
+
+def attack_record(spec: AttackSpec) -> Dict[str, Any]:
+    """How export.json and the eval sets record an attack."""
     return {
         "attack": spec.name,
         "eps": spec.eps,
-        "steps": spec.steps if steps is None else int(steps),
-        "restarts": spec.restarts if restarts is None else int(restarts),
+        "steps": spec.steps,
+        "restarts": spec.restarts,
         "norm": spec.norm,
     }
 
 
-def pgd_inputs(
-    model: Any, x: np.ndarray, y: np.ndarray, attack: Dict[str, Any], seed: int
-) -> np.ndarray:
-    """Adversarial versions of ``x`` against ``model`` per ``attack`` (a
-    :func:`transfer_attack` dict); float32 NCHW in [0, 1]."""
+def pgd_inputs(model: Any, x: np.ndarray, y: np.ndarray, spec: AttackSpec, seed: int) -> np.ndarray:
+    """Adversarial versions of ``x`` against ``model`` per ``spec``; float32 NCHW in [0, 1]."""
     import torch
 
-    from robustedge.attacks import AttackSpec, build_attack
+    from robustedge.attacks import build_attack
 
-    spec = AttackSpec(
-        attack["attack"],
-        attack["eps"],
-        steps=attack["steps"],
-        restarts=attack["restarts"],
-        norm=attack.get("norm", "linf"),
-    )
     attack = build_attack(model, spec, generator=torch.Generator().manual_seed(seed))
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     out = [attack.perturb(xt[i : i + 256], yt[i : i + 256]).cpu() for i in range(0, len(xt), 256)]
@@ -68,7 +65,7 @@ def calibration_inputs(
     y_train: np.ndarray,
     n: int,
     adv_fraction: float,
-    attack: Dict[str, Any],
+    attack: AttackSpec,
     seed: int,
 ) -> np.ndarray:
     """``n`` training inputs (seeded draw), the first ``round(adv_fraction * n)`` replaced by
@@ -95,7 +92,7 @@ class Calibration:
     adv_fraction: float = 0.0
     x: Optional[np.ndarray] = None
 
-    def inputs(self, ctx: Any, attack: Dict[str, Any], seed: int) -> Tuple[np.ndarray, Dict]:
+    def inputs(self, ctx: Any, attack: AttackSpec, seed: int) -> Tuple[np.ndarray, Dict]:
         """(NCHW float32 calibration inputs, the note recorded in export.json)."""
         if self.x is not None:
             x = np.asarray(self.x, dtype=np.float32)
@@ -114,7 +111,7 @@ class Calibration:
             "samples": int(len(x)),
             "source": source,
             "adv_fraction": adv,
-            "adv_attack": attack if adv else None,
+            "adv_attack": attack_record(attack) if adv else None,
             "layout_for_onnx2tf": "NHWC float32",
             "mean": 0.0,
             "std": 1.0,
@@ -124,10 +121,11 @@ class Calibration:
 
 
 def save_eval_sets(
-    folder: Path, x_test: np.ndarray, y_test: np.ndarray, x_adv: np.ndarray, attack: Dict[str, Any]
+    folder: Path, x_test: np.ndarray, y_test: np.ndarray, x_adv: np.ndarray, spec: AttackSpec
 ) -> Dict[str, str]:
     """Write eval_clean.npz and eval_transfer.npz (x NCHW float32, y int64)."""
     clean, transfer = "eval_clean.npz", "eval_transfer.npz"
+    attack = attack_record(spec)
     np.savez(folder / clean, x=x_test.astype(np.float32), y=y_test.astype(np.int64))
     meta = {k: np.asarray(v) for k, v in attack.items()}
     np.savez(

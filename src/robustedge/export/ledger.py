@@ -28,38 +28,6 @@ def file_sizes(path: Path) -> Dict[str, int]:
     return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0))}
 
 
-def count_macs(model: Any, input_shape: Tuple[int, int, int]) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (Conv2d and Linear layers)."""
-    import torch
-    import torch.nn as nn
-
-    total = [0]
-
-    def conv_hook(m: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
-        kh, kw = m.kernel_size
-        total[0] += out[0].numel() * (m.in_channels // m.groups) * kh * kw
-
-    def linear_hook(m: nn.Linear, _inp: Any, out: torch.Tensor) -> None:
-        total[0] += out[0].numel() * m.in_features
-
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return int(total[0])
-
-
 def weight_arrays(model: Any) -> List[np.ndarray]:
     """Conv/Linear weight matrices of a PyTorch model (where pruning puts its zeros)."""
     import torch.nn as nn
@@ -75,6 +43,8 @@ def torch_stage(
     stage: str, model: Any, input_shape: Tuple[int, int, int], weights_file: Optional[Path]
 ) -> Dict[str, Any]:
     """Ledger row for a PyTorch model (its safetensors file gives the sizes)."""
+    from robustedge.models import count_macs
+
     params = [p.detach().cpu().numpy() for p in model.parameters()]
     weights = weight_arrays(model)
     row = {
@@ -83,7 +53,7 @@ def torch_stage(
         "nonzeros": int(sum(np.count_nonzero(p) for p in params)),
         "weight_zeros": int(sum(w.size - np.count_nonzero(w) for w in weights)),
         "weight_count": int(sum(w.size for w in weights)),
-        "macs": count_macs(model, input_shape),
+        "macs": count_macs(model, input_shape)["dense"],
     }
     if weights_file is not None and weights_file.is_file():
         row.update(file_sizes(weights_file), file=weights_file.name)

@@ -8,35 +8,25 @@ log) is kept in ``RUN/export.failed`` for inspection and a one-line RobustEdgeEr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from robustedge.errors import RobustEdgeError
 from robustedge.export import evalsets
+from robustedge.export.context import RunContext
+from robustedge.export.formats import DEFAULT_FORMATS, FILES, FORMATS, INTERPRETERS, parse_formats
 from robustedge.export.parity import Margins, failure_message, is_quantized, parity
+from robustedge.hashing import sha256_file
 from robustedge.io import PathLike, staging_dir, write_json
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("onnx", "onnx-int8", "tflite-float32", "tflite-int8")
-FILES = {
-    "onnx": "model.onnx",
-    "onnx-int8": "model_int8.onnx",
-    "tflite-float32": "model_float32.tflite",
-    "tflite-int8": "model_int8.tflite",
-}
-INTERPRETERS = {
-    "onnx": "onnxruntime CPUExecutionProvider, 1 thread",
-    "tflite": "ai_edge_litert Interpreter, OpResolverType.BUILTIN_REF (reference kernels: "
-    "bit-identical int8 on host and ARM), 1 thread, batch 1",
-}
+__all__ = ["FILES", "FORMATS", "ExportReport", "export_run", "parse_formats"]
 
 
 @dataclass
@@ -57,20 +47,9 @@ class ExportReport:
         return self.out / self.artifacts[fmt]["file"]
 
 
-def parse_formats(formats: Sequence[str] | str) -> List[str]:
-    """Comma list or sequence -> ordered, validated format names (``onnx`` always included:
-    every other format is made from it)."""
-    names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats)]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in FORMATS]
-    if unknown:
-        raise RobustEdgeError(f"unknown export format '{unknown[0]}' (known: {', '.join(FORMATS)})")
-    return [f for f in FORMATS if f in names or f == "onnx"]
-
-
 def export_run(
     run_dir: PathLike,
-    formats: Sequence[str] | str = ("onnx", "tflite-float32", "tflite-int8"),
+    formats: Sequence[str] | str = DEFAULT_FORMATS,
     out: Optional[PathLike] = None,
     calib_samples: int = evalsets.DEFAULT_CALIB_SAMPLES,
     calib_adv_fraction: float = 0.0,
@@ -112,57 +91,36 @@ def export_run(
     return report
 
 
+@dataclass
+class EvalSets:
+    """The test split, its transfer (PGD) version, and their files in the export folder."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_adv: np.ndarray
+    files: Dict[str, str]
+
+
 def _build(
     stage: Path,
-    ctx: Any,
+    ctx: RunContext,
     fmts: List[str],
     margins: Margins,
     check: bool,
     seed: int,
-    attack: Dict[str, Any],
+    attack: Any,
     calib: evalsets.Calibration,
 ) -> ExportReport:
+    """Transfer set -> artifacts -> parity per format -> export.json + ledger.json."""
     from robustedge.export import builders
-    from robustedge.export.runners import make_runner
 
     timings: Dict[str, float] = {}
-    t = time.perf_counter()
-    x_test, y_test = ctx.data.x_test, ctx.data.y_test
-    x_adv = evalsets.pgd_inputs(ctx.model, x_test, y_test, attack, seed)
-    eval_files = evalsets.save_eval_sets(stage, x_test, y_test, x_adv, attack)
-    timings["transfer_set"] = time.perf_counter() - t
+    sets = _transfer_set(stage, ctx, attack, seed, timings)
     calib_x, calib_note = None, None
     if any(is_quantized(f) for f in fmts):
         calib_x, calib_note = calib.inputs(ctx, attack, seed)
     made, info = builders.build_artifacts(stage, ctx, fmts, calib_x, timings)
-    torch_clean, torch_adv = ctx.logits(x_test), ctx.logits(x_adv)
-    artifacts: Dict[str, Any] = {}
-    failures: List[str] = []
-    for fmt in fmts:
-        t = time.perf_counter()
-        runner = make_runner(fmt, made[fmt], ctx.spec.input_shape)
-        rec: Dict[str, Any] = {"skipped": True, "passed": None}
-        if check or fmt == "onnx":  # ONNX is always checked against PyTorch
-            rec = parity(
-                fmt,
-                runner.logits(x_test),
-                runner.logits(x_adv),
-                torch_clean,
-                torch_adv,
-                y_test,
-                margins,
-            )
-            if not rec["passed"]:
-                failures.append(failure_message(fmt, rec))
-        artifacts[fmt] = {
-            "file": made[fmt].name,
-            "sha256": _sha256(made[fmt]),
-            "bytes": made[fmt].stat().st_size,
-            "input": runner.input.to_dict(),
-            "output": runner.output.to_dict(),
-            "parity": rec,
-        }
-        timings[f"parity_{fmt}"] = time.perf_counter() - t
+    artifacts, failures = _check_artifacts(ctx, fmts, made, sets, margins, check, timings)
     ledger = builders.build_ledger(ctx, made)
     manifest = {
         "run": str(ctx.run_dir),
@@ -171,8 +129,9 @@ def _build(
         "input_shape_nchw": list(ctx.spec.input_shape),
         "model": ctx.spec.name,
         "artifacts": artifacts,
-        "eval_sets": eval_files,
-        "transfer_attack": attack,
+        "eval_sets": sets.files,
+        "eval_sha256": {k: sha256_file(stage / v) for k, v in sets.files.items()},
+        "transfer_attack": evalsets.attack_record(attack),
         "calibration": calib_note,
         "onnx_export": info["onnx_export"],
         "interpreters": INTERPRETERS,
@@ -191,6 +150,54 @@ def _build(
     return ExportReport(stage, manifest, ledger)
 
 
+def _transfer_set(
+    stage: Path, ctx: RunContext, attack: Any, seed: int, timings: Dict[str, float]
+) -> EvalSets:
+    """Attack the test split against the PyTorch model once; every format is scored on it."""
+    t = time.perf_counter()
+    x, y = ctx.data.x_test, ctx.data.y_test
+    x_adv = evalsets.pgd_inputs(ctx.model, x, y, attack, seed)
+    files = evalsets.save_eval_sets(stage, x, y, x_adv, attack)
+    timings["transfer_set"] = time.perf_counter() - t
+    return EvalSets(x, y, x_adv, files)
+
+
+def _check_artifacts(
+    ctx: RunContext,
+    fmts: List[str],
+    made: Dict[str, Path],
+    sets: EvalSets,
+    margins: Margins,
+    check: bool,
+    timings: Dict[str, float],
+) -> Tuple[Dict[str, Any], List[str]]:
+    """One export.json record per format (file, hash, I/O spec, parity); the failures."""
+    from robustedge.export.runners import make_runner
+
+    torch_clean, torch_adv = ctx.logits(sets.x), ctx.logits(sets.x_adv)
+    artifacts: Dict[str, Any] = {}
+    failures: List[str] = []
+    for fmt in fmts:
+        t = time.perf_counter()
+        runner = make_runner(fmt, made[fmt], ctx.spec.input_shape)
+        rec: Dict[str, Any] = {"skipped": True, "passed": None}
+        if check or fmt == "onnx":  # ONNX is always checked against PyTorch
+            clean, adv = runner.logits(sets.x), runner.logits(sets.x_adv)
+            rec = parity(fmt, clean, adv, torch_clean, torch_adv, sets.y, margins)
+            if not rec["passed"]:
+                failures.append(failure_message(fmt, rec))
+        artifacts[fmt] = {
+            "file": made[fmt].name,
+            "sha256": sha256_file(made[fmt]),
+            "bytes": made[fmt].stat().st_size,
+            "input": runner.input.to_dict(),
+            "output": runner.output.to_dict(),
+            "parity": rec,
+        }
+        timings[f"parity_{fmt}"] = time.perf_counter() - t
+    return artifacts, failures
+
+
 def _keep_failed(stage: Path, failed: Path, message: str) -> None:
     """Copy what was built to ``failed`` (replacing an older one) with the error beside it."""
     try:
@@ -200,11 +207,3 @@ def _keep_failed(stage: Path, failed: Path, message: str) -> None:
         logger.warning("export failed; reports kept in %s", failed)
     except OSError as e:
         logger.warning("could not keep the failed export in %s: %s", failed, e)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from robustedge.errors import RobustEdgeError
-from robustedge.io import write_json
+from robustedge.hashing import sha256_file as file_sha256
+from robustedge.io import safe_path, write_json
 
 logger = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
@@ -52,14 +53,6 @@ class StageResult:
     note: str = ""
     digest: str = ""
     outputs: Dict[str, str] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def digest_of(outputs: Dict[str, str]) -> str:
@@ -158,7 +151,10 @@ class StageRunner:
         if not same or not outputs:
             return None
         for rel, sha in outputs.items():
-            p = self.root / rel
+            try:
+                p = safe_path(self.root, rel, f"{path}: output")  # never outside OUT
+            except RobustEdgeError:
+                return None
             if not p.is_file() or file_sha256(p) != sha:
                 logger.info("stage %s: output %s missing or changed", stage.id, rel)
                 return None

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from robustedge.attacks import DEFAULT_EPS
+from robustedge.device.bundle_format import BENCH_RUNS, BENCH_SQUARE_N, BENCH_SQUARE_QUERIES
+from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
 from robustedge.recipe.loader import (
     FieldError,
     Located,
@@ -22,6 +25,7 @@ from robustedge.recipe.loader import (
     join,
     parse_yaml,
 )
+from robustedge.training.evaluate import DEFAULT_ETA
 
 # Recipe-level settings never repeated inside a stage.
 TRAIN_EXCLUDED = ("data", "data_dir")
@@ -63,12 +67,12 @@ class EvalSpec:
     """Extra evaluation of every model (on top of the FGSM/PGD in its metrics.json)."""
 
     attacks: Tuple[str, ...] = ("pgd",)
-    eps: Tuple[float, ...] = (0.1,)
+    eps: Tuple[float, ...] = (DEFAULT_EPS,)
     pgd_steps: Optional[int] = None
     restarts: Optional[int] = None
     square_queries: Optional[int] = None
     manifold: Optional[str] = None
-    eta: float = 0.3
+    eta: float = DEFAULT_ETA
     corruptions: bool = False
 
     def __post_init__(self) -> None:
@@ -114,14 +118,14 @@ class ExportSpec:
     formats: Tuple[str, ...] = ("onnx", "tflite-int8")
     clean_margin: float = 1.0
     robust_margin: float = 2.0
-    calib_samples: int = 200
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
     calib_adv_fraction: float = 0.0
     parity: bool = True
     transfer_steps: Optional[int] = None
     transfer_restarts: Optional[int] = None
 
     def __post_init__(self) -> None:
-        from robustedge.export.pipeline import FORMATS
+        from robustedge.export.formats import FORMATS
 
         for i, f in enumerate(self.formats):
             if f not in FORMATS:
@@ -136,7 +140,7 @@ class ExportSpec:
 
     def made(self) -> Tuple[str, ...]:
         """Formats actually produced (onnx always: the others come from it)."""
-        from robustedge.export.pipeline import parse_formats
+        from robustedge.export.formats import parse_formats
 
         return tuple(parse_formats(self.formats))
 
@@ -172,10 +176,10 @@ class TargetSpec:
 class DeviceSpec:
     targets: Tuple[TargetSpec, ...]
     format: Optional[str] = None
-    runs: int = 200
+    runs: int = BENCH_RUNS
     threads: int = 1
-    square_queries: int = 100
-    square_n: int = 50
+    square_queries: int = BENCH_SQUARE_QUERIES
+    square_n: int = BENCH_SQUARE_N
     reference_kernels: bool = False
     backend: Optional[str] = None
 
@@ -275,7 +279,7 @@ def _optional(cls: Any, raw: Dict[str, Any], key: str, loc: Located) -> Any:
 
 
 def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec:
-    from robustedge.config import TrainConfig
+    from robustedge.training.config import TrainConfig
 
     check_keys(value, ("train", "load"), "teacher", loc, "teacher")
     try:

@@ -204,11 +204,20 @@ def _make_target(t: TargetSpec) -> Any:
 
 
 def _train(run: Path, cfg: Dict[str, Any]) -> None:
-    from robustedge.config import TrainConfig
+    from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
     shutil.rmtree(run, ignore_errors=True)
-    train_run(TrainConfig.from_dict(dict(cfg)), run)
+    tc = TrainConfig.from_dict(dict(cfg))
+    train_run(tc, run, manifold=_manifold(tc.manifold, tc.data_dir))
+
+
+def _manifold(source: Optional[str], data_dir: Optional[str] = None) -> Any:
+    if source is None:
+        return None
+    from robustedge.manifold import load_manifold
+
+    return load_manifold(source, data_dir=data_dir)
 
 
 def _copy_run(src: Path, run: Path, names: List[str]) -> None:
@@ -225,40 +234,35 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
     compress_run(CompressConfig(teacher=str(teacher), **opts), run)
 
 
+def eval_plan(recipe: Recipe) -> Any:
+    """The :class:`~robustedge.training.evaluate.EvalPlan` of the recipe's ``evaluate``."""
+    from robustedge.training.evaluate import EvalPlan
+
+    ev = recipe.evaluate
+    return EvalPlan(
+        attacks=tuple(ev.attacks),
+        eps=tuple(ev.eps),
+        pgd_steps=ev.pgd_steps,
+        square_queries=ev.square_queries,
+        restarts=ev.restarts,
+        manifold=ev.manifold,
+        eta=ev.eta,
+        corruptions=ev.corruptions,
+    )
+
+
 def eval_specs(recipe: Recipe) -> List[Any]:
     """The AttackSpecs of the recipe's ``evaluate`` section."""
-    from robustedge.training.evaluate import default_spec
-
-    ev, specs = recipe.evaluate, []
-    for name in ev.attacks:
-        if name == "onmanifold":
-            from robustedge.attacks.on_manifold import eval_spec
-
-            specs.append(eval_spec(ev.eta, ev.manifold, ev.pgd_steps, ev.restarts))
-            continue
-        steps = ev.square_queries if name == "square" else ev.pgd_steps
-        for eps in ev.eps:
-            s = default_spec(name, eps)
-            specs.append(
-                type(s)(
-                    name,
-                    eps,
-                    steps=s.steps if steps is None or name == "fgsm" else steps,
-                    restarts=s.restarts if ev.restarts is None else ev.restarts,
-                )
-            )
-    return specs
+    return eval_plan(recipe).specs()
 
 
 def _evaluate(run: Path, recipe: Recipe) -> None:
     from robustedge.training.run import eval_run
 
     (run / "eval.json").unlink(missing_ok=True)
-    result = eval_run(run, eval_specs(recipe), seed=recipe.seed)
-    if recipe.evaluate.corruptions:
-        from robustedge.attacks.corruptions import corruption_eval_run
-
-        corruption_eval_run(run, result, seed=recipe.seed)
+    plan = eval_plan(recipe)
+    resources = {"manifold": _manifold(plan.manifold)} if plan.needs_manifold else None
+    eval_run(run, plan, seed=recipe.seed, resources=resources)
 
 
 def _export(run: Path, recipe: Recipe) -> None:

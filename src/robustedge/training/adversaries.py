@@ -3,8 +3,9 @@
 Each adversary has one method, ``loss(model, x, y, task_loss) -> scalar``. ``task_loss(logits,
 y, x_used)`` is the objective on the examples actually fed to the model (cross-entropy, or
 cross-entropy + distillation from a teacher evaluated on the same ``x_used``), so the same
-adversaries serve plain training, distillation and compression. New adversaries (e.g.
-on-manifold) register in ``ADVERSARIES``.
+adversaries serve plain training, distillation and compression. Adversaries register in
+``ADVERSARIES`` (the on-manifold ones live in :mod:`robustedge.training.manifold_adversaries`;
+the package ``__init__`` imports every adversary module, as ``robustedge.attacks`` does).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robustedge.attacks import FGSM, PGD
+from robustedge.attacks.trades import TradesKL
 from robustedge.registry import Registry
 
 TaskLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,7 +81,7 @@ class PGDAdversary(TrainingAdversary):
 class TradesAdversary(TrainingAdversary):
     """TRADES (Zhang et al., 2019): task loss on clean x + beta * KL(f(x) || f(x_adv)).
 
-    x_adv maximises the KL within the eps-ball (PGD on the KL, small random start).
+    x_adv maximises the KL within the eps-ball (:class:`~robustedge.attacks.trades.TradesKL`).
     """
 
     name = "trades"
@@ -89,20 +91,7 @@ class TradesAdversary(TrainingAdversary):
         self.beta = float(beta)
 
     def craft(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
-        alpha = 2.5 * self.eps / self.steps
-        with torch.no_grad():
-            p_clean = F.softmax(model(x), dim=1)
-        x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), 0, 1)
-        for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            kl = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
-            (grad,) = torch.autograd.grad(kl, x_adv)
-            x_adv = x_adv.detach() + alpha * grad.sign()
-            x_adv = torch.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps), 0, 1)
-        model.train(was_training)
-        return x_adv.detach()
+        return TradesKL(model, self.eps, steps=self.steps).perturb(x, x.new_zeros(len(x)).long())
 
     def loss(self, model, x, y, task_loss):
         x_adv = self.craft(model, x)
@@ -117,7 +106,3 @@ class TradesAdversary(TrainingAdversary):
 def build_adversary(name: str, eps: float = 0.0, steps: int = 0, **kwargs: Any):
     """Build a registered training adversary by name."""
     return ADVERSARIES.get(name)(eps=eps, steps=steps, **kwargs)
-
-
-# On-manifold adversaries register themselves (imported last: they subclass the ones above).
-from robustedge.manifold import adversary as _manifold_adversary  # noqa: E402,F401

@@ -1,37 +1,59 @@
-"""Clean and robust accuracy; every robust number carries its attack settings."""
+"""Clean and robust accuracy; every robust number carries its attack settings.
+
+:class:`EvalPlan` is the one description of an evaluation (which attacks, budgets, steps,
+corruptions) that `robustedge eval` and the recipe's ``evaluate`` section both build; its
+:meth:`EvalPlan.specs` are typed :class:`AttackSpec` objects end to end.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from robustedge.attacks import AttackSpec, build_attack
+from robustedge.attacks import ATTACKS, DEFAULT_EPS, AttackSpec, build_attack, predict
+from robustedge.attacks.on_manifold import eval_spec as onmanifold_spec
 
-# Defaults used by `robustedge eval` and after training. PGD: 20 steps, 5 random restarts.
-DEFAULT_STEPS = {"fgsm": 0, "pgd": 20, "square": 1000}
-DEFAULT_RESTARTS = {"fgsm": 1, "pgd": 5, "square": 1}
-
-
-def default_spec(name: str, eps: float) -> AttackSpec:
-    return AttackSpec(
-        name, eps, steps=DEFAULT_STEPS.get(name, 0), restarts=DEFAULT_RESTARTS.get(name, 1)
-    )
+DEFAULT_ETA = 0.3  # on-manifold latent budget of `robustedge eval` (latent units)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [
-        model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(out)
+@dataclass(frozen=True)
+class EvalPlan:
+    """What to evaluate: ``attacks`` at every ``eps`` (onmanifold at ``eta`` instead), with
+    the attacks' defaults unless ``pgd_steps`` / ``square_queries`` / ``restarts`` override
+    them, plus natural corruptions when ``corruptions`` is set."""
+
+    attacks: Tuple[str, ...] = ("fgsm", "pgd")
+    eps: Tuple[float, ...] = (DEFAULT_EPS,)
+    pgd_steps: Optional[int] = None
+    square_queries: Optional[int] = None
+    restarts: Optional[int] = None
+    manifold: Optional[str] = None
+    eta: float = DEFAULT_ETA
+    corruptions: bool = False
+
+    def __post_init__(self) -> None:
+        for name in self.attacks:
+            ATTACKS.get(name)
+
+    @property
+    def needs_manifold(self) -> bool:
+        return "onmanifold" in self.attacks
+
+    def specs(self) -> List[AttackSpec]:
+        specs: List[AttackSpec] = []
+        for name in self.attacks:
+            if name == "onmanifold":
+                specs.append(
+                    onmanifold_spec(self.eta, self.manifold, self.pgd_steps, self.restarts)
+                )
+                continue
+            steps = self.square_queries if name == "square" else self.pgd_steps
+            specs += [AttackSpec.default(name, e, steps, self.restarts) for e in self.eps]
+        return specs
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -45,10 +67,14 @@ def robust_accuracy(
     spec: AttackSpec,
     batch_size: int = 256,
     seed: int = 0,
+    resources: Optional[Mapping[str, Any]] = None,
 ) -> float:
-    """Fraction of samples classified correctly after the attack (crafted per batch)."""
+    """Fraction of samples classified correctly after the attack (crafted per batch).
+    ``resources`` holds what some attacks need besides the model (``manifold``)."""
     gen = torch.Generator().manual_seed(seed)
-    attack = build_attack(model, spec, generator=gen)
+    needs = getattr(ATTACKS.get(spec.name), "needs", ())
+    extra = {k: v for k, v in (resources or {}).items() if k in needs}
+    attack = build_attack(model, spec, generator=gen, **extra)
     correct = 0
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -57,23 +83,48 @@ def robust_accuracy(
     return correct / len(x)
 
 
+def robust_row(spec: AttackSpec, acc: float) -> Dict[str, Any]:
+    """One evaluation row: the attack's settings next to its accuracy."""
+    return {
+        "attack": spec.name,
+        "eps": spec.eps,
+        "steps": spec.steps,
+        "restarts": spec.restarts,
+        "norm": spec.norm,
+        **spec.params,
+        "acc": acc,
+    }
+
+
 def evaluate(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, specs: Sequence[AttackSpec], seed: int = 0
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    specs: Sequence[AttackSpec],
+    seed: int = 0,
+    resources: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, object]:
     """``{clean_acc, n, robust: [{attack, eps, steps, restarts, norm, acc}, ...]}``."""
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    robust: List[Dict[str, object]] = []
-    for spec in specs:
-        acc = robust_accuracy(model, xt, yt, spec, seed=seed)
-        robust.append(
-            {
-                "attack": spec.name,
-                "eps": spec.eps,
-                "steps": spec.steps,
-                "restarts": spec.restarts,
-                "norm": spec.norm,
-                **spec.params,
-                "acc": acc,
-            }
-        )
+    robust = [
+        robust_row(s, robust_accuracy(model, xt, yt, s, seed=seed, resources=resources))
+        for s in specs
+    ]
     return {"clean_acc": accuracy(model, xt, yt), "n": int(len(x)), "robust": robust}
+
+
+def evaluate_plan(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    plan: EvalPlan,
+    seed: int = 0,
+    resources: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Clean + the plan's attacks (+ corruptions when the plan asks for them)."""
+    from robustedge.attacks.corruptions import corruption_accuracy
+
+    result = evaluate(model, x, y, plan.specs(), seed=seed, resources=resources)
+    if plan.corruptions:
+        result["corruptions"] = corruption_accuracy(model, x, y, seed)
+    return result

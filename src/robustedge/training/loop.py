@@ -14,10 +14,20 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 import torch.nn as nn
 
+from robustedge.config import Optim
 from robustedge.errors import TrainingError
 from robustedge.training.adversaries import TaskLoss, TrainingAdversary, ce_task_loss
 
 logger = logging.getLogger(__name__)
+
+
+def make_optimizer(
+    params: Iterable[torch.Tensor], kind: Optim, lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """The one optimizer factory: SGD (momentum 0.9) or Adam, with ``weight_decay``."""
+    if Optim(kind) is Optim.SGD:
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def fit(

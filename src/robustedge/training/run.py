@@ -1,8 +1,8 @@
 """`robustedge train` and `robustedge eval` as functions on run folders.
 
-A run folder holds ``model.safetensors`` + ``model.json`` (weights and architecture),
-``config.yaml`` (the resolved config), ``metrics.json`` and ``checkpoint/last.pt`` (model,
-optimizer and epoch, loaded with ``weights_only=True``), written atomically every epoch.
+A run folder (see :mod:`robustedge.runs`) holds ``model.safetensors`` + ``model.json``,
+``config.yaml``, ``metrics.json`` and ``checkpoint/last.pt`` (model, optimizer and epoch,
+loaded with ``weights_only=True``), written atomically every epoch.
 """
 
 from __future__ import annotations
@@ -10,22 +10,23 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from robustedge.attacks import AttackSpec
-from robustedge.config import Optim, TrainConfig
+from robustedge.attacks import AttackSpec, eps_or_default
 from robustedge.data import Dataset, load_dataset
 from robustedge.devices import resolve_device
-from robustedge.errors import CheckpointError, RobustEdgeError
-from robustedge.io import atomic_path, read_json, write_json, write_yaml
-from robustedge.models import ModelSpec, build_model, count_params, load_model, save_model
+from robustedge.errors import CheckpointError
+from robustedge.io import atomic_path, write_json, write_yaml
+from robustedge.models import ModelSpec, build_model, count_params, save_model
 from robustedge.models.checkpoint import safe_torch_load
+from robustedge.runs import check_out_dir, load_run
 from robustedge.training.adversaries import build_adversary
-from robustedge.training.evaluate import default_spec, evaluate
-from robustedge.training.loop import epoch_batches, fit
+from robustedge.training.config import TrainConfig
+from robustedge.training.evaluate import EvalPlan, evaluate, evaluate_plan
+from robustedge.training.loop import epoch_batches, fit, make_optimizer
 
 logger = logging.getLogger(__name__)
 CKPT = Path("checkpoint") / "last.pt"
@@ -38,28 +39,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer is Optim.SGD:
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def train_run(
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool = False,
+    progress: bool = False,
+    manifold: Any = None,
+) -> Dict:
+    """Train per ``cfg`` into run folder ``out``; returns the metrics written to metrics.json.
 
-
-def train_run(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = False) -> Dict:
-    """Train per ``cfg`` into run folder ``out``; returns the metrics written to metrics.json."""
+    On-manifold adversaries need ``manifold``, the Manifold object of ``cfg.manifold``
+    (``robustedge.manifold.load_manifold(cfg.manifold)``)."""
     out = Path(out)
-    _check_out_dir(out, resume)
+    check_out_dir(out, resume)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data, cfg.data_dir)
     spec = ModelSpec(cfg.model, data.input_shape, data.num_classes, dict(cfg.model_kwargs))
     seed_everything(cfg.seed)
     model = build_model(spec).to(device)
-    optimizer = make_optimizer(model.parameters(), cfg)
+    optimizer = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     start, history = 0, []
     if resume and (out / CKPT).exists():
         start, history = _restore(out / CKPT, model, optimizer, scheduler, cfg)
     adversary = build_adversary(
-        cfg.adversary, cfg.eps, cfg.steps, beta=cfg.trades_beta, **_manifold_kwargs(cfg, data)
+        cfg.adversary,
+        cfg.eps,
+        cfg.steps,
+        beta=cfg.trades_beta,
+        **_manifold_kwargs(cfg, data, manifold),
     )
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", cfg.to_dict())
@@ -105,31 +113,24 @@ def train_run(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool 
     return metrics
 
 
-def _manifold_kwargs(cfg: TrainConfig, data: Dataset) -> Dict[str, Any]:
+def _manifold_kwargs(cfg: TrainConfig, data: Dataset, manifold: Any) -> Dict[str, Any]:
     """Extra adversary arguments for on-manifold adversaries (only when --manifold is set)."""
     if cfg.manifold is None:
         return {}
     return {
-        "manifold": cfg.manifold,
+        "manifold": manifold,
+        "source": cfg.manifold,
         "ratio": cfg.onmanifold_ratio,
         "eta": cfg.eta,
         "input_shape": data.input_shape,
         "num_classes": data.num_classes,
         "data_name": data.name,
-        "data_dir": cfg.data_dir,
     }
 
 
 def _train_eval_specs(cfg: TrainConfig) -> Sequence[AttackSpec]:
-    eps = cfg.eps if cfg.eps > 0 else 0.1
-    return [default_spec("fgsm", eps), default_spec("pgd", eps)]
-
-
-def _check_out_dir(out: Path, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise RobustEdgeError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        raise RobustEdgeError(f"--out {out} is not empty (use --resume to continue that run)")
+    eps = eps_or_default(cfg.eps)
+    return [AttackSpec.default("fgsm", eps), AttackSpec.default("pgd", eps)]
 
 
 def _restore(path: Path, model, optimizer, scheduler, cfg: TrainConfig):
@@ -146,48 +147,22 @@ def _restore(path: Path, model, optimizer, scheduler, cfg: TrainConfig):
     return int(state["epoch"]), list(state.get("history", []))
 
 
-def load_run(run: Path):
-    """(model, spec, config dict, dataset) of a finished run folder."""
-    run = Path(run)
-    model, spec = load_model(run)
-    cfg = _read_config(run)
-    data = load_dataset(cfg.get("data", "digits"), cfg.get("data_dir"))
-    if data.input_shape != spec.input_shape or data.num_classes != spec.num_classes:
-        raise CheckpointError(f"{run}: model input {spec.input_shape} does not match data")
-    return model.eval(), spec, cfg, data
-
-
-def _read_config(run: Path) -> Dict[str, Any]:
-    import yaml
-
-    path = run / "config.yaml"
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"missing {path}: is {run} a robustedge run folder?") from None
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"corrupt {path}: {e}") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"corrupt {path}: not a mapping")
-    return cfg
-
-
 def eval_run(
-    run: Path, specs: Sequence[AttackSpec], seed: int = 0, data: Optional[Dataset] = None
+    run: Path,
+    plan: Union[EvalPlan, Sequence[AttackSpec]],
+    seed: int = 0,
+    data: Optional[Dataset] = None,
+    resources: Optional[Dict[str, Any]] = None,
 ) -> Dict:
-    """Evaluate a run on its test split; writes RUN/eval.json atomically and returns it."""
-    model, spec, cfg, loaded = load_run(run)
-    data = data or loaded
-    result = {
-        "run": str(run),
-        "data": data.name,
-        "model": spec.name,
-        "seed": seed,
-        **evaluate(model, data.x_test, data.y_test, specs, seed=seed),
-    }
+    """Evaluate a run on its test split per ``plan`` (an :class:`EvalPlan`, or attack specs):
+    clean, attacks and, when planned, corruptions. Writes RUN/eval.json atomically and
+    returns it. ``resources`` holds what some attacks need (``manifold``: a Manifold)."""
+    loaded = load_run(run, data=data)
+    d = loaded.data
+    if not isinstance(plan, EvalPlan):
+        result = evaluate(loaded.model, d.x_test, d.y_test, list(plan), seed, resources)
+    else:
+        result = evaluate_plan(loaded.model, d.x_test, d.y_test, plan, seed, resources)
+    result = {"run": str(run), "data": d.name, "model": loaded.spec.name, "seed": seed, **result}
     write_json(Path(run) / "eval.json", result)
     return result
-
-
-def read_metrics(run: Path) -> Dict:
-    return read_json(Path(run) / "metrics.json")

@@ -7,7 +7,8 @@
 - ``mixed``: a fraction ``ratio`` on-manifold adversarial, the rest off-manifold Linf PGD
   examples with pixel budget ``eps`` (Madry et al.), so the model sees both kinds each batch.
 
-Both need ``manifold=`` (a VAE run folder, ``"synthetic"`` or a Manifold). Given
+Both need ``manifold=``, a Manifold object (``robustedge.manifold.load_manifold`` makes one
+from a VAE run folder or ``"synthetic"``; ``source=`` names it in results). Given
 ``input_shape``/``num_classes``/``data_name`` they check the manifold fits at construction.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from robustedge.attacks.on_manifold import OnManifold
 from robustedge.errors import RobustEdgeError
 from robustedge.training.adversaries import ADVERSARIES, PGDAdversary, TaskLoss, TrainingAdversary
 
@@ -38,30 +40,29 @@ class OnManifoldAdversary(TrainingAdversary):
         input_shape: Optional[Tuple[int, ...]] = None,
         num_classes: Optional[int] = None,
         data_name: Optional[str] = None,
-        data_dir: Optional[str] = None,
+        source: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
-        from robustedge.manifold import load_manifold
-
         super().__init__(eps, steps or 10)
         if manifold is None:
             raise RobustEdgeError(
                 f"adversary '{self.name}' needs a manifold (--manifold VAE_RUN or synthetic)"
             )
+        if isinstance(manifold, str) or not hasattr(manifold, "decode"):
+            raise RobustEdgeError(
+                f"adversary '{self.name}' needs a manifold object, not '{manifold}' "
+                "(load it with robustedge.manifold.load_manifold)"
+            )
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"on-manifold ratio must lie in [0, 1], got {ratio}")
-        self.manifold = load_manifold(manifold, data_dir=data_dir)
+        self.manifold = manifold
         if input_shape is not None and num_classes is not None:
             self.manifold.check_compatible(input_shape, num_classes, data_name)
         self.ratio = float(ratio)
         self.eta = float(self.manifold.default_eta if eta is None else eta)
-        self.source = (
-            str(manifold) if isinstance(manifold, str) else self.manifold.describe()["source"]
-        )
+        self.source = source or self.manifold.describe()["source"]
 
     def on_manifold(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from robustedge.attacks.on_manifold import OnManifold
-
         return OnManifold(model, self.eta, self.manifold, steps=self.steps).perturb(x, y)
 
     def rest(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
