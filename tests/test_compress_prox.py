@@ -8,7 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robustedge.compress import CompressConfig, kd_loss, make_kd_task_loss
+from robustedge.compress.distill import RememberClean
+from robustedge.compress.method_prox import ramp_window
 from robustedge.compress.prox import (
+    erk_keep_counts,
     group_norms,
     group_soft_threshold,
     keep_count,
@@ -171,6 +174,9 @@ def test_lam_controller_follows_ramp():
         {"structured": True, "method": "admm"},
         {"lam_schedule": "cosine"},
         {"lam0": -1.0},
+        {"ramp_start": 0.8, "ramp_end": 0.5},
+        {"ramp_end": 1.5},
+        {"kd_target": "teacher"},
     ],
 )
 def test_config_validates(kwargs):
@@ -184,3 +190,49 @@ def test_config_resolves_method_defaults():
     assert CompressConfig(teacher="t", method="admm").kd_alpha == 0.0
     d = CompressConfig(teacher="t").to_dict()
     assert CompressConfig.from_dict(d) == CompressConfig(teacher="t")
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95, 0.99])
+def test_erk_budgets_exact_and_favour_small_fan_in(sparsity):
+    shapes = {"conv": (16, 6, 5, 5), "fc1": (120, 64), "fc2": (84, 120), "tiny": (10, 4)}
+    keep = erk_keep_counts(shapes, sparsity)
+    total = sum(torch.Size(sh).numel() for sh in shapes.values())
+    assert sum(keep.values()) == keep_count(total, sparsity)  # exact overall budget
+    dens = {n: keep[n] / torch.Size(sh).numel() for n, sh in shapes.items()}
+    # density ~ sum(shape) / prod(shape): the small layer is densest, capped at fully dense
+    assert dens["tiny"] >= dens["fc2"] and all(0 <= d <= 1 for d in dens.values())
+    if sparsity <= 0.5:
+        assert keep["tiny"] == 40
+    masks = topk_masks({n: torch.rand(sh) for n, sh in shapes.items()}, sparsity, "erk")
+    assert {n: int(m.sum()) for n, m in masks.items()} == keep
+
+
+def test_ramp_window_delays_and_ends_the_ramp():
+    cfg = CompressConfig(teacher="t", epochs=10, ramp_start=0.2, ramp_end=0.8)
+    assert ramp_window(cfg, 10) == (20, 60)  # starts at step 20, reaches target at step 80
+    assert ramp_window(CompressConfig(teacher="t", epochs=10), 10) == (0, 75)  # default
+
+
+def test_kd_clean_target_queries_teacher_on_clean_batch():
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    seen = []
+    teacher.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    loss = make_kd_task_loss(teacher, 0.5, 1.0, target="clean")
+
+    class ShiftAdversary:  # a training adversary that feeds x + 0.1 to the model
+        eps = 0.1
+
+        def loss(self, model, x, y, task_loss):
+            return task_loss(model(x + 0.1), y, x + 0.1)
+
+    adv = RememberClean(ShiftAdversary(), loss)
+    x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    adv.loss(student, x, y, loss)
+    assert torch.equal(seen[-1], x)  # teacher saw the clean batch, not x + 0.1
+    assert adv.eps == 0.1  # everything else is the wrapped adversary's
+    seen.clear()
+    make_kd_task_loss(teacher, 0.5, 1.0)(student(x + 0.1), y, x + 0.1)
+    assert torch.equal(seen[-1], x + 0.1)  # default: the same examples as the student
+    with pytest.raises(ValueError, match="target"):
+        make_kd_task_loss(teacher, 0.5, 1.0, target="both")

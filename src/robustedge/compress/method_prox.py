@@ -24,6 +24,7 @@ from typing import Dict, Optional
 import torch
 
 from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.distill import KDTaskLoss, RememberClean
 from robustedge.compress.prox import (
     REL_EPS,
     reweighted_steps,
@@ -43,7 +44,6 @@ from robustedge.compress.structured import (
 from robustedge.compress.targets import apply_masks, global_sparsity
 
 logger = logging.getLogger(__name__)
-RAMP_FRACTION = 0.75  # share of the pruning phase over which the target ramps up
 OVERSHOOT = 0.01  # skip the prox step while sparsity exceeds the schedule by this much
 # ball: default lam makes the total L1 shrink over the ramp this share of the target quantile
 BALL_SHRINK = 0.25
@@ -53,14 +53,22 @@ BALL_SHRINK = 0.25
 def prox_prune(ctx: PruneContext) -> PruneOutcome:
     """Prox phase for ``cfg.epochs``, then the exact projection (and removal if structured)."""
     cfg = ctx.cfg
+    if cfg.kd_target != "adv" and isinstance(ctx.task_loss, KDTaskLoss):
+        # the teacher answers on the clean batch, here and in the pipeline's fine-tune
+        ctx.task_loss.target = cfg.kd_target
+        ctx.adversary = RememberClean(ctx.adversary, ctx.task_loss)
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
-    ramp = max(1, int(RAMP_FRACTION * cfg.epochs * ctx.steps_per_epoch))
+    start, ramp = ramp_window(cfg, ctx.steps_per_epoch)
     if cfg.structured:
-        return _structured(ctx, optimizer, ramp)
+        return _structured(ctx, optimizer, ramp, start)
     params = ctx.params
     lam = Lam(cfg, ramp)
+    clock = {"t": 0}
 
     def after_step(model: torch.nn.Module) -> None:
+        clock["t"] += 1
+        if clock["t"] <= start:  # warm start: dense robust training before the ramp
+            return
         if cfg.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
             lam.t += 1
             wanted = cubic_ramp(lam.t, ramp, cfg.sparsity)
@@ -97,6 +105,14 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     return PruneOutcome(
         masks, cfg.finetune_epochs, {"prox_sparsity": reached, "final_lam": lam.lam}
     )
+
+
+def ramp_window(cfg, steps_per_epoch: int):
+    """(start, length) in optimizer steps of the sparsity ramp: it begins after
+    ``ramp_start`` and reaches the target at ``ramp_end`` (fractions of the pruning phase)."""
+    total = cfg.epochs * steps_per_epoch
+    start = int(cfg.ramp_start * total)
+    return start, max(1, int(cfg.ramp_end * total) - start)
 
 
 def zero_scores(p: torch.Tensor, reweighted: bool) -> torch.Tensor:
@@ -156,12 +172,16 @@ def kth_value(t: torch.Tensor, q: float) -> float:
     return float(t.float().kthvalue(k).values) if k >= 1 else 0.0
 
 
-def _structured(ctx: PruneContext, optimizer, ramp: int) -> PruneOutcome:
+def _structured(ctx: PruneContext, optimizer, ramp: int, start: int = 0) -> PruneOutcome:
     cfg = ctx.cfg
     groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
     lam = Lam(cfg, ramp)
+    clock = {"t": 0}
 
     def after_step(model: torch.nn.Module) -> None:
+        clock["t"] += 1
+        if clock["t"] <= start:  # warm start: dense robust training before the ramp
+            return
         # a channel is zeroed iff its RMS <= lr * lam; each layer keeps its strongest channel
         rms = {g.root: (g.sq_norms() / g.size_per_channel()).sqrt() for g in groups}
         step = lam.next_step(rms, channel_sparsity(groups), optimizer)

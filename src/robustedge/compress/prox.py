@@ -8,6 +8,7 @@ on a target sparsity exactly. None of them keeps state beyond the weights.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Mapping, Sequence
 
 import torch
@@ -58,15 +59,19 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 def topk_masks(
     scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global"
 ) -> Dict[str, torch.Tensor]:
-    """Exact top-k masks: ``global`` ranks all entries together, ``layer`` each tensor alone.
+    """Exact top-k masks: ``global`` ranks all entries together, ``layer`` each tensor alone,
+    ``erk`` each tensor alone with the Erdos-Renyi-Kernel budgets of :func:`erk_keep_counts`.
 
     Exactly ``round(sparsity * n)`` entries become False (per tensor for ``layer``, over the
     union for ``global``).
     """
     if scope == "layer":
         return {n: topk_mask(s, keep_count(s.numel(), sparsity)) for n, s in scores.items()}
+    if scope == "erk":
+        keep = erk_keep_counts({n: tuple(s.shape) for n, s in scores.items()}, sparsity)
+        return {n: topk_mask(s, keep[n]) for n, s in scores.items()}
     if scope != "global":
-        raise ValueError(f"scope must be 'global' or 'layer', got '{scope}'")
+        raise ValueError(f"scope must be 'global', 'layer' or 'erk', got '{scope}'")
     names: Sequence[str] = list(scores)
     flat = torch.cat([scores[n].detach().reshape(-1).float() for n in names])
     mask = topk_mask(flat, keep_count(flat.numel(), sparsity))
@@ -76,6 +81,40 @@ def topk_masks(
         out[n] = mask[i : i + m].view(scores[n].shape)
         i += m
     return out
+
+
+def erk_keep_counts(shapes: Mapping[str, Sequence[int]], sparsity: float) -> Dict[str, int]:
+    """Weights kept per tensor under the Erdos-Renyi-Kernel budget (Evci et al. 2020, RigL).
+
+    Density of a tensor is ``eps * sum(shape) / prod(shape)`` (conv: ``(c_in + c_out + kh +
+    kw) / (c_in c_out kh kw)``; linear: ``(n_in + n_out) / (n_in n_out)``), with one ``eps``
+    for all tensors chosen so that the total matches ``sparsity``; a tensor whose density
+    would exceed 1 stays dense and ``eps`` is solved again for the rest. Counts are integers
+    that sum to exactly ``keep_count(total, sparsity)`` (largest remainders).
+    """
+    sizes = {n: int(math.prod(sh)) for n, sh in shapes.items()}
+    total = sum(sizes.values())
+    budget = keep_count(total, sparsity)
+    raw = {n: sum(sh) / sizes[n] for n, sh in shapes.items()}
+    dense: set = set()
+    while True:
+        free = budget - sum(sizes[n] for n in dense)
+        weight = sum(raw[n] * sizes[n] for n in sizes if n not in dense)
+        eps = free / weight if weight > 0 else 0.0
+        over = {n for n in sizes if n not in dense and eps * raw[n] > 1.0}
+        if not over:
+            break
+        dense |= over
+    want = {n: float(sizes[n]) if n in dense else eps * raw[n] * sizes[n] for n in sizes}
+    keep = {n: min(sizes[n], int(math.floor(v))) for n, v in want.items()}
+    short = budget - sum(keep.values())
+    for n in sorted(sizes, key=lambda n: want[n] - keep[n], reverse=True):
+        if short <= 0:
+            break
+        if keep[n] < sizes[n]:
+            keep[n] += 1
+            short -= 1
+    return keep
 
 
 def project_topk(
