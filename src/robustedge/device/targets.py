@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -175,6 +176,9 @@ class SSHTarget(Target):
         u = urlsplit(url)
         if u.scheme != "ssh" or not u.hostname:
             raise RobustEdgeError(f"bad ssh target '{url}' (want ssh://user@host[:port][/path])")
+        for part in (u.hostname, u.username or "x"):  # '-o...' would be an ssh option
+            if part.startswith("-") or not re.fullmatch(r"[\w.\[\]:%-]+", part):
+                raise RobustEdgeError(f"bad ssh target '{url}': unsafe user or host '{part}'")
         self.name = url
         self.dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
         # ssh://h/abs/path is absolute; ssh://h/~/dir (or no path: ~/robustedge) is under home
