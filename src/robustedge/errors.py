@@ -24,3 +24,8 @@ class CheckpointError(RobustEdgeError):
 
 class TrainingError(RobustEdgeError):
     """Training could not go on (e.g. a non-finite loss)."""
+
+
+class UnsafePathError(CheckpointError):
+    """A path read from a run folder, manifest or recipe that leaves its folder, or a file that
+    does not match its recorded sha256: refused, never read."""

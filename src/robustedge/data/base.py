@@ -52,8 +52,8 @@ def check_arrays(x: np.ndarray, y: np.ndarray, what: str, num_classes: int) -> N
         raise DataError(f"{what}: expected images N x C x H x W, got shape {tuple(x.shape)}")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{what}: labels shape {tuple(y.shape)} does not match {len(x)} images")
-    if len(x) == 0:
-        raise DataError(f"{what}: no samples")
+    if len(x) == 0 or x.size == 0:
+        raise DataError(f"{what}: no samples (or empty images {tuple(x.shape)})")
     if not np.isfinite(x).all():
         raise DataError(f"{what}: images contain NaN or inf")
     if x.min() < 0.0 or x.max() > 1.0:

@@ -97,7 +97,7 @@ def parse_batch(data: bytes, what: str) -> Tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{what}: expected uint8 data N x {size}, got {got}")
     try:
         y = np.asarray(batch["labels"], dtype=np.int64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{what}: labels are not integers") from None
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{what}: {y.size} labels for {len(x)} images")

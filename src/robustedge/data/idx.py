@@ -29,6 +29,7 @@ IDX_DTYPES: Dict[int, str] = {
     0x0E: ">f8",
 }
 IMAGE_HW = (28, 28)
+MAX_NDIM = 8  # IDX files in use have 1-4 dimensions; numpy allows at most 32 or 64
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -63,7 +64,7 @@ def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
     if len(data) < 4:
         raise DataError(f"{what}: too short for an IDX header ({len(data)} bytes)")
     zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in IDX_DTYPES or ndim == 0:
+    if zero != 0 or code not in IDX_DTYPES or not 0 < ndim <= MAX_NDIM:
         raise DataError(f"{what}: bad IDX magic number 0x{data[:4].hex()}")
     header = 4 + 4 * ndim
     if len(data) < header:

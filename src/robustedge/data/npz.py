@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 SPLIT_SEED = 20212
 TEST_FRACTION = 0.2
 CHANNEL_SIZES = (1, 3, 4)
+MAX_UNPACKED_BYTES = 4 << 30  # 4 GiB: bigger archives are refused before anything is unpacked
 
 
 def find_npz(path: Path) -> Path:
@@ -38,14 +39,27 @@ def find_npz(path: Path) -> Path:
 
 
 def read_npz(path: Path) -> Dict[str, np.ndarray]:
-    """All arrays of an .npz file; DataError if unreadable or it holds pickled objects."""
+    """All arrays of an .npz file; DataError if unreadable, too large once unpacked (a zip
+    bomb), or it holds pickled objects (never unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            unpacked = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise DataError(f"npz: cannot read {path} as an .npz file ({e})") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise DataError(
+            f"npz: {path} unpacks to {unpacked:,} bytes (limit {MAX_UNPACKED_BYTES:,}): refused"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
             return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
-        raise DataError(f"npz: cannot read {path} as an .npz file ({e})") from None
     except ValueError as e:  # object arrays need pickle, which is refused
-        raise DataError(f"npz: {path}: {e}") from None
+        raise DataError(f"npz: {path}: {str(e).splitlines()[0] if str(e) else 'corrupt'}") from None
+    except Exception as e:  # any malformed archive or array header: one clear line
+        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        raise DataError(f"npz: cannot read {path} ({type(e).__name__}: {reason})") from None
 
 
 def to_nchw(x: np.ndarray, what: str) -> np.ndarray:
@@ -104,13 +118,30 @@ def _splits(arrays: Dict[str, np.ndarray], path: Path) -> Tuple[np.ndarray, ...]
     )
 
 
-def _num_classes(arrays: Dict[str, np.ndarray], y_max: int, path: Path) -> int:
-    if "num_classes" not in arrays:
-        return y_max + 1
-    k = arrays["num_classes"]
-    if k.size != 1 or not np.issubdtype(k.dtype, np.integer) or int(k) <= y_max:
-        raise DataError(f"npz: {path}: num_classes must be one integer > the largest label {y_max}")
-    return int(k)
+def _num_classes(arrays: Dict[str, np.ndarray], y_train: np.ndarray, path: Path) -> int:
+    """The declared ``num_classes``, else ``largest label + 1`` provided every one of those
+    classes has training samples (labels 0..99 on 10 images are refused, not a 100-class
+    model)."""
+    y_max = int(y_train.max())
+    if "num_classes" in arrays:
+        k = arrays["num_classes"]
+        if k.size != 1 or not np.issubdtype(k.dtype, np.integer) or not y_max < int(k) <= 100_000:
+            raise DataError(
+                f"npz: {path}: num_classes must be one integer > the largest label {y_max}"
+            )
+        return int(k)
+    inferred = y_max + 1
+    empty = np.flatnonzero(np.bincount(y_train, minlength=inferred) == 0)
+    if len(empty):
+        shown = ", ".join(str(c) for c in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise DataError(
+            f"npz: {path}: {inferred} classes inferred from the largest label {y_max}, but "
+            f"{len(empty)} of them have no training sample (classes {shown}); relabel to "
+            "0..K-1, or store the class count as num_classes in the file"
+        )
+    if inferred < 2:
+        raise DataError(f"npz: {path}: labels hold a single class (need >= 2)")
+    return inferred
 
 
 @DATASETS.register("npz")
@@ -121,11 +152,24 @@ def load_npz(data_dir: Optional[object] = None) -> Dataset:
     x_tr, y_tr, x_te, y_te = _splits(arrays, path)
     if len(y_tr) == 0 or len(y_te) == 0:
         raise DataError(f"npz: {path}: train and test splits must both be non-empty")
-    num_classes = _num_classes(arrays, int(max(y_tr.max(), y_te.max())), path)
+    if y_te.max() > y_tr.max() and "num_classes" not in arrays:
+        raise DataError(
+            f"npz: {path}: test label {int(y_te.max())} is larger than every training label "
+            f"(max {int(y_tr.max())}): that class has no training sample"
+        )
+    num_classes = _num_classes(arrays, y_tr, path)
     names = arrays.get("class_names")
     if names is not None and (names.ndim != 1 or len(names) != num_classes):
         raise DataError(f"npz: {path}: class_names must list {num_classes} names")
-    logger.info("npz: %s: %d train / %d test, %d classes", path, len(y_tr), len(y_te), num_classes)
+    how = "declared" if "num_classes" in arrays else "inferred from the labels"
+    logger.info(
+        "npz: %s: %d train / %d test, %d classes (%s)",
+        path,
+        len(y_tr),
+        len(y_te),
+        num_classes,
+        how,
+    )
     return Dataset(
         name="npz",
         x_train=x_tr,

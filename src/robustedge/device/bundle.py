@@ -41,7 +41,7 @@ PKG = Path(robustedge.__file__).parent
 SQUARE_SRC = PKG / "attacks" / SQUARE
 # the stdlib-only helpers robustedge.device uses
 LIB_FILES = ("errors.py", "registry.py", "hashing.py")
-FORMAT_ORDER = ("tflite-int8", "tflite-float32", "onnx-int8", "onnx")
+FORMAT_ORDER = ("tflite-int8-sparse", "tflite-int8", "tflite-float32", "onnx-int8", "onnx")
 PathLike = Union[str, os.PathLike]
 
 
@@ -220,5 +220,6 @@ def unpack(tar_path: PathLike, dest: PathLike) -> Path:
                 m.mode &= 0o755
             tar.extractall(dest, members=members)
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise BundleError(f"{tar_path} is not a readable bundle archive: {e}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError(f"{tar_path} is not a readable bundle archive ({reason})") from None
     return dest / tops.pop()

@@ -8,6 +8,7 @@ one interpreter (ai-edge-litert, tflite-runtime or onnxruntime); nothing else.
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the checked files of the bundle
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 

@@ -6,6 +6,8 @@ Layout in a run folder: ``model.safetensors`` (weights and buffers) and ``model.
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -18,6 +20,8 @@ from robustedge.models.base import ModelSpec, build_model
 
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
+# Bounds on a spec read from a file: a hostile model.json must not make us build a huge model.
+MAX_CHANNELS, MAX_SIDE, MAX_CLASSES = 64, 4096, 100_000
 
 
 def save_model(
@@ -34,11 +38,39 @@ def save_model(
 
 
 def load_spec(run_dir: PathLike) -> Tuple[ModelSpec, Dict[str, Any]]:
-    meta = read_json(Path(run_dir) / SPEC)
+    """The :class:`ModelSpec` of a run folder (and all of model.json), checked."""
+    path = Path(run_dir) / SPEC
+    meta = read_json(path)
     try:
-        return ModelSpec.from_dict(meta["spec"]), meta
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"bad model spec in {Path(run_dir) / SPEC}: {e}") from None
+        if not isinstance(meta, dict) or not isinstance(meta["spec"], dict):
+            raise TypeError("expected a mapping with a 'spec' mapping")
+        spec = ModelSpec.from_dict(meta["spec"])
+        if not isinstance(spec.name, str) or not isinstance(spec.kwargs, dict):
+            raise TypeError("name must be a string and kwargs a mapping")
+        c, h, w = spec.input_shape
+        if c > MAX_CHANNELS or max(h, w) > MAX_SIDE or spec.num_classes > MAX_CLASSES:
+            raise ValueError(f"implausible input {spec.input_shape} / {spec.num_classes} classes")
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"bad model spec in {path}: {e}") from None
+    check_factory_name(spec.name, path)
+    return spec, meta
+
+
+def check_factory_name(name: str, source: PathLike) -> None:
+    """A ``module.path:factory`` read from a file must name a plain function of a non-standard
+    library module (``os:system``, ``subprocess:run``, ``builtins:eval``... are refused before
+    anything is imported)."""
+    if ":" not in name:
+        return
+    module, _, attr = name.partition(":")
+    dotted = re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module)
+    if not dotted or not re.fullmatch(r"[A-Za-z_]\w*", attr) or attr.startswith("__"):
+        raise CheckpointError(f"{source}: bad model factory name {name!r}")
+    stdlib = getattr(sys, "stdlib_module_names", ())
+    if module.split(".")[0] in stdlib or module.split(".")[0] in ("builtins", "antigravity"):
+        raise CheckpointError(
+            f"{source}: model factory {name!r} is in the Python standard library: refused"
+        )
 
 
 def load_model(run_dir: PathLike, model: Optional[nn.Module] = None) -> Tuple[nn.Module, ModelSpec]:
@@ -82,10 +114,25 @@ def load_weights(model: nn.Module, path: PathLike) -> None:
 
 
 def safe_torch_load(path: PathLike) -> Any:
-    """``torch.load`` restricted to tensors and primitives (never unpickles code)."""
+    """``torch.load`` restricted to tensors and primitives (never unpickles code).
+
+    Any failure is one line naming the file and the reason; torch's own advice to retry with
+    ``weights_only=False`` (i.e. to unpickle the file) is never passed on.
+    """
+    import pickle
+
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise CheckpointError(f"missing checkpoint: {path}") from None
-    except Exception as e:  # corrupt zip, truncated file, disallowed globals
-        raise CheckpointError(f"corrupt checkpoint {path}: {type(e).__name__}: {e}") from None
+    except pickle.UnpicklingError as e:  # a global outside tensors/primitives, or bad pickle
+        found = re.search(r"GLOBAL ([\w.<>]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"refused checkpoint {path}: it needs the Python object {found.group(1)}, "
+                "which could run code (only tensors and plain values are loaded)"
+            ) from None
+        raise CheckpointError(f"corrupt checkpoint {path}: not a torch checkpoint") from None
+    except Exception as e:  # corrupt zip, truncated file, ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CheckpointError(f"corrupt checkpoint {path}: {type(e).__name__}: {reason}") from None

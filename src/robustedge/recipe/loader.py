@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import yaml
 
 from robustedge.errors import RobustEdgeError
+from robustedge.io import compose_yaml
 
 Lines = Dict[str, int]
 
@@ -65,21 +66,24 @@ def join(path: str, key: Any) -> str:
 def parse_yaml(text: str, source: str = "<recipe>") -> Tuple[Any, Lines]:
     """YAML text -> (plain value, {key path: 1-based line}); one-line error on bad YAML."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"{source}:{line}: invalid YAML: {problem}") from None
+        node, constructor = compose_yaml(text, source)  # non-core tags refused with file:line
+    except RobustEdgeError as e:
+        raise RecipeError(str(e)) from None
     lines: Lines = {}
     if node is None:
         return None, lines
     lines[""] = node.start_mark.line + 1
-    constructor = yaml.SafeLoader("")
-    return _value(node, "", lines, constructor, source), lines
+    try:
+        return _value(node, "", lines, constructor, source), lines
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark is not None else lines[""]
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{source}:{line}: invalid YAML: {problem}") from None
 
 
 def _value(node: yaml.Node, path: str, lines: Lines, cons: Any, source: str) -> Any:
+    # compose_yaml has bounded the expanded size (aliases), so this recursion is bounded too
     if isinstance(node, yaml.MappingNode):
         out: Dict[Any, Any] = {}
         for key_node, value_node in node.value:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from robustedge.errors import RobustEdgeError
+from robustedge.io import safe_path
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,11 @@ def find_runs(paths: Sequence[Path]) -> List[RunInfo]:
             raise RobustEdgeError(f"no such run or folder: {p}")
         summary = _read(p / "summary.json") if p.is_dir() else None
         if summary and "runs" in summary:
-            runs += [
-                load_run(p / r["path"], r["name"], r)
-                for r in summary["runs"]
-                if (p / r["path"] / "metrics.json").is_file()
-            ]
+            for r in summary["runs"]:  # run paths stay inside the recipe folder
+                rel = r.get("path") if isinstance(r, dict) else None
+                run_dir = safe_path(p, rel, f"{p / 'summary.json'}: run path")
+                if (run_dir / "metrics.json").is_file():
+                    runs.append(load_run(run_dir, r["name"], r))
         elif (p / "model.json").is_file():
             runs.append(load_run(p))
         else:
