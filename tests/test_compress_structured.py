@@ -159,10 +159,11 @@ def test_structured_magnitude_shrinks_by_l1_per_layer(tiny_run, tmp_path):
         method="magnitude",
         structured=True,
         sparsity=0.5,
-        adversary="fgsm",
+        adversary="none",
         epochs=1,
         finetune_epochs=0,
         batch_size=128,
+        lr=1e-2,
     )
     m = compress_run(cfg, out, eval_attacks=("fgsm",))
     assert read_json(out / "model.json")["structure"] == "shrunk"
