@@ -32,6 +32,7 @@ test: lint system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
+	@bash scripts/demo-board.sh $(BIN)/robustedge
 	OMP_NUM_THREADS=1 $(BIN)/robustedge run recipes/digits.yaml --out $(DEMO_OUT)
 	$(BIN)/robustedge report $(DEMO_OUT) --out $(DEMO_OUT)/report.html --title "robustedge demo: digits"
 

@@ -4,9 +4,13 @@ For each run (``--runs DIR ...``: teacher and students; default: the PGD LeNet-5
 benchmarks/export.py when it exists, else a small digits model trained here) the run is exported
 (if needed) and bundled (tflite-int8), then benched on each target (``local`` = this 2-core
 x86_64 host with ai-edge-litert's default kernels; ``qemu-aarch64`` / ``qemu-armv7`` = emulated
-ARM userlands with tflite-runtime): clean/transfer accuracy, Square Linf robust accuracy run
-against the interpreter itself, p50/p99 latency (>= 200 runs), model size. Emulated rows are
-labelled: their latency is emulation cost, not a board latency.
+ARM userlands with tflite-runtime under qemu-user; ``vm-aarch64`` = the full-system VM board,
+qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 4 -m 2048, over SSH on a loopback port):
+clean/transfer accuracy (equal to the host's parity figure with ``--reference-kernels``), Square
+Linf robust accuracy run against the interpreter itself, p50/p99 latency (>= 200 runs), peak RSS
+(VmHWM read on the board: the VM's own kernel), bundle upload time, model size; for the VM also
+its image size, build time and boot-to-SSH time. Emulated rows are labelled: their latency is
+emulation cost, not a board latency.
 
 Also the harness-overhead check: the runner's timed invokes (``measure.time_invokes`` ->
 ``Model.timed``, one clock read per invoke) against a bare ``set_tensor/invoke/get_tensor`` loop
@@ -109,7 +113,7 @@ def overhead(model_path: Path, x: np.ndarray, n: int, rounds: int) -> Dict[str, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="*", type=Path, default=None)
-    p.add_argument("--targets", default="local,qemu-aarch64")
+    p.add_argument("--targets", default="local,qemu-aarch64,vm-aarch64")
     p.add_argument("--reps", type=int, default=300, help="Timed invokes per target (>= 200).")
     p.add_argument("--square-queries", type=int, default=200)
     p.add_argument("--square-n", type=int, default=100)
@@ -128,6 +132,7 @@ def main() -> None:
         str(a.square_n),
     ] + (["--reference-kernels"] if a.reference_kernels else [])
     rows, results, over = [], [], {}
+    started = vms_not_running(a.targets.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
             bundle = build_bundle(run, Path(tmp) / run.name, ["tflite-int8"])
@@ -153,12 +158,21 @@ def main() -> None:
         "square %",
         "p50 ms",
         "p99 ms",
+        "peak RSS MiB",
+        "upload s",
         "bytes",
     ]
     print(
         f"device benchmark on {hardware()['cpu']} ({hardware()['cores']}-core x86_64 host); "
-        "EMULATED rows: qemu-user latency, not a board latency"
+        "EMULATED rows: QEMU latency, not a board latency"
     )
+    vms = vm_info(a.targets.split(","))
+    for name, info in vms.items():
+        print(
+            f"{name}: {info['model']}; image {info['disk_used_mb']} MiB on disk "
+            f"(+ kernel {info['kernel_mb']} MiB, initramfs {info['initrd_kb']} KiB), "
+            f"built in {info['build_s']} s, SSH {info['boot_s']} s after start"
+        )
     print(table(headers, rows))
     for name, o in over.items():
         print(
@@ -173,11 +187,40 @@ def main() -> None:
         "headers": headers,
         "results": results,
         "overhead": over,
+        "vm": vms,
     }
+    for arch in started:  # leave no VM behind that this benchmark booted
+        from robustedge.device import vm
+
+        vm.VM(arch).stop()
     out = write_result("device", payload)
     MEASURED.mkdir(exist_ok=True)
     shutil.copyfile(out, MEASURED / "device.json")
     print(f"JSON: {out} (copy in {MEASURED / 'device.json'})")
+
+
+def vms_not_running(targets: List[str]) -> List[str]:
+    from robustedge.device import vm
+
+    return [t[3:] for t in targets if t.startswith("vm-") and vm.VM(t[3:]).state() is None]
+
+
+def vm_info(targets: List[str]) -> Dict[str, Any]:
+    """Image size, build and boot time of each ``vm-<arch>`` target (from its READY.json and
+    this run's boot, which the target recorded)."""
+    from robustedge.device import vm
+
+    out = {}
+    for t in targets:
+        if t.startswith("vm-"):
+            arch = t[3:]
+            info = dict(vm.ready_info(arch))
+            info["kernel_mb"] = round((vm.image_dir(arch) / "vmlinuz").stat().st_size / 2**20, 1)
+            info["first_boot_s"] = info.pop("boot_s")  # the boot check when it was built
+            st = vm.VM(arch).state()
+            info["boot_s"] = st.boot_s if st else info["first_boot_s"]  # this run's boot
+            out[t] = info
+    return out
 
 
 def _row(run: str, target: str, r: Dict[str, Any]) -> List[Any]:
@@ -195,6 +238,8 @@ def _row(run: str, target: str, r: Dict[str, Any]) -> List[Any]:
         100 * sq,
         lat["p50_ms"],
         lat["p99_ms"],
+        r["peak_rss_mb"],
+        r.get("upload_s", float("nan")),
         r["model_bytes"],
     ]
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages for the device harness tests (ARM emulation + a loopback SSH "board").
+# System packages for the device harness tests (ARM emulation, the full-system aarch64 VM
+# board, and a loopback SSH "board").
 # Idempotent, quiet, root only. Usage: sudo scripts/install-system-deps.sh
 set -euo pipefail
 
@@ -8,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PKGS="qemu-user-static binfmt-support mmdebstrap openssh-server openssh-client debian-archive-keyring ca-certificates chromium"
+PKGS="qemu-user-static binfmt-support mmdebstrap openssh-server openssh-client debian-archive-keyring ca-certificates chromium qemu-system-arm qemu-utils e2fsprogs"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -37,4 +38,4 @@ for fmt in qemu-aarch64 qemu-arm; do
     fi
 done
 mkdir -p /run/sshd
-echo "system deps ready: qemu-user-static (aarch64, arm), mmdebstrap, openssh"
+echo "system deps ready: qemu-user-static (aarch64, arm), qemu-system-arm, mmdebstrap, openssh"

@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from robustedge.device import probe
+
 SCHEMA = "robustedge.device.results/1"
 
 
@@ -32,6 +34,9 @@ class Latency:
     mean_ms: float
     min_ms: float
     emulated: bool = False
+    conditions: Dict[str, Any] = field(default_factory=dict)  # probe.conditions before/after
+    problems: List[str] = field(default_factory=list)  # throttling/frequency changes seen
+    throttled: bool = False
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Measurements:
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         if self.emulated and d["latency"] is not None:
-            d["latency_note"] = "emulated (qemu-user): not a board latency"
+            d["latency_note"] = "emulated (QEMU): not a board latency"
         return d
 
 
@@ -79,6 +84,31 @@ def time_invokes(
     if warmup:
         timed(arg, warmup)
     return timed(arg, runs)
+
+
+def timed_latency(
+    timed: Callable[[Any, int], np.ndarray],
+    arg: Any,
+    runs: int,
+    warmup: int,
+    threads: int,
+    emulated: bool,
+    sys_root: str = "/sys",
+) -> Latency:
+    """Warm up, read the board's conditions, time ``runs`` invokes, read them again: a Latency
+    that says whether the board throttled or changed frequency while it was timed."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
+    if warmup:
+        timed(arg, warmup)
+    before = probe.conditions(sys_root)
+    times = timed(arg, runs)
+    after = probe.conditions(sys_root)
+    lat = summarize(times, warmup, threads, emulated)
+    lat.conditions = {"before": before, "after": after}
+    lat.problems = probe.throttle_problems(before, after)
+    lat.throttled = bool(lat.problems)
+    return lat
 
 
 def summarize(times: np.ndarray, warmup: int, threads: int, emulated: bool) -> Latency:
@@ -119,6 +149,20 @@ def peak_rss_mb() -> float:
     return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 2)
 
 
+# ARM Ltd (implementer 0x41) CPU parts seen on boards and in QEMU.
+ARM_PARTS = {
+    "0xc07": "Cortex-A7",
+    "0xc0f": "Cortex-A15",
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+}
+
+
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """CPU model name (x86 'model name', Raspberry Pi 'Model'/'Hardware', ARM 'CPU part')."""
     try:
@@ -132,8 +176,10 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     for key in ("Model", "model name", "Hardware", "Processor", "cpu model"):
         if fields.get(key):
             return fields[key]
-    if fields.get("CPU part"):
-        return f"ARM CPU part {fields['CPU part']} (implementer {fields.get('CPU implementer')})"
+    part = fields.get("CPU part")
+    if part:
+        name = ARM_PARTS.get(part.lower()) if fields.get("CPU implementer") == "0x41" else None
+        return name or f"ARM CPU part {part} (implementer {fields.get('CPU implementer')})"
     return "unknown"
 
 
@@ -147,25 +193,43 @@ def os_name() -> str:
     return platform.platform()
 
 
-def looks_emulated(machine: str, cpu: str) -> bool:
-    """An ARM Python reading an x86 /proc/cpuinfo (qemu-user shows the host's CPU) or the
-    cpuinfo that ``robustedge device setup-qemu`` writes into its userland."""
+def looks_emulated(machine: str, cpu: str, model: Optional[str] = None) -> bool:
+    """An ARM Python reading an x86 /proc/cpuinfo (qemu-user shows the host's CPU), the
+    cpuinfo that ``robustedge device setup-qemu`` writes into its userland, or QEMU's ``virt``
+    machine (device tree model ``linux,dummy-virt``)."""
     x86 = any(v in cpu for v in ("Intel", "AMD", "GenuineIntel", "AuthenticAMD", "QEMU Virtual"))
-    return machine.startswith(("aarch64", "arm")) and (x86 or "qemu" in cpu.lower())
+    virt = "dummy-virt" in (model or "")
+    return machine.startswith(("aarch64", "arm")) and (x86 or "qemu" in cpu.lower() or virt)
 
 
 def board_info(interpreters: Dict[str, str]) -> Dict[str, Any]:
     """Machine, CPU, OS, Python, numpy and interpreter versions of the board."""
     machine = platform.machine()
     cpu = cpu_model()
+    model = probe.device_model()
     return {
         "machine": machine,
+        "model": model,
         "cpu_model": cpu,
         "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "mem_total_mb": mem_total_mb(),
         "os": os_name(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "interpreters": interpreters,
-        "looks_emulated": looks_emulated(machine, cpu),
+        "looks_emulated": looks_emulated(machine, cpu, model),
     }
+
+
+def mem_total_mb() -> Optional[float]:
+    """MemTotal from /proc/meminfo (the board's RAM as its kernel sees it), MiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

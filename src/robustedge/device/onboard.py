@@ -12,14 +12,16 @@ import hashlib
 import importlib.util
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from robustedge.device import measure
 from robustedge.device.backends import Model, open_model, versions
 from robustedge.device.bundle_format import MANIFEST, SQUARE, BundleError, sha256_file
+from robustedge.device.probe import ThrottledRun
 
 logger = logging.getLogger(__name__)
 
@@ -120,62 +122,43 @@ def run_square(
     }
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to measure a bundle on the board (the runner's command-line options)."""
+
+    fmt: Optional[str] = None
+    threads: int = 1
+    runs: int = 200
+    warmup: int = 20
+    square_queries: int = 100
+    square_n: int = 50
+    square_eps: Optional[float] = None
+    reference_kernels: bool = False
+    backend: Optional[str] = None
+    emulated: bool = False
+    seed: int = 0
+    refuse_throttled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        for name in ("runs", "warmup", "square_queries", "square_n"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
 def run_bundle(
-    bundle: Path,
-    manifest: Dict[str, Any],
-    fmt: Optional[str] = None,
-    threads: int = 1,
-    runs: int = 200,
-    warmup: int = 20,
-    square_queries: int = 100,
-    square_n: int = 50,
-    square_eps: Optional[float] = None,
-    reference_kernels: bool = False,
-    backend: Optional[str] = None,
-    emulated: bool = False,
-    seed: int = 0,
+    bundle: Path, manifest: Dict[str, Any], opts: RunOptions = RunOptions()
 ) -> measure.Measurements:
     """Measure one format of a verified bundle on this board."""
     t_start = time.perf_counter()
-    formats = manifest["formats"]
-    fmt = fmt or manifest.get("default_format") or sorted(formats)[0]
-    if fmt not in formats:
-        raise BundleError(f"format '{fmt}' is not in this bundle (has: {', '.join(formats)})")
-    art = formats[fmt]
+    fmt, art = pick_format(manifest, opts.fmt)
     path = bundle / art["file"]
-    model = open_model(str(path), threads, reference_kernels, backend)
-    ispec, ospec = art["input"], art["output"]
-    predict = make_predict(model, ispec, ospec)
-    accuracy, n_eval, digests, sets = {}, {}, {}, {}
-    for name, rel in manifest["eval_sets"].items():
-        x, y = load_npz(bundle / rel)
-        check_shape(x, ispec, model, f"eval set '{name}'")
-        scores, raw = predict(x)
-        accuracy[name] = float((scores.argmax(1) == y).mean())
-        n_eval[name] = int(len(y))
-        digests[name] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
-        sets[name] = (x, y)
-    robust = []
-    if square_queries > 0 and "clean" in sets:
-        sq = manifest.get("square") or {}
-        eps = float(square_eps if square_eps is not None else sq.get("eps", 0.1))
-        robust.append(
-            run_square(
-                bundle,
-                predict,
-                *sets["clean"],
-                eps,
-                square_queries,
-                square_n,
-                float(sq.get("p_init", 0.8)),
-                seed,
-            )
-        )
-    latency = None
-    if runs > 0:
-        x0 = to_model_input(next(iter(sets.values()))[0][:1], ispec)
-        times = measure.time_invokes(model.timed, x0, runs, warmup)
-        latency = measure.summarize(times, warmup, threads, emulated)
+    model = open_model(str(path), opts.threads, opts.reference_kernels, opts.backend)
+    predict = make_predict(model, art["input"], art["output"])
+    sets, accuracy, digests = evaluate_sets(bundle, manifest, model, art["input"], predict)
+    robust = square_results(bundle, manifest, predict, sets, opts)
+    latency = measure_latency(model, art["input"], sets, opts)
     return measure.Measurements(
         format=fmt,
         model_file=art["file"],
@@ -183,11 +166,11 @@ def run_bundle(
         backend=model.backend,
         backend_version=model.version,
         kernels=model.kernels,
-        threads=threads,
-        reference_kernels=reference_kernels,
-        emulated=emulated,
+        threads=opts.threads,
+        reference_kernels=opts.reference_kernels,
+        emulated=opts.emulated,
         accuracy=accuracy,
-        n_eval=n_eval,
+        n_eval={name: int(len(y)) for name, (_, y) in sets.items()},
         robust=robust,
         latency=latency,
         peak_rss_mb=measure.peak_rss_mb(),
@@ -201,6 +184,76 @@ def run_bundle(
         },
         wall_s=round(time.perf_counter() - t_start, 3),
     )
+
+
+def pick_format(manifest: Dict[str, Any], fmt: Optional[str]) -> Tuple[str, Dict[str, Any]]:
+    """The requested format (default: the manifest's) and its artifact entry."""
+    formats = manifest["formats"]
+    fmt = fmt or manifest.get("default_format") or sorted(formats)[0]
+    if fmt not in formats:
+        raise BundleError(f"format '{fmt}' is not in this bundle (has: {', '.join(formats)})")
+    return fmt, formats[fmt]
+
+
+EvalSets = Dict[str, Tuple[np.ndarray, np.ndarray]]
+
+
+def evaluate_sets(
+    bundle: Path,
+    manifest: Dict[str, Any],
+    model: Model,
+    ispec: Dict[str, Any],
+    predict: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]],
+) -> Tuple[EvalSets, Dict[str, float], Dict[str, str]]:
+    """Accuracy and a sha256 of the raw outputs for every bundled eval set."""
+    sets: EvalSets = {}
+    accuracy: Dict[str, float] = {}
+    digests: Dict[str, str] = {}
+    for name, rel in manifest["eval_sets"].items():
+        x, y = load_npz(bundle / rel)
+        check_shape(x, ispec, model, f"eval set '{name}'")
+        scores, raw = predict(x)
+        accuracy[name] = float((scores.argmax(1) == y).mean())
+        digests[name] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
+        sets[name] = (x, y)
+    return sets, accuracy, digests
+
+
+def square_results(
+    bundle: Path, manifest: Dict[str, Any], predict, sets: EvalSets, opts: RunOptions
+) -> List[Dict[str, Any]]:
+    """Square Linf on the clean set with the manifest's eps unless overridden; [] if skipped."""
+    if opts.square_queries <= 0 or "clean" not in sets:
+        return []
+    sq = manifest.get("square") or {}
+    eps = float(opts.square_eps if opts.square_eps is not None else sq.get("eps", 0.1))
+    x, y = sets["clean"]
+    p_init = float(sq.get("p_init", 0.8))
+    args = (eps, opts.square_queries, opts.square_n, p_init, opts.seed)
+    return [run_square(bundle, predict, x, y, *args)]
+
+
+def measure_latency(
+    model: Model, ispec: Dict[str, Any], sets: EvalSets, opts: RunOptions
+) -> Optional[measure.Latency]:
+    """Time one sample (after warm-up); refuse the run if asked and the board throttled."""
+    if opts.runs <= 0:
+        return None
+    x0 = to_model_input(next(iter(sets.values()))[0][:1], ispec)
+    lat = measure.timed_latency(
+        model.timed, x0, opts.runs, opts.warmup, opts.threads, opts.emulated
+    )
+    refuse_if_throttled(lat, opts.refuse_throttled)
+    return lat
+
+
+def refuse_if_throttled(lat: measure.Latency, refuse: bool) -> None:
+    """Raise ThrottledRun when asked to and the board throttled while it was timed."""
+    if lat.throttled and refuse:
+        raise ThrottledRun(
+            "refusing the latency run: " + "; ".join(lat.problems) + " (let the board cool, "
+            "set the governor to performance, and run again)"
+        )
 
 
 def parity(accuracy: Dict[str, float], host: Dict[str, Any]) -> Dict[str, Any]:

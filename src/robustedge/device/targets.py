@@ -1,6 +1,7 @@
 """Where a bundle runs: ``local`` (or a local path such as a mounted SD card's root file system),
 ``ssh://user@host[:port][/path]`` (system OpenSSH), ``qemu-aarch64`` / ``qemu-armv7`` (chroot into
-an emulated userland under qemu-user).
+an emulated userland under qemu-user), ``vm-aarch64`` (a full-system QEMU VM reached over SSH on
+a loopback port).
 
 Every target installs atomically: the bundle goes to a temporary folder beside its final place,
 is verified there (sha256 of every file), and only then renamed into place, so an interrupted
@@ -21,11 +22,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlsplit
 
-from robustedge.device import qemu
+from robustedge.device import qemu, vm
 from robustedge.device.bundle_format import ENTRY, swap_in_bundle, verify_bundle
 from robustedge.errors import RobustEdgeError
 from robustedge.registry import Registry
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 TARGETS: Registry[Callable[..., Target]] = Registry("target")
 RESULTS = "results.json"
+NO_PYTHON = "robustedge-probe: no python"
 
 
 class Target:
@@ -52,12 +55,20 @@ class Target:
 
     def bench(self, bundle: Path, args: Sequence[str]) -> Dict[str, Any]:
         """Deploy, run, fetch: the results dict, tagged with this target."""
+        t0 = time.perf_counter()
         where = self.deploy(bundle)
+        upload_s = round(time.perf_counter() - t0, 3)
         args = list(args) + (["--emulated"] if self.emulated else [])
         results = self.run(where, args)
         results["target"] = self.name
         results["emulated"] = bool(results.get("emulated")) or self.emulated
+        results["upload_s"] = upload_s
         return results
+
+    def python_probe(self, source: str) -> Optional[str]:
+        """Run Python ``source`` with the target's python3; its stdout, or None when the target
+        has no such Python (``robustedge device doctor``)."""
+        raise NotImplementedError
 
 
 def install_dir(bundle: Path, parent: Path) -> Path:
@@ -133,6 +144,18 @@ class LocalTarget(Target):
             [self.python, str(Path(where) / ENTRY), *args, "--out", str(out)], "local", out
         )
 
+    def python_probe(self, source: str) -> Optional[str]:
+        if shutil.which(self.python) is None:
+            return None
+        proc = subprocess.run([self.python, "-"], input=source, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RobustEdgeError(f"probe on local failed: {_last_line(proc.stderr)}")
+        return proc.stdout
+
+    @property
+    def base(self) -> str:
+        return str(self.dest or Path.cwd())
+
 
 class QemuTarget(Target):
     """The emulated userland from ``robustedge device setup-qemu --arch ARCH`` (chroot)."""
@@ -161,6 +184,18 @@ class QemuTarget(Target):
         out = f"{where}/{RESULTS}"
         cmd = qemu.chroot_command(self.rootfs, [f"{where}/{ENTRY}", *args, "--out", out])
         return _run_local(cmd, self.name, self.rootfs / out.lstrip("/"))
+
+    @property
+    def base(self) -> str:
+        return str(self.rootfs / self.BOARD_DIR.lstrip("/"))
+
+    def python_probe(self, source: str) -> Optional[str]:
+        qemu.write_cpu_files(self.rootfs, qemu.ARCHES[self.arch])
+        cmd = qemu.chroot_command(self.rootfs, ["-"])
+        proc = subprocess.run(cmd, input=source, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RobustEdgeError(f"probe on {self.name} failed: {_last_line(proc.stderr)}")
+        return proc.stdout
 
 
 class SSHTarget(Target):
@@ -212,12 +247,18 @@ class SSHTarget(Target):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(bundle, arcname=bundle.name)
+        return self._ssh(self.deploy_script(bundle.name), buf.getvalue()).decode().splitlines()[-1]
+
+    def deploy_script(self, name: str) -> str:
+        """Shell run on the board: untar stdin into a temporary sibling, verify it there with
+        the board's Python, then swap it in; a dropped connection (HUP) cleans up and leaves
+        the live bundle untouched."""
         q = shlex.quote
-        base, name, py = q(self.base), q(bundle.name), q(self.python)
-        script = (
+        base, name, py = q(self.base), q(name), q(self.python)
+        return (
             f"set -e; umask 022; mkdir -p {base}; "
             f't=$(mktemp -d {base}/.upload.XXXXXX); t=$(cd "$t" && pwd); '
-            f"trap 'rm -rf \"$t\"' EXIT; "
+            f"trap 'rm -rf \"$t\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
             f'tar -xf - -C "$t"; '
             f'{py} "$t"/{name}/{ENTRY} --verify-only --bundle "$t"/{name} >/dev/null; '
             f"if [ -e {base}/{name} ]; then rm -rf {base}/.{name}.old; "
@@ -225,7 +266,6 @@ class SSHTarget(Target):
             f'mv "$t"/{name} {base}/{name}; rm -rf {base}/.{name}.old; '
             f"cd {base}/{name} && pwd"
         )
-        return self._ssh(script, buf.getvalue()).decode().strip().splitlines()[-1]
 
     def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
         q = shlex.quote
@@ -238,6 +278,60 @@ class SSHTarget(Target):
             return json.loads(out)
         except json.JSONDecodeError:
             raise RobustEdgeError(f"{self.dest} returned no results JSON") from None
+
+    def python_probe(self, source: str) -> Optional[str]:
+        py = shlex.quote(self.python)
+        script = f"command -v {py} >/dev/null 2>&1 || {{ echo {NO_PYTHON}; exit 0; }}; {py} -"
+        out = self._ssh(script, source.encode()).decode()
+        return None if out.strip() == NO_PYTHON else out
+
+
+class VMTarget(SSHTarget):
+    """The full-system VM from ``robustedge device setup-vm --arch ARCH``: booted on first use
+    (or found running), then an SSH board like any other (user ``board``, ``~/robustedge``)."""
+
+    emulated = True
+
+    def __init__(
+        self,
+        arch: str,
+        root: Optional[Path] = None,
+        state_dir: Optional[Path] = None,
+        python: str = "python3",
+        path: str = "~/robustedge",
+        user: str = vm.USER,
+    ) -> None:
+        self.arch, self.name = arch, f"vm-{arch}"
+        self.vm = vm.VM(arch, root, state_dir)
+        self._python, self._path, self._user = python, path, user
+        self.state: Optional[vm.VMState] = None
+
+    def ensure_running(self) -> vm.VMState:
+        """Boot (or reuse) the VM; afterwards this is an SSHTarget pointing at it."""
+        if self.state is None:
+            st = self.vm.start()
+            url = self.vm.ssh_url(st, self._user, self._path)
+            SSHTarget.__init__(self, url, self.vm.ssh_options(st), python=self._python)
+            self.name, self.state = f"vm-{self.arch}", st
+        return self.state
+
+    def deploy(self, bundle: Path) -> str:
+        self.ensure_running()
+        return super().deploy(bundle)
+
+    def run(self, where: str, args: Sequence[str]) -> Dict[str, Any]:
+        self.ensure_running()
+        return super().run(where, args)
+
+    def python_probe(self, source: str) -> Optional[str]:
+        self.ensure_running()
+        return super().python_probe(source)
+
+    def bench(self, bundle: Path, args: Sequence[str]) -> Dict[str, Any]:
+        st = self.ensure_running()
+        results = super().bench(bundle, args)
+        results["emulation"] = {"model": self.vm.spec.model, "boot_s": st.boot_s}
+        return results
 
 
 @TARGETS.register("local")
@@ -262,8 +356,19 @@ def _qemu_armv7(spec: str, **kw: Any) -> Target:
     return QemuTarget("armv7", kw.get("qemu_root"))
 
 
+@TARGETS.register("vm-aarch64")
+def _vm_aarch64(spec: str, **kw: Any) -> Target:
+    return VMTarget("aarch64", kw.get("qemu_root"), python=kw.get("python") or "python3")
+
+
+@TARGETS.register("vm-armv7")
+def _vm_armv7(spec: str, **kw: Any) -> Target:
+    return VMTarget("armv7", kw.get("qemu_root"), python=kw.get("python") or "python3")
+
+
 def make_target(spec: str, **kw: Any) -> Target:
-    """``local`` | a local folder path | ``ssh://user@host[:port][/path]`` | ``qemu-<arch>``."""
+    """``local`` | a local folder path | ``ssh://user@host[:port][/path]`` | ``qemu-<arch>`` |
+    ``vm-<arch>``."""
     if spec.startswith("ssh://"):
         return TARGETS.get("ssh")(spec, **kw)
     if spec.startswith(("/", "./", "../", "file://")):

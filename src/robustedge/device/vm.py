@@ -405,7 +405,7 @@ def configure_rootfs(rootfs: Path, out: Path) -> None:
         for p in (home, home / ".ssh", home / ".ssh/authorized_keys"):
             os.chown(p, uid, uid)
         os.chmod(home / ".ssh", 0o700)
-    for d in ("proc", "sys", "dev", "run", "tmp", "var/empty"):
+    for d in ("proc", "sys", "dev", "run", "tmp", "var/empty", "usr/local/bin"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
     os.chmod(rootfs / "tmp", 0o1777)
 
@@ -537,12 +537,12 @@ class VM:
             )
         port = _free_port()
         t0 = time.monotonic()
-        pid = self._launch(overlay, port)
-        st = VMState(self.spec.arch, pid, port, 0.0, time.time())
+        proc = self._launch(overlay, port)
+        st = VMState(self.spec.arch, proc.pid, port, 0.0, time.time())
         try:
-            self._wait_ssh(st, t0, timeout_s)
+            self._wait_ssh(st, proc, t0, timeout_s)
         except BaseException:
-            _terminate(pid)
+            _terminate(proc.pid)
             raise
         st.boot_s = round(time.monotonic() - t0, 1)
         (self.state_dir / "state.json").write_text(json.dumps(asdict(st)) + "\n")
@@ -586,19 +586,19 @@ class VM:
             "-no-reboot",
         ]
 
-    def _launch(self, overlay: Path, port: int) -> int:
+    def _launch(self, overlay: Path, port: int) -> subprocess.Popen:
         cmd = self.qemu_command(overlay, port)
         logger.info("starting %s", " ".join(cmd))
         with open(self.state_dir / "qemu.log", "wb") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
-        return proc.pid
+        self._proc = proc  # keeps the handle (and its exit status) for this process' lifetime
+        return proc
 
-    def _wait_ssh(self, st: VMState, t0: float, timeout_s: float) -> None:
+    def _wait_ssh(self, st: VMState, proc: subprocess.Popen, t0: float, timeout_s: float) -> None:
         while time.monotonic() - t0 < timeout_s:
-            if not _alive(st.pid, self.spec.qemu_binary):
-                _reap(st.pid)
+            if proc.poll() is not None:  # not _alive(): right after fork it is not qemu yet
                 raise RobustEdgeError(f"the VM exited while booting: {self._log_tail()}")
             if self.ssh(st, "true", timeout=20, check=False).returncode == 0:
                 return

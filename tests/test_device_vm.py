@@ -1,0 +1,185 @@
+"""The full-system aarch64 VM board (``vm-aarch64``): a real separate kernel and sshd under
+qemu-system-aarch64, reached over SSH on a loopback port. The image is built once and cached
+(``robustedge device setup-vm``, ~1 minute on a fresh machine) and the VM boots once per test
+session (reused if one is already running). Needs root and the packages from
+``scripts/install-system-deps.sh``; skips with that reason otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from robustedge.device import vm
+from robustedge.device.targets import SSHTarget, VMTarget
+from robustedge.errors import RobustEdgeError
+from test_device import bundle, copy_bundle, device_export  # noqa: F401  (shared fixtures)
+from test_device_targets import BENCH, HINT, host_ref, need_root  # noqa: F401
+
+pytestmark = [pytest.mark.vm, pytest.mark.ssh, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def board_vm():
+    """The cached image, booted once; stopped at the end unless it was already running."""
+    need_root("mmdebstrap", "mke2fs", "ssh", "ssh-keygen", "qemu-system-aarch64", "qemu-img")
+    vm.setup_vm("aarch64")
+    machine = vm.VM("aarch64")
+    was_running = machine.state() is not None
+    st = machine.start()
+    yield machine, st
+    if not was_running:
+        machine.stop()
+
+
+def test_vm_bench_matches_host(board_vm, bundle, host_ref):  # noqa: F811
+    machine, st = board_vm
+    r = VMTarget("aarch64").bench(bundle, BENCH)
+    b = r["board"]
+    assert r["target"] == "vm-aarch64" and r["emulated"] is True and r["latency_note"]
+    assert b["machine"] == "aarch64" and b["model"] == "linux,dummy-virt"
+    assert b["cpu_model"] == "Cortex-A72" and b["cpu_count"] == 4 and b["looks_emulated"]
+    assert 1500 < b["mem_total_mb"] <= 2048  # the VM's own /proc/meminfo, not the host's
+    assert b["kernel"] != os.uname().release and b["kernel"].endswith("arm64")
+    assert "cortex-a72" in r["emulation"]["model"] and r["emulation"]["boot_s"] > 0
+    assert r["backend"] == "tflite-runtime" and r["kernels"] == "BUILTIN_REF"
+    assert r["output_sha256"] == host_ref["output_sha256"]  # int8 outputs bit-identical
+    assert (
+        r["accuracy"] == host_ref["accuracy"]
+        and r["robust"][0]["acc"] == host_ref["robust"][0]["acc"]
+    )
+    assert all(p["equal"] for p in r["parity"].values())
+    # Peak RSS is the VM process' own VmHWM: the runner reads it inside the VM.
+    assert 5 < r["peak_rss_mb"] < 500
+    lat = r["latency"]
+    assert lat["runs"] == 200 and lat["warmup"] == 20 and lat["threads"] == 1
+    assert set(lat["conditions"]) == {"before", "after"}
+    assert lat["conditions"]["before"]["governors"] == []  # QEMU virt exposes no cpufreq
+    assert r["upload_s"] > 0
+
+
+def test_vm_threads_are_pinned(board_vm, bundle):  # noqa: F811
+    r = VMTarget("aarch64").bench(
+        bundle, ["--threads", "2", "--runs", "200", "--square-queries", "0"]
+    )
+    assert r["threads"] == 2 and r["latency"]["threads"] == 2
+
+
+def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
+    machine, st = board_vm
+    good = VMTarget("aarch64")
+    live = good.deploy(bundle)
+    # Wrong client key: the VM's sshd says no.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")])
+    opts = machine.ssh_options(st)
+    opts[opts.index("-i") + 1] = str(tmp_path / "k")
+    with pytest.raises(RobustEdgeError, match="Permission denied"):
+        SSHTarget(machine.ssh_url(st), opts).deploy(bundle)
+    # A host key other than the one generated with the image: refused before anything is sent.
+    other = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "h")])
+    kind, key = (tmp_path / "h.pub").read_text().split()[:2]
+    other.write_text(f"[127.0.0.1]:{st.port} {kind} {key}\n")
+    opts = [
+        o if not o.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={other}"
+        for o in machine.ssh_options(st)
+    ]
+    with pytest.raises(RobustEdgeError, match="Host key verification failed"):
+        SSHTarget(machine.ssh_url(st), opts).deploy(bundle)
+    # A tampered upload is refused on the board; the live bundle stays as it was.
+    bad = copy_bundle(bundle, tmp_path)
+    (bad / "square_core.py").write_text("raise SystemExit\n")
+    with pytest.raises(RobustEdgeError, match="tampered"):
+        good.deploy(bad)
+    check = machine.ssh(st, f"cd {live} && python3 run_bundle.py --verify-only", user=vm.USER)
+    assert "bundle ok" in check.stdout
+    assert machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split() == [bundle.name]
+
+
+def _inode(machine, st, path: str) -> str:
+    return machine.ssh(st, f"stat -c %i {path}", user=vm.USER).stdout.strip()
+
+
+def test_vm_interrupted_upload_keeps_old_bundle(board_vm, bundle, tmp_path):  # noqa: F811
+    machine, st = board_vm
+    target = VMTarget("aarch64")
+    live = target.deploy(bundle)
+    before = _inode(machine, st, live)
+    big = copy_bundle(bundle, tmp_path)
+    (big / "data" / "padding.bin").write_bytes(os.urandom(8 << 20))  # slow enough to cut
+    tar = tmp_path / "b.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(big, arcname=big.name)
+    script = target.deploy_script(big.name)
+    proc = subprocess.Popen(
+        [*target.ssh, target.dest, script], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    data = tar.read_bytes()
+    proc.stdin.write(data[: len(data) // 3])  # a third of the archive, then the link drops
+    proc.stdin.flush()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode != 0
+    for _ in range(50):  # the board notices the dropped connection and cleans up
+        left = machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split()
+        if left == [bundle.name]:
+            break
+        time.sleep(0.2)
+    assert left == [bundle.name]
+    assert _inode(machine, st, live) == before  # the old bundle was never swapped out
+    check = machine.ssh(st, f"cd {live} && python3 run_bundle.py --verify-only", user=vm.USER)
+    assert "bundle ok" in check.stdout
+
+
+def test_vm_disk_full_leaves_nothing(board_vm, bundle):  # noqa: F811
+    machine, st = board_vm
+    machine.ssh(
+        st,
+        "mkdir -p /home/board/full && mount -t tmpfs -o size=64k tmpfs /home/board/full "
+        "&& chown board: /home/board/full",
+    )
+    try:
+        with pytest.raises(RobustEdgeError, match="No space left"):
+            VMTarget("aarch64", path="~/full").deploy(bundle)
+        assert machine.ssh(st, "ls -A /home/board/full").stdout.split() == []
+    finally:
+        machine.ssh(st, "umount /home/board/full")
+
+
+def test_vm_doctor(board_vm, cli):
+    machine, st = board_vm
+    proc = cli("device", "doctor", "vm-aarch64")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "[ok  ] python" in out and "numpy 1.26.4" in out and "tflite_runtime 2.14.0" in out
+    assert "[ok  ] disk" in out and "[warn] governor" in out and "vm-aarch64: ready" in out
+    # A python without the board's packages: each failure comes with its fix.
+    machine.ssh(
+        st,
+        "mkdir -p /usr/local/bin && "
+        "printf '#!/bin/sh\\nexec python3 -S \"$@\"\\n' > /usr/local/bin/python3-bare && "
+        "chmod 755 /usr/local/bin/python3-bare",
+    )
+    proc = cli("device", "doctor", "vm-aarch64", "--python", "python3-bare")
+    assert proc.returncode == 1
+    assert "[fail] numpy" in proc.stdout and "fix: python3-bare -m pip install numpy" in proc.stdout
+    assert "[fail] interpreter" in proc.stdout and "pip install tflite-runtime" in proc.stdout
+    proc = cli("device", "doctor", "vm-aarch64", "--python", "python9")
+    assert proc.returncode == 1 and "no 'python9' on the board" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_vm_cli_bench(board_vm, bundle, cli, tmp_path):  # noqa: F811
+    out = tmp_path / "vm.json"
+    proc = cli(
+        "bench", "--bundle", str(bundle), "--target", "vm-aarch64", "--out", str(out), *BENCH
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["target"] == "vm-aarch64" and r["board"]["machine"] == "aarch64"
+    assert "EMULATED" in proc.stdout
