@@ -1,57 +1,110 @@
-"""Sparse int8 TFLite: onnx2tf's SavedModel re-converted with EXPERIMENTAL_SPARSITY."""
+"""The sparse int8 TFLite format: TFLite's sparse tensor encoding for pruned weights, made from
+onnx2tf's SavedModel with the int8 path's calibration, parity-gated like every format."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from robustedge.errors import RobustEdgeError
 
-pytest.importorskip("ai_edge_litert", reason="needs the [export] extra (requirements/export.txt)")
+pytestmark = pytest.mark.export
+FAST = {"transfer_steps": 5, "transfer_restarts": 1}
 
 
-@pytest.mark.slow
-def test_sparse_int8_is_smaller_and_agrees_with_dense_int8(digits, tmp_path):
-    from robustedge.compress.prox import topk_masks
-    from robustedge.compress.targets import apply_masks, prunable_params
-    from robustedge.export.onnx import INPUT_NAME, export_onnx
-    from robustedge.export.runners import LiteRunner
-    from robustedge.export.tflite import convert_tflite, convert_tflite_sparse
-    from robustedge.models import ModelSpec, build_model
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory) -> Path:
+    """LeNet-5 on digits (2 natural epochs) with 90 % of every conv / linear weight zeroed
+    by magnitude (a model big enough for the sparse encoding to pay: the tiny test CNN's
+    weights are smaller than the encoding's index overhead)."""
+    from robustedge.models import load_model, save_model
+    from robustedge.training.config import TrainConfig
+    from robustedge.training.run import train_run
 
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("lenet5", digits.input_shape, 10)).eval()
-    params = prunable_params(model)
-    apply_masks(params, topk_masks({n: p.detach().abs() for n, p in params.items()}, 0.95))
-    onnx = export_onnx(model, digits.input_shape, tmp_path / "m.onnx").path
-    calib = digits.x_train[:64].transpose(0, 2, 3, 1)
-    found = convert_tflite(onnx, tmp_path / "conv", INPUT_NAME, calib, saved_model=True)
-    sparse = convert_tflite_sparse(found["saved_model"], tmp_path / "sparse.tflite", calib)
-    dense_bytes, sparse_bytes = found["tflite-int8"].stat().st_size, sparse.stat().st_size
-    assert sparse_bytes < 0.7 * dense_bytes  # measured 17,272 vs 31,944 B
-    assert not list(tmp_path.glob("sparse.tflite.*"))  # no temporary left behind
-
-    dense_rt, sparse_rt = (
-        LiteRunner(p, digits.input_shape) for p in (found["tflite-int8"], sparse)
-    )
-    assert sparse_rt.input.dtype == sparse_rt.output.dtype == "int8"  # full-integer, like int8
-    assert sparse_rt.input.scale == pytest.approx(dense_rt.input.scale)
-    x = digits.x_test[:100]
-    a, b = dense_rt.logits(x), sparse_rt.logits(x)
-    step = sparse_rt.output.scale
-    assert np.abs(a - b).max() <= step + 1e-9  # at most one int8 step from the dense model
+    out = tmp_path_factory.mktemp("sparse") / "run"
+    train_run(TrainConfig(model="lenet5", adversary="none", epochs=2, lr=2e-3), out)
+    shutil.rmtree(out / "checkpoint")
+    model, spec = load_model(out)
     with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
-    assert np.abs(b - ref).max() <= 3 * step  # and within int8 tolerance of PyTorch
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = m.weight
+                w[w.abs() <= w.abs().flatten().quantile(0.9)] = 0.0
+    save_model(out, model.eval(), spec)
+    return out
 
 
-def test_sparse_needs_a_saved_model(tmp_path):
-    from robustedge.export.tflite import convert_tflite_sparse
+@pytest.fixture(scope="module")
+def sparse_export(pruned_run):
+    from robustedge.export import export_run
 
-    with pytest.raises(RobustEdgeError, match="holds no SavedModel") as info:
-        convert_tflite_sparse(tmp_path, tmp_path / "m.tflite", np.zeros((2, 8, 8, 1)))
-    assert "\n" not in str(info.value)
-    (tmp_path / "saved_model.pb").write_bytes(b"")
-    with pytest.raises(RobustEdgeError, match="N x H x W x C"):
-        convert_tflite_sparse(tmp_path, tmp_path / "m.tflite", np.zeros((8, 8, 1)))
+    return export_run(pruned_run, "onnx,tflite-int8,tflite-int8-sparse", **FAST)
+
+
+def test_sparse_format_is_smaller_and_passes_parity(sparse_export):
+    art = sparse_export.artifacts
+    dense, sparse = art["tflite-int8"], art["tflite-int8-sparse"]
+    assert sparse["parity"]["passed"] is True and dense["parity"]["passed"] is True
+    assert sparse["bytes"] < 0.8 * dense["bytes"]
+    assert sparse["input"]["dtype"] == "int8" and sparse["input"]["layout"] == "NHWC"
+    saved = sparse_export.ledger["sparse_encoding"]["tflite-int8-sparse"]
+    assert saved["dense_format"] == "tflite-int8"
+    assert saved["saved_bytes"] == dense["bytes"] - sparse["bytes"] > 0
+    assert sparse_export.path("tflite-int8-sparse").name == "model_int8_sparse.tflite"
+
+
+def test_sparse_model_has_a_densify_op_and_matches_dense_int8(sparse_export, digits):
+    """Same calibration, same quantization: the sparse model computes what the dense one does."""
+    import tflite
+
+    buf = sparse_export.path("tflite-int8-sparse").read_bytes()
+    graph = tflite.Model.GetRootAsModel(buf, 0)
+    ops = {graph.OperatorCodes(i).BuiltinCode() for i in range(graph.OperatorCodesLength())}
+    assert tflite.BuiltinOperator.DENSIFY in ops
+    from robustedge.export.runners import make_runner
+
+    x = digits.x_test[:100]
+    a = make_runner("tflite-int8", sparse_export.path("tflite-int8"), (1, 8, 8)).logits(x)
+    b = make_runner("tflite-int8-sparse", sparse_export.path("tflite-int8-sparse"), (1, 8, 8))
+    np.testing.assert_array_equal(a.argmax(1), b.logits(x).argmax(1))
+
+
+def test_sparse_gate_fails_on_bad_calibration(pruned_run, digits, tmp_path):
+    from robustedge.export import export_run
+
+    x = digits.x_train[:64] * 20.0  # wrong range: inputs are [0, 1]
+    out = tmp_path / "export"
+    with pytest.raises(RobustEdgeError, match=r"parity gate failed for tflite-int8-sparse"):
+        export_run(pruned_run, "onnx,tflite-int8-sparse", out=out, calib_x=x, **FAST)
+    assert not out.exists()
+    error = json.loads((tmp_path / "export.failed" / "failure.json").read_text())["error"]
+    assert "tflite-int8-sparse" in error
+
+
+def test_board_runner_runs_the_sparse_model(sparse_export, pruned_run, tmp_path):
+    """The unchanged board runner (numpy + ai-edge-litert) runs the bundled sparse model and
+    reproduces the host parity accuracy with reference kernels."""
+    from robustedge.device.bundle import build_bundle
+    from robustedge.device.targets import make_target
+
+    bundle = build_bundle(pruned_run, tmp_path / "bundle", ["tflite-int8-sparse"])
+    res = make_target("local").bench(
+        bundle,
+        [
+            "--format",
+            "tflite-int8-sparse",
+            "--runs",
+            "0",
+            "--square-queries",
+            "0",
+            "--reference-kernels",
+        ],  # fmt: skip
+    )
+    host = sparse_export.artifacts["tflite-int8-sparse"]["parity"]
+    assert res["accuracy"]["clean"] == pytest.approx(host["clean_acc"], abs=1e-9)

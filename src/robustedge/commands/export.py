@@ -15,7 +15,7 @@ from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
     "--formats",
     default="onnx,tflite-float32,tflite-int8",
     show_default=True,
-    help="Comma list of: onnx, onnx-int8, tflite-float32, tflite-int8 "
+    help="Comma list of: onnx, onnx-int8, tflite-float32, tflite-int8, tflite-int8-sparse "
     "(onnx is always made: the others come from it).",
 )
 @click.option(

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from robustedge.export import ledger as L
-from robustedge.export.formats import FILES
+from robustedge.export.formats import FILES, SPARSE_OF
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +34,8 @@ def build_artifacts(
     work = stage / WORK
     if any(f.startswith("tflite") for f in fmts):
         t = time.perf_counter()
-        from robustedge.export.tflite import convert_tflite
-
-        int8 = "tflite-int8" in fmts
-        calib = calib_x.transpose(0, 2, 3, 1) if int8 else None
-        sample = ctx.data.x_train[:20].transpose(0, 2, 3, 1)
         try:
-            found = convert_tflite(made["onnx"], work, INPUT_NAME, calib, sample)
-            for fmt, path in found.items():
-                if fmt in fmts:
-                    made[fmt] = Path(shutil.copy2(path, stage / FILES[fmt]))
+            made.update(_tflite(stage, work, made["onnx"], ctx, fmts, calib_x))
         finally:
             _keep_log(work, stage)
         timings["tflite"] = time.perf_counter() - t
@@ -56,6 +48,30 @@ def build_artifacts(
         )
         timings["onnx_int8"] = time.perf_counter() - t
     return made, info
+
+
+def _tflite(
+    stage: Path, work: Path, onnx: Path, ctx: Any, fmts: List[str], calib_x: Optional[np.ndarray]
+) -> Dict[str, Path]:
+    """onnx2tf for float32 / int8 (and its SavedModel, re-converted with TensorFlow's
+    EXPERIMENTAL_SPARSITY for ``tflite-int8-sparse``, with the same calibration inputs)."""
+    from robustedge.export.onnx import INPUT_NAME
+    from robustedge.export.tflite import convert_tflite, convert_tflite_sparse
+
+    sparse = "tflite-int8-sparse" in fmts
+    int8 = "tflite-int8" in fmts or sparse
+    calib = calib_x.transpose(0, 2, 3, 1) if int8 else None
+    sample = ctx.data.x_train[:20].transpose(0, 2, 3, 1)
+    found = convert_tflite(onnx, work, INPUT_NAME, calib, sample, saved_model=sparse)
+    made = {
+        fmt: Path(shutil.copy2(path, stage / FILES[fmt]))
+        for fmt, path in found.items()
+        if fmt in fmts
+    }
+    if sparse:
+        out = stage / FILES["tflite-int8-sparse"]
+        made["tflite-int8-sparse"] = convert_tflite_sparse(found["saved_model"], out, calib)
+    return made
 
 
 def _keep_log(work: Path, stage: Path) -> None:
@@ -99,6 +115,7 @@ def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
             else L.tflite_stage(path, student["macs"])
         )
         row["stage"] = f"{fmt} ({path.name})"
+        row["format"] = fmt
         row["zeros_survived"] = L.zeros_survived(student, row)
         rows.append(row)
     return {
@@ -107,6 +124,7 @@ def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
         "stages": rows,
         "verdict": L.verdict(ctx.meta, student),
         "student_vs_teacher": L.ratios(teacher_row, student) if teacher_row else None,
+        "sparse_encoding": L.sparse_savings(made, SPARSE_OF),
         "notes": "MACs counted on the PyTorch graph (Conv2d/Linear, batch 1); weight "
         "zeros counted in rank>=2 weight tensors (int8 tensors for int8 formats).",
     }

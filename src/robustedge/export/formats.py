@@ -10,19 +10,27 @@ from typing import Dict, List, Sequence, Union
 
 from robustedge.errors import RobustEdgeError
 
-FORMATS = ("onnx", "onnx-int8", "tflite-float32", "tflite-int8")
+FORMATS = ("onnx", "onnx-int8", "tflite-float32", "tflite-int8", "tflite-int8-sparse")
 FILES: Dict[str, str] = {
     "onnx": "model.onnx",
     "onnx-int8": "model_int8.onnx",
     "tflite-float32": "model_float32.tflite",
     "tflite-int8": "model_int8.tflite",
+    "tflite-int8-sparse": "model_int8_sparse.tflite",
 }
+# A sparse-encoded format and the dense format it is measured against in the ledger.
+SPARSE_OF = {"tflite-int8-sparse": "tflite-int8"}
 INTERPRETERS = {
     "onnx": "onnxruntime CPUExecutionProvider, 1 thread",
     "tflite": "ai_edge_litert Interpreter, OpResolverType.BUILTIN_REF (reference kernels: "
     "bit-identical int8 on host and ARM), 1 thread, batch 1",
 }
 DEFAULT_FORMATS = ("onnx", "tflite-float32", "tflite-int8")
+
+
+def is_quantized(fmt: str) -> bool:
+    """Formats with int8 weights and activations (calibrated; looser parity margins)."""
+    return "int8" in fmt
 
 
 def parse_formats(formats: Union[Sequence[str], str]) -> List[str]:

@@ -166,6 +166,26 @@ def ratios(teacher_row: Dict[str, Any], row: Dict[str, Any]) -> Dict[str, float]
     return {k: row[k] / teacher_row[k] for k in keys if teacher_row.get(k) and k in row}
 
 
+def sparse_savings(made: Dict[str, Path], sparse_of: Dict[str, str]) -> Dict[str, Any]:
+    """What the sparse encoding bought, per sparse format: its bytes against the dense
+    format it was made beside (``sparse_of``), raw and gzip-compressed."""
+    out: Dict[str, Any] = {}
+    for fmt, dense in sparse_of.items():
+        if fmt not in made or dense not in made:
+            continue
+        s, d = file_sizes(made[fmt]), file_sizes(made[dense])
+        out[fmt] = {
+            "dense_format": dense,
+            "bytes": s["bytes"],
+            "dense_bytes": d["bytes"],
+            "saved_bytes": d["bytes"] - s["bytes"],
+            "ratio": s["bytes"] / d["bytes"],
+            "gzip_bytes": s["gzip_bytes"],
+            "dense_gzip_bytes": d["gzip_bytes"],
+        }
+    return out
+
+
 def zeros_survived(torch_row: Dict[str, Any], row: Dict[str, Any]) -> bool:
     """True when the exported weights hold at least as many zeros as the PyTorch weights."""
     return row.get("int8_weight_zeros", row["weight_zeros"]) >= torch_row["weight_zeros"]
@@ -186,4 +206,9 @@ def format_table(ledger: Dict[str, Any]) -> str:
             f"{r.get('gzip_bytes', 0):>9,}  {kept}"
         )
     lines.append(f"sparsity: {ledger['verdict']}")
+    for fmt, v in (ledger.get("sparse_encoding") or {}).items():
+        lines.append(
+            f"{fmt}: {v['bytes']:,} B vs {v['dense_bytes']:,} B dense "
+            f"({v['saved_bytes']:,} B saved by the sparse encoding)"
+        )
     return "\n".join(lines)

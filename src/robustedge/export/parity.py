@@ -13,6 +13,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from robustedge.export.formats import is_quantized
+
 FLOAT_REL_TOL = {"onnx": 1e-4, "tflite-float32": 1e-3}
 
 
@@ -26,10 +28,6 @@ class Margins:
     def __post_init__(self) -> None:
         if not (self.clean >= 0 and self.robust >= 0):
             raise ValueError(f"margins must be >= 0, got clean={self.clean} robust={self.robust}")
-
-
-def is_quantized(fmt: str) -> bool:
-    return fmt.endswith("int8")
 
 
 def parity(

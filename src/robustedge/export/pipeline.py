@@ -20,8 +20,15 @@ import numpy as np
 from robustedge.errors import RobustEdgeError
 from robustedge.export import evalsets
 from robustedge.export.context import RunContext
-from robustedge.export.formats import DEFAULT_FORMATS, FILES, FORMATS, INTERPRETERS, parse_formats
-from robustedge.export.parity import Margins, failure_message, is_quantized, parity
+from robustedge.export.formats import (
+    DEFAULT_FORMATS,
+    FILES,
+    FORMATS,
+    INTERPRETERS,
+    is_quantized,
+    parse_formats,
+)
+from robustedge.export.parity import Margins, failure_message, parity
 from robustedge.hashing import sha256_file
 from robustedge.io import PathLike, staging_dir, write_json
 

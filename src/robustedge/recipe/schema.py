@@ -30,7 +30,7 @@ from robustedge.training.evaluate import DEFAULT_ETA
 # Recipe-level settings never repeated inside a stage.
 TRAIN_EXCLUDED = ("data", "data_dir")
 COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity")
-TFLITE = ("tflite-float32", "tflite-int8")
+TFLITE = ("tflite-float32", "tflite-int8", "tflite-int8-sparse")
 # What each emulated userland can run (see robustedge.device.qemu.ARCHES).
 QEMU_FORMATS = {
     "qemu-aarch64": ("onnx", "onnx-int8", *TFLITE),
@@ -211,7 +211,7 @@ class Recipe:
 
     def bench_format(self) -> str:
         """The format the boards run: ``devices.format`` or the first exported of
-        tflite-int8, tflite-float32, onnx-int8, onnx."""
+        tflite-int8-sparse, tflite-int8, tflite-float32, onnx-int8, onnx."""
         if self.devices and self.devices.format:
             return self.devices.format
         made = self.export.made() if self.export else ("onnx",)
