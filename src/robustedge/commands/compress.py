@@ -3,202 +3,258 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, Dict, Optional
 
 import click
 
 from robustedge.commands import device_option, parse_kv, print_table
 
+# CLI values that are not CompressConfig fields (every other option is one, by name)
+NOT_CONFIG = ("attacks", "out", "budget", "budget_target")
+
+
+def options(*decorators: Callable) -> Callable:
+    """Apply click options in the order listed (as stacked decorators would show them)."""
+
+    def apply(f: Callable) -> Callable:
+        for deco in reversed(decorators):
+            f = deco(f)
+        return f
+
+    return apply
+
+
+# What to prune, and how much (or to which budget).
+STUDENT = options(
+    click.option(
+        "--teacher",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Run folder of the (robust) teacher.",
+    ),
+    click.option(
+        "--method", default="prox", show_default=True, help="prox | magnitude | admm | hydra | gmp."
+    ),
+    click.option(
+        "--sparsity",
+        default=0.9,
+        show_default=True,
+        type=float,
+        help="Fraction of prunable weights to remove, in [0, 1) (of output channels "
+        "with --structured).",
+    ),
+    click.option(
+        "--structured",
+        is_flag=True,
+        help="Group lasso over output channels, then physical channel removal.",
+    ),
+    click.option(
+        "--scope",
+        default=None,
+        type=click.Choice(["global", "layer"]),
+        help="Rank weights across or per layer [default: global; layer with --structured].",
+    ),
+    click.option(
+        "--budget",
+        default=None,
+        metavar="KEY=VALUE",
+        help="What the board allows, in place of --sparsity: macs=N[k|M|G] | flash_kb=N | "
+        "latency_ms=N. Finds the widest structured student that fits and trains it.",
+    ),
+    click.option(
+        "--budget-target",
+        default=None,
+        help="Where a latency budget is measured: local | ssh://user@host[:port][/path] "
+        "(emulated qemu-* targets are refused).",
+    ),
+)
+
+# The training adversary.
+ADVERSARY = options(
+    click.option(
+        "--adversary",
+        default=None,
+        help="Training adversary: none | fgsm | pgd | trades | ... "
+        "[default: pgd; trades for hydra].",
+    ),
+    click.option(
+        "--adversary-opt",
+        "adversary_opts",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra adversary option (repeatable), e.g. manifold=RUN.",
+    ),
+    click.option("--eps", default=0.1, show_default=True, type=float, help="Linf budget."),
+    click.option("--steps", default=10, show_default=True, type=int, help="Adversary steps."),
+)
+
+# Knowledge distillation from the teacher.
+DISTILL = options(
+    click.option(
+        "--kd-alpha",
+        default=None,
+        type=float,
+        help="Distillation weight a in [0, 1] [default: 0.5 for prox, 0 otherwise].",
+    ),
+    click.option(
+        "--kd-temp", default=4.0, show_default=True, type=float, help="Distillation temperature."
+    ),
+)
+
+# Epochs and optimizer.
+TRAINING = options(
+    click.option("--epochs", default=10, show_default=True, type=int, help="Pruning-phase epochs."),
+    click.option(
+        "--finetune-epochs",
+        default=5,
+        show_default=True,
+        type=int,
+        help="Masked fine-tune epochs (magnitude fine-tunes for epochs + these).",
+    ),
+    click.option("--batch-size", default=64, show_default=True, type=int),
+    click.option("--lr", default=1e-3, show_default=True, type=float),
+    click.option(
+        "--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"])
+    ),
+)
+
+# prox's penalty and lam schedule.
+PROX = options(
+    click.option(
+        "--lam-schedule",
+        default="ball",
+        show_default=True,
+        type=click.Choice(["ball", "track", "feedback"]),
+        help="prox: small fixed lam plus top-k projection onto the ramp's sparsity (ball); "
+        "lam set each step so the threshold alone zeroes the ramp's sparsity (track; collapses "
+        "at high sparsity); or lam steered multiplicatively from --lam0 (feedback).",
+    ),
+    click.option(
+        "--lam0",
+        default=None,
+        type=float,
+        help="lam for --lam-schedule ball / initial lam for feedback [default: automatic].",
+    ),
+    click.option(
+        "--penalty",
+        default="reweighted",
+        show_default=True,
+        type=click.Choice(["reweighted", "l1", "l0"]),
+        help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
+    ),
+)
+
+# gmp's sparsity schedule.
+GMP = options(
+    click.option(
+        "--gmp-initial-sparsity",
+        default=0.0,
+        show_default=True,
+        type=float,
+        help="gmp: sparsity at begin step (TF-MOT PolynomialDecay, power 3).",
+    ),
+    click.option(
+        "--gmp-begin-step", default=0, show_default=True, type=int, help="gmp: first step."
+    ),
+    click.option(
+        "--gmp-end-step",
+        default=None,
+        type=int,
+        help="gmp: step the final sparsity is due [default: end of the pruning phase].",
+    ),
+    click.option(
+        "--gmp-frequency",
+        default=100,
+        show_default=True,
+        type=int,
+        help="gmp: steps between masks.",
+    ),
+)
+
+# Which layers, which student architecture, which data.
+LAYERS = options(
+    click.option("--include-first", is_flag=True, help="Also prune the first conv."),
+    click.option("--include-last", is_flag=True, help="Also prune the final linear layer."),
+    click.option(
+        "--model",
+        default=None,
+        help="Student model [default: the teacher's, initialised from its weights].",
+    ),
+    click.option("--data", default=None, help="Data set [default: the teacher's]."),
+    click.option("--data-dir", default=None, help="Folder with local data files."),
+)
+
+# Evaluation, seed, device and the output folder.
+RUN = options(
+    click.option(
+        "--attack",
+        "attacks",
+        multiple=True,
+        default=("fgsm", "pgd"),
+        show_default=True,
+        help="Evaluation attack (repeatable).",
+    ),
+    click.option("--seed", default=0, show_default=True, type=int),
+    device_option(),
+    click.option(
+        "--out", required=True, type=click.Path(path_type=Path), help="Student run folder."
+    ),
+)
+
 
 @click.command()
-@click.option(
-    "--teacher",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Run folder of the (robust) teacher.",
-)
-@click.option(
-    "--method", default="prox", show_default=True, help="prox | magnitude | admm | hydra | gmp."
-)
-@click.option(
-    "--sparsity",
-    default=0.9,
-    show_default=True,
-    type=float,
-    help="Fraction of prunable weights to remove, in [0, 1) (of output channels "
-    "with --structured).",
-)
-@click.option(
-    "--structured",
-    is_flag=True,
-    help="Group lasso over output channels, then physical channel removal.",
-)
-@click.option(
-    "--scope",
-    default="global",
-    show_default=True,
-    type=click.Choice(["global", "layer"]),
-    help="Rank weights across or per layer.",
-)
-@click.option(
-    "--adversary",
-    default=None,
-    help="Training adversary: none | fgsm | pgd | trades | ... [default: pgd; trades for hydra].",
-)
-@click.option(
-    "--adversary-opt",
-    "adversary_opts",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra adversary option (repeatable), e.g. manifold=RUN.",
-)
-@click.option("--eps", default=0.1, show_default=True, type=float, help="Linf budget.")
-@click.option("--steps", default=10, show_default=True, type=int, help="Adversary steps.")
-@click.option(
-    "--kd-alpha",
-    default=None,
-    type=float,
-    help="Distillation weight a in [0, 1] [default: 0.5 for prox, 0 otherwise].",
-)
-@click.option(
-    "--kd-temp", default=4.0, show_default=True, type=float, help="Distillation temperature."
-)
-@click.option("--epochs", default=10, show_default=True, type=int, help="Pruning-phase epochs.")
-@click.option(
-    "--finetune-epochs",
-    default=5,
-    show_default=True,
-    type=int,
-    help="Masked fine-tune epochs (magnitude fine-tunes for epochs + these).",
-)
-@click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
-@click.option(
-    "--lam-schedule",
-    default="ball",
-    show_default=True,
-    type=click.Choice(["ball", "track", "feedback"]),
-    help="prox: small fixed lam plus top-k projection onto the ramp's sparsity (ball); "
-    "lam set each step so the threshold alone zeroes the ramp's sparsity (track; collapses "
-    "at high sparsity); or lam steered multiplicatively from --lam0 (feedback).",
-)
-@click.option(
-    "--lam0",
-    default=None,
-    type=float,
-    help="lam for --lam-schedule ball / initial lam for feedback [default: automatic].",
-)
-@click.option(
-    "--penalty",
-    default="reweighted",
-    show_default=True,
-    type=click.Choice(["reweighted", "l1", "l0"]),
-    help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
-)
-@click.option(
-    "--gmp-initial-sparsity",
-    default=0.0,
-    show_default=True,
-    type=float,
-    help="gmp: sparsity at begin step (TF-MOT PolynomialDecay, power 3).",
-)
-@click.option("--gmp-begin-step", default=0, show_default=True, type=int, help="gmp: first step.")
-@click.option(
-    "--gmp-end-step",
-    default=None,
-    type=int,
-    help="gmp: step the final sparsity is due [default: end of the pruning phase].",
-)
-@click.option(
-    "--gmp-frequency", default=100, show_default=True, type=int, help="gmp: steps between masks."
-)
-@click.option("--include-first", is_flag=True, help="Also prune the first conv.")
-@click.option("--include-last", is_flag=True, help="Also prune the final linear layer.")
-@click.option(
-    "--model",
-    default=None,
-    help="Student model [default: the teacher's, initialised from its weights].",
-)
-@click.option("--data", default=None, help="Data set [default: the teacher's].")
-@click.option("--data-dir", default=None, help="Folder with local data files.")
-@click.option(
-    "--attack",
-    "attacks",
-    multiple=True,
-    default=("fgsm", "pgd"),
-    show_default=True,
-    help="Evaluation attack (repeatable).",
-)
-@click.option("--seed", default=0, show_default=True, type=int)
-@device_option()
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Student run folder.")
-def compress(
-    teacher,
-    method,
-    sparsity,
-    structured,
-    scope,
-    adversary,
-    adversary_opts,
-    eps,
-    steps,
-    kd_alpha,
-    kd_temp,
-    epochs,
-    finetune_epochs,
-    batch_size,
-    lr,
-    optimizer,
-    lam_schedule,
-    lam0,
-    penalty,
-    include_first,
-    include_last,
-    model,
-    data,
-    data_dir,
-    attacks,
-    seed,
-    device,
-    out,
-    **gmp_opts,
-) -> None:
+@STUDENT
+@ADVERSARY
+@DISTILL
+@TRAINING
+@PROX
+@GMP
+@LAYERS
+@RUN
+def compress(**opts: Any) -> None:
     """Prune TEACHER into a robust sparse (or shrunk) student run folder OUT."""
-    from robustedge.attacks import ATTACKS
-    from robustedge.compress import CompressConfig, compress_run
+    cfg = compress_config(opts)
+    metrics = run_compress(cfg, opts["budget"], opts["budget_target"], opts["attacks"], opts["out"])
+    report(metrics, opts["out"])
 
-    for name in attacks:
+
+def compress_config(opts: Dict[str, Any]):
+    """The CompressConfig of the parsed options (evaluation attacks checked first)."""
+    from robustedge.attacks import ATTACKS
+    from robustedge.compress import CompressConfig
+
+    for name in opts["attacks"]:
         ATTACKS.get(name)
-    cfg = CompressConfig(
-        teacher=str(teacher),
-        method=method,
-        sparsity=sparsity,
-        structured=structured,
-        scope=scope,
-        adversary=adversary,
-        adversary_opts=parse_kv(adversary_opts, "--adversary-opt"),
-        eps=eps,
-        steps=steps,
-        kd_alpha=kd_alpha,
-        kd_temp=kd_temp,
-        epochs=epochs,
-        finetune_epochs=finetune_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        lam0=lam0,
-        lam_schedule=lam_schedule,
-        penalty=penalty,
-        include_first=include_first,
-        include_last=include_last,
-        model=model,
-        data=data,
-        data_dir=data_dir,
-        seed=seed,
-        device=device,
-        **gmp_opts,
-    )
-    metrics = compress_run(cfg, out, eval_attacks=attacks)
+    fields = {k: v for k, v in opts.items() if k not in NOT_CONFIG}
+    fields["teacher"] = str(opts["teacher"])
+    fields["adversary_opts"] = parse_kv(opts["adversary_opts"], "--adversary-opt")
+    return CompressConfig(**fields)
+
+
+def run_compress(
+    cfg: Any, budget: Optional[str], target: Optional[str], attacks: Any, out: Path
+) -> Dict[str, Any]:
+    """compress_run, or compress_to_budget when a budget is given."""
+    from robustedge.compress import compress_run
+    from robustedge.errors import RobustEdgeError
+
+    if budget is None:
+        if target is not None:
+            raise RobustEdgeError("--budget-target needs --budget latency_ms=...")
+        return compress_run(cfg, out, eval_attacks=attacks)
+    from robustedge.compress.budget import Budget, Quantity, compress_to_budget
+
+    parsed = Budget.parse(budget, target)
+    factory = None
+    if parsed.quantity is Quantity.LATENCY_MS:
+        from robustedge.recipe.latency_probe import latency_probe
+
+        factory = latency_probe(parsed.target)  # refuses emulated targets before training
+    return compress_to_budget(cfg, parsed, out, eval_attacks=attacks, measure_factory=factory)
+
+
+def report(metrics: Dict[str, Any], out: Path) -> None:
+    """The accuracy table, sparsity, size and (with a budget) the budget's measurements."""
     print_table(metrics)
     sp = metrics["sparsity"]
     click.echo(f"sparsity (prunable weights): {100 * sp['global']:.2f}% of {sp['prunable']}")
@@ -207,6 +263,15 @@ def compress(
         f"{metrics['teacher']['params']}), MACs: {metrics['macs']['dense']} "
         f"(non-zero {metrics['macs']['nonzero']}; teacher {metrics['teacher']['macs']})"
     )
+    b = metrics.get("budget")
+    if b:
+        where = f" on {b['target']}" if b.get("target") else ""
+        click.echo(
+            f"budget {b['quantity']} <= {b['limit']:g} {b['unit']}{where}: student "
+            f"{b['student']:.6g} (teacher {b['teacher']:.6g}; "
+            f"{100 * b['channel_sparsity']:.2f}% of channels removed per layer) -> "
+            f"{'met' if b['met'] else 'NOT met'}"
+        )
     click.echo(f"run folder: {out}")
 
 
