@@ -70,7 +70,7 @@ def safe_unpickle(data: bytes, what: str) -> Any:
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # any malformed pickle: one clear line for the user
-        reason = f"{type(e).__name__}: {e}"
+        reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"  # one line
         raise DataError(f"{what}: not a valid CIFAR python batch ({reason})") from None
 
 

@@ -102,7 +102,7 @@ def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
         if sha256_file(path) != meta.get("sha256"):
             raise BundleError(f"tampered bundle: sha256 of {rel} does not match the manifest")
     for rel in referenced_files(manifest) + [SQUARE, ENTRY]:
-        if rel not in files:
+        if not isinstance(rel, str) or rel not in files:
             raise BundleError(f"bundle manifest names {rel!r}, which it does not list and check")
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
