@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -275,7 +276,7 @@ def doctor_cmd(target: str, ssh_config, ssh_option, python) -> None:
     failed = [c.name for c in checks if c.status == FAIL]
     if failed:
         click.echo(f"{target}: {len(failed)} check(s) failed ({', '.join(failed)})")
-        raise click.exceptions.Exit(1)
+        sys.exit(1)  # (click's Exit is swallowed by main()'s standalone_mode=False)
     click.echo(f"{target}: ready")
 
 
