@@ -4,6 +4,13 @@ A method is a function ``prune(ctx) -> PruneOutcome`` registered in ``PRUNERS``;
 own pruning phase and returns masks. The pipeline (:mod:`robustedge.compress.pipeline`) then
 runs the common masked fine-tune ("debias", paper 1; "retraining" in ADMM; "fine-tune" in
 HYDRA) with the same robust objective.
+
+Resume: :meth:`PruneContext.fit` writes ``checkpoint`` at every epoch end (weights, optimizer,
+scheduler, the method's tensors -- ADMM Z/U, HYDRA scores, masks -- and the scalars a method
+registers with :meth:`PruneContext.keep_state`, the memory ledger, the history and every
+random stream of every rank). Given ``resume`` (such a checkpoint), the phase it names picks up
+where it stopped. Under torchrun the method tensors are checked identical on every rank after
+every step and epoch.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ import logging
 import math
 import resource
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from robustedge import distributed
 from robustedge.compress.config import CompressConfig
 from robustedge.compress.targets import (
     MaskKeeper,
@@ -25,10 +34,12 @@ from robustedge.compress.targets import (
     optimizer_bytes,
     tensor_bytes,
 )
+from robustedge.errors import CheckpointError
 from robustedge.registry import Registry
 from robustedge.training.adversaries import TaskLoss, TrainingAdversary
-from robustedge.training.loop import fit
+from robustedge.training.loop import fit, set_rng_state
 from robustedge.training.loop import make_optimizer as optimizer_for
+from robustedge.training.run import save_checkpoint
 
 logger = logging.getLogger(__name__)
 PRUNERS: Registry = Registry("pruning method")
@@ -91,6 +102,18 @@ class PruneContext:
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
     on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None
     history: List[Dict[str, float]] = field(default_factory=list)
+    checkpoint: Optional[Path] = None  # written at every epoch end when set
+    resume: Optional[Dict[str, Any]] = None  # a checkpoint to continue from
+    config: Dict[str, Any] = field(default_factory=dict)  # the resolved config, checkpointed
+    outcome: Optional[PruneOutcome] = None  # set once the pruning phase is over
+    extra_state: Dict[str, Tuple[Callable[[], Any], Callable[[Any], None]]] = field(
+        default_factory=dict
+    )
+
+    def keep_state(self, name: str, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
+        """Register a method's non-tensor state (plain values) for checkpoints: ``get()``
+        returns it, ``put(value)`` restores it."""
+        self.extra_state[name] = (get, put)
 
     def fit(
         self,
@@ -103,8 +126,13 @@ class PruneContext:
         scheduler: Optional[object] = None,
         method_state: Callable[[], Sequence[torch.Tensor]] = tuple,
     ) -> None:
-        """:func:`fit` with the context's data/adversary, memory sampling and history."""
-        first = [True]
+        """:func:`fit` with the context's data/adversary, memory sampling, history,
+        per-epoch checkpoints, resume and (under torchrun) rank-consistency checks."""
+        first = [phase not in self.ledger.phases]
+        world = distributed.world()
+
+        def consistency() -> List[torch.Tensor]:
+            return list(self.model.parameters()) + list(method_state())
 
         def hook(model: nn.Module) -> None:
             if after_step is not None:
@@ -118,19 +146,74 @@ class PruneContext:
             self.history.append(record)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, record)
+            distributed.check_identical(consistency(), f"{phase} state after epoch {epoch + 1}")
+            if self.checkpoint is not None:
+                self.save(phase, epoch + 1, optimizer, scheduler, method_state, world)
 
+        start = 0
+        if self.resume is not None and self.resume.get("phase") == phase:
+            start = self.restore(optimizer, scheduler, method_state, world)
         fit(
             self.model,
             self.batches,
             self.adversary,
             optimizer,
             epochs,
+            start_epoch=start,
             task_loss=task_loss or self.task_loss,
             scheduler=scheduler,
             after_step=hook,
             on_epoch_end=epoch_end,
             device=self.device,
+            consistency=consistency,
         )
+
+    def save(self, phase, epoch, optimizer, scheduler, method_state, world) -> None:
+        """Checkpoint after ``epoch`` epochs of ``phase`` (all ranks call; rank 0 writes)."""
+        outcome = None
+        if self.outcome is not None:
+            o = self.outcome
+            outcome = {"masks": o.masks, "finetune_epochs": o.finetune_epochs, "notes": o.notes}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "phase": phase,
+            "epoch": epoch,
+            "method_state": [t.detach().clone() for t in method_state()],
+            "extra_state": {n: get() for n, (get, _) in self.extra_state.items()},
+            "ledger": dict(self.ledger.phases),
+            "history": list(self.history),
+            "outcome": outcome,
+            "config": self.config,
+        }
+        save_checkpoint(self.checkpoint, world, state, self.adversary.generator)
+
+    def restore(self, optimizer, scheduler, method_state, world) -> int:
+        """Load ``self.resume`` into this phase; returns the epochs already done."""
+        state, self.resume = self.resume, None
+        try:
+            self.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            tensors = list(method_state())
+            if len(tensors) != len(state["method_state"]):
+                raise ValueError("method state does not match")
+            with torch.no_grad():
+                for t, saved in zip(tensors, state["method_state"]):
+                    t.copy_(saved)
+            for name, (_, put) in self.extra_state.items():
+                put(state["extra_state"][name])
+            self.ledger.phases.update(state["ledger"])
+            self.history[:] = state["history"]
+            epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"cannot resume from {self.checkpoint}: {e}") from None
+        if state.get("rng"):
+            set_rng_state(state["rng"][world.rank], self.adversary.generator)
+        logger.info("resuming %s after epoch %d", state["phase"], epoch)
+        return epoch
 
 
 @dataclass
@@ -162,6 +245,7 @@ def masked_finetune(ctx: PruneContext, masks: Optional[Masks], epochs: int) -> N
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     keeper = None
     if masks:
+        distributed.check_identical(list(masks.values()), "masks")
         apply_masks(ctx.params, masks)
         keeper = MaskKeeper(ctx.params, masks, optimizer)
         keeper.attach()

@@ -88,6 +88,7 @@ def admm_prune(ctx: PruneContext) -> PruneOutcome:
             previous(epoch, record)
 
     ctx.on_epoch_end = epoch_end
+    ctx.keep_state("admm", lambda: state.rho, lambda rho: setattr(state, "rho", float(rho)))
     try:
         ctx.fit(optimizer, cfg.epochs, "admm", task_loss=task_loss, method_state=state.tensors)
     finally:

@@ -64,6 +64,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     params = ctx.params
     lam = Lam(cfg, ramp)
     clock = {"t": 0}
+    ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
 
     def after_step(model: torch.nn.Module) -> None:
         clock["t"] += 1
@@ -136,6 +137,15 @@ class Lam:
         self.cfg, self.ramp, self.t, self.lam = cfg, ramp, 0, 0.0
         self.ctl: Optional[LamController] = None
 
+    def state(self, clock: Dict[str, int]) -> Dict[str, object]:
+        """Plain values for a checkpoint (with the caller's step ``clock``)."""
+        ctl = dict(vars(self.ctl)) if self.ctl is not None else None
+        return {"t": self.t, "lam": self.lam, "ctl": ctl, "clock": clock["t"]}
+
+    def load(self, state: Dict[str, object], clock: Dict[str, int]) -> None:
+        self.t, self.lam, clock["t"] = int(state["t"]), float(state["lam"]), int(state["clock"])
+        self.ctl = LamController(**state["ctl"]) if state["ctl"] is not None else None
+
     def next_step(self, u: Dict[str, torch.Tensor], sparsity: float, optimizer):
         """Prox step ``lr * lam`` (a float, or one per layer), or None to skip this step."""
         lr = optimizer.param_groups[0]["lr"]
@@ -177,6 +187,7 @@ def _structured(ctx: PruneContext, optimizer, ramp: int, start: int = 0) -> Prun
     groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
     lam = Lam(cfg, ramp)
     clock = {"t": 0}
+    ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
 
     def after_step(model: torch.nn.Module) -> None:
         clock["t"] += 1

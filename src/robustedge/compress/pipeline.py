@@ -3,9 +3,11 @@
 Order: validate everything (config, teacher run, data, shapes) before any file is written;
 build the student (the teacher's weights when the architecture is the same); run the chosen
 method's pruning phase and the common robust masked fine-tune; evaluate; then write the whole
-run folder through a staging folder that replaces ``out`` only on success. On a non-finite loss
-the last good student state is written to ``out/checkpoint/last.pt`` and a TrainingError
-explains it.
+run folder through a staging folder that replaces ``out`` only on success. Every epoch end
+writes ``out/checkpoint/last.pt`` (see :mod:`robustedge.compress.common`); ``resume=True``
+continues from it, bit for bit (one thread). On a non-finite loss the last good checkpoint stays
+and a TrainingError explains it. Under torchrun only rank 0 writes; metrics record the world
+size and the global batch size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from robustedge import distributed
 from robustedge.attacks import AttackSpec, eps_or_default
 from robustedge.compress.common import (
     PRUNERS,
@@ -35,14 +38,16 @@ from robustedge.devices import resolve_device
 from robustedge.errors import CheckpointError, RobustEdgeError, TrainingError
 from robustedge.io import atomic_path, staging_dir, write_json, write_yaml
 from robustedge.models import ModelSpec, build_model, count_macs, count_params, save_model
+from robustedge.models.checkpoint import safe_torch_load
 from robustedge.runs import check_out_dir, load_run, read_config, run_data
 from robustedge.training.adversaries import build_adversary
 from robustedge.training.evaluate import evaluate
 from robustedge.training.loop import epoch_batches
-from robustedge.training.run import seed_everything
+from robustedge.training.run import scale_record, seed_everything
 
 logger = logging.getLogger(__name__)
 MASKS = "masks.safetensors"
+CKPT = Path("checkpoint") / "last.pt"
 
 
 def load_teacher(cfg: CompressConfig):
@@ -90,13 +95,22 @@ def compress_run(
     cfg: CompressConfig,
     out: Path,
     eval_attacks: Sequence[Union[str, AttackSpec]] = ("fgsm", "pgd"),
+    resume: bool = False,
 ) -> Dict[str, Any]:
-    """Compress ``cfg.teacher`` into a student run folder ``out``; returns its metrics."""
+    """Compress ``cfg.teacher`` into a student run folder ``out``; returns its metrics.
+    ``resume``: continue from ``out/checkpoint/last.pt`` (a fresh start when it is absent)."""
     out = Path(out)
-    check_out_dir(out, resume=False)
-    device = resolve_device(cfg.device)
+    device = distributed.rank_device(resolve_device(cfg.device))
+    with distributed.session(device) as world:
+        return _compress(cfg, out, eval_attacks, resume, device, world)
+
+
+def _compress(cfg, out, eval_attacks, resume, device, world) -> Dict[str, Any]:
+    check_out_dir(out, resume)
+    distributed.per_rank_batch(cfg.batch_size, world)
     teacher, t_spec, t_cfg, data = load_teacher(cfg)
     adversary = make_adversary(cfg, data)
+    adversary.seed(cfg.seed, world.rank)
     eps = eps_or_default(cfg.eps)
     specs = [a if isinstance(a, AttackSpec) else AttackSpec.default(a, eps) for a in eval_attacks]
     seed_everything(cfg.seed)
@@ -109,24 +123,48 @@ def compress_run(
         "model": spec.name,
         "model_kwargs": dict(spec.kwargs),
     }
+    state = _read_checkpoint(out / CKPT, resolved, world) if resume else None
+    distributed.barrier()  # every rank has checked and read --out before rank 0 writes
 
     ctx = _context(cfg, student, teacher, adversary, data, device)
+    ctx.checkpoint, ctx.config, ctx.resume = out / CKPT, resolved, state
     t0 = time.perf_counter()
-    outcome = _train(ctx, out, resolved)
+    outcome = _train(ctx, out, state)
     student = ctx.model.cpu().eval()
+    if not world.main:
+        return {"kind": "compress", "rank": world.rank, **scale_record(cfg.batch_size, world)}
     metrics = _metrics(cfg, ctx, outcome, student, teacher.cpu(), data, specs, adversary)
+    metrics.update(scale_record(cfg.batch_size, world))
     metrics["seconds"] = time.perf_counter() - t0
     _write_run(out, student, spec, outcome, ctx, metrics, resolved)
     return metrics
 
 
+def _read_checkpoint(path: Path, resolved: Dict[str, Any], world) -> Optional[Dict[str, Any]]:
+    """The checkpoint to resume from, checked against this run (None: start afresh)."""
+    if not path.exists():
+        return None
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("config") != resolved:
+        raise CheckpointError(f"{path} was written with a different config; start a new --out")
+    if state.get("phase") in (None, "start") or "rng" not in state:
+        return None  # written before the first epoch ended: nothing to continue
+    if state.get("world_size", 1) != world.size:
+        raise CheckpointError(
+            f"{path} was written by {state.get('world_size')} process(es); "
+            f"resume it with --nproc {state.get('world_size')}"
+        )
+    return state
+
+
 def _context(cfg, student, teacher, adversary, data, device) -> PruneContext:
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    size = distributed.world().size
     return PruneContext(
         model=student,
         cfg=cfg,
         batches=epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
-        steps_per_epoch=steps_per_epoch(len(xt), cfg.batch_size),
+        steps_per_epoch=steps_per_epoch(-(-len(xt) // size), cfg.batch_size // size),
         adversary=adversary,
         task_loss=make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp),
         params=prunable_params(student, cfg.include_first, cfg.include_last),
@@ -135,33 +173,55 @@ def _context(cfg, student, teacher, adversary, data, device) -> PruneContext:
     )
 
 
-def _train(ctx: PruneContext, out: Path, resolved: Dict[str, Any]) -> PruneOutcome:
-    """Pruning phase + fine-tune; on a non-finite loss, save the last good state and re-raise."""
-    last_good = {"state": _cpu_state(ctx.model), "epoch": 0, "phase": "start"}
+def _train(ctx: PruneContext, out: Path, state: Optional[Dict[str, Any]]) -> PruneOutcome:
+    """Pruning phase + fine-tune (the pruning phase is skipped when resuming in the
+    fine-tune); on a non-finite loss, keep the last good checkpoint and re-raise."""
+    last_good = {"epoch": 0, "phase": "start"}
 
     def keep(epoch: int, record: Dict[str, Any]) -> None:
-        last_good.update(state=_cpu_state(ctx.model), epoch=epoch + 1, phase=record["phase"])
+        last_good.update(epoch=epoch + 1, phase=record["phase"])
 
     ctx.on_epoch_end = keep
+    start_state = _cpu_state(ctx.model)
     try:
-        outcome = PRUNERS.get(ctx.cfg.method.value)(ctx)
+        if state is not None and state["phase"] == "finetune":
+            outcome = _resumed_outcome(ctx, state)
+        else:
+            outcome = PRUNERS.get(ctx.cfg.method.value)(ctx)
+        ctx.outcome = outcome
         masked_finetune(ctx, outcome.masks, outcome.finetune_epochs)
     except TrainingError as e:
-        path = out / "checkpoint" / "last.pt"
-        with atomic_path(path) as tmp:
-            torch.save(
-                {
-                    "model": last_good["state"],
-                    "epoch": last_good["epoch"],
-                    "phase": last_good["phase"],
-                    "config": resolved,
-                },
-                tmp,
-            )
+        path = out / CKPT
+        if last_good["phase"] == "start" and distributed.world().main:
+            with atomic_path(path) as tmp:
+                torch.save(
+                    {"model": start_state, "epoch": 0, "phase": "start", "config": ctx.config},
+                    tmp,
+                )
         raise TrainingError(
             f"{e}; last good student state ({last_good['phase']} epoch "
             f"{last_good['epoch']}) saved to {path}"
         ) from None
+    return outcome
+
+
+def _resumed_outcome(ctx: PruneContext, state: Dict[str, Any]) -> PruneOutcome:
+    """The pruning phase's outcome read back from a fine-tune checkpoint (a structured
+    student is shrunk again with the saved channel masks)."""
+    saved = state.get("outcome") or {}
+    try:
+        notes = dict(saved["notes"])
+        outcome = PruneOutcome(saved["masks"], int(saved["finetune_epochs"]), notes)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot resume the fine-tune: bad outcome ({e})") from None
+    if outcome.masks is None and notes.get("channel_masks"):
+        from robustedge.compress.structured import channel_groups, remove_channels
+
+        cfg = ctx.cfg
+        groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
+        remove_channels(ctx.model, ctx.input_shape, groups, notes["channel_masks"])
+    ctx.params.clear()
+    ctx.params.update(prunable_params(ctx.model, ctx.cfg.include_first, ctx.cfg.include_last))
     return outcome
 
 

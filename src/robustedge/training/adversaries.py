@@ -6,6 +6,10 @@ cross-entropy + distillation from a teacher evaluated on the same ``x_used``), s
 adversaries serve plain training, distillation and compression. Adversaries register in
 ``ADVERSARIES`` (the on-manifold ones live in :mod:`robustedge.training.manifold_adversaries`;
 the package ``__init__`` imports every adversary module, as ``robustedge.attacks`` does).
+
+Every random start draws from the adversary's own CPU ``generator`` (seeded per run and per
+rank with :meth:`TrainingAdversary.seed`), never from the global RNG, so a checkpoint can hold
+its state and a resumed run draws the same starts as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ class TrainingAdversary:
 
     def __init__(self, eps: float = 0.0, steps: int = 0, **kwargs: Any) -> None:
         self.eps, self.steps = float(eps), int(steps)
+        self.generator = torch.Generator()
+
+    def seed(self, seed: int, rank: int = 0) -> None:
+        """Seed the random starts: one stream per (run seed, rank)."""
+        self.generator.manual_seed(int(seed) * 1_000_003 + 7919 * int(rank) + 1)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss):
         return task_loss(model(x), y, x)
@@ -51,7 +60,8 @@ class FGSMAdversary(TrainingAdversary):
     name = "fgsm"
 
     def loss(self, model, x, y, task_loss):
-        delta = (torch.rand_like(x) * 2 - 1) * self.eps
+        u = torch.rand(x.shape, generator=self.generator).to(x.device)
+        delta = (u * 2 - 1) * self.eps
         x0 = torch.clamp(x + delta, 0, 1)
         x_adv = FGSM(model, 1.25 * self.eps).perturb(x0, y)
         x_adv = torch.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps), 0, 1)
@@ -70,7 +80,9 @@ class PGDAdversary(TrainingAdversary):
         self.alpha = alpha
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return PGD(model, self.eps, steps=self.steps, alpha=self.alpha).perturb(x, y)
+        return PGD(
+            model, self.eps, steps=self.steps, alpha=self.alpha, generator=self.generator
+        ).perturb(x, y)
 
     def loss(self, model, x, y, task_loss):
         x_adv = self.craft(model, x, y)
@@ -91,7 +103,8 @@ class TradesAdversary(TrainingAdversary):
         self.beta = float(beta)
 
     def craft(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return TradesKL(model, self.eps, steps=self.steps).perturb(x, x.new_zeros(len(x)).long())
+        attack = TradesKL(model, self.eps, steps=self.steps, generator=self.generator)
+        return attack.perturb(x, x.new_zeros(len(x)).long())
 
     def loss(self, model, x, y, task_loss):
         x_adv = self.craft(model, x)

@@ -2,18 +2,27 @@
 
 ``after_step(model)`` runs after every ``optimizer.step()``: compression passes its proximal
 operator or mask there. ``on_epoch_end(epoch, record)`` is where callers checkpoint.
+
+Under torchrun (:mod:`robustedge.distributed`) every rank runs :func:`fit` on its shard of each
+global batch; gradients are averaged before every step, and ``consistency()`` (the tensors that
+must agree on every rank: weights, masks, method state) is checked after every step that
+``after_step`` touched and at every epoch end. :func:`rng_state` / :func:`set_rng_state` capture
+every random stream a run draws from, for bit-exact resume.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from robustedge import distributed
 from robustedge.config import Optim
 from robustedge.errors import TrainingError
 from robustedge.training.adversaries import TaskLoss, TrainingAdversary, ce_task_loss
@@ -44,12 +53,25 @@ def fit(
     on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None,
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
+    consistency: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
 ) -> List[Dict[str, float]]:
-    """Train ``model`` for epochs ``start_epoch .. epochs-1``; ``batches(epoch)`` yields (x, y).
+    """Train ``model`` for epochs ``start_epoch .. epochs-1``; ``batches(epoch)`` yields (x, y)
+    (this rank's share of each global batch under torchrun).
 
-    Raises :class:`TrainingError` on a non-finite loss, before the step that would spread it.
+    Raises :class:`TrainingError` on a non-finite loss, before the step that would spread it,
+    and, under torchrun, when the ranks' ``consistency()`` tensors (default: the parameters)
+    stop agreeing.
     """
+    world = distributed.world()
     history = []
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def check(what: str) -> None:
+        if world.parallel:
+            tensors = consistency() if consistency is not None else list(model.parameters())
+            distributed.check_identical(tensors, what)
+
+    check("initial weights")
     for epoch in range(start_epoch, epochs):
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
@@ -68,13 +90,19 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world.parallel:
+                distributed.average_gradients(params)
             optimizer.step()
             if after_step is not None:
                 after_step(model)
+                check(f"weights or masks after a step of epoch {epoch + 1}")
             total += loss.item() * len(x)
             n += len(x)
         if scheduler is not None:
             scheduler.step()
+        if world.parallel:
+            distributed.average_buffers(model)
+            total, n = distributed.all_sum([total, n], device)
         record = {
             "epoch": epoch + 1,
             "loss": total / max(n, 1),
@@ -82,19 +110,66 @@ def fit(
         }
         logger.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, record["loss"], record["seconds"])
         history.append(record)
+        check(f"weights at the end of epoch {epoch + 1}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     return history
 
 
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
-    """``batches(epoch)`` for :func:`fit`: a fresh, seeded shuffle every epoch (resumable)."""
+    """``batches(epoch)`` for :func:`fit`: a fresh shuffle every epoch, seeded by ``seed`` and
+    the epoch alone (so resuming needs no sampler state). ``batch_size`` is the global batch:
+    under torchrun each rank yields its ``batch_size / world`` share of it
+    (:func:`robustedge.distributed.shard_indices`, torch's DistributedSampler)."""
+    world = distributed.world()
+    local = distributed.per_rank_batch(batch_size, world)
 
     def batches(epoch: int):
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i : i + batch_size]
+        perm = torch.as_tensor(distributed.shard_indices(len(x), seed, epoch, world))
+        for i in range(0, len(perm), local):
+            idx = perm[i : i + local]
             yield x[idx], y[idx]
 
     return batches
+
+
+def rng_state(generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    """Every random stream of this process (torch CPU/CUDA, numpy, python, and the adversary's
+    ``generator``) as tensors and plain values (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.as_tensor(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+        "generator": generator.get_state() if generator is not None else None,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any], generator: Optional[torch.Generator] = None) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["gauss"],
+        )
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

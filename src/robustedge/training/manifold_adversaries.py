@@ -63,7 +63,10 @@ class OnManifoldAdversary(TrainingAdversary):
         self.source = source or self.manifold.describe()["source"]
 
     def on_manifold(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return OnManifold(model, self.eta, self.manifold, steps=self.steps).perturb(x, y)
+        attack = OnManifold(
+            model, self.eta, self.manifold, steps=self.steps, generator=self.generator
+        )
+        return attack.perturb(x, y)
 
     def rest(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """What the non-on-manifold part of the batch becomes (here: stays clean)."""
@@ -95,6 +98,7 @@ class MixedAdversary(OnManifoldAdversary):
         if not self.eps > 0:
             raise ValueError("adversary 'mixed' needs a pixel eps > 0 for its PGD part")
         self._pgd = PGDAdversary(self.eps, self.steps)
+        self._pgd.generator = self.generator  # one stream for both parts (checkpointed once)
 
     def rest(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._pgd.craft(model, x, y)

@@ -1,8 +1,10 @@
 """`robustedge train` and `robustedge eval` as functions on run folders.
 
 A run folder (see :mod:`robustedge.runs`) holds ``model.safetensors`` + ``model.json``,
-``config.yaml``, ``metrics.json`` and ``checkpoint/last.pt`` (model, optimizer and epoch,
-loaded with ``weights_only=True``), written atomically every epoch.
+``config.yaml``, ``metrics.json`` and ``checkpoint/last.pt`` (model, optimizer, scheduler,
+epoch and every random stream of every rank, loaded with ``weights_only=True``), written
+atomically every epoch: a resumed run equals an uninterrupted one bit for bit (one thread).
+Under torchrun only rank 0 writes; the results record the world size and the global batch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from robustedge import distributed
 from robustedge.attacks import AttackSpec, eps_or_default
 from robustedge.data import Dataset, load_dataset
 from robustedge.devices import resolve_device
@@ -26,7 +29,13 @@ from robustedge.runs import check_out_dir, load_run
 from robustedge.training.adversaries import build_adversary
 from robustedge.training.config import TrainConfig
 from robustedge.training.evaluate import EvalPlan, evaluate, evaluate_plan
-from robustedge.training.loop import epoch_batches, fit, make_optimizer
+from robustedge.training.loop import (
+    epoch_batches,
+    fit,
+    make_optimizer,
+    rng_state,
+    set_rng_state,
+)
 
 logger = logging.getLogger(__name__)
 CKPT = Path("checkpoint") / "last.pt"
@@ -51,17 +60,20 @@ def train_run(
     On-manifold adversaries need ``manifold``, the Manifold object of ``cfg.manifold``
     (``robustedge.manifold.load_manifold(cfg.manifold)``)."""
     out = Path(out)
+    device = distributed.rank_device(resolve_device(cfg.device))
+    with distributed.session(device) as world:
+        return _train(cfg, out, resume, progress, manifold, device, world)
+
+
+def _train(cfg, out, resume, progress, manifold, device, world) -> Dict:
     check_out_dir(out, resume)
-    device = resolve_device(cfg.device)
+    distributed.per_rank_batch(cfg.batch_size, world)
     data = load_dataset(cfg.data, cfg.data_dir)
     spec = ModelSpec(cfg.model, data.input_shape, data.num_classes, dict(cfg.model_kwargs))
     seed_everything(cfg.seed)
     model = build_model(spec).to(device)
     optimizer = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    start, history = 0, []
-    if resume and (out / CKPT).exists():
-        start, history = _restore(out / CKPT, model, optimizer, scheduler, cfg)
     adversary = build_adversary(
         cfg.adversary,
         cfg.eps,
@@ -69,24 +81,35 @@ def train_run(
         beta=cfg.trades_beta,
         **_manifold_kwargs(cfg, data, manifold),
     )
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", cfg.to_dict())
+    adversary.seed(cfg.seed, world.rank)
+    start, history, rng = 0, [], None
+    if resume and (out / CKPT).exists():
+        start, history, rng = restore_checkpoint(
+            out / CKPT, cfg.to_dict(), world, model, optimizer, scheduler
+        )
+    distributed.barrier()  # every rank has checked and read --out before rank 0 writes
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_yaml(out / "config.yaml", cfg.to_dict())
 
     def checkpoint(epoch: int, record: Dict[str, float]) -> None:
         history.append(record)
-        with atomic_path(out / CKPT) as tmp:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "config": cfg.to_dict(),
-                },
-                tmp,
-            )
+        save_checkpoint(
+            out / CKPT,
+            world,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "config": cfg.to_dict(),
+            },
+            adversary.generator,
+        )
 
+    if rng is not None:
+        set_rng_state(rng, adversary.generator)
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     fit(
         model,
@@ -98,19 +121,70 @@ def train_run(
         scheduler=scheduler,
         on_epoch_end=checkpoint,
         device=device,
-        progress=progress,
+        progress=progress and world.main,
     )
+    scale = scale_record(cfg.batch_size, world)
+    if not world.main:
+        return {"kind": "train", "rank": world.rank, **scale, "history": history}
     model = model.cpu()
     save_model(out, model, spec)
     metrics = {
         "kind": "train",
         **adversary.describe(),
+        **scale,
         "params": count_params(model),
         "history": history,
         **evaluate(model, data.x_test, data.y_test, _train_eval_specs(cfg), seed=cfg.seed),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def scale_record(batch_size: int, world: distributed.World) -> Dict[str, int]:
+    """What results record about data parallelism: processes and the global batch."""
+    return {
+        "world_size": world.size,
+        "global_batch_size": batch_size,
+        "batch_per_rank": batch_size // world.size,
+    }
+
+
+def save_checkpoint(
+    path: Path, world: distributed.World, state: Dict[str, Any], generator: torch.Generator
+) -> None:
+    """Rank 0 writes ``state`` + every rank's random streams (a collective: all ranks call)."""
+    rngs = distributed.gather_objects(rng_state(generator))
+    if not world.main:
+        return
+    with atomic_path(path) as tmp:
+        torch.save({**state, "rng": rngs, "world_size": world.size}, tmp)
+
+
+def restore_checkpoint(
+    path: Path, config: Dict[str, Any], world: distributed.World, model, optimizer, scheduler
+):
+    """Load a checkpoint written by :func:`save_checkpoint` into ``model`` / ``optimizer`` /
+    ``scheduler``; returns (epochs done, history, this rank's random streams or None)."""
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("config") != config:
+        raise CheckpointError(f"{path} was written with a different config; start a new --out")
+    size = state.get("world_size", 1)
+    if state.get("rng") is not None and size != world.size:
+        raise CheckpointError(
+            f"{path} was written by {size} process(es); resume it with --nproc {size}"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        epoch = int(state["epoch"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot resume from {path}: {e}") from None
+    logger.info("resuming at epoch %d", epoch + 1)
+    rngs = state.get("rng")
+    return epoch, list(state.get("history", [])), rngs[world.rank] if rngs else None
 
 
 def _manifold_kwargs(cfg: TrainConfig, data: Dataset, manifold: Any) -> Dict[str, Any]:
@@ -131,20 +205,6 @@ def _manifold_kwargs(cfg: TrainConfig, data: Dataset, manifold: Any) -> Dict[str
 def _train_eval_specs(cfg: TrainConfig) -> Sequence[AttackSpec]:
     eps = eps_or_default(cfg.eps)
     return [AttackSpec.default("fgsm", eps), AttackSpec.default("pgd", eps)]
-
-
-def _restore(path: Path, model, optimizer, scheduler, cfg: TrainConfig):
-    state = safe_torch_load(path)
-    if state.get("config") != cfg.to_dict():
-        raise CheckpointError(f"{path} was written with a different config; start a new --out")
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"cannot resume from {path}: {e}") from None
-    logger.info("resuming at epoch %d", state["epoch"] + 1)
-    return int(state["epoch"]), list(state.get("history", []))
 
 
 def eval_run(
