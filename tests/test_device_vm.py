@@ -183,3 +183,24 @@ def test_vm_cli_bench(board_vm, bundle, cli, tmp_path):  # noqa: F811
     r = json.loads(out.read_text())
     assert r["target"] == "vm-aarch64" and r["board"]["machine"] == "aarch64"
     assert "EMULATED" in proc.stdout
+    status = cli("device", "vm", "status")  # the running VM was reused, not booted again
+    assert status.returncode == 0 and f"127.0.0.1:{board_vm[1].port}" in status.stdout
+
+
+def test_vm_armv7_matches_host(bundle, host_ref):  # noqa: F811
+    """armv7 too: Debian armhf (armmp-lpae kernel) under qemu-system-arm -M virt, Cortex-A15."""
+    need_root("mmdebstrap", "mke2fs", "ssh", "ssh-keygen", "qemu-system-arm", "qemu-img")
+    vm.setup_vm("armv7")
+    machine = vm.VM("armv7")
+    was_running = machine.state() is not None
+    try:
+        r = VMTarget("armv7").bench(bundle, BENCH)
+    finally:
+        if not was_running:
+            machine.stop()
+    b = r["board"]
+    assert r["target"] == "vm-armv7" and r["emulated"] is True
+    assert b["machine"] == "armv7l" and b["model"] == "linux,dummy-virt"
+    assert b["kernel"].endswith("armmp-lpae") and "cortex-a15" in r["emulation"]["model"]
+    assert r["output_sha256"] == host_ref["output_sha256"]  # int8 outputs bit-identical
+    assert r["accuracy"] == host_ref["accuracy"]

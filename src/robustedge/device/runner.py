@@ -152,8 +152,10 @@ def main(argv: Optional[List[str]] = None, default_bundle: Optional[str] = None)
         check_dependencies(manifest, args.fmt, args.backend)
         from robustedge.device import measure
         from robustedge.device.onboard import run_bundle
+        from robustedge.device.probe import device_model
 
-        emulated = args.emulated or measure.looks_emulated(platform.machine(), measure.cpu_model())
+        machine, cpu = platform.machine(), measure.cpu_model()
+        emulated = args.emulated or measure.looks_emulated(machine, cpu, device_model())
 
         results = run_bundle(bundle, manifest, run_options(args, emulated)).to_dict()
     except BundleError as e:
