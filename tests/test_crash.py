@@ -1,0 +1,87 @@
+"""Crash safety in the test suite: `kill -9` a few stages at random points (issue 15).
+
+The full sweep (10 points for each of train, compress, export, bundle, deploy and a recipe run)
+is ``benchmarks/crash.py``, measured in ``benchmarks/measured/crash.json``; these tests keep the
+two cheapest promises checked on every ``make test``: a bundle being rebuilt is never lost, and
+a killed training run resumes to a loadable, finished run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.crash
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args) -> list:
+    return [sys.executable, "-m", "robustedge.cli", *map(str, args)]
+
+
+def kill_after(cmd: list, delay: float, cwd: Path) -> bool:
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def timed(cmd: list, cwd: Path) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return time.perf_counter() - t
+
+
+def test_killed_bundle_rebuild_never_loses_the_finished_bundle(tmp_path):
+    from robustedge.device.bundle_format import verify_bundle
+    from test_hostile import fake_export
+
+    fake_export(tmp_path / "run")
+    cmd = cli("bundle", tmp_path / "run", "--out", tmp_path / "b")
+    full = timed(cmd, tmp_path)
+    rng = random.Random(0)
+    for _ in range(3):
+        kill_after(cmd, rng.uniform(0.3 * full, full), tmp_path)
+        verify_bundle(tmp_path / "b")  # old or new, always complete
+    timed(cmd, tmp_path)
+    verify_bundle(tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_a_finished_run(tmp_path):
+    from robustedge.io import read_json
+    from robustedge.models import load_model
+
+    out = tmp_path / "r"
+    args = ["--model", "tiny", "--adversary", "none", "--epochs", "4", "--no-progress"]
+    full = timed(cli("train", *args, "--out", tmp_path / "ref"), tmp_path)
+    rng = random.Random(1)
+    for _ in range(2):
+        resume = ["--resume"] if out.exists() and any(out.iterdir()) else []
+        kill_after(cli("train", *args, "--out", out, *resume), rng.uniform(0, full), tmp_path)
+        if (out / "metrics.json").is_file():  # finished before the kill: must be whole
+            read_json(out / "metrics.json")
+            load_model(out)
+    resume = ["--resume"] if out.exists() and any(out.iterdir()) else []
+    timed(cli("train", *args, "--out", out, *resume), tmp_path)
+    assert read_json(out / "metrics.json")["clean_acc"] > 0
+    load_model(out)
