@@ -644,3 +644,24 @@ def test_subprocess_no_traceback(tmp_path, argv):
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") <= MAX_LINES, proc.stderr
     assert "weights_only=False" not in proc.stderr
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- board responses
+
+
+@pytest.mark.parametrize("answer", ["[1, 2]", '{"board": 3}', "{}", "not json"])
+def test_malformed_board_results_are_one_line(sb, bundle, answer):
+    """A 'board' (here a fake interpreter behind --python) answering garbage: one line."""
+    fake = sb.root / "fake-python"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'while [ "$#" -gt 0 ]; do [ "$1" = --out ] && out="$2"; shift; done\n'
+        f"printf '%s' '{answer}' > \"$out\"\n"
+    )
+    fake.chmod(0o755)
+    out = sb.root / "res"
+    sb.refuse(
+        ["bench", "--bundle", bundle, "--python", fake, "--out", out / "r.json"],
+        None,
+        [out, bundle],
+    )

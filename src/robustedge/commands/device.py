@@ -149,6 +149,7 @@ def bench_cmd(
     python,
 ) -> None:
     """Copy BUNDLE to TARGET, run it there, fetch the measurements JSON."""
+    from robustedge.errors import RobustEdgeError
     from robustedge.io import write_json
 
     args = [
@@ -171,7 +172,12 @@ def bench_cmd(
         results = _target(target, ssh_config, ssh_option, python).bench(b, args)
     out = out or Path(f"results-{_slug(target)}.json")
     write_json(out, results)
-    print_results(results)
+    try:
+        print_results(results)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # a hostile/broken board
+        raise RobustEdgeError(
+            f"{target} returned malformed results ({type(e).__name__}: {e}); raw JSON in {out}"
+        ) from None
     click.echo(f"results: {out}")
 
 

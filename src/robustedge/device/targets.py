@@ -60,6 +60,8 @@ class Target:
         upload_s = round(time.perf_counter() - t0, 3)
         args = list(args) + (["--emulated"] if self.emulated else [])
         results = self.run(where, args)
+        if not isinstance(results, dict):  # a board's answer is data, checked before use
+            raise RobustEdgeError(f"{self.name} returned malformed results (not a JSON object)")
         results["target"] = self.name
         results["emulated"] = bool(results.get("emulated")) or self.emulated
         results["upload_s"] = upload_s
