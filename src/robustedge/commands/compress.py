@@ -8,9 +8,10 @@ from typing import Any, Callable, Dict, Optional
 import click
 
 from robustedge.commands import device_option, parse_kv, print_table
+from robustedge.commands.launch import is_main_rank, nproc_option
 
 # CLI values that are not CompressConfig fields (every other option is one, by name)
-NOT_CONFIG = ("attacks", "out", "budget", "budget_target")
+NOT_CONFIG = ("attacks", "out", "budget", "budget_target", "resume")
 
 
 def options(*decorators: Callable) -> Callable:
@@ -199,6 +200,7 @@ RUN = options(
     click.option(
         "--out", required=True, type=click.Path(path_type=Path), help="Student run folder."
     ),
+    click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/last.pt."),
 )
 
 
@@ -211,11 +213,15 @@ RUN = options(
 @GMP
 @LAYERS
 @RUN
+@nproc_option
 def compress(**opts: Any) -> None:
     """Prune TEACHER into a robust sparse (or shrunk) student run folder OUT."""
     cfg = compress_config(opts)
-    metrics = run_compress(cfg, opts["budget"], opts["budget_target"], opts["attacks"], opts["out"])
-    report(metrics, opts["out"])
+    metrics = run_compress(
+        cfg, opts["budget"], opts["budget_target"], opts["attacks"], opts["out"], opts["resume"]
+    )
+    if is_main_rank():
+        report(metrics, opts["out"])
 
 
 def compress_config(opts: Dict[str, Any]):
@@ -232,7 +238,12 @@ def compress_config(opts: Dict[str, Any]):
 
 
 def run_compress(
-    cfg: Any, budget: Optional[str], target: Optional[str], attacks: Any, out: Path
+    cfg: Any,
+    budget: Optional[str],
+    target: Optional[str],
+    attacks: Any,
+    out: Path,
+    resume: bool = False,
 ) -> Dict[str, Any]:
     """compress_run, or compress_to_budget when a budget is given."""
     from robustedge.compress import compress_run
@@ -241,7 +252,9 @@ def run_compress(
     if budget is None:
         if target is not None:
             raise RobustEdgeError("--budget-target needs --budget latency_ms=...")
-        return compress_run(cfg, out, eval_attacks=attacks)
+        return compress_run(cfg, out, eval_attacks=attacks, resume=resume)
+    if resume:
+        raise RobustEdgeError("--resume is not supported with --budget (each try is short)")
     from robustedge.compress.budget import Budget, Quantity, compress_to_budget
 
     parsed = Budget.parse(budget, target)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from robustedge.commands import device_option
+from robustedge.commands.launch import is_main_rank, nproc_option
 
 
 @click.group()
@@ -26,6 +27,7 @@ def manifold() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@nproc_option
 def train(
     data, data_dir, latent_dim, hidden, epochs, batch_size, lr, beta, seed, device, out
 ) -> None:
@@ -45,6 +47,8 @@ def train(
         data_dir=data_dir,
     )
     metrics = train_vae(cfg, out)
+    if not is_main_rank():
+        return
     test = metrics["test"]
     click.echo(
         f"test reconstruction: MSE/pixel {test['mse_per_pixel']:.5f}, "

@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from robustedge.commands import device_option, parse_kv, print_table
+from robustedge.commands.launch import is_main_rank, nproc_option
 
 
 @click.command()
@@ -54,6 +55,7 @@ from robustedge.commands import device_option, parse_kv, print_table
     help="Fraction of each batch made on-manifold adversarial (onmanifold/mixed).",
 )
 @click.option("--eta", default=None, type=float, help="On-manifold latent budget (default 0.3).")
+@nproc_option
 def train(
     data,
     data_dir,
@@ -75,7 +77,10 @@ def train(
     onmanifold_ratio,
     eta,
 ) -> None:
-    """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT."""
+    """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT.
+
+    Data-parallel: ``--nproc N`` (or ``torchrun --nproc-per-node N -m robustedge.cli train``);
+    ``--batch-size`` is then the global batch, split evenly over the processes."""
     from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
@@ -100,8 +105,14 @@ def train(
     metrics = train_run(
         cfg, out, resume=resume, progress=not no_progress, manifold=_manifold(manifold, data_dir)
     )
-    print_table(metrics)
-    click.echo(f"run folder: {out}")
+    if is_main_rank():
+        print_table(metrics)
+        if metrics.get("world_size", 1) > 1:
+            click.echo(
+                f"data-parallel: {metrics['world_size']} processes, "
+                f"global batch {metrics['global_batch_size']}"
+            )
+        click.echo(f"run folder: {out}")
 
 
 @click.command("eval")

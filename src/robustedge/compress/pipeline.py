@@ -126,7 +126,7 @@ def _compress(cfg, out, eval_attacks, resume, device, world) -> Dict[str, Any]:
     state = _read_checkpoint(out / CKPT, resolved, world) if resume else None
     distributed.barrier()  # every rank has checked and read --out before rank 0 writes
 
-    ctx = _context(cfg, student, teacher, adversary, data, device)
+    ctx = make_context(cfg, student, teacher, adversary, data, device)
     ctx.checkpoint, ctx.config, ctx.resume = out / CKPT, resolved, state
     t0 = time.perf_counter()
     outcome = _train(ctx, out, state)
@@ -157,7 +157,8 @@ def _read_checkpoint(path: Path, resolved: Dict[str, Any], world) -> Optional[Di
     return state
 
 
-def _context(cfg, student, teacher, adversary, data, device) -> PruneContext:
+def make_context(cfg, student, teacher, adversary, data, device) -> PruneContext:
+    """The :class:`PruneContext` of a compression run (this rank's data shard under torchrun)."""
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     size = distributed.world().size
     return PruneContext(

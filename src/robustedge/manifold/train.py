@@ -3,6 +3,8 @@
 Run folder: ``manifold.safetensors`` + ``manifold.json`` (data, input shape, classes, latent
 dim), ``config.yaml`` (the resolved :class:`VAEConfig`), ``metrics.json`` (per-pixel MSE and
 BCE of test reconstructions) and ``reconstructions.png`` (originals above reconstructions).
+Under torchrun each rank takes its share of every global batch and the gradients are averaged
+(:mod:`robustedge.distributed`); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustedge import distributed
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json, write_yaml
 from robustedge.manifold.vae import CVAE, VAEManifold, save_vae
@@ -56,23 +59,33 @@ class VAEConfig:
 def fit_vae(
     vae: CVAE, x: torch.Tensor, y: torch.Tensor, cfg: VAEConfig, device: torch.device
 ) -> list:
-    """Adam on BCE + beta * KL; returns per-epoch mean losses."""
+    """Adam on BCE + beta * KL; returns per-epoch mean losses. Under torchrun, rank r of W
+    takes every W-th sample of each global batch (from r), its loss is weighted by its share
+    and the gradients are averaged, so each step is the one-process step on the whole batch."""
+    world = distributed.world()
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    params = list(vae.parameters())
     history = []
     vae.train()
+    distributed.check_identical(params, "initial VAE weights")
     for epoch in range(cfg.epochs):
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
         for i in range(0, len(x), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            loss, _, _ = vae.loss(x[idx].to(device), y[idx].to(device), cfg.beta)
+            batch = perm[i : i + cfg.batch_size]
+            idx = batch[world.rank :: world.size]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(idx):
+                loss, _, _ = vae.loss(x[idx].to(device), y[idx].to(device), cfg.beta)
+                (loss * (len(idx) * world.size / len(batch))).backward()
+                total += loss.item() * len(idx)
+            distributed.average_gradients(params)
             opt.step()
-            total += loss.item() * len(idx)
         sched.step()
+        (total,) = distributed.all_sum([total], device)
+        distributed.check_identical(params, f"VAE weights after epoch {epoch + 1}")
         history.append({"epoch": epoch + 1, "loss": total / len(x)})
         logger.info("vae epoch %d: loss %.3f", epoch + 1, total / len(x))
     return history
@@ -116,18 +129,28 @@ def save_figure(path: Path, x: np.ndarray, rec: np.ndarray, title: str) -> None:
 
 def train_vae(cfg: VAEConfig, out: Path) -> Dict:
     """Train a CVAE per ``cfg`` into ``out``; returns the metrics written to metrics.json."""
-    from robustedge.data import load_dataset
     from robustedge.devices import resolve_device
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RobustEdgeError(f"--out {out} exists and is not an empty folder")
-    device = resolve_device(cfg.device)
+    device = distributed.rank_device(resolve_device(cfg.device))
+    with distributed.session(device) as world:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise RobustEdgeError(f"--out {out} exists and is not an empty folder")
+        distributed.barrier()
+        return _train_vae(cfg, out, device, world)
+
+
+def _train_vae(cfg: VAEConfig, out: Path, device: torch.device, world) -> Dict:
+    from robustedge.data import load_dataset
+
     data = load_dataset(cfg.data, cfg.data_dir)
     torch.manual_seed(cfg.seed)
     vae = CVAE(data.input_shape, data.num_classes, cfg.latent_dim, cfg.hidden).to(device)
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     history = fit_vae(vae, xt, yt, cfg, device)
+    scale = {"world_size": world.size, "global_batch_size": cfg.batch_size}
+    if not world.main:
+        return {"kind": "manifold", "rank": world.rank, **scale, "history": history}
     vae = vae.cpu().eval()
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", cfg.to_dict())
@@ -150,6 +173,7 @@ def train_vae(cfg: VAEConfig, out: Path) -> Dict:
         "latent_dim": cfg.latent_dim,
         "test": test,
         "figure": FIGURE,
+        **scale,
         "history": history,
     }
     write_json(out / "metrics.json", metrics)

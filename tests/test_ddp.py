@@ -1,0 +1,304 @@
+"""Data-parallel training under torchrun (gloo on CPU): same weights as one process with the
+same global batch, identical masks / method state on every rank, rank checks, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from robustedge import distributed
+from robustedge.errors import CheckpointError
+from robustedge.training.config import TrainConfig
+from robustedge.training.run import train_run
+
+ROOT = Path(__file__).resolve().parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTEDGE_DIST_TIMEOUT": "120"}
+
+
+@pytest.fixture(scope="module")
+def even_data(tmp_path_factory) -> str:
+    """Digits cut to 1,024 training images (a multiple of 2 x 64: no sampler padding)."""
+    from robustedge.data import load_dataset
+
+    d = load_dataset("digits")
+    path = tmp_path_factory.mktemp("even") / "digits1024.npz"
+    np.savez(
+        path,
+        x_train=d.x_train[:1024],
+        y_train=d.y_train[:1024],
+        x_test=d.x_test[:200],
+        y_test=d.y_test[:200],
+    )
+    return str(path)
+
+
+def cli(*args: str, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robustedge.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        timeout=timeout,
+    )
+
+
+def _wait_gone(marker: str, timeout: float = 60) -> None:
+    """Wait until no process has ``marker`` on its command line (the ranks are gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if marker.encode() in cmdline.read_bytes():
+                    alive = True
+                    break
+            except OSError:
+                continue
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes for {marker} still running")
+
+
+def weights(run: Path):
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_sharding_is_the_global_batch_split():
+    """Rank r of W takes every W-th index: together the ranks' batches are the one-process
+    batch (torch's DistributedSampler, shuffled by seed and epoch)."""
+    one = distributed.shard_indices(256, 3, 1, distributed.World(0, 1))
+    r0 = distributed.shard_indices(256, 3, 1, distributed.World(0, 2))
+    r1 = distributed.shard_indices(256, 3, 1, distributed.World(1, 2))
+    for k in range(4):  # global batch 64 = 32 per rank
+        assert sorted(r0[32 * k : 32 * k + 32] + r1[32 * k : 32 * k + 32]) == sorted(
+            one[64 * k : 64 * k + 64]
+        )
+    assert distributed.shard_indices(256, 3, 2, distributed.World(0, 1)) != one
+    with pytest.raises(Exception, match="multiple of the 2 processes"):
+        distributed.per_rank_batch(63, distributed.World(0, 2))
+
+
+def test_checksum_sees_values_and_order():
+    a = [torch.arange(6.0).view(2, 3)]
+    assert torch.equal(distributed.checksum(a), distributed.checksum([a[0].clone()]))
+    assert not torch.equal(distributed.checksum(a), distributed.checksum([a[0].flip(1)]))
+    b = a[0].clone()
+    b[0, 0] += 1e-6
+    assert not torch.equal(distributed.checksum(a), distributed.checksum([b]))
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_weights(tmp_path, even_data):
+    args = ["--data", "npz", "--data-dir", even_data, "--model", "lenet5", "--adversary"]
+    args += ["none", "--epochs", "2", "--batch-size", "64", "--lr", "0.01", "--device", "cpu"]
+    r = cli("train", *args, "--nproc", "2", "--out", str(tmp_path / "ddp"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("run folder:") == 1  # rank 1 prints nothing
+    assert "2 processes, global batch 64" in r.stdout
+    cfg = TrainConfig(
+        data="npz",
+        data_dir=even_data,
+        model="lenet5",
+        adversary="none",
+        epochs=2,
+        batch_size=64,
+        lr=0.01,
+        device="cpu",
+    )
+    one = train_run(cfg, tmp_path / "one")
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    moved = max(float((a[k] - weights(tmp_path / "one")[k]).abs().max()) for k in a)
+    assert moved < 1e-4
+    import json
+
+    m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert (m["world_size"], m["global_batch_size"], m["batch_per_rank"]) == (2, 64, 32)
+    assert (one["world_size"], one["global_batch_size"]) == (1, 64)
+    assert m["clean_acc"] == pytest.approx(one["clean_acc"], abs=0.01)
+    # a 2-process checkpoint holds both ranks' random streams: resuming needs 2 processes
+    with pytest.raises(CheckpointError, match="--nproc 2"):
+        train_run(cfg, tmp_path / "ddp", resume=True)
+
+
+@pytest.mark.slow
+def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, even_data):
+    """prox, ADMM and HYDRA with PGD-AT on 2 gloo ranks: each rank's masks and weights are
+    the same (its own adversarial examples, its own random stream)."""
+    teacher = tmp_path / "teacher"
+    cfg = TrainConfig(
+        data="npz", data_dir=even_data, model="lenet5", adversary="none", epochs=1, lr=0.01
+    )
+    train_run(cfg, teacher)
+    out = tmp_path / "ranks"
+    out.mkdir()
+    methods = ["prox", "admm", "hydra"]
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        + [str(ROOT / "_ddp_worker.py"), str(teacher), str(out), *methods],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    for method in methods:
+        s0 = torch.load(out / f"rank0_{method}.pt", weights_only=True)
+        s1 = torch.load(out / f"rank1_{method}.pt", weights_only=True)
+        assert s0["world_size"] == 2
+        assert s0["masks"].keys() == s1["masks"].keys() and s0["masks"]
+        for n in s0["masks"]:
+            assert torch.equal(s0["masks"][n], s1["masks"][n]), (method, n)
+            kept = 1 - float(s0["masks"][n].float().mean())
+            assert kept > 0.0
+        for k in s0["weights"]:
+            assert torch.equal(s0["weights"][k], s1["weights"][k]), (method, k)
+        # per-rank adversarial examples: the ranks' random streams differ
+        assert not torch.equal(s0["next_random_start"], s1["next_random_start"])
+
+
+def _factory_module(tmp_path: Path) -> dict:
+    (tmp_path / "rankfactories.py").write_text(
+        "import os\n"
+        "import torch\n"
+        "from robustedge.models import MODELS\n\n"
+        "def fails_on_rank1(input_shape, num_classes):\n"
+        "    if os.environ.get('RANK') == '1':\n"
+        "        raise ValueError('disk quota exceeded on rank 1')\n"
+        "    return MODELS.get('tiny')(input_shape=input_shape, num_classes=num_classes)\n\n"
+        "def rank_seeded(input_shape, num_classes):\n"
+        "    torch.manual_seed(int(os.environ.get('RANK', '0')))\n"
+        "    return MODELS.get('tiny')(input_shape=input_shape, num_classes=num_classes)\n"
+    )
+    return {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+
+
+@pytest.mark.slow
+def test_one_failing_rank_ends_the_job_with_one_line(tmp_path):
+    env = _factory_module(tmp_path)
+    t0 = time.monotonic()
+    r = cli(
+        "train",
+        "--model",
+        "rankfactories:fails_on_rank1",
+        "--adversary",
+        "none",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--nproc",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "rank 1" in lines[0] and "disk quota exceeded on rank 1" in lines[0]
+    assert time.monotonic() - t0 < 200  # ended, did not wait for the collective timeout
+    assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_diverging_ranks_are_caught(tmp_path):
+    """Weights that differ between ranks (here: a rank-seeded init) stop the job."""
+    env = _factory_module(tmp_path)
+    r = cli(
+        "train",
+        "--model",
+        "rankfactories:rank_seeded",
+        "--adversary",
+        "none",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--nproc",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "ranks diverged: initial weights differ between rank 0 and rank 1" in r.stderr
+
+
+@pytest.mark.slow
+def test_resume_under_ddp_equals_uninterrupted(tmp_path, even_data):
+    """2-process PGD-AT killed after its first checkpoint, resumed with --nproc 2: the same
+    weights, bit for bit, as the uninterrupted 2-process run."""
+    args = ["train", "--data", "npz", "--data-dir", even_data, "--model", "lenet5"]
+    args += ["--adversary", "pgd", "--steps", "2", "--epochs", "3", "--batch-size", "64"]
+    args += ["--lr", "0.01", "--device", "cpu", "--nproc", "2", "--no-progress"]
+    full = cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    part = tmp_path / "part"
+    ckpt = part / "checkpoint" / "last.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robustedge.cli", *args, "--out", str(part)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:  # Ctrl-C-like stop: torchrun ends both ranks (they run in their own sessions)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        _wait_gone(str(part))
+    epoch = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= epoch < 3, "the run was not interrupted mid-way"
+    assert not (part / "model.safetensors").exists()
+    resumed = cli(*args, "--out", str(part), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(tmp_path / "full"), weights(part)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL backend)")
+@pytest.mark.slow
+def test_two_gpus_nccl(tmp_path, even_data):
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA GPUs for 2 NCCL ranks, found {torch.cuda.device_count()}")
+    r = cli(
+        "train",
+        "--data",
+        "npz",
+        "--data-dir",
+        even_data,
+        "--model",
+        "lenet5",
+        "--epochs",
+        "1",
+        "--steps",
+        "2",
+        "--device",
+        "cuda",
+        "--nproc",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "2 processes, global batch 64" in r.stdout
