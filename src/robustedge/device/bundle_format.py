@@ -62,7 +62,7 @@ def read_manifest(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
 def inside(root: Path, rel: Any) -> Path:
     """``root / rel`` for a path named by the manifest; BundleError unless it is a relative path
     that stays inside the bundle (no absolute path, ``..``, NUL, or symlink leading out)."""
-    if not isinstance(rel, str) or not rel or "\x00" in rel or "\\" in rel:
+    if not isinstance(rel, str) or not rel or "\\" in rel or any(ord(c) < 32 for c in rel):
         raise BundleError(f"bundle manifest names a bad path: {rel!r}")
     if rel.startswith("/") or ".." in rel.split("/"):
         raise BundleError(f"bundle manifest names a path outside the bundle: {rel}")
