@@ -52,6 +52,7 @@ class CompressConfig:
     trades_beta: float = 6.0
     kd_alpha: Optional[float] = None
     kd_temp: float = 4.0
+    kd_target: str = "adv"  # prox: teacher on the adversarial (adv) or clean input
     epochs: int = 10
     finetune_epochs: int = 5
     batch_size: int = 64
@@ -60,6 +61,8 @@ class CompressConfig:
     lam0: Optional[float] = None
     penalty: str = "reweighted"
     lam_schedule: str = "ball"
+    ramp_start: float = 0.0  # prox: share of the pruning phase trained dense first
+    ramp_end: float = 0.75  # prox: share of the pruning phase at which the target is reached
     admm_rho: float = 0.01
     score_lr: float = 0.01
     gmp_initial_sparsity: float = 0.0
@@ -92,11 +95,17 @@ class CompressConfig:
         if not (0.0 <= self.kd_alpha <= 1.0):
             raise ValueError(f"kd alpha must lie in [0, 1], got {self.kd_alpha}")
         check_positive(self, "epochs", "batch_size", "lr", "kd_temp", "admm_rho", "score_lr")
+        if self.kd_target not in ("adv", "clean"):
+            raise ValueError(f"kd_target must be 'adv' or 'clean', got '{self.kd_target}'")
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got '{self.penalty}'")
         if self.lam_schedule not in LAM_SCHEDULES:
             raise ValueError(
                 f"lam_schedule must be one of {', '.join(LAM_SCHEDULES)}, got '{self.lam_schedule}'"
+            )
+        if not (0.0 <= self.ramp_start < self.ramp_end <= 1.0):
+            raise ValueError(
+                f"need 0 <= ramp_start < ramp_end <= 1, got {self.ramp_start}, {self.ramp_end}"
             )
         if self.lam0 is not None and not (self.lam0 > 0):
             raise ValueError(f"lam0 must be > 0, got {self.lam0}")
