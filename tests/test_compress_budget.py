@@ -10,6 +10,7 @@ from robustedge.compress.budget import (
     Budget,
     Quantity,
     compress_to_budget,
+    flash_measure,
     int8_weight_bytes,
     macs_measure,
     search_structure,
@@ -77,6 +78,12 @@ def test_flash_measure_counts_int8_weight_storage():
     weights = sum(m.weight.numel() for m in model.modules() if hasattr(m, "weight"))
     channels = 6 + 16 + 120 + 84 + 10
     assert int8_weight_bytes(model) == weights + 16 * channels == 24_926
+    shape = (3, 32, 32)
+    resnet8 = build_model(ModelSpec("resnet8", shape, 10)).eval()
+    result = search_structure(resnet8, shape, Budget.parse("flash_kb=20"), flash_measure())
+    assert result.teacher_value > 64 and result.value <= 20  # 78k int8 weights -> under 20 KiB
+    student, _ = shrunk_copy(resnet8, shape, result.channel_sparsity)
+    assert int8_weight_bytes(student) == result.value * 1024
 
 
 def test_compress_to_a_macs_budget_trains_and_records_it(tiny_run, tmp_path):
