@@ -31,7 +31,7 @@ def board_vm():
     vm.setup_vm("aarch64")
     machine = vm.VM("aarch64")
     was_running = machine.state() is not None
-    st = machine.start()
+    st = machine.start(fresh=not was_running)  # a fresh overlay: no state from earlier runs
     yield machine, st
     if not was_running:
         machine.stop()
@@ -91,6 +91,9 @@ def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
     ]
     with pytest.raises(RobustEdgeError, match="Host key verification failed"):
         SSHTarget(machine.ssh_url(st), opts).deploy(bundle)
+    # A board without numpy: the runner says what to pip install.
+    with pytest.raises(RobustEdgeError, match="pip install numpy"):
+        VMTarget("aarch64", python=bare_python(machine, st)).bench(bundle, ["--runs", "200"])
     # A tampered upload is refused on the board; the live bundle stays as it was.
     bad = copy_bundle(bundle, tmp_path)
     (bad / "square_core.py").write_text("raise SystemExit\n")
@@ -98,7 +101,24 @@ def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
         good.deploy(bad)
     check = machine.ssh(st, f"cd {live} && python3 run_bundle.py --verify-only", user=vm.USER)
     assert "bundle ok" in check.stdout
-    assert machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split() == [bundle.name]
+    assert _entries(machine, st, bundle.name) == [bundle.name]
+
+
+def bare_python(machine, st) -> str:
+    """``python3-bare`` on the VM: its Python without site-packages (no numpy, no interpreter)."""
+    machine.ssh(
+        st,
+        "mkdir -p /usr/local/bin && "
+        "printf '#!/bin/sh\\nexec python3 -S \"$@\"\\n' > /usr/local/bin/python3-bare && "
+        "chmod 755 /usr/local/bin/python3-bare",
+    )
+    return "python3-bare"
+
+
+def _entries(machine, st, name: str) -> list:
+    """This bundle and any upload/swap leftovers in the board's bundle folder."""
+    out = machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split()
+    return [e for e in out if e.startswith(".") or e == name]
 
 
 def _inode(machine, st, path: str) -> str:
@@ -126,11 +146,10 @@ def test_vm_interrupted_upload_keeps_old_bundle(board_vm, bundle, tmp_path):  # 
     proc.wait()
     assert proc.returncode != 0
     for _ in range(50):  # the board notices the dropped connection and cleans up
-        left = machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split()
-        if left == [bundle.name]:
+        if _entries(machine, st, bundle.name) == [bundle.name]:
             break
         time.sleep(0.2)
-    assert left == [bundle.name]
+    assert _entries(machine, st, bundle.name) == [bundle.name]
     assert _inode(machine, st, live) == before  # the old bundle was never swapped out
     check = machine.ssh(st, f"cd {live} && python3 run_bundle.py --verify-only", user=vm.USER)
     assert "bundle ok" in check.stdout
@@ -159,12 +178,7 @@ def test_vm_doctor(board_vm, cli):
     assert "[ok  ] python" in out and "numpy 1.26.4" in out and "tflite_runtime 2.14.0" in out
     assert "[ok  ] disk" in out and "[warn] governor" in out and "vm-aarch64: ready" in out
     # A python without the board's packages: each failure comes with its fix.
-    machine.ssh(
-        st,
-        "mkdir -p /usr/local/bin && "
-        "printf '#!/bin/sh\\nexec python3 -S \"$@\"\\n' > /usr/local/bin/python3-bare && "
-        "chmod 755 /usr/local/bin/python3-bare",
-    )
+    bare_python(machine, st)
     proc = cli("device", "doctor", "vm-aarch64", "--python", "python3-bare")
     assert proc.returncode == 1
     assert "[fail] numpy" in proc.stdout and "fix: python3-bare -m pip install numpy" in proc.stdout

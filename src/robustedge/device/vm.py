@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -467,11 +468,15 @@ class VM:
     (default ``<image dir>/run``). ``start`` reuses a running instance; ``stop`` powers off."""
 
     def __init__(
-        self, arch: str, root: Optional[Path] = None, state_dir: Optional[Path] = None
+        self,
+        arch: str,
+        root: Optional[Path] = None,
+        state_dir: Optional[Path] = None,
+        image: Optional[Path] = None,
     ) -> None:
         self.spec = vm_spec(arch)
-        self.image = image_dir(arch, root)
-        if not is_ready(arch, root):
+        self.image = image or image_dir(arch, root)
+        if image is None and not is_ready(arch, root):  # (an explicit image: being built)
             raise RobustEdgeError(
                 f"no {arch} VM image: run `robustedge device setup-vm --arch {arch}` as root first"
             )
@@ -520,7 +525,16 @@ class VM:
         return None
 
     def start(self, fresh: bool = False, timeout_s: float = BOOT_TIMEOUT_S) -> VMState:
-        """Boot (or reuse) the VM and wait until SSH answers; ``fresh`` drops the overlay."""
+        """Boot (or reuse) the VM and wait until SSH answers; ``fresh`` drops the overlay.
+        One process at a time boots a given instance (a lock file in the state folder)."""
+        import fcntl
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._start(fresh, timeout_s)
+
+    def _start(self, fresh: bool, timeout_s: float) -> VMState:
         st = self.state()
         if st is not None and not fresh:
             return st
@@ -650,22 +664,15 @@ class VM:
 
 def boot_check(spec: VMSpec, image: Path) -> Dict[str, object]:
     """Boot a freshly built image once: SSH answers, Python and numpy import; boot time."""
-    vm = VM.__new__(VM)
-    vm.spec, vm.image, vm.state_dir, vm.key = spec, image, image / "run", image / "id_ed25519"
-    st = vm.start(fresh=True)
+    machine = VM(spec.arch, image=image)
+    st = machine.start(fresh=True)
     try:
-        probe = vm.ssh(st, f"python3 -c {_quote(qemu.PROBE)}", user=USER).stdout
+        probe = machine.ssh(st, f"python3 -c {shlex.quote(qemu.PROBE)}", user=USER).stdout
         info = json.loads(probe.strip().splitlines()[-1])
     finally:
-        vm.stop()
-        shutil.rmtree(image / "run", ignore_errors=True)
+        machine.stop()
+        shutil.rmtree(machine.state_dir, ignore_errors=True)
     return {"boot_s": st.boot_s, "probe": info}
-
-
-def _quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
 
 
 def _free_port() -> int:
