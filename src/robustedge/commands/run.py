@@ -23,10 +23,38 @@ from robustedge.commands import device_option
     default=None,
     help="Train the teacher and students here [default: as the recipe says, else auto].",
 )
-def run_cmd(recipe: Path, out: Optional[Path], check: bool, device: Optional[str]) -> None:
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="local: stages in order here (device targets benched at once); ray: independent "
+    "stages in parallel as Ray tasks (pip install 'robustedge[scale]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join (e.g. ray://head:10001 or auto) [default: a local Ray]; "
+    "OUT must then be on a file system every node sees.",
+)
+@click.option(
+    "--ray-cpus", default=None, type=int, help="CPUs of the local Ray instance [default: all]."
+)
+def run_cmd(
+    recipe: Path,
+    out: Optional[Path],
+    check: bool,
+    device: Optional[str],
+    executor: str,
+    address: Optional[str],
+    ray_cpus: Optional[int],
+) -> None:
     """Run RECIPE (YAML), redoing only the stages whose inputs changed or whose outputs are
     missing or corrupt. The whole recipe is validated before any work starts."""
     from robustedge.recipe import load_recipe
+    from robustedge.recipe.executors import ExecutorSpec
+
+    spec = ExecutorSpec(executor, address, ray_cpus)
 
     r = load_recipe(recipe)
     if device is not None:
@@ -42,18 +70,20 @@ def run_cmd(recipe: Path, out: Optional[Path], check: bool, device: Optional[str
 
     out = out or Path("runs") / r.name
 
+    parallel = executor != "local"
+
     def start(stage_id: str) -> None:
-        click.echo(f"[    running] {stage_id} ...", nl=False)
+        click.echo(f"[    running] {stage_id}" + ("" if parallel else " ..."), nl=parallel)
 
     def show(res) -> None:
         if res.status == "done":
-            click.echo(f"\r[{f'done {res.seconds:.1f}s':>11}] {res.id}    ")
+            click.echo(f"{'' if parallel else chr(13)}[{f'done {res.seconds:.1f}s':>11}] {res.id}")
             return
         note = f"  ({res.note})" if res.note else ""
         click.echo(f"[{res.status:>11}] {res.id}{note}")
 
     try:
-        summary = run_recipe(r, out, on_result=show, on_start=start)
+        summary = run_recipe(r, out, on_result=show, on_start=start, executor=spec)
     except Exception:
         click.echo("")  # end the "running" line before the error is printed
         raise

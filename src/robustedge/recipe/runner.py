@@ -7,6 +7,11 @@ file. A later run skips the stage when the record exists, the input hash is unch
 every output file is present with the recorded sha256; otherwise the stage is redone (and,
 as its outputs change, so is everything downstream). The record is deleted before a stage
 starts and written last, so a crash never leaves a stage looking complete.
+
+:meth:`StageRunner.prepare` (cache check) and :meth:`StageRunner.finish` (hash the outputs,
+write the record) run in the driving process; only ``stage.execute`` may run elsewhere, so
+every executor (:mod:`robustedge.recipe.executors`: in order here, or as Ray tasks) writes the
+same records.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from robustedge.errors import RobustEdgeError
 from robustedge.hashing import sha256_file as file_sha256
@@ -43,6 +48,7 @@ class Stage:
     outputs: Callable[[], List[Path]]
     upstream: Sequence[str] = ()
     optional_note: Optional[str] = None  # set: the stage is skipped with this note
+    lock: Optional[str] = None  # stages sharing a lock never run at once (e.g. one board)
 
 
 @dataclass
@@ -82,14 +88,31 @@ class StageRunner:
         return self.root / "stages" / stage_id / STAGE_FILE
 
     def run(self, stages: Sequence[Stage]) -> List[StageResult]:
+        """Run ``stages`` one after the other in this process."""
         for stage in stages:
-            result = self._one(stage)
-            self.results[stage.id] = result
-            if self.on_result:
-                self.on_result(result)
+            ready = self.prepare(stage)
+            if isinstance(ready, StageResult):
+                self.add(ready)
+                continue
+            t0 = time.perf_counter()
+            try:
+                stage.execute()
+            except SkipStage as e:
+                self.add(StageResult(stage.id, "skipped", note=str(e)))
+                continue
+            self.add(self.finish(stage, ready, time.perf_counter() - t0))
         return list(self.results.values())
 
-    def _one(self, stage: Stage) -> StageResult:
+    def add(self, result: StageResult) -> None:
+        """Record a stage's result (and report it)."""
+        self.results[result.id] = result
+        if self.on_result:
+            self.on_result(result)
+
+    def prepare(self, stage: Stage) -> Union[StageResult, Tuple[str, Dict[str, str]]]:
+        """A result when ``stage`` need not run (skipped, or cached and valid); else its
+        (input hash, upstream digests), with its old record removed and ``on_start`` called.
+        Its upstream stages must have results already."""
         missing = [
             u for u in stage.upstream if self.results.get(u, StageResult(u, "?")).digest == ""
         ]
@@ -103,20 +126,20 @@ class StageRunner:
         if cached is not None:
             logger.info("stage %s: cached", stage.id)
             return StageResult(stage.id, "cached", digest=digest_of(cached), outputs=cached)
-        record = self.record_path(stage.id)
-        record.unlink(missing_ok=True)
+        self.record_path(stage.id).unlink(missing_ok=True)
         logger.info("stage %s: running", stage.id)
         if self.on_start:
             self.on_start(stage.id)
-        t0 = time.perf_counter()
-        try:
-            stage.execute()
-        except SkipStage as e:
-            return StageResult(stage.id, "skipped", note=str(e))
-        seconds = time.perf_counter() - t0
+        return want, ups
+
+    def finish(
+        self, stage: Stage, ready: Tuple[str, Dict[str, str]], seconds: float
+    ) -> StageResult:
+        """Hash a finished stage's outputs and write its record (last)."""
+        want, ups = ready
         outputs = self._hash_outputs(stage)
         write_json(
-            record,
+            self.record_path(stage.id),
             {
                 "schema": SCHEMA,
                 "id": stage.id,

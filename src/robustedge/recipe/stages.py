@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json
+from robustedge.recipe.executors import ExecutorSpec, run_stages
 from robustedge.recipe.runner import (
     Stage,
     StageResult,
@@ -39,15 +40,18 @@ def run_recipe(
     out: Path,
     on_result: Optional[Callable[[StageResult], None]] = None,
     on_start: Optional[Callable[[str], None]] = None,
+    executor: Optional[ExecutorSpec] = None,
 ) -> Dict[str, Any]:
     """Execute ``recipe`` into ``out``, reusing every stage still valid; returns the summary
     (also written to ``out/summary.json``). ``on_start(stage id)`` / ``on_result(result)``
-    report progress."""
+    report progress. ``executor``: here in order (default; device targets benched
+    concurrently) or Ray tasks (:mod:`robustedge.recipe.executors`); the outputs, cache and
+    summary do not depend on it."""
     out = Path(out)
     stages, runs, notes = plan(recipe, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "recipe.json", recipe.to_dict())
-    results = StageRunner(out, on_result, on_start).run(stages)
+    results = run_stages(StageRunner(out, on_result, on_start), stages, executor)
     summary = {
         "schema": "robustedge.recipe.summary/1",
         "recipe": recipe.name,
@@ -170,6 +174,7 @@ def _downstream(
                 lambda w=where: [w / "results.json"],
                 upstream=(f"export-{name}",),
                 optional_note=skip,
+                lock=f"target:{target.slug}",  # one bench at a time per board
             )
         )
     return stages

@@ -1,0 +1,194 @@
+"""Exact resume: a run killed (SIGKILL) after an epoch and resumed equals the uninterrupted run
+bit for bit (one thread): PGD-AT training, and compression with prox, ADMM and HYDRA (in the
+pruning phase and in the fine-tune)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from robustedge.compress import CompressConfig, compress_run
+from robustedge.training.config import TrainConfig
+from robustedge.training.run import train_run
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def kill_when(args: List[str], ckpt: Path, ready: Callable[[dict], bool]) -> dict:
+    """Run `robustedge ARGS`, SIGKILL it as soon as its checkpoint satisfies ``ready``;
+    returns that checkpoint."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robustedge.cli", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    state = None
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ckpt.exists():
+                try:
+                    state = torch.load(ckpt, weights_only=True)
+                except Exception:  # being replaced right now: look again
+                    state = None
+                if state is not None and ready(state):
+                    break
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert state is not None and ready(state), f"never reached the kill point: {err[-2000:]}"
+    return state
+
+
+def same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def without_time(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@pytest.mark.slow
+def test_pgd_training_resumed_after_kill_equals_uninterrupted(tmp_path):
+    cfg = TrainConfig(model="tiny", adversary="pgd", eps=0.1, steps=3, epochs=3, lr=1e-2, seed=5)
+    full = train_run(cfg, tmp_path / "full")
+    part = tmp_path / "part"
+    args = ["train", "--model", "tiny", "--adversary", "pgd", "--eps", "0.1", "--steps", "3"]
+    args += ["--epochs", "3", "--lr", "0.01", "--seed", "5", "--device", "auto", "--no-progress"]
+    state = kill_when([*args, "--out", str(part)], part / "checkpoint" / "last.pt", lambda s: True)
+    assert state["epoch"] < 3 and not (part / "metrics.json").exists()
+    rng = state["rng"][0]
+    assert {"torch", "numpy", "python", "generator"} <= set(rng)
+    resumed = train_run(cfg, part, resume=True)
+    same_weights(tmp_path / "full", part)
+    assert without_time(resumed["history"]) == without_time(full["history"])
+    assert resumed["clean_acc"] == full["clean_acc"] and resumed["robust"] == full["robust"]
+
+
+def test_the_adversary_draws_from_its_own_generator(tiny_run):
+    """Random starts come from the adversary's generator, not the global RNG: restoring the
+    generator's state (what a checkpoint holds) repeats them, whatever the global RNG did."""
+    from robustedge.models import load_model
+    from robustedge.training.adversaries import build_adversary
+
+    model, _ = load_model(tiny_run)
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 10
+
+    def crafted(adv) -> torch.Tensor:  # the examples the model is trained on
+        return adv.loss(copy.deepcopy(model), x, y, lambda logits, y, x_used: x_used.sum())
+
+    for name in ("fgsm", "pgd", "trades"):
+        adv = build_adversary(name, 0.1, 2)
+        adv.seed(0)
+        saved = adv.generator.get_state()
+        a = crafted(adv)
+        torch.manual_seed(1234)  # the global RNG moves; the adversary's stream does not care
+        adv.generator.set_state(saved)
+        assert torch.equal(crafted(adv), a), name
+        assert not torch.equal(crafted(adv), a), name  # the stream advanced: a new start
+
+
+def compress_cfg(teacher: Path, method: str, finetune: int) -> CompressConfig:
+    return CompressConfig(
+        teacher=str(teacher),
+        method=method,
+        sparsity=0.8,
+        epochs=2,
+        finetune_epochs=finetune,
+        adversary="pgd",
+        eps=0.1,
+        steps=2,
+        seed=2,
+    )
+
+
+def compress_args(teacher: Path, method: str, finetune: int, out: Path) -> List[str]:
+    return [
+        "compress",
+        "--teacher",
+        str(teacher),
+        "--method",
+        method,
+        "--sparsity",
+        "0.8",
+        "--epochs",
+        "2",
+        "--finetune-epochs",
+        str(finetune),
+        "--adversary",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "2",
+        "--seed",
+        "2",
+        "--attack",
+        "fgsm",
+        "--out",
+        str(out),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method,finetune,phase",
+    [
+        ("prox", 1, "prox"),
+        ("admm", 1, "admm"),
+        ("hydra", 1, "hydra-scores"),
+        ("prox", 2, "finetune"),  # killed in the fine-tune: the pruning phase is not redone
+    ],
+)
+def test_compress_resumed_after_kill_equals_uninterrupted(
+    tiny_run, tmp_path, method, finetune, phase
+):
+    cfg = compress_cfg(tiny_run, method, finetune)
+    full = compress_run(cfg, tmp_path / "full", eval_attacks=("fgsm",))
+    part = tmp_path / "part"
+
+    def ready(s: dict) -> bool:
+        return s.get("phase") == phase and s.get("epoch") == 1
+
+    state = kill_when(
+        compress_args(tiny_run, method, finetune, part), part / "checkpoint" / "last.pt", ready
+    )
+    assert state["method_state"] or phase == "prox"  # ADMM Z/U, HYDRA scores, masks saved
+    assert not (part / "model.safetensors").exists()
+    resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
+    same_weights(tmp_path / "full", part)
+    fm = load_file(str(tmp_path / "full" / "masks.safetensors"))
+    pm = load_file(str(part / "masks.safetensors"))
+    assert fm.keys() == pm.keys() and all(torch.equal(fm[k], pm[k]) for k in fm)
+    assert without_time(resumed["history"]) == without_time(full["history"])
+    assert resumed["notes"] == full["notes"]
+    assert resumed["clean_acc"] == full["clean_acc"] and resumed["robust"] == full["robust"]
+    assert not (part / "checkpoint").exists()  # the finished run folder replaced it
+
+
+def test_compress_resume_refuses_another_config(tiny_run, tmp_path):
+    from robustedge.errors import CheckpointError
+
+    out = tmp_path / "s"
+    compress_run(compress_cfg(tiny_run, "magnitude", 1), out, eval_attacks=())
+    (out / "checkpoint").mkdir()
+    cfg = compress_cfg(tiny_run, "magnitude", 1)
+    torch.save(
+        {"config": {"other": 1}, "phase": "finetune", "epoch": 1}, out / "checkpoint" / "last.pt"
+    )
+    with pytest.raises(CheckpointError, match="different config"):
+        compress_run(cfg, out, eval_attacks=(), resume=True)
