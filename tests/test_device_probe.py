@@ -175,3 +175,13 @@ def test_vm_spec_validates():
     with pytest.raises(ValueError, match="256 MiB"):
         vm.VMSpec("x", "arm64", "k", (), "q", "virt", "c", 1, 64, "ttyAMA0", "aarch64")
     assert json.dumps(vm.vm_spec("aarch64").model).count("cortex-a72") == 1
+
+
+def test_run_options_validate():
+    from robustedge.device.onboard import RunOptions
+
+    assert RunOptions().runs == 200 and RunOptions().warmup == 20
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        RunOptions(threads=0)
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        RunOptions(warmup=-1)
