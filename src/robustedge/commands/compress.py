@@ -52,8 +52,9 @@ STUDENT = options(
     click.option(
         "--scope",
         default=None,
-        type=click.Choice(["global", "layer"]),
-        help="Rank weights across or per layer [default: global; layer with --structured].",
+        type=click.Choice(["global", "layer", "erk"]),
+        help="Rank weights across or per layer (erk: per layer with Erdos-Renyi-Kernel "
+        "budgets) [default: global; layer with --structured].",
     ),
     click.option(
         "--budget",

@@ -21,6 +21,7 @@ class Method(str, enum.Enum):
 class Scope(str, enum.Enum):
     GLOBAL = "global"
     LAYER = "layer"
+    ERK = "erk"  # per layer, Erdos-Renyi-Kernel budgets (unstructured only)
 
 
 # Each method's defaults, as in its paper: prox distils (paper 1), HYDRA trains with TRADES.
@@ -63,6 +64,7 @@ class CompressConfig:
     lam_schedule: str = "ball"
     ramp_start: float = 0.0  # prox: share of the pruning phase trained dense first
     ramp_end: float = 0.75  # prox: share of the pruning phase at which the target is reached
+    lazy_prox: bool = False  # prox: project a dense iterate (dual averaging); pruned can return
     admm_rho: float = 0.01
     score_lr: float = 0.01
     gmp_initial_sparsity: float = 0.0
@@ -127,6 +129,8 @@ class CompressConfig:
             raise ValueError(
                 f"gmp end_step ({self.gmp_end_step}) is before begin_step ({self.gmp_begin_step})"
             )
+        if self.structured and self.scope is Scope.ERK:
+            raise ValueError("--scope erk is for unstructured pruning only")
         if not self.teacher:
             raise ValueError("a teacher run folder is required")
 

@@ -65,20 +65,29 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     lam = Lam(cfg, ramp)
     clock = {"t": 0}
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
+    # lazy prox: residual = dense iterate minus its projection (what the projection removed)
+    residual = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.lazy_prox else {}
+
+    def project(wanted: float) -> None:
+        scores = {n: p.detach().abs() for n, p in params.items()}
+        masks = topk_masks(scores, wanted, cfg.scope.value)
+        if residual:
+            with torch.no_grad():
+                for n, p in params.items():
+                    residual[n].copy_(p * ~masks[n])
+        apply_masks(params, masks)
 
     def after_step(model: torch.nn.Module) -> None:
         clock["t"] += 1
         if clock["t"] <= start:  # warm start: dense robust training before the ramp
             return
+        if residual:  # back to the dense iterate: the step moved the projection by its update
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.add_(residual[n])
         if cfg.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
             lam.t += 1
-            wanted = cubic_ramp(lam.t, ramp, cfg.sparsity)
-            apply_masks(
-                params,
-                topk_masks(
-                    {n: p.detach().abs() for n, p in params.items()}, wanted, cfg.scope.value
-                ),
-            )
+            project(cubic_ramp(lam.t, ramp, cfg.sparsity))
             return
         u = {n: zero_scores(p, cfg.penalty == "reweighted") for n, p in params.items()}
         step = lam.next_step(u, global_sparsity(params.values()), optimizer)
@@ -92,12 +101,22 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
                 else:
                     p.copy_(soft_threshold(p, st))
         if cfg.lam_schedule == "ball":  # L0-ball part of the prox: top-k onto the ramp
-            wanted = cubic_ramp(lam.t, ramp, cfg.sparsity)
-            scores = {n: p.detach().abs() for n, p in params.items()}
-            apply_masks(params, topk_masks(scores, wanted, cfg.scope.value))
+            project(cubic_ramp(lam.t, ramp, cfg.sparsity))
+        elif residual:
+            project(0.0)
 
-    ctx.fit(optimizer, cfg.epochs, "prox", after_step=after_step)
+    ctx.fit(
+        optimizer,
+        cfg.epochs,
+        "prox",
+        after_step=after_step,
+        method_state=lambda: list(residual.values()),
+    )
     reached = global_sparsity(params.values())
+    if residual:  # the final projection is of the dense iterate
+        with torch.no_grad():
+            for n, p in params.items():
+                p.add_(residual[n])
     masks = topk_masks(
         {n: p.detach().abs() for n, p in params.items()}, cfg.sparsity, cfg.scope.value
     )
