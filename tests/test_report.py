@@ -47,11 +47,40 @@ def test_report_holds_every_section(report, done):
     for col in ("clean %", "pgd eps=0.1 %", "square eps=0.1 %", "corruptions (mean) %"):
         assert col in md, col
     assert "prox-s0.8" in md and "| local |" in md
-    # numbers come from the JSON files
-    m = json.loads((done / "students/prox-s0.8/metrics.json").read_text())
-    assert f"{100 * m['clean_acc']:.1f}" in md
-    size = json.loads((done / "teacher/export/export.json").read_text())["artifacts"]["onnx"]
-    assert f"{size['bytes']:,}" in md
+    # numbers come from the JSON files, each in its own row and column
+    models = md_table(md, "Accuracy vs compression")
+    for name, path in (("teacher", "teacher"), ("prox-s0.8", "students/prox-s0.8")):
+        m = json.loads((done / path / "metrics.json").read_text())
+        assert models[name]["clean %"] == f"{100 * m['clean_acc']:.1f}", name
+    student = json.loads((done / "students/prox-s0.8/metrics.json").read_text())
+    assert models["prox-s0.8"]["sparsity %"] == f"{100 * student['sparsity']['global']:.1f}"
+    export = json.loads((done / "teacher/export/export.json").read_text())["artifacts"]["onnx"]
+    row = md_table(md, "Export ledger", key=("model", "format"))[("teacher", "onnx")]
+    assert row["bytes"] == f"{export['bytes']:,}"
+    assert row["clean %"] == f"{100 * export['parity']['clean_acc']:.1f}"
+    assert row["parity gate"] == "pass"
+    bench = json.loads((done / "teacher/device/local/results.json").read_text())
+    dev = md_table(md, "On-device results", key=("model", "target"))[("teacher", "local")]
+    assert dev["clean %"] == f"{100 * bench['accuracy']['clean']:.1f}"
+    assert dev["bytes"] == f"{bench['model_bytes']:,}"
+
+
+def md_table(md: str, title: str, key=("model",)) -> dict:
+    """The rows of the Markdown table under ``## <title>...`` as {key cells: {column: cell}}."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title}"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    header, body = rows[0], rows[2:]
+    out = {}
+    for cells in body:
+        row = dict(zip(header, cells))
+        k = tuple(row[c] for c in key)
+        out[k[0] if len(key) == 1 else k] = row
+    return out
 
 
 def test_emulated_rows_are_labelled(done, tmp_path):
