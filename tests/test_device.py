@@ -180,8 +180,9 @@ def test_local_deploy_is_atomic(bundle, tmp_path, monkeypatch):
     t = targets.make_target(str(sd))
     where = Path(t.deploy(bundle))
     assert where == sd / bundle.name and verify_bundle(where)
-    r = t.run(str(where), ["--runs", "200", "--square-queries", "0"])
-    assert r["accuracy"]["clean"] > 0.2
+    r = t.run(str(where), ["--runs", "200", "--square-queries", "0", "--reference-kernels"])
+    host = verify_bundle(where)["formats"]["tflite-int8"]["parity"]
+    assert r["accuracy"]["clean"] == pytest.approx(host["clean_acc"], abs=1e-12)
 
     def disk_full(src, dst, *a, **k):
         Path(dst).mkdir(parents=True)
