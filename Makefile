@@ -7,7 +7,7 @@ REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requi
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean system-deps
+.PHONY: demo test lint venv clean system-deps mutation
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: $(STAMP)
 	@bash scripts/demo-board.sh $(BIN)/robustedge
 	OMP_NUM_THREADS=1 $(BIN)/robustedge run recipes/digits.yaml --out $(DEMO_OUT)
 	$(BIN)/robustedge report $(DEMO_OUT) --out $(DEMO_OUT)/report.html --title "robustedge demo: digits"
+
+# Mutation testing of the core modules (mutmut, its own venv; ~1 h on 2 cores): too slow for
+# `make test`. Writes benchmarks/measured/mutation.json; MODULES="pgd prox" for a subset.
+mutation: $(STAMP)
+	bash scripts/mutation.sh $(MODULES)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
