@@ -219,6 +219,11 @@ def make_stages(work: Path) -> Dict[str, Stage]:
 
     comp = ["--teacher", str(teacher), "--method", "prox", "--adversary", "none"]
     comp += ["--sparsity", "0.5", "--epochs", "1", "--finetune-epochs", "1"]
+
+    def comp_cmd() -> List[str]:  # like train: a killed run left a checkpoint to resume
+        resume = ["--resume"] if comp_out.exists() and any(comp_out.iterdir()) else []
+        return cli("compress", *comp, "--out", str(comp_out), *resume)
+
     return {
         "train": Stage(
             "train",
@@ -230,7 +235,7 @@ def make_stages(work: Path) -> Dict[str, Stage]:
         ),
         "compress": Stage(
             "compress",
-            lambda: cli("compress", *comp, "--out", str(comp_out)),
+            comp_cmd,
             lambda: check_run(comp_out),
             lambda: check_run(comp_out, finished_required=True),
             rm(comp_out),
@@ -343,6 +348,9 @@ def main() -> None:
     ap.add_argument("--stages", default="train,compress,export,bundle,deploy,recipe")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     ap.add_argument("--out", type=Path, default=MEASURED)
+    ap.add_argument(
+        "--merge", action="store_true", help="replace only these stages in an existing --out"
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="robustedge-crash-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -354,6 +362,10 @@ def main() -> None:
     for name in args.stages.split(","):
         print(f"{name}:", flush=True)
         results[name] = trial_stage(stages[name], work, args.points, rng)
+    if args.merge and args.out.is_file():
+        before = json.loads(args.out.read_text())["stages"]
+        results = {**before, **results}
+        results = {k: results[k] for k in make_stages(work) if k in results}
     rows = []
     for name, r in results.items():
         tr = r["trials"]

@@ -85,3 +85,16 @@ def test_killed_training_resumes_to_a_finished_run(tmp_path):
     timed(cli("train", *args, "--out", out, *resume), tmp_path)
     assert read_json(out / "metrics.json")["clean_acc"] > 0
     load_model(out)
+
+
+def test_a_swap_cut_between_its_two_renames_gives_the_finished_folder_back(tmp_path):
+    """kill -9 between `final -> .final.old` and `tmp -> final`: the next writer restores it."""
+    from robustedge.io import staging_dir
+
+    final = tmp_path / "export"
+    (tmp_path / ".export.old").mkdir()
+    (tmp_path / ".export.old" / "export.json").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with staging_dir(final):
+            raise RuntimeError("the new export failed")
+    assert (final / "export.json").read_text() == "{}"

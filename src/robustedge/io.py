@@ -225,11 +225,13 @@ def staging_dir(final: PathLike) -> Iterator[Path]:
     """A temporary sibling folder that replaces ``final`` only when the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not final.exists():  # a swap cut short by a crash: finish undoing it
+        os.replace(old, final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
         if final.exists():
-            old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
             os.replace(tmp, final)

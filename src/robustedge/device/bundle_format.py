@@ -136,10 +136,12 @@ def file_entry(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 def swap_in_bundle(stage: Path, out: Path) -> None:
     """Rename the finished folder ``stage`` onto ``out``; an old bundle is replaced only at the
     end, and a folder that is not a bundle is never overwritten."""
+    old = out.with_name(f".{out.name}.old")
+    if old.is_dir() and not out.exists() and (old / MANIFEST).is_file():
+        os.replace(old, out)  # a swap cut short by a crash: the finished bundle comes back
     if out.exists() and not (out / MANIFEST).is_file():
         raise RobustEdgeError(f"{out} exists and is not a bundle: not overwriting it")
     if out.exists():
-        old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
         os.replace(stage, out)
