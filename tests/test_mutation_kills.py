@@ -365,6 +365,25 @@ def test_pgd_zero_gradient_l2_is_finite():
         half(2), torch.zeros(2).long()
     )
     assert torch.equal(out, half(2))
+    out = PGD(Flat(), 0.3, steps=2, random_start=False).perturb(half(2), torch.zeros(2).long())
+    assert torch.equal(out, half(2))
+
+
+class FirstHalf(nn.Module):
+    """Logits ``(0, sum of the first 8 pixels)``: the other 8 pixels have zero gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1)[:, :8].sum(1, keepdim=True)
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+def test_pixels_without_gradient_do_not_move(name):
+    x, y = half(2), torch.zeros(2, dtype=torch.long)
+    spec = AttackSpec(name, 0.1, steps=3, params={"random_start": False} if name == "pgd" else {})
+    out = build_attack(FirstHalf(), spec).perturb(x, y)
+    assert torch.allclose(out.flatten(1)[:, :8], torch.full((2, 8), 0.6))
+    assert torch.equal(out.flatten(1)[:, 8:], torch.full((2, 8), 0.5))
 
 
 # ---------------------------------------------------------------------- compress/prox
@@ -698,6 +717,28 @@ def test_parity_record_exact():
     assert bad["passed"] is False and bad["clean_drop_pts"] == 0
     assert failure_message("onnx", bad).endswith(", max |logit diff| 0.01 (allowed 0.0003)")
     assert parity("onnx", clean, adv + 0.01, clean, adv, y, Margins())["passed"] is False
+    assert failure_message("onnx", bad).startswith(
+        "parity gate failed for onnx: clean 75.00% vs PyTorch 75.00% (drop 0.00 pt, allowed 1)"
+    )
+    big_adv = parity("onnx", clean, adv * 7, clean, adv * 7, y, Margins())
+    assert big_adv["logit_scale"] == 21.0  # 3 * 7: the transfer logits set the scale
+    big_clean = parity("onnx", clean * 9, adv, clean * 9, adv, y, Margins())
+    assert big_clean["logit_scale"] == 27.0  # 3 * 9: the clean logits set it
+    rec = {
+        "clean_acc": 0.25,
+        "torch_clean_acc": 0.5,
+        "transfer_acc": 0.1,
+        "torch_transfer_acc": 0.2,
+        "clean_drop_pts": 25.0,
+        "transfer_drop_pts": 10.0,
+        "max_abs_logit_diff": 0.5,
+        "margins": {"clean": 1.5, "robust": 2.0, "max_abs_logit_diff": 0.25},
+    }
+    assert failure_message("tflite-float32", rec) == (
+        "parity gate failed for tflite-float32: clean 25.00% vs PyTorch 50.00% (drop 25.00 pt, "
+        "allowed 1.5), transfer 10.00% vs 20.00% (drop 10.00 pt, allowed 2), "
+        "max |logit diff| 0.5 (allowed 0.25)"
+    )
 
 
 # ------------------------------------------------------------------------- export/ledger
