@@ -5,10 +5,12 @@ training adversary (PGD), same epoch budget (pruning phase + fine-tune; magnitud
 no pruning phase, fine-tunes for the whole budget), same evaluation for every method:
 PGD-20 with 5 restarts and Square (``--square-queries``), Linf eps = ``--eps``.
 Methods: prox (+KD+AT, paper 1, default schedule and KD settings), prox-T1 (ablation: KD at
-temperature 1), prox-noKD (ablation: the same without distillation),
-admm (Ye et al. 2019), hydra (Sehwag et al. 2020), magnitude (HYDRA's LWM). Baselines train
-with cross-entropy as in their papers. Tests the claim "prox+KD+AT gives the best robust
-accuracy at high compression".
+temperature 1), prox-noKD (ablation: the same without distillation), prox-lazy-rslad (lazy
+prox + KD at T=1 from the teacher's answer on the clean image; docs/compression-diagnosis.md),
+admm (Ye et al. 2019), hydra (Sehwag et al. 2020), magnitude (HYDRA's LWM), gmp (TF-MOT's
+polynomial schedule with PGD-AT) and gmp-plain (TF-MOT as shipped: per-layer, no AT).
+Baselines train with cross-entropy as in their papers. Tests the claim "prox+KD+AT gives the
+best robust accuracy at high compression".
 
     .venv/bin/python benchmarks/tradeoff.py [--quick] [--data digits --data-dir DIR]
 
@@ -28,7 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, ensure_trained, hardware, table, write_result  # noqa: E402
 
-METHODS = ["prox", "prox-T1", "prox-noKD", "admm", "hydra", "magnitude"]
+METHODS = [
+    "prox",
+    "prox-T1",
+    "prox-noKD",
+    "prox-lazy-rslad",
+    "admm",
+    "hydra",
+    "magnitude",
+    "gmp",
+    "gmp-plain",
+]
+# per-method settings beyond the shared ones (docs/compression-diagnosis.md)
+METHOD_SETTINGS = {
+    "prox-lazy-rslad": {"lazy_prox": True, "kd_target": "clean", "kd_temp": 1.0},
+    "gmp-plain": {"adversary": "none", "scope": "layer"},  # TF-MOT as shipped: no AT
+}
 
 
 def get_teacher(args, root: Path) -> Path:
@@ -66,7 +83,8 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
     out = root / f"{method}{kd}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{args.seed}"
     if (out / "metrics.json").is_file():
         return read_json(out / "metrics.json")
-    base = "prox" if method.startswith("prox") else method
+    base = method.split("-")[0]
+    extra = METHOD_SETTINGS.get(method, {})
     cfg = CompressConfig(
         teacher=str(teacher),
         method=base,
@@ -74,7 +92,7 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
         adversary="pgd",
         eps=args.eps,
         steps=args.steps,
-        kd_alpha=args.kd_alpha if method in ("prox", "prox-T1") else 0.0,
+        kd_alpha=args.kd_alpha if method in ("prox", "prox-T1", "prox-lazy-rslad") else 0.0,
         kd_temp=1.0 if method == "prox-T1" else args.kd_temp,
         penalty=args.penalty,
         lam_schedule=args.lam_schedule,
@@ -83,6 +101,7 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
         seed=args.seed,
         data=args.data if args.data_dir else None,
         data_dir=args.data_dir,
+        **extra,
     )
     square = AttackSpec("square", args.eps, steps=args.square_queries)
     return compress_run(cfg, out, eval_attacks=("pgd", square))
