@@ -302,3 +302,28 @@ def test_two_gpus_nccl(tmp_path, even_data):
     )
     assert r.returncode == 0, r.stderr
     assert "2 processes, global batch 64" in r.stdout
+
+
+@pytest.mark.slow
+def test_compress_and_manifold_train_cli_with_nproc(tmp_path, even_data, tiny_run):
+    import json
+
+    out = tmp_path / "student"
+    r = cli(
+        "compress", "--teacher", str(tiny_run), "--method", "admm", "--sparsity", "0.8",
+        "--epochs", "1", "--finetune-epochs", "1", "--adversary", "pgd", "--steps", "2",
+        "--attack", "fgsm", "--device", "cpu", "--nproc", "2", "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["world_size"], m["global_batch_size"]) == (2, 64)
+    assert m["sparsity"]["global"] == pytest.approx(0.8, abs=0.01)
+    assert not (out / "checkpoint").exists() and r.stdout.count("sparsity (prunable") == 1
+    vae = tmp_path / "vae"
+    r = cli(
+        "manifold", "train", "--epochs", "1", "--device", "cpu", "--nproc", "2",
+        "--out", str(vae),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((vae / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["test"]["mse_per_pixel"] < 0.2

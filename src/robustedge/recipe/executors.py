@@ -78,8 +78,9 @@ class Backend:
         """At least one finished handle of ``handles``."""
         raise NotImplementedError
 
-    def result(self, handle: Any) -> None:
-        """Re-raise the stage's exception, if any (SkipStage included)."""
+    def result(self, handle: Any) -> Optional[float]:
+        """Re-raise the stage's exception, if any (SkipStage included); else the seconds the
+        stage ran, when the backend knows them (not counting time queued)."""
         raise NotImplementedError
 
     def cancel(self, handles: Sequence[Any]) -> None:
@@ -123,7 +124,7 @@ def schedule(runner: StageRunner, stages: Sequence[Stage], backend: Backend) -> 
             for handle in backend.wait(list(running)):
                 stage, ready, t0 = running.pop(handle)
                 try:
-                    backend.result(handle)
+                    took = backend.result(handle)
                 except SkipStage as e:
                     runner.add(StageResult(stage.id, "skipped", note=str(e)))
                     continue
@@ -131,7 +132,8 @@ def schedule(runner: StageRunner, stages: Sequence[Stage], backend: Backend) -> 
                     logger.info("stage %s failed: %s", stage.id, e)
                     error = error or e
                     continue
-                runner.add(runner.finish(stage, ready, time.perf_counter() - t0))
+                took = time.perf_counter() - t0 if took is None else took
+                runner.add(runner.finish(stage, ready, took))
     except KeyboardInterrupt:
         backend.cancel(list(running))
         raise
@@ -170,8 +172,9 @@ class LocalBackend(Backend):
         finished, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
         return [h for h in handles if h in finished]
 
-    def result(self, handle: cf.Future) -> None:
+    def result(self, handle: cf.Future) -> Optional[float]:
         handle.result()
+        return None
 
     def cancel(self, handles: Sequence[cf.Future]) -> None:
         for h in handles:
@@ -182,12 +185,14 @@ class LocalBackend(Backend):
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _execute(fn: Callable[[], None]) -> None:
-    """The body of a Ray task: run one stage (one thread per task for torch)."""
+def _execute(fn: Callable[[], None]) -> float:
+    """The body of a Ray task: run one stage (one thread per task for torch); its seconds."""
     import torch
 
     torch.set_num_threads(1)
+    t0 = time.perf_counter()
     fn()
+    return time.perf_counter() - t0
 
 
 class RayBackend(Backend):
@@ -233,11 +238,11 @@ class RayBackend(Backend):
         done, _ = self.ray.wait(list(handles), num_returns=1)
         return list(done)
 
-    def result(self, handle: Any) -> None:
+    def result(self, handle: Any) -> Optional[float]:
         from ray.exceptions import RayTaskError
 
         try:
-            self.ray.get(handle)
+            return float(self.ray.get(handle))
         except RayTaskError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, BaseException):
