@@ -105,6 +105,7 @@ def fake_export(run: Path, artifacts=None, eval_sets=None, eval_sha=None) -> Pat
     """RUN/export/ with a (dummy) onnx file, two eval sets and export.json naming them."""
     exp = run / "export"
     exp.mkdir(parents=True, exist_ok=True)
+    (exp / "model.onnx").unlink(missing_ok=True)  # never write through a planted symlink
     (exp / "model.onnx").write_bytes(b"not really onnx")
     x, y = np.zeros((4, 1, 8, 8), np.float32), np.arange(4, dtype=np.int64)
     for name in ("eval_clean.npz", "eval_transfer.npz"):
