@@ -44,6 +44,12 @@ def gmp_prune(ctx: PruneContext) -> PruneOutcome:
     updates: List[Tuple[int, float]] = []
     state = {"step": 0}
 
+    def load(saved: dict) -> None:  # resume (see PruneContext.keep_state)
+        state["step"] = int(saved["step"])
+        updates[:] = [(int(t), float(s)) for t, s in saved["updates"]]
+
+    ctx.keep_state("gmp", lambda: {"step": state["step"], "updates": updates[:]}, load)
+
     def after_step(model) -> None:
         # TF-MOT's step counter: the mask update of step t happens before batch t's forward;
         # after our step t - 1 is the same point.
