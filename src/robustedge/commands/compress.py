@@ -101,6 +101,14 @@ DISTILL = options(
     click.option(
         "--kd-temp", default=4.0, show_default=True, type=float, help="Distillation temperature."
     ),
+    click.option(
+        "--kd-target",
+        default="adv",
+        show_default=True,
+        type=click.Choice(["adv", "clean"]),
+        help="prox: the teacher answers on the student's adversarial example (adv) or on the "
+        "clean image (clean: robust soft labels, ARD/RSLAD).",
+    ),
 )
 
 # Epochs and optimizer.
@@ -143,6 +151,26 @@ PROX = options(
         show_default=True,
         type=click.Choice(["reweighted", "l1", "l0"]),
         help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
+    ),
+    click.option(
+        "--lazy-prox",
+        is_flag=True,
+        help="prox: project a dense iterate kept beside the weights (dual averaging), so "
+        "pruned weights can come back; one weight-sized tensor of extra state.",
+    ),
+    click.option(
+        "--ramp-start",
+        default=0.0,
+        show_default=True,
+        type=float,
+        help="prox: share of the pruning phase trained dense before the sparsity ramp.",
+    ),
+    click.option(
+        "--ramp-end",
+        default=0.75,
+        show_default=True,
+        type=float,
+        help="prox: share of the pruning phase at which the ramp reaches the target.",
     ),
 )
 
