@@ -13,7 +13,18 @@ on the target.
 Structured: group soft threshold over output channels (with coupled BN affine parameters,
 see :mod:`robustedge.compress.structured`), exact top-k over channels, then physical removal
 of the zero channels with Torch-Pruning. The masked (or shrunk) fine-tune follows in the
-pipeline. The prox keeps no state beyond the weights.
+pipeline. The prox keeps no state beyond the weights, except with ``lazy_prox``.
+
+Options (docs/compression-diagnosis.md measures them): the ramp runs from ``ramp_start`` to
+``ramp_end`` (shares of the pruning phase; dense robust training before it). ``lazy_prox``
+(ball / l0 schedules): the prox is applied to a dense iterate and the model trains at its
+projection; the residual (what the projection removed) is kept as one weight-sized tensor and
+added back before the next prox, so a pruned weight whose gradients keep pushing it comes back
+(lazy projection / dual averaging, Nesterov 2009; Xiao 2010). Without it a pruned weight is
+exactly zero after every step, moves by about one learning rate, and the next projection
+zeroes it again: the mask is committed greedily. ``kd_target="clean"``: the teacher answers
+on the clean batch (robust soft labels, ARD / RSLAD) instead of the student's adversarial
+example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.distill.KDTaskLoss`).
 """
 
 from __future__ import annotations
