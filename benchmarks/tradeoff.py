@@ -6,7 +6,7 @@ no pruning phase, fine-tunes for the whole budget), same evaluation for every me
 PGD-20 with 5 restarts and Square (``--square-queries``), Linf eps = ``--eps``.
 Methods: prox (+KD+AT, paper 1, default schedule and KD settings), prox-T1 (ablation: KD at
 temperature 1), prox-noKD (ablation: the same without distillation), prox-lazy-rslad (lazy
-prox + KD at T=1 from the teacher's answer on the clean image; docs/compression-diagnosis.md),
+L0 prox + KD at T=1 from the teacher's answer on the clean image; docs/compression-diagnosis.md),
 admm (Ye et al. 2019), hydra (Sehwag et al. 2020), magnitude (HYDRA's LWM), gmp (TF-MOT's
 polynomial schedule with PGD-AT) and gmp-plain (TF-MOT as shipped: per-layer, no AT).
 Baselines train with cross-entropy as in their papers. Tests the claim "prox+KD+AT gives the
@@ -43,7 +43,12 @@ METHODS = [
 ]
 # per-method settings beyond the shared ones (docs/compression-diagnosis.md)
 METHOD_SETTINGS = {
-    "prox-lazy-rslad": {"lazy_prox": True, "kd_target": "clean", "kd_temp": 1.0},
+    "prox-lazy-rslad": {
+        "lazy_prox": True,
+        "penalty": "l0",
+        "kd_target": "clean",
+        "kd_temp": 1.0,
+    },
     "gmp-plain": {"adversary": "none", "scope": "layer"},  # TF-MOT as shipped: no AT
 }
 
@@ -84,8 +89,7 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
     if (out / "metrics.json").is_file():
         return read_json(out / "metrics.json")
     base = method.split("-")[0]
-    extra = METHOD_SETTINGS.get(method, {})
-    cfg = CompressConfig(
+    settings = dict(
         teacher=str(teacher),
         method=base,
         sparsity=sparsity,
@@ -101,8 +105,8 @@ def compress_one(args, teacher: Path, method: str, sparsity: float, root: Path) 
         seed=args.seed,
         data=args.data if args.data_dir else None,
         data_dir=args.data_dir,
-        **extra,
     )
+    cfg = CompressConfig(**{**settings, **METHOD_SETTINGS.get(method, {})})
     square = AttackSpec("square", args.eps, steps=args.square_queries)
     return compress_run(cfg, out, eval_attacks=("pgd", square))
 
