@@ -214,7 +214,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=7, help="PGD steps of the AT")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--ray-epochs", type=int, default=6)
+    ap.add_argument("--ray-epochs", type=int, default=10, help="pruning epochs per student")
     ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -224,6 +224,9 @@ def main() -> None:
     payload: Dict[str, Any] = {}
     if MEASURED.is_file():
         payload = json.loads(MEASURED.read_text())
+    earlier = {k: payload[k] for k in ("date", "ddp", "ray") if k in payload}
+    if earlier:  # keep every earlier measurement: the load differs from run to run
+        payload["earlier"] = [*payload.get("earlier", []), earlier]
     payload["hardware"] = {**hardware(), "note": "shared 2-core VM; see loadavg per run"}
     payload["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.part in ("ddp", "all"):
