@@ -104,6 +104,11 @@ def session(device: torch.device) -> Iterator[World]:
         raise RobustEdgeError("this torch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        if env.local_rank >= torch.cuda.device_count():
+            raise RobustEdgeError(
+                f"rank {env.rank} needs GPU {env.local_rank} but {torch.cuda.device_count()} "
+                "are visible: use at most one process per GPU (--nproc)"
+            )
         torch.cuda.set_device(env.local_rank)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()))
     logger.info("rank %d of %d joined (%s)", env.rank, env.size, backend)
