@@ -205,6 +205,7 @@ def build_image(spec: VMSpec, out: Path) -> Dict[str, object]:
         qemu.link_blas(rootfs)
     wheels = qemu.ARCHES[spec.wheel_spec]
     qemu.install_wheels(wheels, rootfs / DIST)
+    precompile(rootfs)
     kver = _kernel_version(rootfs)
     shutil.copy2(rootfs / "boot" / f"vmlinuz-{kver}", out / "vmlinuz")
     write_initramfs(rootfs, kver, out / "initrd.img")
@@ -230,6 +231,26 @@ def build_image(spec: VMSpec, out: Path) -> Dict[str, object]:
         "initrd_kb": round((out / "initrd.img").stat().st_size / 1024, 1),
         "build_s": round(time.monotonic() - t0, 1),
     }
+
+
+PY_DIRS = ("usr/lib/python3.11", "usr/lib/python3/dist-packages", DIST)
+
+
+def precompile(rootfs: Path) -> None:
+    """Byte-compile the board's Python files on the host (same 3.11 bytecode; recorded paths
+    as seen on the board). Extract mode runs no py3compile, and the board user cannot write
+    root's __pycache__: without this every ``import numpy`` compiles ~150 modules under
+    emulation (26 s instead of a few)."""
+    import compileall
+    import sys
+
+    if sys.version_info[:2] != (3, 11):
+        logger.warning("host Python is not 3.11: the image's Python files stay uncompiled")
+        return
+    for rel in PY_DIRS:
+        d = rootfs / rel
+        if d.is_dir():
+            compileall.compile_dir(str(d), quiet=2, workers=0, stripdir=str(rootfs), prependdir="/")
 
 
 def _kernel_version(rootfs: Path) -> str:
