@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import hardware, table  # noqa: E402
@@ -66,8 +66,9 @@ def run(cmd: List[str], cwd: Path, timeout: float = 1200) -> subprocess.Complete
     return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def run_and_kill(cmd: List[str], cwd: Path, delay: float) -> bool:
-    """Start ``cmd``; SIGKILL its process group after ``delay`` s. True if it was killed."""
+def run_and_kill(cmd: List[str], cwd: Path, delay: float) -> Tuple[bool, float]:
+    """Start ``cmd``; SIGKILL its process group after ``delay`` s. (killed?, seconds run)."""
+    t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
@@ -78,11 +79,11 @@ def run_and_kill(cmd: List[str], cwd: Path, delay: float) -> bool:
     )
     try:
         proc.wait(timeout=delay)
-        return False  # finished before the kill
+        return False, time.perf_counter() - t0  # finished before the kill
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        return True
+        return True, time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- checks (empty list: fine)
@@ -270,7 +271,7 @@ def make_stages(work: Path) -> Dict[str, Stage]:
             lambda: cli("run", str(work / "crash.yaml"), "--out", str(recipe_out)),
             lambda: check_recipe(recipe_out),
             lambda: check_recipe(recipe_out) + _summary_done(recipe_out),
-            lambda: None,  # the cache is what is tested: never wiped between kills
+            rm(recipe_out),  # each kill from scratch; the re-run resumes from the cache
             lambda: recipe_out,
         ),
     }
@@ -311,13 +312,16 @@ def trial_stage(stage: Stage, work: Path, points: int, rng: random.Random) -> Di
     if proc.returncode != 0:
         raise SystemExit(f"{stage.name}: uninterrupted run failed:\n{proc.stderr[-2000:]}")
     trials = []
+    estimate = full
     for i in range(points):
-        if stage.name in ("train", "compress"):
-            stage.reset()  # kill a fresh run (train then also tests --resume)
-        elif stage.name == "recipe" and i % 3 == 0:
-            stage.reset()  # some kills from scratch, the rest on a partly cached run
-        delay = rng.uniform(0.0, full)
-        killed = run_and_kill(stage.cmd(), work, delay)
+        for attempt in range(6):  # noqa: B007 - every point a real kill: retry if it finished
+            if stage.name in ("train", "compress", "recipe"):
+                stage.reset()  # kill a fresh run (the re-run then resumes / uses the cache)
+            delay = rng.uniform(0.0, estimate)
+            killed, ran = run_and_kill(stage.cmd(), work, delay)
+            if killed:
+                break
+            estimate = 0.9 * ran  # it finished sooner than the estimate: aim lower
         after_kill = stage.check()
         left = litter(stage.where())
         t = time.perf_counter()
@@ -328,6 +332,7 @@ def trial_stage(stage: Stage, work: Path, points: int, rng: random.Random) -> Di
             {
                 "delay_s": round(delay, 2),
                 "killed": killed,
+                "attempts": attempt + 1,
                 "problems_after_kill": after_kill,
                 "litter_after_kill": left,
                 "rerun_rc": again.returncode,
