@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -234,6 +235,8 @@ def build_image(spec: VMSpec, out: Path) -> Dict[str, object]:
 
 
 PY_DIRS = ("usr/lib/python3.11", "usr/lib/python3/dist-packages", DIST)
+# Test suites and GUI/tooling packages a board run never imports: not worth compiling.
+NOT_IMPORTED = re.compile(r"/(tests?|idlelib|tkinter|turtledemo|lib2to3|ensurepip|tools)/")
 
 
 def precompile(rootfs: Path) -> None:
@@ -250,7 +253,14 @@ def precompile(rootfs: Path) -> None:
     for rel in PY_DIRS:
         d = rootfs / rel
         if d.is_dir():
-            compileall.compile_dir(str(d), quiet=2, workers=0, stripdir=str(rootfs), prependdir="/")
+            compileall.compile_dir(
+                str(d),
+                quiet=2,
+                workers=0,
+                rx=NOT_IMPORTED,
+                stripdir=str(rootfs),
+                prependdir="/",
+            )
 
 
 def _kernel_version(rootfs: Path) -> str:
