@@ -321,11 +321,12 @@ def test_pgd_stops_restarting_when_all_fooled():
     assert len(m.seen) == 3  # 2 gradient queries + 1 scoring forward: one restart only
 
 
-def test_pgd_l2_random_start():
+@pytest.mark.parametrize("shape", [(4, 1, 4, 4), (6, 1, 1, 1)])  # ||g|| above and below 1
+def test_pgd_l2_random_start(shape):
     eps = 0.5
-    m, x = SumModel(), half(4)
+    m, x = SumModel(), torch.full(shape, 0.5)
     PGD(m, eps, steps=1, norm="l2", generator=torch.Generator().manual_seed(3)).perturb(
-        x, torch.zeros(4, dtype=torch.long)
+        x, torch.zeros(len(x), dtype=torch.long)
     )
     gen = torch.Generator().manual_seed(3)
     u = torch.rand(x.shape, generator=gen)
@@ -413,6 +414,9 @@ def test_prox_operators_exact():
     assert torch.allclose(group_scale(torch.tensor([2.0]), 0.0), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="prox step must be >= 0, got -1"):
         group_scale(torch.ones(1), -1)
+    small = group_scale(torch.tensor([0.5, 0.0, 0.25]), 0.1)  # norms below 1
+    assert torch.allclose(small, torch.tensor([0.8, 0.0, 0.6]))
+    assert torch.equal(group_scale(torch.tensor([0.0, 2.0]), 0.0), torch.tensor([0.0, 1.0]))
     out = group_soft_threshold(w, 1.0)
     assert torch.allclose(out, torch.tensor([[2.4, 3.2, 0.0], [0, 0, 0], [0.6, 0.0, -0.8]]))
     w4 = torch.ones(2, 1, 2, 2)
@@ -426,6 +430,8 @@ def test_prox_operators_exact():
     assert torch.allclose(r, torch.tensor([2 / 1.2, 2 / 2.2, 2 / 3.2]))
     r = reweighted_steps(torch.tensor([1.0, -2.0, 3.0]), 0.5, rel_eps=0.5)
     assert torch.allclose(r, torch.tensor([2 / 2.0, 2 / 3.0, 2 / 4.0]))
+    r = reweighted_steps(torch.tensor([0.1, -0.2, 0.3]), 0.5)  # s = 0.2 < 1
+    assert torch.allclose(r, 0.5 * 0.04 / torch.tensor([0.12, 0.22, 0.32]))
     zero = reweighted_steps(torch.zeros(3), 1.0)
     assert torch.isfinite(zero).all()
     weights = {"a": torch.tensor([0.1, -0.5, 0.3]), "b": torch.tensor([[-0.2, 0.05]])}
@@ -476,6 +482,15 @@ def test_topk_masks_exact():
         topk_masks(scores, 0.5, "x")
     assert erk_keep_counts({"a": (4, 4), "b": (6, 1)}, 0.5) == {"a": 6, "b": 5}
     assert erk_keep_counts({"a": (10, 10), "b": (2, 2)}, 0.5) == {"a": 48, "b": 4}
+    # largest remainders get the leftover weights (sum 23 = 46 - round(23))
+    shapes = {"t0": (3, 1), "t1": (16,), "t2": (4, 6), "t3": (3,)}
+    assert erk_keep_counts(shapes, 0.5) == {"t0": 3, "t1": 11, "t2": 7, "t3": 2}
+    assert erk_keep_counts({"t0": (8, 3, 4, 2), "t1": (3, 4)}, 0.0) == {"t0": 192, "t1": 12}
+    # tensors turn dense over several rounds (and stay dense)
+    shapes = {"t0": (16,), "t1": (1, 2), "t2": (8,), "t3": (3, 4)}
+    assert erk_keep_counts(shapes, 0.1) == {"t0": 16, "t1": 2, "t2": 8, "t3": 8}
+    shapes = {"t0": (4,), "t1": (16, 1, 1, 4), "t2": (2, 3, 2, 6)}
+    assert erk_keep_counts(shapes, 0.5) == {"t0": 4, "t1": 41, "t2": 25}
     erk = topk_masks({"a": torch.rand(4, 4), "b": torch.rand(6, 1)}, 0.5, "erk")
     assert int(erk["a"].sum()) == 6 and int(erk["b"].sum()) == 5
 
@@ -560,6 +575,8 @@ def test_prunable_policy_exact():
     assert prunable_modules(nn.Sequential(nn.ReLU())) == []
     lin = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))  # no conv: only the last is held back
     assert [n for n, _ in prunable_modules(lin)] == ["0"]
+    tail = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Linear(1, 1), nn.Conv2d(1, 1, 1))
+    assert [n for n, _ in prunable_modules(tail)] == ["2"]  # layers after the last linear count
     convs = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, 1))  # no linear: only the first
     assert [n for n, _ in prunable_modules(convs)] == ["1"]
     params = prunable_params(net)
@@ -650,8 +667,8 @@ def test_sparsity_accounting_exact():
     lin = nn.Linear(2, 2)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[0.0, 1.0], [2.0, 0.0]]))
-        lin.bias.copy_(torch.tensor([0.0, 4.0]))
-    assert count_nonzero(lin) == 3
+        lin.bias.copy_(torch.tensor([5.0, 4.0]))
+    assert count_nonzero(lin) == 4
     assert tensor_bytes([torch.zeros(3), torch.zeros(2, dtype=torch.int8)]) == 14
     assert tensor_bytes([]) == 0
     opt = torch.optim.Adam(lin.parameters(), lr=0.1)
