@@ -178,15 +178,14 @@ def measure_ray(args: argparse.Namespace) -> Dict[str, Any]:
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             raise SystemExit(f"{name} run failed: {r.stderr.strip()}")
-        done = sum(
-            1
-            for s in json.loads((out / "summary.json").read_text())["stages"]
-            if s["status"] == "done"
-        )
+        stages = json.loads((out / "summary.json").read_text())["stages"]
+        done = sum(1 for s in stages if s["status"] == "done")
+        students = [round(s["seconds"], 1) for s in stages if s["id"].startswith("student-")]
         rows[name] = {
             "executor": name,
             "wall_s": wall,
             "stages_run": done,
+            "student_seconds": students,  # each stage's own run time (Ray: not queue time)
             "loadavg_before": before,
             "loadavg_after": loadavg(),
         }
