@@ -1420,3 +1420,69 @@ def test_files_under(tmp_path):
     assert files_under(tmp_path / "d", ["x", "b.txt"]) == [tmp_path / "d/x", tmp_path / "d/b.txt"]
     assert files_under(tmp_path / "none") == [] and files_under(tmp_path / "d", []) == []
     assert files_under(str(tmp_path / "d"), ["q"]) == [tmp_path / "d" / "q"]
+
+
+_TFLITE: dict = {}  # built once per process (mutmut's forked workers inherit it)
+
+
+def _tflite_models() -> dict:
+    """A 4 -> 3 dense layer with 5 zero weights as float32 and full-int8 .tflite bytes."""
+    if not _TFLITE:
+        tf = pytest.importorskip("tensorflow")
+        w = np.array(
+            [[0.0, 1.0, -2.0], [0.5, 0.0, 0.25], [0.0, -1.5, 0.0], [2.0, 0.75, 0.0]], np.float32
+        )
+        b = np.array([0.1, -0.2, 0.3], np.float32)
+        wt, bt = tf.constant(w), tf.constant(b)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+        def dense(x):
+            return tf.matmul(x, wt) + bt
+
+        fn = dense.get_concrete_function()
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], dense)
+        _TFLITE["float"] = conv.convert()
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], dense)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        rng = np.random.default_rng(0)
+        conv.representative_dataset = lambda: (
+            [rng.random((1, 4), dtype=np.float32)] for _ in range(16)
+        )
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+        _TFLITE["int8"] = conv.convert()
+    return _TFLITE
+
+
+@pytest.mark.export
+@pytest.mark.slow  # TensorFlow's converter: ~30-50 s on the loaded 2-core machine
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_ledger_tflite_stage_exact(tmp_path, kind):
+    pytest.importorskip("tflite")
+    pytest.importorskip("ai_edge_litert")
+    from robustedge.export.ledger import tflite_constants, tflite_stage, zeros_survived
+
+    path = tmp_path / f"m_{kind}.tflite"
+    path.write_bytes(_tflite_models()[kind])
+    consts = tflite_constants(path)
+    shapes = sorted(tuple(a.shape) for _d, a in consts)
+    assert shapes == [(3,), (3, 4)], shapes  # FULLY_CONNECTED stores W transposed
+    row = tflite_stage(path, 12)
+    raw = path.read_bytes()
+    want = {
+        "stage": path.name,
+        "params": 15,
+        "nonzeros": 7 + 3,
+        "weight_zeros": 5,
+        "weight_count": 12,
+        "macs": 12,
+        "bytes": len(raw),
+        "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0)),
+        "file": path.name,
+    }
+    if kind == "int8":
+        want["int8_weight_zeros"] = 5
+        dtypes = {np.dtype(d["dtype"]).name for d, _a in consts}
+        assert dtypes == {"int8", "int32"}
+    assert row == want
+    assert zeros_survived({"weight_zeros": 5}, row)
