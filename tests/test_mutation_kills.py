@@ -1486,3 +1486,40 @@ def test_ledger_tflite_stage_exact(tmp_path, kind):
         assert dtypes == {"int8", "int32"}
     assert row == want
     assert zeros_survived({"weight_zeros": 5}, row)
+
+
+def test_ledger_sparse_savings_and_table(tmp_path):
+    from robustedge.export.ledger import format_table, ratios, sparse_savings
+
+    dense, sparse, other = tmp_path / "d.tflite", tmp_path / "s.tflite", tmp_path / "o"
+    dense.write_bytes(b"\0" * 1000)
+    sparse.write_bytes(bytes(range(200)) * 2)
+    other.write_bytes(b"x")
+    made = {"tflite-int8": dense, "tflite-int8-sparse": sparse, "onnx": other}
+    gz = lambda p: len(gzip.compress(p.read_bytes(), compresslevel=9, mtime=0))  # noqa: E731
+    got = sparse_savings(
+        made,
+        {"tflite-int8-sparse": "tflite-int8", "missing": "tflite-int8", "onnx": "gone"},
+    )
+    assert got == {
+        "tflite-int8-sparse": {
+            "dense_format": "tflite-int8",
+            "bytes": 400,
+            "dense_bytes": 1000,
+            "saved_bytes": 600,
+            "ratio": 0.4,
+            "gzip_bytes": gz(sparse),
+            "dense_gzip_bytes": gz(dense),
+        }
+    }
+    assert sparse_savings(made, {}) == {}
+    row = {"stage": "s", "params": 1, "nonzeros": 1, "weight_zeros": 0, "macs": 1}
+    table = format_table({"stages": [row], "verdict": "v", "sparse_encoding": got})
+    assert table.splitlines()[-1] == (
+        "tflite-int8-sparse: 400 B vs 1,000 B dense (600 B saved by the sparse encoding)"
+    )
+    assert format_table({"stages": [row], "verdict": "v", "sparse_encoding": None}).endswith(
+        "sparsity: v"
+    )
+    teacher = {"params": 4, "nonzeros": 4, "macs": 4, "bytes": 4, "gzip_bytes": 8}
+    assert ratios(teacher, {"gzip_bytes": 2}) == {"gzip_bytes": 0.25}
