@@ -5,6 +5,7 @@ pruning phase and in the fine-tune)."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -169,7 +170,14 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
     )
     assert state["method_state"] or phase == "prox"  # ADMM Z/U, HYDRA scores, masks saved
     assert not (part / "model.safetensors").exists()
-    resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
+    if phase == "finetune":  # through the command line: `compress ... --resume`
+        args = [sys.executable, "-m", "robustedge.cli"]
+        args += [*compress_args(tiny_run, method, finetune, part), "--resume"]
+        r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        resumed = json.loads((part / "metrics.json").read_text())
+    else:
+        resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
     same_weights(tmp_path / "full", part)
     fm = load_file(str(tmp_path / "full" / "masks.safetensors"))
     pm = load_file(str(part / "masks.safetensors"))
