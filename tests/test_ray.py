@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from robustedge.errors import RobustEdgeError
-from robustedge.recipe.executors import ExecutorSpec, LocalBackend, run_stages, schedule
+from robustedge.recipe.executors import (
+    ExecutorSpec,
+    LocalBackend,
+    run_stages,
+    schedule,
+    stage_resources,
+)
 from robustedge.recipe.runner import SkipStage, Stage, StageRunner
 
 RECIPE = """\
@@ -179,6 +185,18 @@ def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
     status = {x["id"]: x["status"] for x in summary["stages"]}
     assert all(status[sid] == "cached" for sid in finished)
     assert all(x["status"] in ("done", "cached") for x in summary["stages"])
+
+
+def test_resource_requests():
+    def stage(kind, **config):
+        return Stage(kind, kind, config, lambda: None, lambda: [])
+
+    assert stage_resources(stage("compress", device="cuda")) == {"num_cpus": 1, "num_gpus": 1}
+    assert stage_resources(stage("train", device="auto"), 0) == {"num_cpus": 1, "num_gpus": 0}
+    assert stage_resources(stage("train"), 4)["num_gpus"] == 1  # auto on a GPU cluster
+    assert stage_resources(stage("train", device="cpu"), 4)["num_gpus"] == 0
+    assert stage_resources(stage("evaluate", device="cuda"))["num_gpus"] == 0
+    assert stage_resources(stage("bench")) == {"num_cpus": 0.5, "num_gpus": 0}
 
 
 def test_unknown_executor_and_address_without_ray():

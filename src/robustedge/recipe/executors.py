@@ -185,6 +185,18 @@ class LocalBackend(Backend):
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def stage_resources(stage: Stage, cluster_gpus: float = 0) -> Dict[str, float]:
+    """The Ray resource request of a stage: 1 CPU for the compute stages, plus 1 GPU for
+    training / compression on ``cuda`` (or ``auto`` when the cluster has a GPU); half a CPU
+    for the others (copying a teacher, driving a board)."""
+    if stage.kind not in COMPUTE_KINDS:
+        return {"num_cpus": 0.5, "num_gpus": 0}
+    device = str(stage.config.get("device") or "auto")
+    trains = stage.kind in ("train", "compress")
+    gpu = trains and (device.startswith("cuda") or (device == "auto" and cluster_gpus >= 1))
+    return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
+
+
 def _execute(fn: Callable[[], None]) -> float:
     """The body of a Ray task: run one stage (one thread per task for torch); its seconds."""
     import torch
@@ -222,17 +234,9 @@ class RayBackend(Backend):
         self.gpus = float(ray.cluster_resources().get("GPU", 0))
         self.task = ray.remote(max_retries=0)(_execute)
 
-    def resources(self, stage: Stage) -> Dict[str, float]:
-        """CPUs / GPUs a stage asks for."""
-        if stage.kind not in COMPUTE_KINDS:
-            return {"num_cpus": 0.5, "num_gpus": 0}
-        device = str(stage.config.get("device") or "auto")
-        trains = stage.kind in ("train", "compress")
-        gpu = trains and (device.startswith("cuda") or (device == "auto" and self.gpus >= 1))
-        return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
-
     def submit(self, stage: Stage) -> Any:
-        return self.task.options(**self.resources(stage), name=stage.id).remote(stage.execute)
+        opts = stage_resources(stage, self.gpus)
+        return self.task.options(**opts, name=stage.id).remote(stage.execute)
 
     def wait(self, handles: Sequence[Any]) -> List[Any]:
         done, _ = self.ray.wait(list(handles), num_returns=1)
