@@ -20,7 +20,15 @@ import numpy as np
 
 from robustedge.device import measure
 from robustedge.device.backends import Model, open_model, versions
-from robustedge.device.bundle_format import MANIFEST, SQUARE, BundleError, sha256_file
+from robustedge.device.bundle_format import (
+    BENCH_RUNS,
+    BENCH_SQUARE_N,
+    BENCH_SQUARE_QUERIES,
+    MANIFEST,
+    SQUARE,
+    BundleError,
+    sha256_file,
+)
 from robustedge.device.probe import ThrottledRun
 
 logger = logging.getLogger(__name__)
@@ -128,10 +136,10 @@ class RunOptions:
 
     fmt: Optional[str] = None
     threads: int = 1
-    runs: int = 200
+    runs: int = BENCH_RUNS
     warmup: int = 20
-    square_queries: int = 100
-    square_n: int = 50
+    square_queries: int = BENCH_SQUARE_QUERIES
+    square_n: int = BENCH_SQUARE_N
     square_eps: Optional[float] = None
     reference_kernels: bool = False
     backend: Optional[str] = None
