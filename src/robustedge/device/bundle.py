@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import robustedge
-from robustedge.attacks.base import DEFAULT_EPS
 from robustedge.device.bundle_format import (
     ENTRY,
     MANIFEST,
@@ -154,7 +153,7 @@ def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[st
         "default_format": chosen[0],
         "formats": formats,
         "eval_sets": eval_sets,
-        "square": {"file": SQUARE, "eps": float(transfer.get("eps", DEFAULT_EPS)), "p_init": 0.8},
+        "square": {"file": SQUARE, "eps": _square_eps(transfer), "p_init": 0.8},
         "transfer_attack": transfer,
         "versions": host_versions(),
         "files": files,
@@ -223,3 +222,12 @@ def unpack(tar_path: PathLike, dest: PathLike) -> Path:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BundleError(f"{tar_path} is not a readable bundle archive ({reason})") from None
     return dest / tops.pop()
+
+
+def _square_eps(transfer: Dict[str, Any]) -> float:
+    """The board's Square budget: the transfer attack's eps (else the evaluation default)."""
+    if "eps" in transfer:
+        return float(transfer["eps"])
+    from robustedge.attacks.base import DEFAULT_EPS  # torch: host side only, and only here
+
+    return DEFAULT_EPS
