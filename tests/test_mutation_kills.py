@@ -1086,6 +1086,7 @@ def test_verify_bundle_requires_referenced_files_listed(bundle):
 
 def test_file_entry_and_swap(tmp_path):
     import hashlib
+    import shutil
 
     from robustedge.device.bundle_format import file_entry, swap_in_bundle
     from robustedge.errors import RobustEdgeError
@@ -1116,6 +1117,22 @@ def test_file_entry_and_swap(tmp_path):
     assert (other / "precious").read_text() == "keep" and s3.exists()
     (other / "precious").unlink()
     other.rmdir()
+    # a swap cut short between its two renames: the old bundle waits in .out.old, out is gone
+    os.replace(out, tmp_path / ".out.old")
+    s4 = tmp_path / "s4"
+    s4.mkdir()
+    (s4 / "manifest.json").write_text("4")
+    swap_in_bundle(s4, out)
+    assert (out / "manifest.json").read_text() == "4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "out", "s3"]
+    stray = tmp_path / ".out.old"  # not a bundle: left alone, never swapped in
+    stray.mkdir()
+    shutil.rmtree(out)
+    s5 = tmp_path / "s5"
+    s5.mkdir()
+    (s5 / "manifest.json").write_text("5")
+    swap_in_bundle(s5, out)
+    assert (out / "manifest.json").read_text() == "5" and stray.is_dir()
     other.write_text("a file")
     with pytest.raises(RobustEdgeError, match="exists and is not a bundle"):
         swap_in_bundle(s3, other)
