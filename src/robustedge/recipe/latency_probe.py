@@ -27,8 +27,9 @@ PROBE_RUNS = 200  # the runner's minimum number of timed invokes
 
 
 def refuse_emulated(target: str, emulated: bool = False) -> None:
-    """One-line RobustEdgeError when ``target`` is emulated (a ``qemu-*`` userland)."""
-    if emulated or target.startswith("qemu-"):
+    """One-line RobustEdgeError when ``target`` is emulated (a ``qemu-*`` userland or a
+    ``vm-*`` full-system VM)."""
+    if emulated or target.startswith(("qemu-", "vm-")):
         raise RobustEdgeError(
             f"latency budgets cannot be measured on {target}: it is emulated, and emulated "
             "latency says nothing about a board (use local or ssh://user@host)"

@@ -31,10 +31,13 @@ from robustedge.training.evaluate import DEFAULT_ETA
 TRAIN_EXCLUDED = ("data", "data_dir")
 COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity")
 TFLITE = ("tflite-float32", "tflite-int8", "tflite-int8-sparse")
-# What each emulated userland can run (see robustedge.device.qemu.ARCHES).
+# What each emulated board can run (qemu-user userlands: robustedge.device.qemu.ARCHES; the
+# full-system VMs carry the same interpreters: robustedge.device.vm).
 QEMU_FORMATS = {
     "qemu-aarch64": ("onnx", "onnx-int8", *TFLITE),
     "qemu-armv7": TFLITE,
+    "vm-aarch64": ("onnx", "onnx-int8", *TFLITE),
+    "vm-armv7": TFLITE,
 }
 
 
@@ -147,7 +150,8 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A board: ``local``, ``qemu-aarch64``, ``qemu-armv7``, ``ssh://user@host`` or a path."""
+    """A board: ``local``, ``qemu-aarch64``, ``qemu-armv7``, ``vm-aarch64``, ``vm-armv7``,
+    ``ssh://user@host`` or a path."""
 
     SHORTHAND = "target"
     target: str
@@ -162,7 +166,8 @@ class TargetSpec:
         if not ok:
             raise FieldError(
                 "target",
-                f"unknown target '{t}' (local, qemu-aarch64, qemu-armv7, ssh://user@host, a path)",
+                f"unknown target '{t}' (local, qemu-aarch64, qemu-armv7, vm-aarch64, vm-armv7, "
+                "ssh://user@host, a path)",
             )
         if (self.ssh_config or self.ssh_options) and not t.startswith("ssh://"):
             raise FieldError("ssh_config", "ssh settings given for a non-ssh target")
