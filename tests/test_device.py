@@ -99,7 +99,8 @@ def test_runner_without_torch_measures(bundle, tmp_path):
     assert sq["acc"] <= sq["clean_acc_subset"]
     assert r["kernels"] == "BUILTIN_REF" and r["backend"] in ("litert", "tflite-runtime")
     assert r["emulated"] is False and r["peak_rss_mb"] > 0
-    assert r["model_bytes"] == (b / r["model_file"]).stat().st_size
+    assert r["flash_bytes"] == (b / r["model_file"]).stat().st_size  # compressed by default
+    assert r["model_bytes"] == m["formats"]["tflite-int8"]["model_bytes"] > r["flash_bytes"]
     assert r["board"]["machine"] and r["board"]["numpy"] == np.__version__
 
 

@@ -48,16 +48,34 @@ PYTHON = click.option(
 @click.option(
     "--formats", default=None, help="Comma list of exported formats (default: all exported)."
 )
-def bundle_cmd(run: Path, out: Path, formats: Optional[str]) -> None:
+@click.option(
+    "--codec",
+    type=click.Choice(["xz", "gzip"]),
+    default="xz",
+    show_default=True,
+    help="How model files are compressed in the bundle (the board inflates and checks them).",
+)
+@click.option(
+    "--no-compress",
+    is_flag=True,
+    help="Store model files as exported (the old, uncompressed layout).",
+)
+def bundle_cmd(run: Path, out: Path, formats: Optional[str], codec: str, no_compress: bool) -> None:
     """Pack RUN's export (models, eval sets, runner, manifest) into a self-contained bundle."""
     from robustedge.device.bundle import build_bundle
     from robustedge.device.bundle_format import read_manifest
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
-    path = build_bundle(run, out, fmts)
+    path = build_bundle(run, out, fmts, codec=None if no_compress else codec)
     if path.is_dir():
         m = read_manifest(path)
         click.echo(f"bundle: {path} ({len(m['files'])} files, formats: {', '.join(m['formats'])})")
+        for fmt, art in m["formats"].items():
+            if art.get("codec"):
+                click.echo(
+                    f"  {fmt}: {art['flash_bytes']:,} flash bytes ({art['codec']}), "
+                    f"{art['model_bytes']:,} model bytes"
+                )
     else:
         click.echo(f"bundle: {path} ({path.stat().st_size} bytes)")
 
@@ -206,7 +224,12 @@ def print_results(r: Dict[str, Any]) -> None:
         )
         for problem in lat.get("problems") or []:
             click.echo(f"  WARNING latency suspect: {problem}")
-    click.echo(f"  model {r['model_bytes']} bytes, peak RSS {r['peak_rss_mb']} MiB")
+    flash = r.get("flash_bytes")
+    inflate = f", inflated in {r['decompress_ms']} ms" if r.get("decompress_ms") is not None else ""
+    click.echo(
+        (f"  flash {flash} bytes, " if flash is not None else "  ")
+        + f"model {r['model_bytes']} bytes, peak RSS {r['peak_rss_mb']} MiB{inflate}"
+    )
 
 
 @click.group("device")

@@ -1,14 +1,17 @@
 """Build a self-contained bundle from a run's export (host side; stdlib + numpy only).
 
 Reads ``RUN/export/export.json`` (written by ``robustedge.export``), checks each chosen
-artifact against its sha256, and writes model files, evaluation sets, the numpy-only Square core,
-the runner code, ``run_bundle.py`` and ``manifest.json`` (sha256 of every file) into a staging
-folder that is renamed into place (or packed into a .tar) only when complete.
+artifact against its sha256, and writes model files (compressed with ``codec``, xz by default:
+the board stores the compressed file and inflates it before loading), evaluation sets, the
+numpy-only Square core, the runner code, ``run_bundle.py`` and ``manifest.json`` (sha256 of
+every file) into a staging folder that is renamed into place (or packed into a .tar) only when
+complete.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -22,11 +25,14 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import robustedge
 from robustedge.device.bundle_format import (
+    CODECS,
+    DEFAULT_CODEC,
     ENTRY,
     MANIFEST,
     SCHEMA,
     SQUARE,
     BundleError,
+    compress_bytes,
     file_entry,
     swap_in_bundle,
 )
@@ -81,9 +87,19 @@ def _format_rank(fmt: str) -> int:
     return FORMAT_ORDER.index(fmt) if fmt in FORMAT_ORDER else len(FORMAT_ORDER)
 
 
-def build_bundle(run: PathLike, out: PathLike, formats: Optional[Sequence[str]] = None) -> Path:
-    """Write the bundle for ``run`` to ``out`` (a folder, or a file ending in .tar); return it."""
+def build_bundle(
+    run: PathLike,
+    out: PathLike,
+    formats: Optional[Sequence[str]] = None,
+    codec: Optional[str] = DEFAULT_CODEC,
+) -> Path:
+    """Write the bundle for ``run`` to ``out`` (a folder, or a file ending in .tar); return it.
+
+    ``codec`` (``xz`` | ``gzip``) compresses the model files; ``None`` stores them as exported.
+    """
     run, out = Path(run), Path(out)
+    if codec is not None and codec not in CODECS:
+        raise RobustEdgeError(f"unknown codec '{codec}' (known: {', '.join(CODECS)})")
     export = read_export(run)
     chosen = choose_formats(export, formats)
     if not SQUARE_SRC.is_file():
@@ -91,7 +107,7 @@ def build_bundle(run: PathLike, out: PathLike, formats: Optional[Sequence[str]] 
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _fill(stage, run / "export", export, chosen)
+        _fill(stage, run / "export", export, chosen, codec)
         if out.suffix == ".tar":
             _pack(stage, out)
         else:
@@ -102,7 +118,9 @@ def build_bundle(run: PathLike, out: PathLike, formats: Optional[Sequence[str]] 
     return out
 
 
-def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[str]) -> None:
+def _fill(
+    stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[str], codec: Optional[str]
+) -> None:
     # Every file named by export.json must lie inside the export folder and match the sha256
     # recorded there (safe_path/verified_file): a hostile export.json cannot pull in other files.
     formats: Dict[str, Any] = {}
@@ -112,7 +130,11 @@ def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[st
         art = dict(export["artifacts"][fmt])
         src = verified_file(export_dir, art.get("file"), art.get("sha256"), f"artifact {fmt}")
         rel = f"models/{src.name}"
-        _copy(src, stage / rel)
+        if codec is None:
+            _copy(src, stage / rel)
+        else:
+            art.update(_compressed(src, stage, rel, codec))
+            rel = art["file"]
         art["file"] = rel
         formats[fmt] = art
     eval_sets = {}
@@ -159,6 +181,23 @@ def _fill(stage: Path, export_dir: Path, export: Dict[str, Any], chosen: List[st
         "files": files,
     }
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _compressed(src: Path, stage: Path, rel: str, codec: str) -> Dict[str, Any]:
+    """Write ``src`` compressed to ``stage/rel + suffix``; the format entry's new fields."""
+    raw = src.read_bytes()
+    packed = compress_bytes(raw, codec)
+    dst = stage / (rel + CODECS[codec])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(packed)
+    return {
+        "file": rel + CODECS[codec],
+        "codec": codec,
+        "model_file": src.name,
+        "model_bytes": len(raw),
+        "model_sha256": hashlib.sha256(raw).hexdigest(),
+        "flash_bytes": len(packed),
+    }
 
 
 def host_versions() -> Dict[str, str]:

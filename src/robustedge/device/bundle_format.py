@@ -6,20 +6,29 @@ A bundle is one folder (or a .tar of it)::
     manifest.json          sha256 + size of every other file, input layout, quant params,
                            the host's parity metrics, versions
     square_core.py         numpy-only Square attack, loaded by file path
-    models/<file>          .tflite / .onnx artifacts
+    models/<file>[.xz]     .tflite / .onnx artifacts, compressed by default (``codec`` in the
+                           format's entry: ``xz`` or ``gzip``, standard library on the board)
     data/<set>.npz         evaluation sets: x N x C x H x W float32 in [0, 1], y int64
     lib/robustedge/...     the runner code (robustedge.device + its two stdlib helpers)
 
-``verify_bundle`` checks every listed file against its sha256 before anything runs.
+``verify_bundle`` checks every listed file against its sha256 before anything runs, and every
+compressed model twice: its stored bytes (``files``) and the bytes it decompresses to
+(``model_sha256`` / ``model_bytes`` in the format's entry), so a compressed file that inflates to
+other bytes is refused even when its own entry was rewritten to match.
+
+Sizes: *flash bytes* are what the board stores (the compressed file), *model bytes* what the
+interpreter loads (the decompressed file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 
 from robustedge.errors import RobustEdgeError
 from robustedge.hashing import sha256_file
@@ -34,10 +43,19 @@ BENCH_SQUARE_QUERIES = 100  # Square queries per image on the board (0 skips the
 BENCH_SQUARE_N = 50  # images the board attacks
 # Files Python could import or execute: all of them must be listed (and so checked).
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
+# Model compression: codec -> file suffix. xz is the default because it was the smaller on
+# every int8 .tflite measured (see docs/boards.md, "Compressed bundles").
+CODECS = {"xz": ".xz", "gzip": ".gz"}
+DEFAULT_CODEC = "xz"
+CHUNK = 1 << 16
 
 
 class BundleError(RobustEdgeError):
     """A tampered, incomplete or mismatched bundle: the runner refuses it."""
+
+
+class CorruptStream(Exception):
+    """A compressed model that does not decompress cleanly (becomes a BundleError)."""
 
 
 def read_manifest(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -104,6 +122,9 @@ def verify_bundle(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
     for rel in referenced_files(manifest) + [SQUARE, ENTRY]:
         if not isinstance(rel, str) or rel not in files:
             raise BundleError(f"bundle manifest names {rel!r}, which it does not list and check")
+    for _fmt, art in sorted(manifest["formats"].items()):
+        if art.get("codec") is not None:
+            inflate_model(inside(root, art["file"]), art)
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if path.is_symlink():
@@ -127,6 +148,107 @@ def referenced_files(manifest: Dict[str, Any]) -> List[Any]:
             raise BundleError("bundle manifest: 'square' must be a mapping")
         refs.append(square.get("file", SQUARE))
     return refs
+
+
+def model_name(art: Dict[str, Any]) -> str:
+    """File name of the model the interpreter loads (the decompressed one when compressed)."""
+    name = art.get("model_file") if art.get("codec") is not None else None
+    name = name or str(art.get("file", ""))
+    return name.rsplit("/", 1)[-1]
+
+
+def compress_bytes(raw: bytes, codec: str = DEFAULT_CODEC) -> bytes:
+    """``raw`` compressed with ``codec`` (deterministic: no time stamp in the gzip header)."""
+    if codec == "xz":
+        import lzma
+
+        return lzma.compress(raw, format=lzma.FORMAT_XZ, preset=9)
+    if codec == "gzip":
+        import gzip
+
+        return gzip.compress(raw, compresslevel=9, mtime=0)
+    raise ValueError(f"unknown codec '{codec}' (known: {', '.join(CODECS)})")
+
+
+def inflate_model(
+    path: Path, art: Dict[str, Any], out: Optional[IO[bytes]] = None
+) -> Dict[str, Any]:
+    """Decompress the model at ``path`` (streamed, never past ``model_bytes``), check its length
+    and sha256 against the format entry, optionally writing it to ``out``; BundleError (one line)
+    when it does not inflate to exactly the recorded bytes. Returns ``{"bytes", "sha256"}``."""
+    codec, want_sha, want_n = art.get("codec"), art.get("model_sha256"), art.get("model_bytes")
+    rel = art.get("file")
+    if codec not in CODECS:
+        raise BundleError(f"bundle manifest: {rel} has unknown codec {codec!r}")
+    if not (isinstance(want_sha, str) and len(want_sha) == 64) or type(want_n) is not int:
+        raise BundleError(f"bundle manifest: {rel} records no model_sha256/model_bytes")
+    h, n = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as f:
+            for block in _inflate(f, codec):
+                n += len(block)
+                if n > want_n:
+                    raise BundleError(
+                        f"tampered bundle: {rel} decompresses to more than the "
+                        f"{want_n} bytes the manifest records"
+                    )
+                h.update(block)
+                if out is not None:
+                    out.write(block)
+    except (OSError, EOFError, zlib.error, CorruptStream) as e:
+        raise BundleError(
+            f"tampered bundle: {rel} does not decompress ({_first_line(e)})"
+        ) from None
+    if n != want_n:
+        raise BundleError(
+            f"tampered bundle: {rel} decompresses to {n} bytes, manifest says {want_n}"
+        )
+    if h.hexdigest() != want_sha:
+        raise BundleError(
+            f"tampered bundle: sha256 of {rel} decompressed does not match the manifest"
+        )
+    return {"bytes": n, "sha256": want_sha}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _inflate(f: IO[bytes], codec: str) -> Iterator[bytes]:
+    """Decompressed blocks of at most CHUNK bytes; CorruptStream on a corrupt, truncated or
+    over-long stream."""
+    if codec == "xz":
+        try:
+            import lzma
+        except ImportError:
+            raise BundleError(
+                "this Python has no lzma module: rebuild the bundle with --codec gzip "
+                "or install a Python built with liblzma"
+            ) from None
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        while not d.eof:
+            chunk = f.read(CHUNK) if d.needs_input else b""
+            if d.needs_input and not chunk:
+                raise CorruptStream("truncated xz stream")
+            try:
+                block = d.decompress(chunk, max_length=CHUNK)
+            except lzma.LZMAError as e:
+                raise CorruptStream(str(e)) from None
+            yield block
+        leftover: Callable[[], bytes] = lambda: d.unused_data  # noqa: E731
+    else:
+        z = zlib.decompressobj(wbits=31)  # gzip header and trailer (CRC-32, length)
+        buf = b""
+        while not z.eof:
+            buf = buf or f.read(CHUNK)
+            if not buf:
+                raise CorruptStream("truncated gzip stream")
+            yield z.decompress(buf, CHUNK)
+            buf = z.unconsumed_tail
+        leftover = lambda: z.unused_data + buf  # noqa: E731
+    if leftover() or f.read(1):
+        raise CorruptStream("data after the end of the compressed stream")
 
 
 def file_entry(path: Union[str, os.PathLike]) -> Dict[str, Any]:

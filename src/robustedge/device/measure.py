@@ -3,7 +3,8 @@
 Latency: warm-up invokes, then ``runs`` timed invokes of one sample (set input, invoke, read
 output), each timed by consecutive ``perf_counter_ns`` stamps; p50/p90/p99/mean in ms. Peak
 memory is the process' max RSS (``resource.getrusage``). Board info names the machine, CPU, OS,
-Python, numpy and interpreter versions. stdlib + numpy only.
+Python, numpy and interpreter versions. Sizes: flash bytes (stored), model bytes (loaded),
+peak RSS (running). stdlib + numpy only.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class Measurements:
     output_sha256: Dict[str, str] = field(default_factory=dict)
     bundle: Dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    # Three sizes per model: flash_bytes (what the board stores: the compressed file, or the
+    # model file itself when stored plain), model_bytes (what the interpreter loads) and
+    # peak_rss_mb (while running). decompress_ms: inflating the model before loading it.
+    flash_bytes: Optional[int] = None
+    codec: Optional[str] = None
+    decompress_ms: Optional[float] = None
     schema: str = SCHEMA
 
     def to_dict(self) -> Dict[str, Any]:

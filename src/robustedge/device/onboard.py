@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from robustedge.device.bundle_format import (
     MANIFEST,
     SQUARE,
     BundleError,
+    inflate_model,
+    model_name,
     sha256_file,
 )
 from robustedge.device.probe import ThrottledRun
@@ -161,16 +164,22 @@ def run_bundle(
     """Measure one format of a verified bundle on this board."""
     t_start = time.perf_counter()
     fmt, art = pick_format(manifest, opts.fmt)
-    path = bundle / art["file"]
-    model = open_model(str(path), opts.threads, opts.reference_kernels, opts.backend)
-    predict = make_predict(model, art["input"], art["output"])
-    sets, accuracy, digests = evaluate_sets(bundle, manifest, model, art["input"], predict)
-    robust = square_results(bundle, manifest, predict, sets, opts)
-    latency = measure_latency(model, art["input"], sets, opts)
+    stored = bundle / art["file"]
+    with tempfile.TemporaryDirectory(prefix="robustedge-model-") as tmp:
+        path, decompress_ms = model_path(stored, art, Path(tmp))
+        model = open_model(str(path), opts.threads, opts.reference_kernels, opts.backend)
+        model_bytes = path.stat().st_size
+        predict = make_predict(model, art["input"], art["output"])
+        sets, accuracy, digests = evaluate_sets(bundle, manifest, model, art["input"], predict)
+        robust = square_results(bundle, manifest, predict, sets, opts)
+        latency = measure_latency(model, art["input"], sets, opts)
     return measure.Measurements(
         format=fmt,
         model_file=art["file"],
-        model_bytes=path.stat().st_size,
+        model_bytes=model_bytes,
+        flash_bytes=stored.stat().st_size,
+        codec=art.get("codec"),
+        decompress_ms=decompress_ms,
         backend=model.backend,
         backend_version=model.version,
         kernels=model.kernels,
@@ -192,6 +201,19 @@ def run_bundle(
         },
         wall_s=round(time.perf_counter() - t_start, 3),
     )
+
+
+def model_path(stored: Path, art: Dict[str, Any], tmp: Path) -> Tuple[Path, Optional[float]]:
+    """The file the interpreter loads: ``stored`` itself, or (compressed) its bytes inflated
+    into ``tmp`` under the model's own name, checked against the manifest's sha256 again;
+    with the milliseconds that took."""
+    if art.get("codec") is None:
+        return stored, None
+    path = tmp / model_name(art)
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        inflate_model(stored, art, f)
+    return path, round((time.perf_counter() - t0) * 1e3, 3)
 
 
 def pick_format(manifest: Dict[str, Any], fmt: Optional[str]) -> Tuple[str, Dict[str, Any]]:

@@ -26,6 +26,7 @@ from robustedge.device.bundle_format import (
     BENCH_SQUARE_N,
     BENCH_SQUARE_QUERIES,
     BundleError,
+    model_name,
     verify_bundle,
 )
 from robustedge.device.probe import ThrottledRun
@@ -98,7 +99,7 @@ def check_dependencies(manifest: dict, fmt: Optional[str], backend: Optional[str
     fmt = fmt or manifest.get("default_format") or (sorted(formats)[0] if formats else None)
     if fmt in formats:
         try:
-            pick_backend(formats[fmt]["file"], backend)
+            pick_backend(model_name(formats[fmt]), backend)
         except RobustEdgeError as e:
             if "pip install" in str(e):
                 raise MissingDependency(str(e)) from None
@@ -147,7 +148,11 @@ def main(argv: Optional[List[str]] = None, default_bundle: Optional[str] = None)
     try:
         manifest = verify_bundle(bundle)
         if args.verify_only:
-            print(f"bundle ok: {len(manifest['files'])} files verified")
+            packed = sum(a.get("codec") is not None for a in manifest["formats"].values())
+            print(
+                f"bundle ok: {len(manifest['files'])} files verified"
+                + (f", {packed} compressed model(s) inflated and verified" if packed else "")
+            )
             return 0
         check_dependencies(manifest, args.fmt, args.backend)
         from robustedge.device import measure

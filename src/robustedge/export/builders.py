@@ -117,6 +117,7 @@ def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
         row["stage"] = f"{fmt} ({path.name})"
         row["format"] = fmt
         row["zeros_survived"] = L.zeros_survived(student, row)
+        row.update(L.flash_sizes(path))
         rows.append(row)
     return {
         "run": str(ctx.run_dir),

@@ -28,6 +28,17 @@ def file_sizes(path: Path) -> Dict[str, int]:
     return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0))}
 
 
+def flash_sizes(path: Path) -> Dict[str, Any]:
+    """The board's sizes of an exported file: ``flash_bytes`` (what a bundle stores: the file
+    compressed with the bundle's default codec) and ``model_bytes`` (what the interpreter
+    loads); the third size, peak RSS, is measured on the board."""
+    from robustedge.device.bundle_format import DEFAULT_CODEC, compress_bytes
+
+    raw = path.read_bytes()
+    packed = compress_bytes(raw, DEFAULT_CODEC)
+    return {"flash_bytes": len(packed), "flash_codec": DEFAULT_CODEC, "model_bytes": len(raw)}
+
+
 def weight_arrays(model: Any) -> List[np.ndarray]:
     """Conv/Linear weight matrices of a PyTorch model (where pruning puts its zeros)."""
     import torch.nn as nn
