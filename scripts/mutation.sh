@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules with mutmut 3 (`make mutation`; too slow for `make test`).
 #
-# Each module is mutated in its own throw-away copy of the working tree (mutmut 3 writes
+# Each module is mutated in its own throw-away copy of the committed tree (mutmut 3 writes
 # mutants/ next to the code, so the checkout is never touched) and tested only against the
 # test files that guard it, one module at a time. mutmut runs in a venv of its own
 # (requirements/mutation.txt) that sees the project's .venv behind it.
@@ -21,6 +21,8 @@ WORK="${MUTATION_WORK:-$ROOT/build/mutation}"
 CHILDREN="${MUTATION_CHILDREN:-1}"
 OUT_JSON="$ROOT/benchmarks/measured/mutation.json"
 PY="${PYTHON:-python3.11}"
+REF="${MUTATION_REF:-HEAD}"
+COMMIT="$(cd "$ROOT" && git rev-parse --short "$REF")"
 
 K=tests/test_mutation_kills.py
 G=tests/test_guards.py
@@ -64,8 +66,9 @@ for entry in "${MODULES[@]}"; do
   dir="$WORK/${key//\//_}"
   rm -rf "$dir"
   mkdir -p "$dir"
-  # a copy of the working tree: tracked and untracked files, not the ignored ones
-  (cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$dir")
+  # a copy of the committed tree (MUTATION_REF, default HEAD): reproducible, and independent
+  # of uncommitted work in the checkout
+  (cd "$ROOT" && git archive "$REF") | tar -x -C "$dir"
   {
     echo
     echo "[tool.mutmut]"
@@ -94,11 +97,11 @@ for entry in "${MODULES[@]}"; do
     (cd "$dir" && "$VENV/bin/mutmut" show "$m" >>"$dir/survivors.txt" 2>&1)
     echo >>"$dir/survivors.txt"
   done
-  "$PY" - "$OUT_JSON" "$key" "$file" "$dir/results.txt" "$seconds" "$CHILDREN" $tests <<'PY'
+  "$PY" - "$OUT_JSON" "$key" "$file" "$dir/results.txt" "$seconds" "$CHILDREN" "$COMMIT" $tests <<'PY'
 import json, os, platform, subprocess, sys, time
 from pathlib import Path
 
-out, key, file, results, seconds, children, *tests = sys.argv[1:]
+out, key, file, results, seconds, children, commit, *tests = sys.argv[1:]
 rows = [line.strip().rsplit(": ", 1) for line in Path(results).read_text().splitlines()]
 status = {name: st for name, st in (r for r in rows if len(r) == 2)}
 count = lambda *names: sum(1 for s in status.values() if s in names)  # noqa: E731
@@ -130,6 +133,7 @@ mods[key] = {
     "killed_fraction": round(killed / total, 4) if total else None,
     "survivors": sorted(n for n, s in status.items() if s in ("survived", "no tests")),
     "seconds": int(seconds),
+    "commit": commit,
     "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
 }
 t = sum(m["mutants"] for m in mods.values())
