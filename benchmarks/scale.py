@@ -213,7 +213,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=7, help="PGD steps of the AT")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--ray-epochs", type=int, default=10, help="pruning epochs per student")
+    ap.add_argument("--ray-epochs", type=int, default=30, help="pruning epochs per student")
     ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
