@@ -62,7 +62,108 @@ def test_report_holds_every_section(report, done):
     bench = json.loads((done / "teacher/device/local/results.json").read_text())
     dev = md_table(md, "On-device results", key=("model", "target"))[("teacher", "local")]
     assert dev["clean %"] == f"{100 * bench['accuracy']['clean']:.1f}"
-    assert dev["bytes"] == f"{bench['model_bytes']:,}"
+    assert dev["model bytes"] == f"{bench['model_bytes']:,}"
+    assert dev["flash bytes"] == f"{bench['flash_bytes']:,}"
+    assert dev["peak RSS MiB"] == f"{bench['peak_rss_mb']}"
+
+
+def test_three_sizes_per_model(report, done):
+    """Ledger, device results and report name flash bytes (stored, compressed), model bytes
+    (loaded) and peak RSS, each from its own JSON file."""
+    md = report.md_path.read_text()
+    dev = md_table(md, "On-device results", key=("model", "target"))
+    ledger_rows = md_table(md, "Export ledger", key=("model", "format"))
+    for name, path in (("teacher", "teacher"), ("prox-s0.8", "students/prox-s0.8")):
+        bench = json.loads((done / path / "device/local/results.json").read_text())
+        assert bench["codec"] == "xz" and 0 < bench["flash_bytes"] < bench["model_bytes"]
+        assert bench["decompress_ms"] > 0 and bench["peak_rss_mb"] > 0
+        row = dev[(name, "local")]
+        assert row["flash bytes"] == f"{bench['flash_bytes']:,}"
+        assert row["model bytes"] == f"{bench['model_bytes']:,}"
+        assert row["peak RSS MiB"] == f"{bench['peak_rss_mb']}"
+        ledger = json.loads((done / path / "export/ledger.json").read_text())
+        onnx = next(r for r in ledger["stages"] if r.get("format") == "onnx")
+        assert onnx["flash_codec"] == "xz" and onnx["model_bytes"] == onnx["bytes"]
+        assert ledger_rows[(name, "onnx")]["flash bytes"] == f"{onnx['flash_bytes']:,}"
+        # the ledger's flash bytes are what the bundle stored and the board reported
+        assert onnx["flash_bytes"] == bench["flash_bytes"]
+        assert onnx["model_bytes"] == bench["model_bytes"]
+
+
+def _wins_from_json(done: Path) -> dict:
+    """(student, metric) -> (student value, teacher value), recomputed from results.json."""
+    from robustedge.report.collect import BOARD_METRICS
+
+    def vals(path):
+        d = json.loads((done / path / "device/local/results.json").read_text())
+        return {"flash_bytes": d["flash_bytes"], "p50_ms": d["latency"]["p50_ms"],
+                "peak_rss_mb": d["peak_rss_mb"]}  # fmt: skip
+
+    teacher = vals("teacher")
+    out = {}
+    for name in ("prox-s0.5", "prox-s0.8"):
+        mine = vals(f"students/{name}")
+        for key, _label, _unit, margin in BOARD_METRICS:
+            if mine[key] < teacher[key] * (1 - margin):
+                out[(name, key)] = (mine[key], teacher[key])
+    return out
+
+
+def test_beats_teacher_marks_from_real_runs(report, done):
+    from robustedge.report.collect import teacher_wins
+
+    wins = {(w.student, w.metric): (w.student_value, w.teacher_value) for w in teacher_wins(
+        find_runs([done]))}  # fmt: skip
+    assert wins == _wins_from_json(done)
+    # sparse students' zeros compress: both store fewer flash bytes than the dense teacher
+    assert {("prox-s0.5", "flash_bytes"), ("prox-s0.8", "flash_bytes")} <= set(wins)
+    summary = report.summary.splitlines()
+    head = summary.index("board: students that beat the teacher (same target and format):")
+    lines = summary[head + 1 :]
+    runs = {r.name: r for r in find_runs([done])}
+    t_acc = runs["teacher"].accuracy["pgd eps=0.1"]
+    for name in ("prox-s0.5", "prox-s0.8"):
+        (line,) = [ln for ln in lines if ln.startswith(f"  {name} on local [onnx]: ")]
+        s, t = wins[(name, "flash_bytes")]
+        assert f"flash bytes {s:,.0f} B vs {t:,.0f} B ({100 * (s / t - 1):+.1f}%)" in line
+        acc = runs[name].accuracy["pgd eps=0.1"]
+        assert line.endswith(
+            f"robust (pgd eps=0.1) {100 * acc:.1f}% vs teacher {100 * t_acc:.1f}% "
+            f"({100 * (acc - t_acc):+.1f} pts)"
+        )
+        assert ("p50 latency" in line) == ((name, "p50_ms") in wins)
+    md = report.md_path.read_text()
+    dev = md_table(md, "On-device results", key=("model", "target"))
+    assert dev[("teacher", "local")]["beats teacher on"] == "-"
+    s, t = wins[("prox-s0.8", "flash_bytes")]
+    assert f"flash {100 * (s / t - 1):+.0f}%" in dev[("prox-s0.8", "local")]["beats teacher on"]
+
+
+def test_beats_teacher_needs_more_than_noise(done, tmp_path):
+    """A student 3 % faster than the teacher is noise (margin 5 %), 10 % faster is a win; a
+    bigger flash file is never one; no teacher bench, no board lines."""
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    teacher = json.loads((out / "teacher/device/local/results.json").read_text())
+    path = out / "students/prox-s0.5/device/local/results.json"
+    student = json.loads(path.read_text())
+    t50 = teacher["latency"]["p50_ms"]
+    student["flash_bytes"] = teacher["flash_bytes"] + 1
+    student["peak_rss_mb"] = teacher["peak_rss_mb"]
+    for factor, wins in ((0.97, False), (0.90, True)):
+        student["latency"]["p50_ms"] = t50 * factor
+        path.write_text(json.dumps(student))
+        rep = build_report([out], tmp_path / "r.html")
+        lines = [ln for ln in rep.summary.splitlines() if ln.startswith("  prox-s0.5 on local")]
+        if wins:
+            (line,) = lines
+            assert f"p50 latency {t50 * factor:.4g} ms vs {t50:.4g} ms (-10.0%)" in line
+            assert "flash bytes" not in line and "peak RSS" not in line
+        else:
+            assert lines == []
+    shutil.rmtree(out / "teacher/device")
+    rep = build_report([out], tmp_path / "r.html")
+    assert "board:" not in rep.summary
 
 
 def md_table(md: str, title: str, key=("model",)) -> dict:

@@ -16,7 +16,17 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from robustedge.io import write_text
 from robustedge.report import plots
-from robustedge.report.collect import RunInfo, find_runs, recipe_notes, robust_key
+from robustedge.report.collect import (
+    BOARD_METRICS,
+    RunInfo,
+    Win,
+    find_runs,
+    headline_pgd,
+    recipe_notes,
+    robust_key,
+    teacher_of,
+    teacher_wins,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +86,7 @@ def export_table(runs: Sequence[RunInfo]) -> Table:
         "format",
         "bytes",
         "gzip bytes",
+        "flash bytes",
         "MACs",
         "clean %",
         "transfer %",
@@ -95,6 +106,7 @@ def export_table(runs: Sequence[RunInfo]) -> Table:
                     fmt,
                     _num(a.get("bytes")),
                     _num(led.get("gzip_bytes")),
+                    _num(led.get("flash_bytes")),
                     _num(led.get("macs")),
                     _pct(p.get("clean_acc")),
                     _pct(p.get("transfer_acc")),
@@ -106,7 +118,8 @@ def export_table(runs: Sequence[RunInfo]) -> Table:
         "Export ledger (size, MACs, parity with PyTorch per format)",
         header,
         rows,
-        "transfer = accuracy on PGD examples crafted on the PyTorch model.",
+        "transfer = accuracy on PGD examples crafted on the PyTorch model. flash bytes = the "
+        "file as a bundle stores it (xz-compressed); bytes = what the interpreter loads.",
     )
 
 
@@ -121,10 +134,13 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
         "p50 ms",
         "p90 ms",
         "p99 ms",
-        "bytes",
+        "flash bytes",
+        "model bytes",
         "peak RSS MiB",
+        "beats teacher on",
     ]
     rows = []
+    won = _wins_by_row(runs)
     for r, d in plots.device_rows(runs):
         lat = d.get("latency") or {}
         sq = next((a for a in d.get("robust", []) if a.get("attack") == "square"), None)
@@ -137,17 +153,33 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
                 _pct(d.get("accuracy", {}).get("clean")),
                 "-" if sq is None else f"{100 * sq['acc']:.1f} (q={sq['n_queries']}, n={sq['n']})",
                 *[f"{lat[k]:.4g}" if k in lat else "-" for k in ("p50_ms", "p90_ms", "p99_ms")],
+                _num(d.get("flash_bytes", d.get("model_bytes"))),
                 _num(d.get("model_bytes")),
                 f"{d.get('peak_rss_mb', '-')}",
+                won.get((r.name, plots.target_label(d), d.get("format")), "-"),
             ]
         )
     return Table(
         "On-device results per target",
         header,
         rows,
-        "EMULATED rows ran under qemu-user: their latency says nothing about a real "
-        "board (use them for correctness and relative comparisons only).",
+        "Three sizes per model: flash bytes (what the board stores: the compressed model), "
+        "model bytes (what the interpreter loads) and peak RSS while running. 'beats teacher "
+        "on' compares with the teacher on the same target and format (latency and RSS only "
+        "beyond their noise margins). EMULATED rows ran under qemu: their latency says "
+        "nothing about a real board (use them for correctness and relative comparisons only).",
     )
+
+
+def _wins_by_row(runs: Sequence[RunInfo]) -> dict:
+    """(student, target, format) -> 'flash -79%, p50 -12%' for the device table."""
+    short = {"flash_bytes": "flash", "p50_ms": "p50", "peak_rss_mb": "RSS"}
+    out: dict = {}
+    for w in teacher_wins(runs):
+        key = (w.student, w.target, w.format)
+        text = f"{short[w.metric]} {100 * w.change:+.0f}%"
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
 
 
 def build_report(paths: Sequence[Path], out: Path, title: Optional[str] = None) -> Report:
@@ -174,7 +206,9 @@ def _figures(runs: Sequence[RunInfo], robust: Optional[str]) -> List[Tuple[str, 
         figs.append(("Latency distribution per target", lat))
     par = plots.pareto(runs, robust) if robust else None
     if par:
-        figs.append((f"Pareto view: robust accuracy ({robust}) vs latency vs size", par))
+        figs.append(
+            (f"Pareto view: robust accuracy ({robust}) vs flash bytes, p50 latency, peak RSS", par)
+        )
     return figs
 
 
@@ -193,7 +227,49 @@ def _summary(runs: Sequence[RunInfo], robust: Optional[str]) -> List[str]:
             + (f"  smallest export {size:,} B" if size else "")
             + (f"  [{dev}]" if dev else "")
         )
+    return lines + beats_teacher_lines(runs)
+
+
+UNITS = {key: (label, unit) for key, label, unit, _m in BOARD_METRICS}
+
+
+def _value(key: str, v: float) -> str:
+    return f"{v:,.0f} B" if key == "flash_bytes" else f"{v:.4g} {UNITS[key][1]}"
+
+
+def beats_teacher_lines(runs: Sequence[RunInfo]) -> List[str]:
+    """The payoff in numbers: which students beat the teacher on which board metric (same
+    target and format), by how much, and their robust accuracy (PGD eps 0.1, named) vs the
+    teacher's."""
+    teacher = teacher_of(runs)
+    if teacher is None or not teacher.devices:
+        return []
+    wins = teacher_wins(runs)
+    key = headline_pgd(runs)
+    if not wins:
+        return ["board: no student beats the teacher on flash bytes, p50 latency or peak RSS"]
+    lines = ["board: students that beat the teacher (same target and format):"]
+    by_student: dict = {}
+    for w in wins:
+        by_student.setdefault((w.student, w.target, w.format), []).append(w)
+    accs = {r.name: r.accuracy.get(key) if key else None for r in runs}
+    t_acc = accs.get(teacher.name)
+    for (student, target, fmt), ws in by_student.items():
+        parts = [_win_text(w) for w in ws]
+        acc = accs.get(student)
+        robust = f"robust ({key}) {_pct(acc)}% vs teacher {_pct(t_acc)}%" if key else "robust -"
+        if acc is not None and t_acc is not None:
+            robust += f" ({100 * (acc - t_acc):+.1f} pts)"
+        lines.append(f"  {student} on {target} [{fmt}]: " + "; ".join(parts) + f"; {robust}")
     return lines
+
+
+def _win_text(w: Win) -> str:
+    label = UNITS[w.metric][0]
+    return (
+        f"{label} {_value(w.metric, w.student_value)} vs {_value(w.metric, w.teacher_value)} "
+        f"({100 * w.change:+.1f}%)"
+    )
 
 
 CSS = """

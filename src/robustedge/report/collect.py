@@ -150,6 +150,86 @@ def recipe_notes(paths: Sequence[Path]) -> List[str]:
     return list(dict.fromkeys(notes))
 
 
+# The board metrics (all lower is better): results.json key, label, unit, and the relative margin
+# a student must beat the teacher by to count (flash bytes are exact; latency and peak RSS carry
+# run-to-run noise, so a difference inside it is not called a win).
+BOARD_METRICS = (
+    ("flash_bytes", "flash bytes", "B", 0.0),
+    ("p50_ms", "p50 latency", "ms", 0.05),
+    ("peak_rss_mb", "peak RSS", "MiB", 0.02),
+)
+
+
+def board_value(d: Dict[str, Any], key: str) -> Optional[float]:
+    """A board metric of one results.json: flash bytes (the stored file; results written before
+    compressed bundles stored the model itself), p50 latency, peak RSS."""
+    if key == "flash_bytes":
+        v = d.get("flash_bytes", d.get("model_bytes"))
+    elif key == "p50_ms":
+        v = (d.get("latency") or {}).get("p50_ms")
+    else:
+        v = d.get(key)
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Win:
+    """A student that beats the teacher on one board metric (same target, same format)."""
+
+    student: str
+    target: str
+    format: str
+    metric: str  # a BOARD_METRICS key
+    student_value: float
+    teacher_value: float
+
+    @property
+    def change(self) -> float:
+        """Relative change vs the teacher (negative: smaller/faster)."""
+        return self.student_value / self.teacher_value - 1.0
+
+
+def teacher_of(runs: Sequence[RunInfo]) -> Optional[RunInfo]:
+    """The dense teacher among ``runs`` (the first one when several are given)."""
+    return next((r for r in runs if r.role == "teacher"), None)
+
+
+def device_label(d: Dict[str, Any]) -> str:
+    return f"{d.get('target', '?')}" + (" (EMULATED)" if d.get("emulated") else "")
+
+
+def teacher_wins(runs: Sequence[RunInfo]) -> List[Win]:
+    """Every (student, target, format, metric) where the student's board measurement beats the
+    teacher's on the same target and format by more than the metric's noise margin."""
+    teacher = teacher_of(runs)
+    if teacher is None:
+        return []
+    ref = {(device_label(d), d.get("format")): d for d in teacher.devices}
+    wins: List[Win] = []
+    for r in runs:
+        if r is teacher or r.role == "teacher":
+            continue
+        for d in r.devices:
+            t = ref.get((device_label(d), d.get("format")))
+            if t is None:
+                continue
+            for key, _label, _unit, margin in BOARD_METRICS:
+                mine, theirs = board_value(d, key), board_value(t, key)
+                if mine is not None and theirs and mine < theirs * (1.0 - margin):
+                    wins.append(
+                        Win(r.name, device_label(d), d.get("format", "?"), key, mine, theirs)
+                    )
+    return wins
+
+
+def headline_pgd(runs: Sequence[RunInfo]) -> Optional[str]:
+    """``pgd eps=0.1`` when every run has it (the issue's headline robust metric), else the
+    smallest shared PGD eps (``robust_key``)."""
+    if runs and all("pgd eps=0.1" in r.accuracy for r in runs):
+        return "pgd eps=0.1"
+    return robust_key(runs)
+
+
 def robust_key(runs: Sequence[RunInfo]) -> Optional[str]:
     """The headline robust metric: PGD at the smallest eps all runs share, else any."""
     keys = [k for k in runs[0].accuracy if all(k in r.accuracy for r in runs)] if runs else []

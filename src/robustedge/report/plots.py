@@ -6,7 +6,13 @@ import io
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from robustedge.report.collect import RunInfo
+from robustedge.report.collect import (
+    BOARD_METRICS,
+    RunInfo,
+    board_value,
+    device_label,
+    teacher_wins,
+)
 
 logger = logging.getLogger(__name__)
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
@@ -108,7 +114,7 @@ def device_rows(runs: Sequence[RunInfo]) -> List[Tuple[RunInfo, Dict]]:
 
 
 def target_label(d: Dict) -> str:
-    return f"{d.get('target', '?')}" + (" (EMULATED)" if d.get("emulated") else "")
+    return device_label(d)
 
 
 def latency(runs: Sequence[RunInfo]) -> Optional[bytes]:
@@ -135,14 +141,14 @@ def latency(runs: Sequence[RunInfo]) -> Optional[bytes]:
     return _png(fig)
 
 
-def pareto_front(points: Sequence[Tuple[float, float, float]]) -> List[int]:
-    """Indices of points (robust acc, latency, size) not dominated by another point
-    (higher accuracy, lower latency and size are better)."""
+def pareto_front(points: Sequence[Tuple[float, ...]]) -> List[int]:
+    """Indices of points ``(robust acc, cost, cost, ...)`` not dominated by another point
+    (higher accuracy and lower costs, e.g. latency, flash bytes, peak RSS, are better)."""
     front = []
-    for i, (a, t, s) in enumerate(points):
+    for i, p in enumerate(points):
         dominated = any(
-            a2 >= a and t2 <= t and s2 <= s and (a2, t2, s2) != (a, t, s)
-            for j, (a2, t2, s2) in enumerate(points)
+            q[0] >= p[0] and all(c2 <= c for c2, c in zip(q[1:], p[1:])) and tuple(q) != tuple(p)
+            for j, q in enumerate(points)
             if j != i
         )
         if not dominated:
@@ -150,46 +156,104 @@ def pareto_front(points: Sequence[Tuple[float, float, float]]) -> List[int]:
     return front
 
 
-def pareto(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
-    """Robust accuracy vs latency p50 per target (marker area ~ model bytes), or vs model
-    size when nothing was measured on a board. Pareto-optimal points are outlined."""
-    groups: Dict[str, List[Tuple[str, float, float, float]]] = {}
+# name, is teacher, robust acc, board metrics, (target label, format) as teacher_wins keys them
+BoardPoint = Tuple[str, bool, float, Dict[str, float], Tuple[str, str]]
+
+
+def board_points(runs: Sequence[RunInfo], robust: str) -> Dict[str, List[BoardPoint]]:
+    """Per target (and format when a target ran several): each model's robust accuracy and
+    its board metrics (flash bytes, p50, peak RSS), read from results.json."""
+    groups: Dict[str, List[BoardPoint]] = {}
+    fmts: Dict[str, set] = {}
+    for _r, d in device_rows(runs):
+        fmts.setdefault(target_label(d), set()).add(d.get("format"))
     for r, d in device_rows(runs):
         acc = r.accuracy.get(robust)
-        if d.get("latency") and acc is not None:
-            groups.setdefault(target_label(d), []).append(
-                (r.name, acc, d["latency"]["p50_ms"], float(d["model_bytes"]))
-            )
-    xlabel = "latency p50 (ms)"
+        metrics = {k: board_value(d, k) for k, *_ in BOARD_METRICS}
+        if acc is None or any(v is None for v in metrics.values()):
+            continue
+        tgt = target_label(d)
+        key = tgt if len(fmts[tgt]) == 1 else f"{tgt} {d.get('format')}"
+        where = (tgt, d.get("format", "?"))
+        groups.setdefault(key, []).append((r.name, r.role == "teacher", acc, metrics, where))
+    return groups
+
+
+def pareto(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
+    """Robust accuracy vs each board metric (flash bytes, p50 latency, peak RSS), one row of
+    panels per target. The teacher is a black square; a student that beats the teacher on a
+    panel's metric (``teacher_wins``) is a green star there; Pareto-optimal models over all
+    three metrics are outlined. Without board results: robust accuracy vs smallest export."""
+    groups = board_points(runs, robust)
     if not groups:
-        for r in runs:
-            size = min((a["bytes"] for a in r.export.values()), default=None)
-            if size and robust in r.accuracy:
-                groups.setdefault("smallest export", []).append(
-                    (r.name, r.accuracy[robust], float(size), float(size))
+        return _pareto_exports(runs, robust)
+    wins = {(w.student, (w.target, w.format), w.metric) for w in teacher_wins(runs)}
+    keys = [(k, label, unit) for k, label, unit, _m in BOARD_METRICS]
+    fig, axes = _plt().subplots(
+        len(groups), len(keys), figsize=(5.0 * len(keys), 4.0 * len(groups)), squeeze=False
+    )
+    for row, (tgt, pts) in zip(axes, groups.items()):
+        front = set(pareto_front([(a, *(m[k] for k, *_ in keys)) for _, _, a, m, _ in pts]))
+        for ax, (key, label, unit) in zip(row, keys):
+            for i, (name, is_teacher, a, m, where) in enumerate(pts):
+                beat = (name, where, key) in wins
+                marker, color = ("*", "#2ca02c") if beat else ("o", "#bbb")
+                if is_teacher:
+                    marker, color = "s", "k"
+                ax.scatter(
+                    m[key],
+                    100 * a,
+                    s=160 if beat else 60,
+                    marker=marker,
+                    color=color,
+                    edgecolors=COLORS[1] if i in front else "none",
+                    linewidths=1.5,
+                    zorder=3,
                 )
-        xlabel = "model bytes"
-    if not groups:
+                tag = " beats teacher" if beat else ""
+                if is_teacher and "teacher" not in name:
+                    tag = " (teacher)"
+                ax.annotate(
+                    name + tag, (m[key], 100 * a), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points",
+                )  # fmt: skip
+            _xscale(ax, [p[3][key] for p in pts])
+            ax.set_xlabel(f"{label} ({unit}), lower is better")
+            ax.set_ylabel(f"robust accuracy % ({robust})")
+            ax.set_title(f"{tgt}: {label}", fontsize=9)
+            ax.grid(alpha=0.3)
+    fig.suptitle(
+        "black square: teacher; green star: student beats the teacher on that metric; "
+        "red outline: Pareto-optimal (robust acc, flash, p50, peak RSS)",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _png(fig)
+
+
+def _pareto_exports(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
+    """Robust accuracy vs the smallest exported file, when nothing ran on a board."""
+    pts = [
+        (r.name, r.accuracy[robust], float(min(a["bytes"] for a in r.export.values())))
+        for r in runs
+        if r.export and robust in r.accuracy
+    ]
+    if not pts:
         return None
-    fig, axes = _plt().subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
-    for ax, (tgt, pts) in zip(axes[0], groups.items()):
-        front = set(pareto_front([(a, t, s) for _, a, t, s in pts]))
-        smax = max(s for *_, s in pts)
-        for i, (name, a, t, s) in enumerate(pts):
-            on = i in front
-            ax.scatter(
-                t,
-                100 * a,
-                s=40 + 400 * s / smax,
-                color=COLORS[0] if on else "#bbb",
-                edgecolors="k" if on else "none",
-                zorder=3,
-            )
-            ax.annotate(name, (t, 100 * a), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        _xscale(ax, [t for _, _, t, _ in pts])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"robust accuracy % ({robust})")
-        ax.set_title(f"{tgt}: marker area ~ model size; outlined = Pareto-optimal", fontsize=9)
-        ax.grid(alpha=0.3)
+    fig, axes = _plt().subplots(1, 1, figsize=(5.5, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    front = set(pareto_front([(a, s) for _, a, s in pts]))
+    for i, (name, a, size) in enumerate(pts):
+        on = i in front
+        ax.scatter(
+            size, 100 * a, s=60, color=COLORS[0] if on else "#bbb",
+            edgecolors="k" if on else "none", zorder=3,
+        )  # fmt: skip
+        ax.annotate(name, (size, 100 * a), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    _xscale(ax, [s for *_, s in pts])
+    ax.set_xlabel("smallest export (bytes)")
+    ax.set_ylabel(f"robust accuracy % ({robust})")
+    ax.set_title("no board results: outlined = Pareto-optimal", fontsize=9)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig)
