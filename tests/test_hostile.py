@@ -484,7 +484,8 @@ def test_bench_on_a_file_is_one_line(sb):
 
 
 def test_bench_tampered_model(sb, bundle):
-    (bundle / "models" / "model.onnx").write_bytes(b"tampered!")
+    stored = json.loads((bundle / "manifest.json").read_text())["formats"]["onnx"]["file"]
+    (bundle / stored).write_bytes(b"tampered!")  # the stored (compressed) model file
     sb.refuse(["bench", "--bundle", bundle, "--out", sb.root / "o.json"], "tampered")
 
 
