@@ -44,7 +44,9 @@ BENCH_SQUARE_N = 50  # images the board attacks
 # Files Python could import or execute: all of them must be listed (and so checked).
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 # Model compression: codec -> file suffix. xz is the default because it was the smaller on
-# every int8 .tflite measured (see docs/boards.md, "Compressed bundles").
+# every int8 .tflite measured, dense and sparse-encoded (1.5-12 % below gzip -9;
+# benchmarks/bundle_compression.py, benchmarks/measured/bundle_compression.json); gzip inflates
+# faster and stays available (``robustedge bundle --codec gzip``).
 CODECS = {"xz": ".xz", "gzip": ".gz"}
 DEFAULT_CODEC = "xz"
 CHUNK = 1 << 16
