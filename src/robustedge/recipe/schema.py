@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from robustedge.attacks import DEFAULT_EPS
 from robustedge.device.bundle_format import BENCH_RUNS, BENCH_SQUARE_N, BENCH_SQUARE_QUERIES
+from robustedge.errors import RobustEdgeError
 from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
 from robustedge.recipe.loader import (
     FieldError,
@@ -95,15 +96,60 @@ class EvalSpec:
                 raise FieldError(key, f"{key} must be >= 1, got {v}")
 
 
-@dataclass(frozen=True)
-class CompressSpec:
-    """One compression setting; a list of sparsities makes a sweep (one student each)."""
+# ``budget:`` keys of a compress entry: one quantity (robustedge.compress.budget.Quantity), and
+# the board a latency budget is measured on.
+BUDGET_KEYS = ("macs", "flash_kb", "latency_ms", "target")
 
-    name: str
-    sparsity: Tuple[float, ...]
-    options: Dict[str, Any] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """``budget: {macs: 2M}`` / ``{flash_kb: 64}`` / ``{latency_ms: 2, target: local}``: what the
+    board allows, in place of a sparsity (:class:`robustedge.compress.budget.Budget`)."""
+
+    quantity: str
+    limit: float
+    target: Optional[str] = None
 
     def __post_init__(self) -> None:
+        self.to_budget()  # ValueError, one line
+
+    def to_budget(self) -> Any:
+        from robustedge.compress.budget import Budget
+
+        return Budget(self.quantity, self.limit, self.target)  # type: ignore[arg-type]
+
+    @property
+    def label(self) -> str:
+        """The student's name suffix: ``macs2M``, ``flash64kb``, ``latency2ms-local``."""
+        if self.quantity == "macs":
+            return f"macs{_short(self.limit)}"
+        if self.quantity == "flash_kb":
+            return f"flash{self.limit:g}kb"
+        return f"latency{self.limit:g}ms-{TargetSpec(self.target or 'local').slug}"
+
+
+def _short(v: float) -> str:
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
+@dataclass(frozen=True)
+class CompressSpec:
+    """One compression setting: a list of sparsities makes a sweep (one student each); a
+    ``budget`` instead makes one structured student that meets it."""
+
+    name: str
+    sparsity: Tuple[float, ...] = ()
+    options: Dict[str, Any] = field(default_factory=dict)
+    budget: Optional[BudgetSpec] = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None:
+            if self.sparsity:
+                raise FieldError("budget", "give either 'sparsity' or 'budget', not both")
+            return
         if not self.sparsity:
             raise FieldError("sparsity", "give at least one sparsity target")
         for i, s in enumerate(self.sparsity):
@@ -113,7 +159,13 @@ class CompressSpec:
             raise FieldError("sparsity", "duplicate sparsity targets")
 
     def student_names(self) -> Tuple[str, ...]:
+        if self.budget is not None:
+            return (f"{self.name}-{self.budget.label}",)
         return tuple(f"{self.name}-s{s:g}" for s in self.sparsity)
+
+    def student_sparsities(self) -> Tuple[Optional[float], ...]:
+        """One per student: the sparsity target, or None for a budget (found by the search)."""
+        return (None,) if self.budget is not None else self.sparsity
 
 
 @dataclass(frozen=True)
@@ -230,9 +282,12 @@ class Recipe:
         compress = tuple(replace(c, options={**c.options, "device": device}) for c in self.compress)
         return replace(self, teacher=teacher, compress=compress)
 
-    def students(self) -> Tuple[Tuple[str, CompressSpec, float], ...]:
+    def students(self) -> Tuple[Tuple[str, CompressSpec, Optional[float]], ...]:
+        """(student name, its compress entry, its sparsity or None for a budget student)."""
         return tuple(
-            (n, c, s) for c in self.compress for n, s in zip(c.student_names(), c.sparsity)
+            (n, c, s)
+            for c in self.compress
+            for n, s in zip(c.student_names(), c.student_sparsities())
         )
 
 
@@ -245,8 +300,6 @@ def load_recipe(path: Any) -> Recipe:
     try:
         text = path.read_text()
     except OSError as e:
-        from robustedge.errors import RobustEdgeError
-
         raise RobustEdgeError(f"cannot read recipe {path}: {e.strerror}") from None
     return parse_recipe(text, str(path))
 
@@ -314,10 +367,24 @@ def _compress(value: Any, seed: int, loc: Located) -> Tuple[CompressSpec, ...]:
     out = []
     for i, item in enumerate(value):
         path = join("compress", i)
-        check_keys(item, ("name", "sparsity", *types), path, loc, "compress entry")
+        check_keys(item, ("name", "sparsity", "budget", *types), path, loc, "compress entry")
         item = dict(item)
+        if "sparsity" in item and "budget" in item:
+            raise loc.error(join(path, "budget"), "give either 'sparsity' or 'budget', not both")
+        if "budget" in item:
+            budget = _budget(item.pop("budget"), join(path, "budget"), loc)
+            name = item.pop("name", None)
+            if name is not None and (not isinstance(name, str) or not name):
+                raise loc.error(join(path, "name"), "name must be a non-empty string")
+            opts = {"seed": seed, **check_fields(item, types, path, loc, "compress entry")}
+            _check_budget_options(opts, path, loc)
+            name = name or _default_name({**opts, "structured": True})
+            out.append(CompressSpec(name=name, options=opts, budget=budget))
+            continue
         if "sparsity" not in item:
-            raise loc.error(path, "missing key 'sparsity' (a number or a list: a sweep)")
+            raise loc.error(
+                path, "missing key 'sparsity' (a number or a list: a sweep) or 'budget'"
+            )
         sp = build(
             CompressSpec,
             {"name": item.pop("name", "x"), "sparsity": item.pop("sparsity")},
@@ -333,6 +400,65 @@ def _compress(value: Any, seed: int, loc: Located) -> Tuple[CompressSpec, ...]:
                 raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
         out.append(CompressSpec(name=name, sparsity=sp.sparsity, options=opts))
     return tuple(out)
+
+
+def _budget(value: Any, path: str, loc: Located) -> BudgetSpec:
+    """``{macs: 2M}`` / ``{flash_kb: 64}`` / ``{latency_ms: 2, target: local}`` -> BudgetSpec."""
+    from robustedge.compress.budget import Budget
+    from robustedge.recipe.latency_probe import refuse_emulated
+
+    if not isinstance(value, dict):
+        raise loc.error(
+            path, "expected a mapping: {macs: 2M}, {flash_kb: 64} or {latency_ms: 2, target: local}"
+        )
+    check_keys(value, BUDGET_KEYS, path, loc, "budget")
+    given = [k for k in BUDGET_KEYS[:-1] if k in value]
+    if len(given) != 1:
+        raise loc.error(path, "give exactly one of macs, flash_kb, latency_ms")
+    key = given[0]
+    target = value.get("target")
+    if target is not None:
+        if not isinstance(target, str):
+            raise loc.error(join(path, "target"), f"expected a target name, got {target!r}")
+        try:
+            TargetSpec(target=target)
+            if key == "latency_ms":
+                refuse_emulated(target)
+        except (FieldError, RobustEdgeError) as e:
+            raise loc.error(join(path, "target"), str(e)) from None
+    raw = value[key]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise loc.error(join(path, key), f"expected a number, got {raw!r}")
+    try:
+        b = Budget.parse(f"{key}={raw}", target)
+    except ValueError as e:
+        blame = "target" if "target" in str(e) and target is not None else key
+        if "target" in str(e) and target is None:
+            raise loc.error(
+                path,
+                "a latency budget is measured on a board: add 'target: local' (or ssh://user@host)",
+            ) from None
+        raise loc.error(join(path, blame), _msg(e)) from None
+    return BudgetSpec(quantity=b.quantity.value, limit=b.limit, target=b.target)
+
+
+def _check_budget_options(opts: Dict[str, Any], path: str, loc: Located) -> None:
+    """A budget trains a structured student ranked per layer (prox or magnitude)."""
+    from robustedge.compress import CompressConfig
+
+    if opts.get("structured") is False:
+        raise loc.error(join(path, "structured"), "a budget makes a structured student")
+    if opts.get("scope") not in (None, "layer"):
+        raise loc.error(join(path, "scope"), "a budget student ranks channels per layer")
+    if opts.get("method", "prox") not in ("prox", "magnitude"):
+        raise loc.error(
+            join(path, "method"), "a budget trains a structured student: use prox or magnitude"
+        )
+    cfg = {**opts, "structured": True, "scope": "layer"}
+    try:
+        CompressConfig(teacher="teacher", sparsity=0.5, **cfg)
+    except Exception as e:
+        raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
 
 
 def _default_name(opts: Dict[str, Any]) -> str:

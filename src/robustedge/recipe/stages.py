@@ -80,7 +80,10 @@ def plan(recipe: Recipe, out: Path) -> Tuple[List[Stage], List[Dict[str, Any]], 
     stages += _downstream(recipe, "teacher", teacher, targets)
     for name, spec, sparsity in recipe.students():
         run = out / "students" / name
-        opts = {**spec.options, "sparsity": sparsity}
+        if spec.budget is not None:  # a structured student searched to meet the budget
+            opts = {**spec.options, "budget": asdict(spec.budget)}
+        else:
+            opts = {**spec.options, "sparsity": sparsity}
         stages.append(
             Stage(
                 f"student-{name}",
@@ -97,8 +100,9 @@ def plan(recipe: Recipe, out: Path) -> Tuple[List[Stage], List[Dict[str, Any]], 
                 "path": f"students/{name}",
                 "role": "student",
                 "method": opts.get("method", "prox"),
-                "structured": bool(opts.get("structured", False)),
+                "structured": bool(opts.get("structured", False) or spec.budget is not None),
                 "sparsity": sparsity,
+                **({"budget": opts["budget"]} if spec.budget is not None else {}),
             }
         )
         stages += _downstream(recipe, f"student-{name}", run, targets)
@@ -236,7 +240,22 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
     from robustedge.compress import CompressConfig, compress_run
 
     shutil.rmtree(run, ignore_errors=True)
-    compress_run(CompressConfig(teacher=str(teacher), **opts), run)
+    opts = dict(opts)
+    budget = opts.pop("budget", None)
+    if budget is None:
+        compress_run(CompressConfig(teacher=str(teacher), **opts), run)
+        return
+    from robustedge.compress.budget import Budget, Quantity, compress_to_budget
+
+    b = Budget(**budget)
+    factory = None
+    if b.quantity is Quantity.LATENCY_MS:
+        from robustedge.recipe.latency_probe import latency_probe
+
+        factory = latency_probe(b.target)
+    # the search sets the channel sparsity (structured, per-layer ranking)
+    cfg = CompressConfig(teacher=str(teacher), **{**opts, "sparsity": 0.0, "structured": True})
+    compress_to_budget(cfg, b, run, measure_factory=factory)
 
 
 def eval_plan(recipe: Recipe) -> Any:
