@@ -52,17 +52,23 @@ echo "import site; site.addsitedir('$ROOT/.venv/lib/python3.11/site-packages')" 
   >"$site/zz_robustedge_venv.pth"
 
 wanted=("$@")
-selected() {
-  [ ${#wanted[@]} -eq 0 ] && return 0
-  local k
-  for k in "${wanted[@]}"; do [ "$k" = "$1" ] || [ "$k" = "${1#*/}" ] && return 0; done
-  return 1
-}
+
+# the modules in the order asked for (default: the table's order)
+order=()
+if [ ${#wanted[@]} -eq 0 ]; then
+  order=("${MODULES[@]}")
+else
+  for w in "${wanted[@]}"; do
+    for entry in "${MODULES[@]}"; do
+      k="${entry%%|*}"
+      if [ "$w" = "$k" ] || [ "$w" = "${k#*/}" ]; then order+=("$entry"); fi
+    done
+  done
+fi
 
 mkdir -p "$WORK" "$(dirname "$OUT_JSON")"
-for entry in "${MODULES[@]}"; do
+for entry in "${order[@]}"; do
   IFS='|' read -r key file tests <<<"$entry"
-  selected "$key" || continue
   dir="$WORK/${key//\//_}"
   rm -rf "$dir"
   mkdir -p "$dir"
