@@ -179,6 +179,8 @@ def test_bad_streams_refused(bundle, tmp_path, case, want):  # noqa: F811
         ({"codec": "zstd"}, "has unknown codec 'zstd'"),
         ({"model_sha256": None}, "records no model_sha256/model_bytes"),
         ({"model_bytes": "12"}, "records no model_sha256/model_bytes"),
+        ({"model_bytes": 1 << 40}, "claims to inflate to 1099511627776 bytes"),
+        ({"model_bytes": 0}, "claims to inflate to 0 bytes"),
     ],
 )
 def test_manifest_codec_fields_checked(bundle, tmp_path, edit, want):  # noqa: F811

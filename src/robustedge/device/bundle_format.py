@@ -50,6 +50,7 @@ CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 CODECS = {"xz": ".xz", "gzip": ".gz"}
 DEFAULT_CODEC = "xz"
 CHUNK = 1 << 16
+MAX_MODEL_BYTES = 1 << 30  # a compressed model may not claim to inflate to more than 1 GiB
 
 
 class BundleError(RobustEdgeError):
@@ -184,6 +185,11 @@ def inflate_model(
         raise BundleError(f"bundle manifest: {rel} has unknown codec {codec!r}")
     if not (isinstance(want_sha, str) and len(want_sha) == 64) or type(want_n) is not int:
         raise BundleError(f"bundle manifest: {rel} records no model_sha256/model_bytes")
+    if not 0 < want_n <= MAX_MODEL_BYTES:
+        raise BundleError(
+            f"bundle manifest: {rel} claims to inflate to {want_n} bytes "
+            f"(allowed: 1 to {MAX_MODEL_BYTES})"
+        )
     h, n = hashlib.sha256(), 0
     try:
         with open(path, "rb") as f:
