@@ -41,8 +41,13 @@ METHODS = [
     "gmp",
     "gmp-plain",
 ]
-# per-method settings beyond the shared ones (docs/compression-diagnosis.md)
+# per-method settings beyond the shared ones (docs/compression-diagnosis.md). The prox rows
+# keep paper 1's setting; "prox-lazy-rslad" is robustedge's default since the diagnosis.
+PAPER1 = {"lazy_prox": False, "kd_target": "adv"}
 METHOD_SETTINGS = {
+    "prox": PAPER1,
+    "prox-T1": PAPER1,
+    "prox-noKD": PAPER1,
     "prox-lazy-rslad": {
         "lazy_prox": True,
         "penalty": "l0",

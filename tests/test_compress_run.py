@@ -58,8 +58,12 @@ def test_each_method_meets_sparsity_exactly(teacher, tmp_path, method):
     assert cfg["teacher"] == str(teacher) and cfg["data"] == "digits"
 
 
-def test_memory_ledger_admm_2x_prox_0(teacher, tmp_path):
+def test_memory_ledger_admm_2x_lazy_prox_1x_greedy_prox_0(teacher, tmp_path):
+    """ADMM keeps Z and U (2x the prunable weights), HYDRA its scores and the default lazy
+    prox its dense iterate (1x each); the greedy prox of paper 1 keeps nothing."""
     prox = _compress(teacher, tmp_path / "p", method="prox", sparsity=0.5)["memory"]["phases"]
+    greedy = _compress(teacher, tmp_path / "g", method="prox", sparsity=0.5, lazy_prox=False)
+    greedy = greedy["memory"]["phases"]
     admm = _compress(teacher, tmp_path / "a", method="admm", sparsity=0.5)["memory"]["phases"]
     hydra = _compress(teacher, tmp_path / "h", method="hydra", sparsity=0.5)["memory"]["phases"]
     prunable = sum(
@@ -67,7 +71,8 @@ def test_memory_ledger_admm_2x_prox_0(teacher, tmp_path):
         for n, p in load_model(teacher)[0].named_parameters()
         if n in read_masks(tmp_path / "p")
     )
-    assert prox["prox"]["method_state"] == 0
+    assert greedy["prox"]["method_state"] == 0
+    assert prox["prox"]["method_state"] == prunable
     assert admm["admm"]["method_state"] == 2 * prunable
     assert hydra["hydra-scores"]["method_state"] == prunable
 

@@ -26,13 +26,13 @@ def teacher(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "kw",
     [
-        {"lazy_prox": True},
-        {"lazy_prox": True, "penalty": "l0"},
-        {"ramp_start": 0.5, "ramp_end": 1.0},
-        {"kd_target": "clean", "kd_temp": 1.0},
+        {"lazy_prox": True, "penalty": "reweighted"},
+        {},  # the default: lazy prox, l0, KD at T=1 on the clean input
+        {"ramp_start": 0.5, "ramp_end": 1.0, "lazy_prox": False},
+        {"kd_target": "adv", "kd_temp": 4.0, "lazy_prox": False, "penalty": "reweighted"},
         {"scope": "erk"},
     ],
-    ids=["lazy", "lazy-l0", "warm-start", "kd-clean", "erk"],
+    ids=["lazy-reweighted", "default", "greedy-warm-start", "paper1", "erk"],
 )
 def test_prox_options_meet_sparsity(teacher, tmp_path, kw):
     cfg = CompressConfig(teacher=str(teacher), method="prox", sparsity=0.8, **FAST, **kw)
@@ -46,7 +46,7 @@ def test_prox_options_meet_sparsity(teacher, tmp_path, kw):
         assert torch.all(state[name][~mask] == 0)
     assert m["notes"]["prox_sparsity"] == pytest.approx(0.8, abs=0.01)
     phases = m["memory"]["phases"]
-    if kw.get("lazy_prox"):  # one weight-sized residual of extra state
+    if cfg.lazy_prox:  # one weight-sized residual of extra state
         assert phases["prox"]["method_state"] == 4 * total
     else:
         assert phases["prox"]["method_state"] == 0

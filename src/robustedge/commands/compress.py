@@ -99,11 +99,11 @@ DISTILL = options(
         help="Distillation weight a in [0, 1] [default: 0.5 for prox, 0 otherwise].",
     ),
     click.option(
-        "--kd-temp", default=4.0, show_default=True, type=float, help="Distillation temperature."
+        "--kd-temp", default=1.0, show_default=True, type=float, help="Distillation temperature."
     ),
     click.option(
         "--kd-target",
-        default="adv",
+        default="clean",
         show_default=True,
         type=click.Choice(["adv", "clean"]),
         help="prox: the teacher answers on the student's adversarial example (adv) or on the "
@@ -147,14 +147,15 @@ PROX = options(
     ),
     click.option(
         "--penalty",
-        default="reweighted",
+        default="l0",
         show_default=True,
         type=click.Choice(["reweighted", "l1", "l0"]),
         help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
     ),
     click.option(
-        "--lazy-prox",
-        is_flag=True,
+        "--lazy-prox/--no-lazy-prox",
+        default=True,
+        show_default=True,
         help="prox: project a dense iterate kept beside the weights (dual averaging), so "
         "pruned weights can come back; one weight-sized tensor of extra state.",
     ),

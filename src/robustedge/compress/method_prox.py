@@ -64,10 +64,10 @@ BALL_SHRINK = 0.25
 def prox_prune(ctx: PruneContext) -> PruneOutcome:
     """Prox phase for ``cfg.epochs``, then the exact projection (and removal if structured)."""
     cfg = ctx.cfg
-    if cfg.kd_target != "adv" and isinstance(ctx.task_loss, KDTaskLoss):
-        # the teacher answers on the clean batch, here and in the pipeline's fine-tune
-        ctx.task_loss.target = cfg.kd_target
-        ctx.adversary = RememberClean(ctx.adversary, ctx.task_loss)
+    if cfg.kd_target != "adv" and not isinstance(ctx.adversary, RememberClean):
+        if isinstance(ctx.task_loss, KDTaskLoss):  # a context built outside the pipeline
+            ctx.task_loss.target = cfg.kd_target
+            ctx.adversary = RememberClean(ctx.adversary, ctx.task_loss)
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
     start, ramp = ramp_window(cfg, ctx.steps_per_epoch)
     if cfg.structured:

@@ -30,8 +30,8 @@ from robustedge.compress.common import (
     masked_finetune,
     steps_per_epoch,
 )
-from robustedge.compress.config import CompressConfig
-from robustedge.compress.distill import make_kd_task_loss
+from robustedge.compress.config import CompressConfig, Method
+from robustedge.compress.distill import RememberClean, make_kd_task_loss
 from robustedge.compress.targets import count_nonzero, prunable_params, sparsity_report
 from robustedge.data import Dataset
 from robustedge.devices import resolve_device
@@ -161,13 +161,19 @@ def make_context(cfg, student, teacher, adversary, data, device) -> PruneContext
     """The :class:`PruneContext` of a compression run (this rank's data shard under torchrun)."""
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     size = distributed.world().size
+    task_loss = make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp)
+    if cfg.method is Method.PROX and cfg.kd_target != "adv" and cfg.kd_alpha > 0:
+        # the teacher answers on the clean batch, in the pruning phase and in the fine-tune
+        # (also when a resumed run starts in the fine-tune)
+        task_loss.target = cfg.kd_target
+        adversary = RememberClean(adversary, task_loss)
     return PruneContext(
         model=student,
         cfg=cfg,
         batches=epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
         steps_per_epoch=steps_per_epoch(-(-len(xt) // size), cfg.batch_size // size),
         adversary=adversary,
-        task_loss=make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp),
+        task_loss=task_loss,
         params=prunable_params(student, cfg.include_first, cfg.include_last),
         input_shape=data.input_shape,
         device=device,
