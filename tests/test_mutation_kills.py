@@ -1542,3 +1542,108 @@ def test_ledger_sparse_savings_and_table(tmp_path):
     )
     teacher = {"params": 4, "nonzeros": 4, "macs": 4, "bytes": 4, "gzip_bytes": 8}
     assert ratios(teacher, {"gzip_bytes": 2}) == {"gzip_bytes": 0.25}
+
+
+@pytest.fixture
+def onnx_bundle(tmp_path) -> Path:
+    """A bundle holding a real ONNX model (flatten + dense, weights known) and eval sets."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from robustedge.device.bundle import build_bundle
+    from robustedge.hashing import sha256_file
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 10)).astype(np.float32)
+    x = rng.random((20, 1, 8, 8), dtype=np.float32)
+    y = (x.reshape(20, -1) @ w).argmax(1).astype(np.int64)
+    y[:5] = (y[:5] + 1) % 10  # 15 of 20 right
+    ex = tmp_path / "run" / "export"
+    ex.mkdir(parents=True)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["x"], ["f"]),
+            helper.make_node("MatMul", ["f", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(ex / "m.onnx"))
+    np.savez(ex / "eval_clean.npz", x=x, y=y)
+    np.savez(ex / "eval_transfer.npz", x=x[::-1].copy(), y=y[::-1].copy())
+    export = {
+        "run": "r",
+        "data": "digits",
+        "num_classes": 10,
+        "input_shape_nchw": [1, 8, 8],
+        "artifacts": {
+            "onnx": {
+                "file": "m.onnx",
+                "sha256": sha256_file(ex / "m.onnx"),
+                "input": {"name": "x", "layout": "NCHW", "dtype": "float32"},
+                "output": {"dtype": "float32"},
+                "parity": {"clean_acc": 0.75, "transfer_acc": 0.75},
+            }
+        },
+        "eval_sets": {"clean": "eval_clean.npz", "transfer": "eval_transfer.npz"},
+        "eval_sha256": {
+            "clean": sha256_file(ex / "eval_clean.npz"),
+            "transfer": sha256_file(ex / "eval_transfer.npz"),
+        },
+        "transfer_attack": {"attack": "pgd", "eps": 0.1},
+    }
+    (ex / "export.json").write_text(json.dumps(export))
+    return build_bundle(tmp_path / "run", tmp_path / "bundle")
+
+
+def test_runner_main_measures_and_writes(onnx_bundle, tmp_path, capsys):
+    from robustedge.device import runner
+
+    out = tmp_path / "res" / "r.json"
+    args = ["--bundle", str(onnx_bundle), "--runs", "0", "--square-queries", "0"]
+    assert runner.main([*args, "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    r = json.loads(out.read_text())
+    assert r["accuracy"]["clean"] == 0.75 and r["accuracy"]["transfer"] == 0.75
+    assert r["backend"] == "onnxruntime" and r["emulated"] is False
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]
+    assert runner.main([*args, "--emulated", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["emulated"] is True
+    capsys.readouterr()
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert runner.main([*args, "--out", str(blocked / "r.json")]) == runner.EXIT_WRITE
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {blocked / 'r.json'}: ") and err.count("\n") == 1
+    assert runner.main([*args, "--backend", "litert", "--out", str(out)]) == runner.EXIT_OTHER
+    assert "backend 'litert' reads .tflite files" in capsys.readouterr().err
+    assert runner.main([*args, "--format", "onnx", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert runner.main(["--bundle", str(onnx_bundle), "--verify-only"]) == 0
+    m = _manifest(onnx_bundle)
+    packed = sum(a.get("codec") is not None for a in m["formats"].values())
+    extra = f", {packed} compressed model(s) inflated and verified" if packed else ""
+    assert capsys.readouterr().out == f"bundle ok: {len(m['files'])} files verified{extra}\n"
+
+
+def test_runner_default_format_choice(onnx_bundle):
+    from robustedge.device.runner import check_dependencies
+    from robustedge.errors import RobustEdgeError
+
+    m = _manifest(onnx_bundle)
+    tfl = {"file": "models/m.tflite"}
+    # default_format wins over the alphabetical first, which wins when there is none
+    both = {"formats": {**m["formats"], "a-tflite": tfl}, "default_format": "onnx"}
+    with pytest.raises(RobustEdgeError, match="reads .tflite files, not m.onnx"):
+        check_dependencies(both, None, "litert")
+    check_dependencies(both, None, "onnxruntime")
+    first = {"formats": {**m["formats"], "a-tflite": tfl}}
+    check_dependencies(first, None, "litert")  # a-tflite sorts before onnx
+    with pytest.raises(RobustEdgeError, match="reads .onnx files, not m.tflite"):
+        check_dependencies(first, None, "onnxruntime")
+    check_dependencies(first, "onnx", "onnxruntime")
