@@ -161,6 +161,13 @@ def test_beats_teacher_needs_more_than_noise(done, tmp_path):
             assert "flash bytes" not in line and "peak RSS" not in line
         else:
             assert lines == []
+    student["flash_bytes"] = teacher["flash_bytes"] // 2  # half the bytes, but stored plain:
+    student["codec"] = None  # not comparable with the teacher's xz file, so no flash win
+    path.write_text(json.dumps(student))
+    rep = build_report([out], tmp_path / "r.html")
+    assert "flash bytes" not in "".join(
+        ln for ln in rep.summary.splitlines() if ln.startswith("  prox-s0.5 on local")
+    )
     shutil.rmtree(out / "teacher/device")
     rep = build_report([out], tmp_path / "r.html")
     assert "board:" not in rep.summary

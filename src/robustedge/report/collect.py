@@ -200,7 +200,8 @@ def device_label(d: Dict[str, Any]) -> str:
 
 def teacher_wins(runs: Sequence[RunInfo]) -> List[Win]:
     """Every (student, target, format, metric) where the student's board measurement beats the
-    teacher's on the same target and format by more than the metric's noise margin."""
+    teacher's on the same target and format by more than the metric's noise margin (flash
+    bytes only between bundles that store the model the same way: same codec)."""
     teacher = teacher_of(runs)
     if teacher is None:
         return []
@@ -214,6 +215,8 @@ def teacher_wins(runs: Sequence[RunInfo]) -> List[Win]:
             if t is None:
                 continue
             for key, _label, _unit, margin in BOARD_METRICS:
+                if key == "flash_bytes" and d.get("codec") != t.get("codec"):
+                    continue  # stored differently (e.g. a cached plain teacher bundle)
                 mine, theirs = board_value(d, key), board_value(t, key)
                 if mine is not None and theirs and mine < theirs * (1.0 - margin):
                     wins.append(
