@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from robustedge.device.bundle_format import DEFAULT_CODEC
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json
 from robustedge.recipe.executors import ExecutorSpec, run_stages
@@ -169,6 +170,7 @@ def _downstream(
         where = run / "device" / target.slug
         cfg = {**asdict(recipe.devices), "targets": None, "target": asdict(target)}
         cfg["format"] = recipe.bench_format()
+        cfg["bundle_codec"] = DEFAULT_CODEC  # a new bundle layout re-benches cached boards
         stages.append(
             Stage(
                 f"device-{name}-{target.slug}",
