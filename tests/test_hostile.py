@@ -432,14 +432,22 @@ def test_export_json_artifact_outside_the_export_folder_is_refused(sb, run_copy,
     assert not out.exists()
 
 
-def test_export_json_artifact_symlink_leading_out_is_refused(sb, run_copy):
+@pytest.fixture
+def outside_file(tmp_path) -> Path:
+    """A file outside every run folder and bundle that symlinks point at (never a system
+    file: a regression that wrote through a planted link must not damage the machine)."""
+    path = tmp_path / "outside" / "secret.txt"
+    path.parent.mkdir()
+    path.write_text("a file outside the run folder\n")
+    return path
+
+
+def test_export_json_artifact_symlink_leading_out_is_refused(sb, run_copy, outside_file):
     exp = fake_export(run_copy)
-    (exp / "model.onnx").unlink()
-    (exp / "model.onnx").symlink_to("/etc/passwd")
-    art = {"file": "model.onnx", "sha256": sha(Path("/etc/passwd"))}
+    art = {"file": "model.onnx", "sha256": sha(outside_file)}
     fake_export(run_copy, artifacts={"onnx": art})
     (exp / "model.onnx").unlink()
-    (exp / "model.onnx").symlink_to("/etc/passwd")
+    (exp / "model.onnx").symlink_to(outside_file)
     sb.refuse(["bundle", run_copy, "--out", sb.root / "b"], "outside")
 
 
@@ -513,9 +521,9 @@ def test_bench_bundle_with_unlisted_code(sb, bundle):
     sb.refuse(["bench", "--bundle", bundle, "--out", sb.root / "o.json"], "code")
 
 
-def test_bench_bundle_with_symlink(sb, bundle):
+def test_bench_bundle_with_symlink(sb, bundle, outside_file):
     (bundle / "data" / "eval_clean.npz").unlink()
-    (bundle / "data" / "eval_clean.npz").symlink_to("/etc/passwd")
+    (bundle / "data" / "eval_clean.npz").symlink_to(outside_file)
     sb.refuse(["bench", "--bundle", bundle, "--out", sb.root / "o.json"])
 
 
@@ -544,7 +552,7 @@ def test_deploy_tar_with_parent_member(sb):
 
 def test_deploy_tar_with_symlink_member(sb):
     info = tarfile.TarInfo("b/link")
-    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    info.type, info.linkname = tarfile.SYMTYPE, "/nonexistent/outside"
     tar = make_tar(sb.root / "evil.tar", [(info, None)])
     sb.refuse(["deploy", tar, "--target", "./board"], "unsafe")
 
