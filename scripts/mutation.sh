@@ -100,7 +100,7 @@ for entry in "${order[@]}"; do
   (cd "$dir" && "$VENV/bin/mutmut" results --all true >"$dir/results.txt" 2>&1)
   : >"$dir/survivors.txt"
   for m in $(awk -F: '$2 ~ /survived|no tests/ {gsub(/ /, "", $1); print $1}' "$dir/results.txt"); do
-    (cd "$dir" && "$VENV/bin/mutmut" show "$m" >>"$dir/survivors.txt" 2>&1)
+    (cd "$dir" && "$VENV/bin/mutmut" show "$m" >>"$dir/survivors.txt" 2>&1) || true
     echo >>"$dir/survivors.txt"
   done
   "$PY" - "$OUT_JSON" "$key" "$file" "$dir/results.txt" "$seconds" "$CHILDREN" "$COMMIT" $tests <<'PY'

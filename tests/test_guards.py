@@ -345,7 +345,16 @@ def test_prox_step_reaches_every_prunable_layer(digits):
     model = build_model(ModelSpec("lenet5", digits.input_shape, digits.num_classes))
     n = 320
     x, y = torch.as_tensor(digits.x_train[:n]), torch.as_tensor(digits.y_train[:n])
-    cfg = CompressConfig(teacher="unused", sparsity=0.8, epochs=2, batch_size=64, lr=1e-2)
+    cfg = CompressConfig(  # paper 1's prox: reweighted L1 soft threshold + top-k ball
+        teacher="unused",
+        sparsity=0.8,
+        epochs=2,
+        batch_size=64,
+        lr=1e-2,
+        penalty="reweighted",
+        lam_schedule="ball",
+        lazy_prox=False,
+    )
     params = prunable_params(model)
     assert len(params) == 3
     trace: List[tuple] = []
