@@ -1647,3 +1647,31 @@ def test_runner_default_format_choice(onnx_bundle):
     with pytest.raises(RobustEdgeError, match="reads .onnx files, not m.tflite"):
         check_dependencies(first, None, "onnxruntime")
     check_dependencies(first, "onnx", "onnxruntime")
+
+
+def test_stage_runner_log_and_timing_fields(tmp_path, caplog):
+    import logging
+    import re
+    import time
+
+    from robustedge.recipe.runner import StageRunner
+
+    log: list = []
+    caplog.set_level(logging.INFO, logger="robustedge.recipe.runner")
+    t0 = time.perf_counter()
+    res = StageRunner(tmp_path).run([_stage(tmp_path, "a", log)])
+    elapsed = time.perf_counter() - t0
+    assert 0.0 <= res[0].seconds <= elapsed  # the stage's own run time, inside the call's
+    rec = json.loads((tmp_path / "stages" / "a" / "stage.json").read_text())
+    assert rec["seconds"] == round(res[0].seconds, 3)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", rec["finished"])
+    StageRunner(tmp_path).run([_stage(tmp_path, "a", log)])
+    (tmp_path / "a" / "out.txt").write_text("changed")
+    StageRunner(tmp_path).run([_stage(tmp_path, "a", log)])
+    msgs = [r.getMessage() for r in caplog.records if r.name == "robustedge.recipe.runner"]
+    assert msgs == [
+        "stage a: running",
+        "stage a: cached",
+        "stage a: output a/out.txt missing or changed",
+        "stage a: running",
+    ]
