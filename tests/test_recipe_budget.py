@@ -139,3 +139,10 @@ def test_budget_student_meets_its_budget_and_is_cached(tmp_path, tiny_run):
     assert (run / "eval.json").is_file()
     again = run_recipe(load_recipe(path), out)
     assert {s["id"]: s["status"] for s in again["stages"]}[f"student-{name}"] == "cached"
+
+
+def test_demo_recipe_has_a_budget_student():
+    r = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "digits.yaml")
+    budgets = [c.budget for c in r.compress if c.budget is not None]
+    assert budgets and budgets[0].quantity == "macs"
+    assert r.teacher.train["model_kwargs"]["width"] > 1  # MACs, not overhead, set its latency
