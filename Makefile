@@ -36,7 +36,7 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/robustedge run recipes/digits.yaml --out $(DEMO_OUT)
 	$(BIN)/robustedge report $(DEMO_OUT) --out $(DEMO_OUT)/report.html --title "robustedge demo: digits"
 
-# Mutation testing of the core modules (mutmut, its own venv; ~1 h on 2 cores): too slow for
+# Mutation testing of the core modules (mutmut, its own venv; ~45 min on 2 cores): too slow for
 # `make test`. Writes benchmarks/measured/mutation.json; MODULES="pgd prox" for a subset.
 mutation: $(STAMP)
 	bash scripts/mutation.sh $(MODULES)
