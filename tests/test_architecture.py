@@ -60,3 +60,25 @@ def test_import_contracts_kept():
     r = subprocess.run([str(exe)], capture_output=True, text=True, cwd=SRC.parents[1])
     assert r.returncode == 0, r.stdout[r.stdout.find("Broken contracts") :][:3000]
     assert "0 broken" in r.stdout
+
+
+def test_untrusted_json_nesting_is_refused_without_recursing():
+    """A hostile ``[[[[...`` must be refused by counting, not by json's C recursion (which
+    overflows the C stack, killing the process, once a library raises the recursion limit)."""
+    import sys
+
+    from robustedge import jsonsafe
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)  # what made json.loads segfault in the full suite
+    try:
+        with pytest.raises(jsonsafe.TooDeep, match="nested 300000 levels"):
+            jsonsafe.loads("[" * 300_000)
+    finally:
+        sys.setrecursionlimit(old)
+    assert jsonsafe.loads('{"a": ["[[[[", {"b": 1}]}') == {"a": ["[[[[", {"b": 1}]}
+    assert jsonsafe.nesting_depth('{"a": "\\"}') == 1
+    assert jsonsafe.nesting_depth("[" * 64 + "]" * 64) == 64
+    jsonsafe.loads("[" * 64 + "]" * 64)
+    with pytest.raises(ValueError):
+        jsonsafe.loads("[" * 65 + "]" * 65)

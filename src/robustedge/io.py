@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator, Optional, Tuple, Union
 
+from robustedge import jsonsafe
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -195,10 +197,10 @@ def read_json(path: PathLike) -> Any:
     from robustedge.errors import CheckpointError
 
     try:
-        return json.loads(Path(path).read_text())
+        return jsonsafe.loads(Path(path).read_text())
     except (FileNotFoundError, NotADirectoryError):
         raise CheckpointError(f"missing file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"corrupt JSON in {path}: {e}") from None
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import robustedge
+from robustedge import jsonsafe
 from robustedge.device.bundle_format import (
     CODECS,
     DEFAULT_CODEC,
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 PKG = Path(robustedge.__file__).parent
 SQUARE_SRC = PKG / "attacks" / SQUARE
 # the stdlib-only helpers robustedge.device uses
-LIB_FILES = ("errors.py", "registry.py", "hashing.py")
+LIB_FILES = ("errors.py", "registry.py", "hashing.py", "jsonsafe.py")
 FORMAT_ORDER = ("tflite-int8-sparse", "tflite-int8", "tflite-float32", "onnx-int8", "onnx")
 PathLike = Union[str, os.PathLike]
 
@@ -54,10 +55,10 @@ def read_export(run: PathLike) -> Dict[str, Any]:
     """``RUN/export/export.json`` as a dict; CheckpointError when missing or corrupt."""
     path = Path(run) / "export" / "export.json"
     try:
-        export = json.loads(path.read_text())
+        export = jsonsafe.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):
         raise CheckpointError(f"{path} not found: run `robustedge export {run}` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"corrupt {path}: {e}") from None
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None

@@ -23,13 +23,13 @@ interpreter loads (the decompressed file).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 
+from robustedge import jsonsafe
 from robustedge.errors import RobustEdgeError
 from robustedge.hashing import sha256_file
 
@@ -68,7 +68,7 @@ def read_manifest(bundle: Union[str, os.PathLike]) -> Dict[str, Any]:
     if root.exists() and not root.is_dir():
         raise BundleError(f"not a bundle: {root} is a file (a bundle is a folder or a .tar)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = jsonsafe.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):
         raise BundleError(f"not a bundle: {path} is missing") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlsplit
 
+from robustedge import jsonsafe
 from robustedge.device import qemu, vm
 from robustedge.device.bundle_format import ENTRY, swap_in_bundle, verify_bundle
 from robustedge.errors import RobustEdgeError
@@ -277,8 +278,8 @@ class SSHTarget(Target):
         )
         out = self._ssh(script)
         try:
-            return json.loads(out)
-        except json.JSONDecodeError:
+            return jsonsafe.loads(out)
+        except ValueError:
             raise RobustEdgeError(f"{self.dest} returned no results JSON") from None
 
     def python_probe(self, source: str) -> Optional[str]:

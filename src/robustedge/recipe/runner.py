@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from robustedge import jsonsafe
 from robustedge.errors import RobustEdgeError
 from robustedge.hashing import sha256_file as file_sha256
 from robustedge.io import safe_path, write_json
@@ -166,7 +167,7 @@ class StageRunner:
         """The recorded outputs when the stage is complete, valid and up to date, else None."""
         path = self.record_path(stage.id)
         try:
-            rec = json.loads(path.read_text())
+            rec = jsonsafe.loads(path.read_text())
             outputs = dict(rec["outputs"])
             same = rec["input_hash"] == want
         except (OSError, ValueError, KeyError, TypeError):

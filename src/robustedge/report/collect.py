@@ -7,12 +7,12 @@ A path given to the report may be a recipe output folder (``summary.json``), a r
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from robustedge import jsonsafe
 from robustedge.errors import RobustEdgeError
 from robustedge.io import safe_path
 
@@ -47,7 +47,7 @@ class RunInfo:
 
 def _read(path: Path) -> Optional[Dict[str, Any]]:
     try:
-        return json.loads(path.read_text())
+        return jsonsafe.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
