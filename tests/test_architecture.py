@@ -77,6 +77,9 @@ def test_untrusted_json_nesting_is_refused_without_recursing():
     finally:
         sys.setrecursionlimit(old)
     assert jsonsafe.loads('{"a": ["[[[[", {"b": 1}]}') == {"a": ["[[[[", {"b": 1}]}
+    assert jsonsafe.loads(b'{"a": [1]}') == {"a": [1]}  # what ssh hands back
+    with pytest.raises(jsonsafe.TooDeep):
+        jsonsafe.loads(b"[" * 1000)
     assert jsonsafe.nesting_depth('{"a": "\\"}') == 1
     assert jsonsafe.nesting_depth("[" * 64 + "]" * 64) == 64
     jsonsafe.loads("[" * 64 + "]" * 64)

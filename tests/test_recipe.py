@@ -194,5 +194,6 @@ def test_device_override_reaches_every_training_stage():
     from robustedge.training.config import TrainConfig
 
     TrainConfig.from_dict(cpu.teacher.train)
-    for c in cpu.compress:
-        CompressConfig(teacher="t", **{**c.options, "sparsity": c.sparsity[0]})
+    for c in cpu.compress:  # a budget entry has no sparsity: the budget search picks it
+        sparsity = c.sparsity[0] if c.sparsity else 0.5
+        assert CompressConfig(teacher="t", **{**c.options, "sparsity": sparsity}).device == "cpu"

@@ -9,7 +9,7 @@ linear time and constant stack, and refuses anything deeper than ``max_depth``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Union
 
 MAX_DEPTH = 64  # no robustedge file nests deeper than a handful of levels
 
@@ -40,9 +40,12 @@ def nesting_depth(text: str) -> int:
     return deepest
 
 
-def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
+def loads(text: Union[str, bytes, bytearray], max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads(text)`` after refusing more than ``max_depth`` levels of nesting
-    (:class:`TooDeep`, a ValueError, like ``json.JSONDecodeError``)."""
+    (:class:`TooDeep`, a ValueError, like ``json.JSONDecodeError``). Bytes are decoded as
+    ``json.loads`` would (UTF-8/16/32)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode(json.detect_encoding(text), "surrogatepass")
     depth = nesting_depth(text)
     if depth > max_depth:
         raise TooDeep(f"nested {depth} levels deep (at most {max_depth} allowed)")
