@@ -84,6 +84,18 @@ class AttackSpec:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def record(self, with_params: bool = True) -> Dict[str, Any]:
+        """How results name the attack: ``{attack, eps, steps, restarts, norm, **params}``
+        (every robust accuracy is written next to this)."""
+        row = {
+            "attack": self.name,
+            "eps": self.eps,
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "norm": self.norm,
+        }
+        return {**row, **self.params} if with_params else row
+
     def label(self) -> str:
         s = f"{self.name}-{self.norm} eps={self.eps:g}"
         if self.steps:

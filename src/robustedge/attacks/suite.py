@@ -198,11 +198,4 @@ def _survivors(
 
 
 def _spec_row(spec: AttackSpec) -> Dict[str, Any]:
-    return {
-        "attack": spec.name,
-        "eps": spec.eps,
-        "steps": spec.steps,
-        "restarts": spec.restarts,
-        "norm": spec.norm,
-        **spec.params,
-    }
+    return spec.record()

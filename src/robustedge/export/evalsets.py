@@ -37,14 +37,8 @@ def transfer_attack(
 
 
 def attack_record(spec: AttackSpec) -> Dict[str, Any]:
-    """How export.json and the eval sets record an attack."""
-    return {
-        "attack": spec.name,
-        "eps": spec.eps,
-        "steps": spec.steps,
-        "restarts": spec.restarts,
-        "norm": spec.norm,
-    }
+    """How export.json and the eval sets record an attack (its settings, no params)."""
+    return spec.record(with_params=False)
 
 
 def pgd_inputs(model: Any, x: np.ndarray, y: np.ndarray, spec: AttackSpec, seed: int) -> np.ndarray:

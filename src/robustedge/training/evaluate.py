@@ -85,15 +85,7 @@ def robust_accuracy(
 
 def robust_row(spec: AttackSpec, acc: float) -> Dict[str, Any]:
     """One evaluation row: the attack's settings next to its accuracy."""
-    return {
-        "attack": spec.name,
-        "eps": spec.eps,
-        "steps": spec.steps,
-        "restarts": spec.restarts,
-        "norm": spec.norm,
-        **spec.params,
-        "acc": acc,
-    }
+    return {**spec.record(), "acc": acc}
 
 
 def evaluate(
