@@ -270,6 +270,12 @@ def test_resume_under_ddp_equals_uninterrupted(tmp_path, even_data):
     assert 1 <= epoch < 3, "the run was not interrupted mid-way"
     assert not (part / "model.safetensors").exists()
     resumed = cli(*args, "--out", str(part), "--resume")
+    if resumed.returncode != 0 and "torchrun exit code" in resumed.stderr:
+        # torchrun itself failed (no rank reported an error): once in a full-suite run its
+        # standalone rendezvous failed right after the killed job. Retry once, with its log.
+        first = resumed.stderr
+        resumed = cli("-v", *args, "--out", str(part), "--resume")
+        assert resumed.returncode == 0, first + resumed.stderr[-4000:]
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "full"), weights(part)
     for k in a:
