@@ -32,6 +32,22 @@ def tiny_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_tiny(digits):
+    """(model, x_test, y_test): the tiny CNN naturally trained 8 epochs on digits (seed 0), in
+    eval mode; shared by the attack test modules (each takes its own slice of the test set)."""
+    from robustedge.models import ModelSpec, build_model
+    from robustedge.training import build_adversary, epoch_batches, fit
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("tiny", digits.input_shape, digits.num_classes))
+    x_tr, y_tr = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fit(model, epoch_batches(x_tr, y_tr, 64, seed=0), build_adversary("none"), opt, epochs=8)
+    model.eval()
+    return model, torch.from_numpy(digits.x_test), torch.from_numpy(digits.y_test)
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `robustedge ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run(

@@ -13,27 +13,16 @@ from robustedge.attacks.suite import (
     build_suite,
     worst_case_accuracy,
 )
-from robustedge.data import load_dataset
 from robustedge.errors import UnknownNameError
-from robustedge.models import ModelSpec, build_model
-from robustedge.training import build_adversary, epoch_batches, fit
 
 EPS = 0.05
 
 
 @pytest.fixture(scope="module")
-def trained():
-    digits = load_dataset("digits")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("tiny", digits.input_shape, digits.num_classes))
-    x_tr, y_tr = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    fit(model, epoch_batches(x_tr, y_tr, 64, seed=0), build_adversary("none"), opt, epochs=8)
-    model.eval()
-    yield model, torch.from_numpy(digits.x_test[:96]), torch.from_numpy(digits.y_test[:96])
-    torch.set_num_threads(threads)
+def trained(trained_tiny):
+    """(model, x, y): the shared tiny CNN (conftest) and 96 test samples."""
+    model, x, y = trained_tiny
+    return model, x[:96], y[:96]
 
 
 def small_suite(eps=EPS) -> AttackSuite:

@@ -15,9 +15,6 @@ import torch.nn as nn
 import robustedge.attacks.square_core as square_core
 from robustedge.attacks import ATTACKS, AttackSpec, Square, build_attack
 from robustedge.attacks.square_core import p_schedule, square_linf_numpy, square_size
-from robustedge.data import load_dataset
-from robustedge.models import ModelSpec, build_model
-from robustedge.training import build_adversary, epoch_batches, fit
 
 # Pixel eps-ball attacks built from (model, spec) alone are all tested here. Attacks that need
 # more and measure their perturbation elsewhere have their own tests (onmanifold: latent eta,
@@ -30,19 +27,10 @@ WITH_RESTARTS = [n for n in NAMES if "restarts" in inspect.signature(ATTACKS.get
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """(model, x, y): tiny CNN, naturally trained ~8 epochs on digits; 128 test samples."""
-    digits = load_dataset("digits")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a busy 2-core machine spin and crawl
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("tiny", digits.input_shape, digits.num_classes))
-    x_tr, y_tr = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    fit(model, epoch_batches(x_tr, y_tr, 64, seed=0), build_adversary("none"), opt, epochs=8)
-    model.eval()
-    yield model, torch.from_numpy(digits.x_test[:128]), torch.from_numpy(digits.y_test[:128])
-    torch.set_num_threads(threads)
+def trained(trained_tiny):
+    """(model, x, y): the shared tiny CNN (conftest) and 128 test samples."""
+    model, x, y = trained_tiny
+    return model, x[:128], y[:128]
 
 
 def attack(model, name, eps=EPS, seed=0, **spec_kw):
