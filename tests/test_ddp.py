@@ -185,6 +185,42 @@ def _factory_module(tmp_path: Path) -> dict:
     return {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
 
 
+LEAVE_SCRIPT = """
+import os, sys, threading, torch
+from robustedge import distributed
+before = threading.active_count(), len(os.listdir("/proc/self/task"))
+with distributed.session(torch.device("cpu")):
+    model = torch.nn.Linear(3, 2)
+    torch.optim.SGD(model.parameters(), lr=0.1)  # torch's first optimizer: imports torch._dynamo
+    distributed.gather_objects({"rank": os.environ["RANK"]})
+after = threading.active_count(), len(os.listdir("/proc/self/task"))
+print("threads", before, after, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_leaving_the_session_joins_gloos_threads(tmp_path):
+    """After the session no gloo worker thread is left to race the interpreter's exit (it
+    aborted ranks with 'terminate called without an active exception', now and then, when
+    the first optimizer was built inside the session and kept the process group alive)."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE_SCRIPT)
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        + ["--tee=3", str(script)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = [line.split("threads ", 1)[1] for line in r.stdout.splitlines() if "threads " in line]
+    assert len(counts) == 2, r.stdout
+    for c in counts:
+        before, after = c.split(") (")
+        assert before.strip("( ") == after.strip(") "), c
+
+
 @pytest.mark.slow
 def test_one_failing_rank_ends_the_job_with_one_line(tmp_path):
     env = _factory_module(tmp_path)
@@ -270,12 +306,6 @@ def test_resume_under_ddp_equals_uninterrupted(tmp_path, even_data):
     assert 1 <= epoch < 3, "the run was not interrupted mid-way"
     assert not (part / "model.safetensors").exists()
     resumed = cli(*args, "--out", str(part), "--resume")
-    if resumed.returncode != 0 and "torchrun exit code" in resumed.stderr:
-        # torchrun itself failed (no rank reported an error): once in a full-suite run its
-        # standalone rendezvous failed right after the killed job. Retry once, with its log.
-        first = resumed.stderr
-        resumed = cli("-v", *args, "--out", str(part), "--resume")
-        assert resumed.returncode == 0, first + resumed.stderr[-4000:]
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "full"), weights(part)
     for k in a:

@@ -110,6 +110,11 @@ def session(device: torch.device) -> Iterator[World]:
                 "are visible: use at most one process per GPU (--nproc)"
             )
         torch.cuda.set_device(env.local_rank)
+    # torch's first optimizer imports torch._dynamo; imported while a process group exists, it
+    # keeps that group alive past destroy_process_group, and gloo's worker threads then race
+    # the interpreter's exit ("terminate called without an active exception", SIGABRT).
+    import torch._dynamo  # noqa: F401
+
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()))
     logger.info("rank %d of %d joined (%s)", env.rank, env.size, backend)
     try:
