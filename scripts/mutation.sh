@@ -24,7 +24,7 @@ PY="${PYTHON:-python3.11}"
 REF="${MUTATION_REF:-HEAD}"
 COMMIT="$(cd "$ROOT" && git rev-parse --short "$REF")"
 
-K=tests/test_mutation_kills.py
+K="tests/test_exact_attacks.py tests/test_exact_compress.py tests/test_exact_export.py tests/test_exact_bundle.py tests/test_exact_runner.py tests/test_exact_recipe.py"
 G=tests/test_guards.py
 # module | file to mutate | the tests that guard it (mutmut runs, per mutant, only those of
 # them that call the mutated function)

@@ -62,3 +62,13 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    """A bundle built by the real builder from an export folder (artifact bytes are opaque)."""
+    from robustedge.device.bundle import build_bundle
+    from test_guards import _fake_export
+
+    run = _fake_export(tmp_path / "run")
+    return build_bundle(run, tmp_path / "bundle")

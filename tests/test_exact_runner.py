@@ -1,0 +1,282 @@
+"""Exact-value unit tests of the board runner:
+written to kill mutmut's mutants (issue 16).
+
+Each test checks a promised value (a hand computation, a boundary, an error message) rather
+than a range, so that a changed operator, constant or condition in the module fails it.
+Fast (no training): `scripts/mutation.sh` runs them once per mutant. docs/testing.md lists
+the surviving mutants judged harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_exact_bundle import manifest_of
+
+# ------------------------------------------------------------------------ device/runner
+
+
+def test_runner_parser_defaults_and_runs():
+    from robustedge.device.runner import MIN_RUNS, parser
+
+    a = parser().parse_args([])
+    assert (a.bundle, a.fmt, a.backend, a.threads, a.runs, a.warmup) == (
+        None,
+        None,
+        None,
+        1,
+        200,
+        20,
+    )
+    assert (a.square_queries, a.square_n, a.square_eps, a.seed, a.out) == (
+        100,
+        50,
+        None,
+        0,
+        "results.json",
+    )
+    assert not (a.reference_kernels or a.refuse_throttled or a.emulated or a.verify_only)
+    assert MIN_RUNS == 200
+    assert parser().parse_args(["--runs", "0"]).runs == 0
+    assert parser().parse_args(["--runs", "200"]).runs == 200
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--runs", "199"])
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--runs", "1"])
+    b = parser().parse_args(
+        ["--format", "onnx", "--threads", "2", "--square-eps", "0.05", "--reference-kernels"]
+    )
+    assert (b.fmt, b.threads, b.square_eps, b.reference_kernels) == ("onnx", 2, 0.05, True)
+
+
+def test_runner_run_options_mapping():
+    from robustedge.device.runner import parser, run_options
+
+    args = parser().parse_args(
+        "--format onnx --threads 3 --runs 0 --warmup 4 --square-queries 7 --square-n 9 "
+        "--square-eps 0.2 --reference-kernels --backend onnxruntime --seed 5 "
+        "--refuse-throttled".split()
+    )
+    o = run_options(args, emulated=True)
+    assert (o.fmt, o.threads, o.runs, o.warmup, o.square_queries, o.square_n) == (
+        "onnx",
+        3,
+        0,
+        4,
+        7,
+        9,
+    )
+    assert (o.square_eps, o.reference_kernels, o.backend, o.emulated, o.seed) == (
+        0.2,
+        True,
+        "onnxruntime",
+        True,
+        5,
+    )
+    assert o.refuse_throttled is True
+    assert run_options(parser().parse_args([]), emulated=False).emulated is False
+
+
+def test_runner_check_dependencies(bundle):
+    from robustedge.device.runner import MissingDependency, check_dependencies
+    from robustedge.errors import RobustEdgeError
+
+    m = manifest_of(bundle)
+    check_dependencies(m, None, None)  # litert or tflite-runtime is installed here
+    check_dependencies({"formats": {}}, None, None)
+    check_dependencies(m, "nope", None)  # an unknown format is the measurement's business
+    with pytest.raises(RobustEdgeError, match="backend 'onnxruntime' reads .onnx files"):
+        check_dependencies(m, None, "onnxruntime")
+    onnx = {"formats": {"onnx": {"file": "models/m.onnx"}}, "default_format": "onnx"}
+    check_dependencies(onnx, None, None)
+    try:
+        check_dependencies(onnx, None, "onnxruntime")
+    except MissingDependency:  # pragma: no cover - onnxruntime is in the dev environment
+        pytest.fail("onnxruntime is installed")
+
+
+def test_runner_missing_numpy_and_interpreter(bundle, monkeypatch):
+    import importlib.util
+
+    from robustedge.device import runner
+
+    real = importlib.util.find_spec
+
+    def hide(names):
+        def find(name, *a, **k):
+            if name in names:
+                return None
+            return real(name, *a, **k)
+
+        return find
+
+    monkeypatch.setattr(importlib.util, "find_spec", hide({"numpy"}))
+    with pytest.raises(runner.MissingDependency, match="this board has no numpy: pip install"):
+        runner.check_dependencies(manifest_of(bundle), None, None)
+
+    def broken(name, *a, **k):
+        raise ValueError("bad spec")
+
+    monkeypatch.setattr(importlib.util, "find_spec", broken)
+    with pytest.raises(runner.MissingDependency, match="no numpy"):
+        runner.check_dependencies(manifest_of(bundle), None, None)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", hide({"ai_edge_litert", "tflite_runtime", "tensorflow"})
+    )
+    with pytest.raises(runner.MissingDependency, match="pip install"):
+        runner.check_dependencies(manifest_of(bundle), None, None)
+    assert runner.main(["--bundle", str(bundle), "--out", "/dev/null/x"]) == runner.EXIT_DEPS
+
+
+def test_runner_write_results_atomic(tmp_path):
+    from robustedge.device.runner import write_results
+
+    out = tmp_path / "sub" / "r.json"
+    write_results(out, {"a": 1})
+    assert out.read_text() == '{\n  "a": 1\n}\n'
+    with pytest.raises(TypeError):
+        write_results(out, {"bad": object()})
+    assert json.loads(out.read_text()) == {"a": 1}  # the old file survives a failed write
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]
+
+
+def test_runner_main_exit_codes(bundle, tmp_path, capsys):
+    from robustedge.device import runner
+
+    assert (runner.EXIT_OTHER, runner.EXIT_BUNDLE, runner.EXIT_DEPS) == (2, 3, 4)
+    assert (runner.EXIT_WRITE, runner.EXIT_THROTTLED) == (5, 6)
+    n = len(manifest_of(bundle)["files"])
+    assert runner.main(["--verify-only"], default_bundle=str(bundle)) == 0
+    assert capsys.readouterr().out.startswith(f"bundle ok: {n} files verified")
+    assert runner.main(["--verify-only", "--bundle", str(bundle)], default_bundle="/nope") == 0
+    capsys.readouterr()
+    cwd = os.getcwd()
+    os.chdir(bundle)
+    try:
+        assert runner.main(["--verify-only"]) == 0
+    finally:
+        os.chdir(cwd)
+    capsys.readouterr()
+    assert runner.main(["--verify-only", "--bundle", str(tmp_path / "none")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: refusing bundle: not a bundle:") and err.count("\n") == 1
+    out = tmp_path / "r.json"
+    # the model bytes are not a model: the measurement fails in one line, nothing is written
+    code = runner.main(["--bundle", str(bundle), "--runs", "0", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and not out.exists()
+    code = runner.main(["--bundle", str(bundle), "--threads", "0", "--out", str(out)])
+    assert code == 2 and "threads must be >= 1, got 0" in capsys.readouterr().err
+    code = runner.main(["--bundle", str(bundle), "--format", "onnx", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3 and "format 'onnx' is not in this bundle (has: tflite-int8)" in err
+
+
+@pytest.fixture
+def onnx_bundle(tmp_path) -> Path:
+    """A bundle holding a real ONNX model (flatten + dense, weights known) and eval sets."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from robustedge.device.bundle import build_bundle
+    from robustedge.hashing import sha256_file
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 10)).astype(np.float32)
+    x = rng.random((20, 1, 8, 8), dtype=np.float32)
+    y = (x.reshape(20, -1) @ w).argmax(1).astype(np.int64)
+    y[:5] = (y[:5] + 1) % 10  # 15 of 20 right
+    ex = tmp_path / "run" / "export"
+    ex.mkdir(parents=True)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["x"], ["f"]),
+            helper.make_node("MatMul", ["f", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(ex / "m.onnx"))
+    np.savez(ex / "eval_clean.npz", x=x, y=y)
+    np.savez(ex / "eval_transfer.npz", x=x[::-1].copy(), y=y[::-1].copy())
+    export = {
+        "run": "r",
+        "data": "digits",
+        "num_classes": 10,
+        "input_shape_nchw": [1, 8, 8],
+        "artifacts": {
+            "onnx": {
+                "file": "m.onnx",
+                "sha256": sha256_file(ex / "m.onnx"),
+                "input": {"name": "x", "layout": "NCHW", "dtype": "float32"},
+                "output": {"dtype": "float32"},
+                "parity": {"clean_acc": 0.75, "transfer_acc": 0.75},
+            }
+        },
+        "eval_sets": {"clean": "eval_clean.npz", "transfer": "eval_transfer.npz"},
+        "eval_sha256": {
+            "clean": sha256_file(ex / "eval_clean.npz"),
+            "transfer": sha256_file(ex / "eval_transfer.npz"),
+        },
+        "transfer_attack": {"attack": "pgd", "eps": 0.1},
+    }
+    (ex / "export.json").write_text(json.dumps(export))
+    return build_bundle(tmp_path / "run", tmp_path / "bundle")
+
+
+def test_runner_main_measures_and_writes(onnx_bundle, tmp_path, capsys):
+    from robustedge.device import runner
+
+    out = tmp_path / "res" / "r.json"
+    args = ["--bundle", str(onnx_bundle), "--runs", "0", "--square-queries", "0"]
+    assert runner.main([*args, "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    r = json.loads(out.read_text())
+    assert r["accuracy"]["clean"] == 0.75 and r["accuracy"]["transfer"] == 0.75
+    assert r["backend"] == "onnxruntime" and r["emulated"] is False
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]
+    assert runner.main([*args, "--emulated", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["emulated"] is True
+    capsys.readouterr()
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert runner.main([*args, "--out", str(blocked / "r.json")]) == runner.EXIT_WRITE
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {blocked / 'r.json'}: ") and err.count("\n") == 1
+    assert runner.main([*args, "--backend", "litert", "--out", str(out)]) == runner.EXIT_OTHER
+    assert "backend 'litert' reads .tflite files" in capsys.readouterr().err
+    assert runner.main([*args, "--format", "onnx", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert runner.main(["--bundle", str(onnx_bundle), "--verify-only"]) == 0
+    m = manifest_of(onnx_bundle)
+    packed = sum(a.get("codec") is not None for a in m["formats"].values())
+    extra = f", {packed} compressed model(s) inflated and verified" if packed else ""
+    assert capsys.readouterr().out == f"bundle ok: {len(m['files'])} files verified{extra}\n"
+
+
+def test_runner_default_format_choice(onnx_bundle):
+    from robustedge.device.runner import check_dependencies
+    from robustedge.errors import RobustEdgeError
+
+    m = manifest_of(onnx_bundle)
+    tfl = {"file": "models/m.tflite"}
+    # default_format wins over the alphabetical first, which wins when there is none
+    both = {"formats": {**m["formats"], "a-tflite": tfl}, "default_format": "onnx"}
+    with pytest.raises(RobustEdgeError, match="reads .tflite files, not m.onnx"):
+        check_dependencies(both, None, "litert")
+    check_dependencies(both, None, "onnxruntime")
+    first = {"formats": {**m["formats"], "a-tflite": tfl}}
+    check_dependencies(first, None, "litert")  # a-tflite sorts before onnx
+    with pytest.raises(RobustEdgeError, match="reads .onnx files, not m.tflite"):
+        check_dependencies(first, None, "onnxruntime")
+    check_dependencies(first, "onnx", "onnxruntime")
