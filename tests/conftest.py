@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from hostile_kit import Sandbox
 
 # One thread: on a loaded 2-core machine torch's intra-op threads thrash (50x slower steps).
 torch.set_num_threads(1)
@@ -67,8 +70,25 @@ def cli():
 @pytest.fixture
 def bundle(tmp_path) -> Path:
     """A bundle built by the real builder from an export folder (artifact bytes are opaque)."""
+    from hostile_kit import fake_int8_export
     from robustedge.device.bundle import build_bundle
-    from test_guards import _fake_export
 
-    run = _fake_export(tmp_path / "run")
+    run = fake_int8_export(tmp_path / "run")
     return build_bundle(run, tmp_path / "bundle")
+
+
+@pytest.fixture
+def sb(tmp_path, capsys, monkeypatch) -> Sandbox:
+    box = tmp_path / "sandbox"
+    box.mkdir()
+    monkeypatch.chdir(box)
+    monkeypatch.delenv("ROBUSTEDGE_DATA_DIR", raising=False)
+    return Sandbox(box, capsys)
+
+
+@pytest.fixture
+def run_copy(tiny_run, sb) -> Path:
+    """A private copy of the session's tiny run folder, to be made hostile."""
+    dst = sb.root / "run"
+    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("export", "checkpoint"))
+    return dst

@@ -230,8 +230,8 @@ def test_fuzz_npz(data):
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> Path:
     """A real bundle from a fabricated export (the builder does not parse the model)."""
+    from hostile_kit import fake_export
     from robustedge.device.bundle import build_bundle
-    from test_hostile import fake_export
 
     root = tmp_path_factory.mktemp("fuzzbundle")
     fake_export(root / "run")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -25,7 +23,6 @@ import torch.nn as nn
 
 from robustedge.attacks import AttackSpec, build_attack
 from robustedge.attacks.pgd import PGD
-from robustedge.device.bundle_format import BundleError, verify_bundle
 from robustedge.errors import CheckpointError, RobustEdgeError
 from robustedge.export.parity import Margins, failure_message, parity
 
@@ -97,164 +94,6 @@ def test_pgd_l2_projects_every_step():
     for k, q in enumerate(model.seen[:steps]):
         norms = (q - x).flatten(1).norm(dim=1)
         assert torch.allclose(norms, torch.full((3,), min(k * alpha, eps)), atol=1e-5), k
-
-
-# ------------------------------------------------------------------------------- bundle
-
-
-def _fake_export(run: Path) -> Path:
-    """A run's export folder as `robustedge export` writes it: an artifact file, the clean
-    and transfer eval sets, and export.json recording their sha256 (the artifact's bytes are
-    opaque to the bundle: only its hash is checked, never its content)."""
-    from robustedge.hashing import sha256_file
-
-    ex = run / "export"
-    ex.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    (ex / "model_int8.tflite").write_bytes(rng.bytes(4096))
-    x = rng.random((16, 1, 8, 8), dtype=np.float32)
-    y = rng.integers(0, 10, 16).astype(np.int64)
-    np.savez(ex / "eval_clean.npz", x=x, y=y)
-    np.savez(ex / "eval_transfer.npz", x=np.clip(x + 0.05, 0, 1).astype(np.float32), y=y)
-    art = {
-        "file": "model_int8.tflite",
-        "sha256": sha256_file(ex / "model_int8.tflite"),
-        "bytes": 4096,
-        "input": {"layout": "NHWC", "dtype": "int8", "scale": 1 / 255, "zero_point": -128},
-        "output": {"dtype": "int8", "scale": 0.1, "zero_point": 0},
-    }
-    export = {
-        "run": str(run),
-        "data": "digits",
-        "num_classes": 10,
-        "input_shape_nchw": [1, 8, 8],
-        "artifacts": {"tflite-int8": art},
-        "eval_sets": {"clean": "eval_clean.npz", "transfer": "eval_transfer.npz"},
-        "eval_sha256": {
-            "clean": sha256_file(ex / "eval_clean.npz"),
-            "transfer": sha256_file(ex / "eval_transfer.npz"),
-        },
-        "transfer_attack": {"attack": "pgd", "eps": 0.1},
-    }
-    (ex / "export.json").write_text(json.dumps(export))
-    return run
-
-
-@pytest.fixture(scope="module")
-def built_bundle(tmp_path_factory) -> Path:
-    from robustedge.device.bundle import build_bundle
-
-    run = _fake_export(tmp_path_factory.mktemp("guard") / "run")
-    return build_bundle(run, run.parent / "bundle")
-
-
-def _copy(bundle: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    dst = tmp_path / "b"
-    shutil.copytree(bundle, dst)
-    return dst
-
-
-def _same_size_edit(path: Path) -> None:
-    """Change one byte, keeping the size (and, for Python files, valid syntax: a letter of
-    the module docstring, so the edited code would still import and run)."""
-    data = bytearray(path.read_bytes())
-    if path.suffix == ".py":
-        i = next(i for i in range(3, len(data)) if chr(data[i]).isalpha())
-        assert data[:3] in (b'"""', b"#!/") or data[:1] == b"#", path
-    else:
-        i = len(data) // 2
-    data[i] = data[i] ^ 0x20 if chr(data[i]).isalpha() else data[i] ^ 0x01
-    path.write_bytes(bytes(data))
-
-
-def _kinds(bundle: Path) -> Dict[str, str]:
-    files = sorted(json.loads((bundle / "manifest.json").read_text())["files"])
-    return {rel: rel.split("/")[0] for rel in files}
-
-
-def test_bundle_lists_every_file_kind(built_bundle):
-    kinds = set(_kinds(built_bundle).values())
-    assert {"models", "data", "lib", "run_bundle.py", "square_core.py"} <= kinds
-    listed = set(_kinds(built_bundle))
-    on_disk = {p.relative_to(built_bundle).as_posix() for p in built_bundle.rglob("*")}
-    on_disk = {p for p in on_disk if (built_bundle / p).is_file()}
-    assert on_disk == listed | {"manifest.json"}  # nothing unchecked rides along
-    for rel in ("lib/robustedge/errors.py", "lib/robustedge/hashing.py"):
-        assert rel in listed
-
-
-def test_every_listed_file_is_checked_on_the_host(built_bundle, tmp_path):
-    """A same-size one-byte edit of any listed file (models/*, data/*, lib/*, entry, Square
-    core) is refused, naming that file."""
-    b = _copy(built_bundle, tmp_path)
-    verify_bundle(b)
-    for rel in _kinds(b):
-        original = (b / rel).read_bytes()
-        _same_size_edit(b / rel)
-        assert (b / rel).stat().st_size == len(original)
-        with pytest.raises(BundleError, match=f"sha256 of {rel} does not match"):
-            verify_bundle(b)
-        (b / rel).write_bytes(original)
-    assert verify_bundle(b)["files"]
-
-
-def _board(bundle: Path, *args: str) -> subprocess.CompletedProcess:
-    """The bundle's own entry script in a fresh interpreter, as the board runs it (no torch)."""
-    code = (
-        "import sys, runpy\n"
-        "for m in ('torch', 'tensorflow', 'click', 'yaml', 'onnx'): sys.modules[m] = None\n"
-        f"sys.argv = ['run_bundle.py', *{list(args)!r}]\n"
-        f"runpy.run_path({str(bundle / 'run_bundle.py')!r}, run_name='__main__')\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
-    )
-
-
-def test_every_listed_file_is_checked_on_the_board(built_bundle, tmp_path):
-    b = _copy(built_bundle, tmp_path)
-    ok = _board(b, "--verify-only")
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith(f"bundle ok: {len(_kinds(b))} files verified")
-    for rel in _kinds(b):
-        original = (b / rel).read_bytes()
-        _same_size_edit(b / rel)
-        proc = _board(b, "--verify-only")
-        assert proc.returncode == 3, (rel, proc.stdout, proc.stderr)
-        assert proc.stderr.strip() == (
-            f"error: refusing bundle: tampered bundle: sha256 of {rel} does not match the manifest"
-        )
-        (b / rel).write_bytes(original)
-
-
-@pytest.mark.parametrize("kind", ["models", "data", "lib", "square_core.py", "run_bundle.py"])
-def test_unlisted_file_of_each_kind_refused(built_bundle, tmp_path, kind):
-    """Dropping a file's manifest entry does not exempt it: the runner opens it, so it must be
-    listed (models, eval sets, Square core, entry), and unlisted code is refused."""
-    b = _copy(built_bundle, tmp_path)
-    manifest = json.loads((b / "manifest.json").read_text())
-    rel = next(r for r, k in _kinds(b).items() if k == kind)
-    del manifest["files"][rel]
-    (b / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=rel.replace(".", r"\.")):
-        verify_bundle(b)
-    proc = _board(b, "--verify-only")
-    assert proc.returncode == 3 and rel in proc.stderr, proc.stderr
-
-
-def test_size_change_and_missing_file_refused(built_bundle, tmp_path):
-    b = _copy(built_bundle, tmp_path)
-    rel = next(r for r, k in _kinds(b).items() if k == "data")
-    with open(b / rel, "ab") as f:
-        f.write(b"\0")
-    with pytest.raises(BundleError, match=f"tampered bundle: {rel} has"):
-        verify_bundle(b)
-    (b / rel).unlink()
-    with pytest.raises(BundleError, match=f"incomplete bundle: {rel} is missing"):
-        verify_bundle(b)
 
 
 # ------------------------------------------------------------------------------- parity

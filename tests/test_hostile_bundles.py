@@ -1,4 +1,5 @@
-"""Hostile and careless inputs to every command and parser (issue 15).
+"""Hostile and careless inputs to every command and parser (issue 15): recipes, export folders,
+bundles and manifests.
 
 Each case runs the real `robustedge` command line (``robustedge.cli.main``, in process, with a
 few through a fresh interpreter) inside a sandbox folder and asserts:
@@ -12,121 +13,24 @@ few through a fresh interpreter) inside a sandbox folder and asserts:
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import pickle
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
-import numpy as np
 import pytest
 
-from robustedge.cli import main
-
-MAX_LINES = 4  # click usage errors take up to 4 lines; our own errors take 1
-
-
-class Evil:
-    """Unpickling this runs a shell command that creates the PWNED marker."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class Sandbox:
-    def __init__(self, root: Path, capsys) -> None:
-        self.root, self.capsys = root, capsys
-        self.marker = root / "PWNED"
-
-    def files(self) -> set:
-        return {p for p in self.root.rglob("*") if p.is_file() or p.is_symlink()}
-
-    def refuse(
-        self, argv: Sequence[str], expect: Optional[str] = None, allowed: Iterable[Path] = ()
-    ) -> str:
-        """Run the CLI; assert a short non-zero failure and no stray files; return stderr."""
-        before = self.files()
-        self.capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in argv])
-        out, err = self.capsys.readouterr()
-        code = exc.value.code
-        assert code not in (0, None), f"exit {code}: {out}{err}"
-        text = (out + err).strip()
-        assert "Traceback" not in text, text
-        lines = [line for line in err.strip().splitlines() if line.strip()]
-        assert 1 <= len(lines) <= MAX_LINES and len(err) < 800, err
-        assert "weights_only=False" not in text and "will likely succeed" not in text, text
-        if expect is not None:
-            assert expect.lower() in err.lower(), err
-        new = self.files() - before
-        allowed = [Path(a).resolve() for a in allowed]
-        stray = [
-            p for p in new if not any(p.resolve().is_relative_to(a) for a in allowed)
-        ]  # a new file is only fine inside the folder the command was told to write to
-        assert not stray, f"files written outside the run's folder: {stray}"
-        assert not self.marker.exists(), "a hostile payload ran"
-        return err
-
-
-@pytest.fixture
-def sb(tmp_path, capsys, monkeypatch) -> Sandbox:
-    box = tmp_path / "sandbox"
-    box.mkdir()
-    monkeypatch.chdir(box)
-    monkeypatch.delenv("ROBUSTEDGE_DATA_DIR", raising=False)
-    return Sandbox(box, capsys)
-
-
-@pytest.fixture
-def run_copy(tiny_run, sb) -> Path:
-    """A private copy of the session's tiny run folder, to be made hostile."""
-    dst = sb.root / "run"
-    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("export", "checkpoint"))
-    return dst
-
-
-def sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def fake_export(run: Path, artifacts=None, eval_sets=None, eval_sha=None) -> Path:
-    """RUN/export/ with a (dummy) onnx file, two eval sets and export.json naming them."""
-    exp = run / "export"
-    exp.mkdir(parents=True, exist_ok=True)
-    (exp / "model.onnx").unlink(missing_ok=True)  # never write through a planted symlink
-    (exp / "model.onnx").write_bytes(b"not really onnx")
-    x, y = np.zeros((4, 1, 8, 8), np.float32), np.arange(4, dtype=np.int64)
-    for name in ("eval_clean.npz", "eval_transfer.npz"):
-        np.savez(exp / name, x=x, y=y)
-    sets = {"clean": "eval_clean.npz", "transfer": "eval_transfer.npz"}
-    doc = {
-        "run": str(run),
-        "data": "digits",
-        "num_classes": 10,
-        "input_shape_nchw": [1, 8, 8],
-        "artifacts": artifacts
-        if artifacts is not None
-        else {"onnx": {"file": "model.onnx", "sha256": sha(exp / "model.onnx")}},
-        "eval_sets": eval_sets if eval_sets is not None else sets,
-        "eval_sha256": eval_sha
-        if eval_sha is not None
-        else {k: sha(exp / v) for k, v in sets.items()},
-        "transfer_attack": {"attack": "pgd", "eps": 0.1},
-    }
-    (exp / "export.json").write_text(json.dumps(doc))
-    return exp
+from hostile_kit import (
+    MAX_LINES,
+    TRAIN,
+    Evil,
+    fake_export,
+    rewrite_manifest,
+    sha,
+)
 
 
 @pytest.fixture(scope="session")
@@ -144,217 +48,6 @@ def bundle(good_bundle, sb) -> Path:
     dst = sb.root / "bundle"
     shutil.copytree(good_bundle, dst)
     return dst
-
-
-def rewrite_manifest(bundle: Path, edit) -> None:
-    m = json.loads((bundle / "manifest.json").read_text())
-    edit(m)
-    (bundle / "manifest.json").write_text(json.dumps(m))
-
-
-def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
-    head = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return head + arr.astype(">u1").tobytes()
-
-
-def mnist_dir(root: Path, train_images: bytes) -> Path:
-    d = root / "mnist"
-    d.mkdir()
-    ok_img = idx_bytes(np.zeros((2, 28, 28), np.uint8))
-    ok_lab = idx_bytes(np.zeros(2, np.uint8))
-    (d / "train-images-idx3-ubyte").write_bytes(train_images)
-    (d / "train-labels-idx1-ubyte").write_bytes(ok_lab)
-    (d / "t10k-images-idx3-ubyte").write_bytes(ok_img)
-    (d / "t10k-labels-idx1-ubyte").write_bytes(ok_lab)
-    return d
-
-
-TRAIN = ["train", "--epochs", "1", "--model", "tiny", "--adversary", "none", "--no-progress"]
-
-
-# ---------------------------------------------------------------- model files and run folders
-
-
-def test_resume_from_code_running_checkpoint_is_refused_in_one_line(sb):
-    import torch
-
-    out = sb.root / "r"
-    (out / "checkpoint").mkdir(parents=True)
-    torch.save({"epoch": 0, "x": Evil(sb.marker)}, out / "checkpoint" / "last.pt")
-    err = sb.refuse([*TRAIN, "--out", out, "--resume"], "refused checkpoint", [out])
-    assert "posix.system" in err and len(err.strip().splitlines()) == 1
-
-
-def test_resume_from_garbage_checkpoint(sb):
-    out = sb.root / "r"
-    (out / "checkpoint").mkdir(parents=True)
-    (out / "checkpoint" / "last.pt").write_bytes(b"\x80\x04garbage")
-    sb.refuse([*TRAIN, "--out", out, "--resume"], "checkpoint", [out])
-
-
-def test_model_json_naming_os_system_is_refused_before_import(sb, run_copy):
-    meta = json.loads((run_copy / "model.json").read_text())
-    meta["spec"]["name"] = "os:system"
-    meta["spec"]["kwargs"] = {"command": f"touch {sb.marker}"}
-    (run_copy / "model.json").write_text(json.dumps(meta))
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], "standard library")
-
-
-def test_model_json_with_dunder_factory_is_refused(sb, run_copy):
-    meta = json.loads((run_copy / "model.json").read_text())
-    meta["spec"]["name"] = "torch:__import__"
-    (run_copy / "model.json").write_text(json.dumps(meta))
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], "factory")
-
-
-def test_model_json_with_huge_input_shape(sb, run_copy):
-    meta = json.loads((run_copy / "model.json").read_text())
-    meta["spec"]["input_shape"] = [3, 10**6, 10**6]
-    (run_copy / "model.json").write_text(json.dumps(meta))
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], "implausible")
-
-
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"spec": 3}', "\xff\xfe"])
-def test_corrupt_model_json(sb, run_copy, content):
-    (run_copy / "model.json").write_bytes(content.encode("latin1"))
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], "model.json")
-
-
-def test_truncated_safetensors(sb, run_copy):
-    w = run_copy / "model.safetensors"
-    w.write_bytes(w.read_bytes()[:100])
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], "weights")
-
-
-def test_config_yaml_python_tag_on_scalar(sb, run_copy):
-    text = (run_copy / "config.yaml").read_text()
-    bad = f'data: !!python/object/apply:os.system ["touch {sb.marker}"]\n'
-    (run_copy / "config.yaml").write_text(bad + text.replace("data:", "old_data:", 1))
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], "config.yaml:1: YAML tag")
-
-
-def test_config_yaml_python_tag_on_mapping(sb, run_copy):
-    text = (run_copy / "config.yaml").read_text()
-    bad = "extra: !!python/object:robustedge.config.Evil {a: 1}\n"
-    (run_copy / "config.yaml").write_text(text + bad)
-    line = len(text.splitlines()) + 1
-    sb.refuse(["eval", run_copy, "--attack", "fgsm"], f"config.yaml:{line}: YAML tag")
-
-
-def test_eval_of_missing_run_and_of_a_file(sb):
-    sb.refuse(["eval", sb.root / "nope", "--attack", "fgsm"])
-    (sb.root / "afile").write_text("x")
-    sb.refuse(["eval", sb.root / "afile", "--attack", "fgsm"])
-
-
-def test_compress_from_hostile_teacher(sb, run_copy):
-    (run_copy / "config.yaml").write_text("data: !!python/name:os.system\n")
-    out = sb.root / "student"
-    sb.refuse(["compress", "--teacher", run_copy, "--epochs", "1", "--out", out], "YAML tag", [out])
-
-
-def test_export_of_a_folder_that_is_not_a_run(sb):
-    (sb.root / "empty").mkdir()
-    sb.refuse(["export", sb.root / "empty", "--formats", "onnx"])
-
-
-# ---------------------------------------------------------------- data files
-
-
-def test_idx_truncated(sb):
-    d = mnist_dir(sb.root, idx_bytes(np.zeros((2, 28, 28), np.uint8))[:-10])
-    out = sb.root / "r"
-    sb.refuse([*TRAIN, "--data", "mnist", "--data-dir", d, "--out", out], "truncated", [out])
-
-
-def test_idx_bad_magic_and_too_many_dims(sb):
-    out = sb.root / "r"
-    d = mnist_dir(sb.root, b"\x01\x02\x08\x03" + b"\x00" * 64)
-    sb.refuse([*TRAIN, "--data", "mnist", "--data-dir", d, "--out", out], "magic", [out])
-    shutil.rmtree(d)
-    d = mnist_dir(sb.root, struct.pack(">HBB", 0, 8, 200) + b"\x00\x00\x00\x01" * 200)
-    sb.refuse([*TRAIN, "--data", "mnist", "--data-dir", d, "--out", out], "magic", [out])
-
-
-def test_idx_bad_gzip(sb):
-    out = sb.root / "r"
-    d = mnist_dir(sb.root, b"")
-    (d / "train-images-idx3-ubyte").unlink()
-    (d / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"x" * 100)[:20])
-    sb.refuse([*TRAIN, "--data", "mnist", "--data-dir", d, "--out", out], "gzip", [out])
-
-
-def cifar_dir(root: Path, payload: bytes) -> Path:
-    d = root / "cifar-10-batches-py"
-    d.mkdir()
-    for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-        (d / n).write_bytes(payload)
-    return d
-
-
-def test_cifar_batch_that_runs_code_is_refused(sb):
-    out = sb.root / "r"
-    d = cifar_dir(sb.root, pickle.dumps({"data": Evil(sb.marker), "labels": [0]}))
-    sb.refuse([*TRAIN, "--data", "cifar10", "--data-dir", d, "--out", out], "not allowed", [out])
-
-
-def test_cifar_tarball_with_evil_batch(sb):
-    out = sb.root / "r"
-    src = cifar_dir(sb.root, pickle.dumps(Evil(sb.marker)))
-    with tarfile.open(sb.root / "cifar-10-python.tar.gz", "w:gz") as tar:
-        tar.add(src, arcname="cifar-10-batches-py")
-    shutil.rmtree(src)
-    sb.refuse([*TRAIN, "--data", "cifar10", "--data-dir", sb.root, "--out", out], "cifar", [out])
-
-
-def test_cifar_garbage_batch(sb):
-    out = sb.root / "r"
-    d = cifar_dir(sb.root, b"\x80\x05garbage-not-a-pickle")
-    sb.refuse([*TRAIN, "--data", "cifar10", "--data-dir", d, "--out", out], "cifar", [out])
-
-
-def npz_train(sb, name="d.npz", **arrays) -> str:
-    out = sb.root / "r"
-    path = sb.root / name
-    np.savez(path, **arrays)
-    return sb.refuse([*TRAIN, "--data", "npz", "--data-dir", path, "--out", out], None, [out])
-
-
-def test_npz_labels_leaving_classes_empty_are_refused_saying_what_was_inferred(sb):
-    y = np.arange(50) % 5
-    y[y == 4] = 99  # classes 4..98 have no sample
-    err = npz_train(sb, x=np.zeros((50, 8, 8), np.uint8), y=y)
-    assert "100 classes inferred" in err and "num_classes" in err
-
-
-def test_npz_pickled_object_array_is_refused(sb):
-    obj = np.empty(3, dtype=object)
-    obj[:] = [Evil(sb.marker), 1, 2]
-    path = sb.root / "o.npz"
-    np.savez(path, x=obj, y=np.zeros(3, np.int64))
-    out = sb.root / "r"
-    sb.refuse([*TRAIN, "--data", "npz", "--data-dir", path, "--out", out], "pickle", [out])
-
-
-def test_npz_nan_images(sb):
-    x = np.full((10, 1, 8, 8), np.nan, np.float32)
-    assert "nan" in npz_train(sb, x=x, y=np.arange(10) % 2).lower()
-
-
-def test_npz_float_out_of_range(sb):
-    x = np.full((10, 1, 8, 8), 3.0, np.float32)
-    assert "[0, 1]" in npz_train(sb, x=x, y=np.arange(10) % 2)
-
-
-def test_npz_not_a_zip(sb):
-    (sb.root / "f.npz").write_bytes(b"PK\x03\x04 garbage")
-    out = sb.root / "r"
-    sb.refuse([*TRAIN, "--data", "npz", "--data-dir", sb.root / "f.npz", "--out", out], "npz")
-
-
-def test_data_dir_missing(sb):
-    out = sb.root / "r"
-    sb.refuse([*TRAIN, "--data", "mnist", "--data-dir", sb.root / "nope", "--out", out], "exist")
 
 
 # ---------------------------------------------------------------- recipes
