@@ -221,27 +221,17 @@ def test_leaving_the_session_joins_gloos_threads(tmp_path):
         assert before.strip("( ") == after.strip(") "), c
 
 
+def _train_factory(tmp_path: Path, factory: str) -> subprocess.CompletedProcess:
+    """`robustedge train --nproc 2` on a model factory of :func:`_factory_module`."""
+    args = ["train", "--model", f"rankfactories:{factory}", "--adversary", "none"]
+    args += ["--epochs", "1", "--device", "cpu", "--nproc", "2", "--out", str(tmp_path / "o")]
+    return cli(*args, env=_factory_module(tmp_path), timeout=300)
+
+
 @pytest.mark.slow
 def test_one_failing_rank_ends_the_job_with_one_line(tmp_path):
-    env = _factory_module(tmp_path)
     t0 = time.monotonic()
-    r = cli(
-        "train",
-        "--model",
-        "rankfactories:fails_on_rank1",
-        "--adversary",
-        "none",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--nproc",
-        "2",
-        "--out",
-        str(tmp_path / "o"),
-        env=env,
-        timeout=300,
-    )
+    r = _train_factory(tmp_path, "fails_on_rank1")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -253,24 +243,7 @@ def test_one_failing_rank_ends_the_job_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_diverging_ranks_are_caught(tmp_path):
     """Weights that differ between ranks (here: a rank-seeded init) stop the job."""
-    env = _factory_module(tmp_path)
-    r = cli(
-        "train",
-        "--model",
-        "rankfactories:rank_seeded",
-        "--adversary",
-        "none",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--nproc",
-        "2",
-        "--out",
-        str(tmp_path / "o"),
-        env=env,
-        timeout=300,
-    )
+    r = _train_factory(tmp_path, "rank_seeded")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "ranks diverged: initial weights differ between rank 0 and rank 1" in r.stderr

@@ -1,14 +1,6 @@
-"""Hostile and careless inputs to every command and parser (issue 15): recipes, export folders,
-bundles and manifests.
+"""Hostile and careless inputs (issue 15): recipes, export folders, bundles and manifests.
 
-Each case runs the real `robustedge` command line (``robustedge.cli.main``, in process, with a
-few through a fresh interpreter) inside a sandbox folder and asserts:
-
-- a non-zero exit,
-- a short error (at most a few lines, no traceback; torch's "weights_only=False" advice is
-  never repeated),
-- no file written outside the folder the command was told to write to (the run's own folder),
-- nothing executed: every payload that could run code would create ``PWNED`` in the sandbox.
+The same sandbox and the same assertions as tests/test_hostile_inputs.py (tests/hostile_kit.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from robustedge.errors import RobustEdgeError
 
@@ -144,17 +144,23 @@ def setup_qemu(arch: str, root: Optional[Path] = None, force: bool = False) -> P
         if shutil.which(tool) is None:
             raise RobustEdgeError(f"'{tool}' not found: {INSTALL_HINT}")
     interp = check_emulation(arch)
+    build_staged(final, lambda stage: _build(spec, stage / "rootfs", interp))
+    return final / "rootfs"
+
+
+def build_staged(final: Path, build: Callable[[Path], Dict[str, Any]]) -> None:
+    """Build into a fresh stage folder beside ``final`` (``build(stage)`` returns what was
+    built), write READY.json last, then swap the stage in: a failed build leaves nothing."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{arch}.", dir=final.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        info = _build(spec, stage / "rootfs", interp)
+        info = build(stage)
         (stage / "READY.json").write_text(json.dumps(info, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return final / "rootfs"
 
 
 def _spec(arch: str) -> ArchSpec:
@@ -173,7 +179,7 @@ def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
     _copy_interpreter(spec, rootfs, interp)
     (rootfs / "tmp").mkdir(exist_ok=True)
     write_cpu_files(rootfs, spec)
-    out = _run(chroot_command(rootfs, ["-c", PROBE]), "python smoke test in the rootfs")
+    out = run_tool(chroot_command(rootfs, ["-c", PROBE]), "python smoke test in the rootfs")
     info = json.loads(out.strip().splitlines()[-1])
     info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
     logger.info("built %s: %s", rootfs, info)
@@ -191,7 +197,7 @@ PROBE = (
 
 def extract_debs(debian_arch: str, debs: Sequence[str], rootfs: Path, mirror: str) -> None:
     """``mmdebstrap --variant=extract``: unpack ``debs`` and their dependencies, run nothing."""
-    _run(
+    run_tool(
         [
             "mmdebstrap",
             "--quiet",
@@ -238,7 +244,7 @@ def install_wheels(spec: ArchSpec, target: Path) -> None:
         cmd += ["--platform", tag]
     if spec.no_deps:
         cmd.append("--no-deps")
-    _run(cmd + list(spec.wheels), "pip install (board wheels)")
+    run_tool(cmd + list(spec.wheels), "pip install (board wheels)")
 
 
 def _copy_interpreter(spec: ArchSpec, rootfs: Path, interp: str) -> None:
@@ -288,7 +294,7 @@ def chroot_command(rootfs: Path, args: List[str]) -> List[str]:
     ]
 
 
-def _run(cmd: List[str], what: str) -> str:
+def run_tool(cmd: List[str], what: str) -> str:
     logger.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,17 +60,7 @@ def setup_vm(arch: str, root: Optional[Path] = None, force: bool = False) -> Pat
         logger.info("reusing %s", final)
         return final
     check_build_tools(spec)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".vm-{arch}.", dir=final.parent))
-    try:
-        info = build_image(spec, stage)
-        info.update(boot_check(spec, stage))
-        (stage / "READY.json").write_text(json.dumps(info, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(stage, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    qemu.build_staged(final, lambda stage: {**build_image(spec, stage), **boot_check(spec, stage)})
     return final
 
 

@@ -15,13 +15,13 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from robustedge.device import qemu
+from robustedge.device.qemu import run_tool
 from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)
@@ -435,12 +435,3 @@ def _keygen(path: Path, comment: str) -> str:
         "ssh-keygen",
     )
     return path.with_suffix(".pub").read_text().strip()
-
-
-def run_tool(cmd: List[str], what: str) -> str:
-    logger.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RobustEdgeError(f"{what} failed ({proc.returncode}): {' | '.join(tail)}")
-    return proc.stdout
