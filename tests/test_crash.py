@@ -8,10 +8,7 @@ a killed training run resumes to a loadable, finished run.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,34 +16,17 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.crash
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args) -> list:
-    return [sys.executable, "-m", "robustedge.cli", *map(str, args)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from crash import cli, run, run_and_kill  # noqa: E402  (the benchmark's own kill loop)
 
 
 def kill_after(cmd: list, delay: float, cwd: Path) -> bool:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        proc.wait(timeout=delay)
-        return False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
+    return run_and_kill([str(c) for c in cmd], cwd, delay)[0]
 
 
 def timed(cmd: list, cwd: Path) -> float:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = run([str(c) for c in cmd], cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return time.perf_counter() - t
 
