@@ -1,11 +1,5 @@
-"""Exact-value unit tests of export (parity record, ledger):
-written to kill mutmut's mutants (issue 16).
-
-Each test checks a promised value (a hand computation, a boundary, an error message) rather
-than a range, so that a changed operator, constant or condition in the module fails it.
-Fast (no training): `scripts/mutation.sh` runs them once per mutant. docs/testing.md lists
-the surviving mutants judged harmless.
-"""
+"""Exact-value unit tests of export (parity record, ledger), to kill mutmut's mutants (issue 16;
+the rule is in tests/test_exact_attacks.py)."""
 
 from __future__ import annotations
 
