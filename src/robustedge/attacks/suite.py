@@ -9,7 +9,8 @@ Suites are named and registered in ``SUITES`` (a factory ``eps -> AttackSuite``)
 - ``worst-case``: PGD-20 x 5 restarts, APGD-CE-100, APGD-DLR-100, Square-1000 (Linf);
 - ``worst-case-quick``: PGD-10 x 2, APGD-CE-25, APGD-DLR-25, Square-200, for smoke runs.
 
-Every result records the suite's name and the full spec of each of its attacks.
+Every result records the suite's name, its label (``worst case of PGD-20x5, APGD-CE-100,
+APGD-DLR-100, Square-1000``) and the full spec of each of its attacks.
 """
 
 from __future__ import annotations
@@ -58,6 +59,29 @@ class AttackSuite:
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "attacks": [s.to_dict() for s in self.specs]}
 
+    def label(self) -> str:
+        """``worst case of PGD-20x5, APGD-CE-100, APGD-DLR-100, Square-1000``."""
+        return "worst case of " + ", ".join(short_label(s) for s in self.specs)
+
+
+def short_label(spec: AttackSpec) -> str:
+    """A compact attack name: ``PGD-20x5`` (steps x restarts), ``APGD-CE-100``,
+    ``Square-1000`` (queries), ``FGSM``; an L2 attack gets ``(L2)``."""
+    names = {"pgd": "PGD", "fgsm": "FGSM", "square": "Square", "apgd-ce": "APGD-CE"}
+    names["apgd-dlr"] = "APGD-DLR"
+    s = names.get(spec.name, spec.name)
+    if spec.steps:
+        s += f"-{spec.steps}"
+    if spec.restarts > 1:
+        s += f"x{spec.restarts}"
+    return s + (" (L2)" if spec.norm == "l2" else "")
+
+
+def check_suite(name: str) -> str:
+    """``name`` if it is a registered suite; else an error listing the known ones."""
+    SUITES.get(name)
+    return name
+
 
 def build_suite(name: str, eps: float) -> AttackSuite:
     """The registered suite ``name`` at budget ``eps``."""
@@ -101,6 +125,8 @@ class SuiteResult:
     """
 
     suite: str
+    label: str
+    eps: float
     attacks: List[Dict[str, Any]]
     n: int
     clean_acc: float
@@ -113,6 +139,8 @@ class SuiteResult:
         """JSON-ready summary (the per-image verdicts are left out)."""
         return {
             "suite": self.suite,
+            "label": self.label,
+            "eps": self.eps,
             "attacks": self.attacks,
             "n": self.n,
             "clean_acc": self.clean_acc,
@@ -163,6 +191,8 @@ def worst_case_accuracy(
         rows.append(row)
     return SuiteResult(
         suite=suite.name,
+        label=suite.label(),
+        eps=suite.eps,
         attacks=[s.to_dict() for s in suite.specs],
         n=int(len(xt)),
         clean_acc=float(correct.mean()),

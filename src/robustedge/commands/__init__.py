@@ -30,17 +30,30 @@ def print_table(metrics: dict) -> None:
     click.echo(f"{'evaluation':<44} {'accuracy':>8}")
     click.echo(f"{'clean':<44} {100 * metrics['clean_acc']:>7.2f}%")
     for r in metrics.get("robust", []):
-        label = f"{r['attack']} eps={r['eps']:g}"
-        if r.get("steps"):
-            label += f" steps={r['steps']}"
-        if r.get("restarts", 1) > 1:
-            label += f" restarts={r['restarts']}"
-        click.echo(f"{label:<44} {100 * r['acc']:>7.2f}%")
+        click.echo(f"{_label(r):<44} {100 * r['acc']:>7.2f}%")
     if "corruptions" in metrics:
         click.echo(
             f"{'corruptions (mean over types and levels)':<44} "
             f"{100 * metrics['corruptions']['mean']:>7.2f}%"
         )
+    for suite in metrics.get("suites", []):
+        click.echo(
+            f"suite {suite['suite']} eps={suite['eps']:g}: {suite['label']} (n={suite['n']})"
+        )
+        for r in suite["per_attack"]:
+            acc = "-" if r["acc"] is None else f"{100 * r['acc']:.2f}%"
+            click.echo(f"  {_label(r):<42} {acc:>8}")
+        click.echo(f"  {'worst case per image':<42} {100 * suite['worst_case_acc']:>7.2f}%")
+
+
+def _label(r: dict) -> str:
+    """``pgd eps=0.1 steps=20 restarts=5`` for an evaluation row."""
+    label = f"{r['attack']} eps={r['eps']:g}"
+    if r.get("steps"):
+        label += f" steps={r['steps']}"
+    if r.get("restarts", 1) > 1:
+        label += f" restarts={r['restarts']}"
+    return label
 
 
 def parse_kv(pairs: Sequence[str], flag: str) -> Dict[str, Any]:

@@ -9,9 +9,10 @@ import click
 
 from robustedge.commands import device_option, parse_kv, print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
+from robustedge.commands.train import SUITE_HELP, suite_option
 
 # CLI values that are not CompressConfig fields (every other option is one, by name)
-NOT_CONFIG = ("attacks", "out", "budget", "budget_target", "resume")
+NOT_CONFIG = ("attacks", "suite", "out", "budget", "budget_target", "resume")
 
 
 def options(*decorators: Callable) -> Callable:
@@ -225,6 +226,7 @@ RUN = options(
         show_default=True,
         help="Evaluation attack (repeatable).",
     ),
+    suite_option(SUITE_HELP + " Run on the student at --eps."),
     click.option("--seed", default=0, show_default=True, type=int),
     device_option(),
     click.option(
@@ -248,7 +250,13 @@ def compress(**opts: Any) -> None:
     """Prune TEACHER into a robust sparse (or shrunk) student run folder OUT."""
     cfg = compress_config(opts)
     metrics = run_compress(
-        cfg, opts["budget"], opts["budget_target"], opts["attacks"], opts["out"], opts["resume"]
+        cfg,
+        opts["budget"],
+        opts["budget_target"],
+        opts["attacks"],
+        opts["out"],
+        opts["resume"],
+        suite=opts["suite"],
     )
     if is_main_rank():
         report(metrics, opts["out"])
@@ -261,6 +269,10 @@ def compress_config(opts: Dict[str, Any]):
 
     for name in opts["attacks"]:
         ATTACKS.get(name)
+    if opts.get("suite") is not None:
+        from robustedge.attacks.suite import check_suite
+
+        check_suite(opts["suite"])
     fields = {k: v for k, v in opts.items() if k not in NOT_CONFIG}
     fields["teacher"] = str(opts["teacher"])
     fields["adversary_opts"] = parse_kv(opts["adversary_opts"], "--adversary-opt")
@@ -274,15 +286,17 @@ def run_compress(
     attacks: Any,
     out: Path,
     resume: bool = False,
+    suite: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """compress_run, or compress_to_budget when a budget is given."""
+    """compress_run, or compress_to_budget when a budget is given (``suite``: also the worst
+    case per image over that attack suite in the student's metrics)."""
     from robustedge.compress import compress_run
     from robustedge.errors import RobustEdgeError
 
     if budget is None:
         if target is not None:
             raise RobustEdgeError("--budget-target needs --budget latency_ms=...")
-        return compress_run(cfg, out, eval_attacks=attacks, resume=resume)
+        return compress_run(cfg, out, eval_attacks=attacks, resume=resume, eval_suite=suite)
     if resume:
         raise RobustEdgeError("--resume is not supported with --budget (each try is short)")
     from robustedge.compress.budget import Budget, Quantity, compress_to_budget
@@ -293,7 +307,9 @@ def run_compress(
         from robustedge.recipe.latency_probe import latency_probe
 
         factory = latency_probe(parsed.target)  # refuses emulated targets before training
-    return compress_to_budget(cfg, parsed, out, eval_attacks=attacks, measure_factory=factory)
+    return compress_to_budget(
+        cfg, parsed, out, eval_attacks=attacks, measure_factory=factory, eval_suite=suite
+    )
 
 
 def report(metrics: Dict[str, Any], out: Path) -> None:

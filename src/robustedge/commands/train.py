@@ -12,6 +12,18 @@ from robustedge.commands import device_option, parse_kv, print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
 
 
+def suite_option(help: str) -> click.Option:
+    """The one ``--suite NAME`` option (a robustedge.attacks.suite.SUITES name)."""
+    return click.option("--suite", default=None, metavar="NAME", help=help)
+
+
+SUITE_HELP = (
+    "Also the worst case per image over the named attack suite: worst-case (PGD-20x5, "
+    "APGD-CE-100, APGD-DLR-100, Square-1000) | worst-case-quick (PGD-10x2, APGD-CE-25, "
+    "APGD-DLR-25, Square-200) [default: none]."
+)
+
+
 @click.command()
 @click.option("--data", default="digits", show_default=True, help="Data set name.")
 @click.option(
@@ -55,6 +67,7 @@ from robustedge.commands.launch import is_main_rank, nproc_option
     help="Fraction of each batch made on-manifold adversarial (onmanifold/mixed).",
 )
 @click.option("--eta", default=None, type=float, help="On-manifold latent budget (default 0.3).")
+@suite_option(SUITE_HELP + " Run on the final model at --eps.")
 @nproc_option
 def train(
     data,
@@ -76,6 +89,7 @@ def train(
     manifold,
     onmanifold_ratio,
     eta,
+    suite,
 ) -> None:
     """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT.
 
@@ -103,7 +117,12 @@ def train(
         eta=eta,
     )
     metrics = train_run(
-        cfg, out, resume=resume, progress=not no_progress, manifold=_manifold(manifold, data_dir)
+        cfg,
+        out,
+        resume=resume,
+        progress=not no_progress,
+        manifold=_manifold(manifold, data_dir),
+        suite=suite,
     )
     if is_main_rank():
         print_table(metrics)
@@ -147,8 +166,9 @@ def train(
     help="On-manifold latent budget (latent units; replaces --eps for onmanifold).",
 )
 @click.option("--corruptions", is_flag=True, help="Also natural-corruption accuracy (5 levels).")
+@suite_option(SUITE_HELP + " Run at every --eps.")
 def eval_cmd(
-    run, attacks, eps_list, steps, restarts, seed, as_json, manifold, eta, corruptions
+    run, attacks, eps_list, steps, restarts, seed, as_json, manifold, eta, corruptions, suite
 ) -> None:
     """Clean and robust accuracy of RUN on its test split; writes RUN/eval.json."""
     from robustedge.training.evaluate import EvalPlan
@@ -163,6 +183,7 @@ def eval_cmd(
         manifold=manifold,
         eta=eta,
         corruptions=corruptions,
+        suite=suite,
     )
     plan.specs()  # refuses a bad attack setting before anything is loaded
     resources = {"manifold": _manifold(manifold)} if plan.needs_manifold else None

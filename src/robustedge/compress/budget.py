@@ -250,6 +250,7 @@ def compress_to_budget(
     out: Path,
     eval_attacks: Sequence[Any] = ("fgsm", "pgd"),
     measure_factory: Optional[MeasureFactory] = None,
+    eval_suite: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Search the structure that meets ``budget``, train the most robust student of that
     structure (``cfg`` with ``structured`` on, per-layer ranking, the found channel sparsity;
@@ -286,7 +287,7 @@ def compress_to_budget(
     student_cfg = dataclasses.replace(
         cfg, structured=True, scope="layer", sparsity=result.channel_sparsity
     )
-    metrics = compress_run(student_cfg, out, eval_attacks=eval_attacks)
+    metrics = compress_run(student_cfg, out, eval_attacks=eval_attacks, eval_suite=eval_suite)
     student, _ = load_model(out)
     final = float(measure(student.eval()))
     metrics["budget"] = {

@@ -41,7 +41,7 @@ from robustedge.models import ModelSpec, build_model, count_macs, count_params, 
 from robustedge.models.checkpoint import safe_torch_load
 from robustedge.runs import check_out_dir, load_run, read_config, run_data
 from robustedge.training.adversaries import build_adversary
-from robustedge.training.evaluate import evaluate
+from robustedge.training.evaluate import evaluate, suites_at
 from robustedge.training.loop import epoch_batches
 from robustedge.training.run import scale_record, seed_everything
 
@@ -96,16 +96,20 @@ def compress_run(
     out: Path,
     eval_attacks: Sequence[Union[str, AttackSpec]] = ("fgsm", "pgd"),
     resume: bool = False,
+    eval_suite: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Compress ``cfg.teacher`` into a student run folder ``out``; returns its metrics.
-    ``resume``: continue from ``out/checkpoint/last.pt`` (a fresh start when it is absent)."""
+    ``resume``: continue from ``out/checkpoint/last.pt`` (a fresh start when it is absent).
+    ``eval_suite``: also evaluate the student under the worst case per image of that attack
+    suite (``metrics["suites"]``)."""
     out = Path(out)
+    suites = suites_at(eval_suite, [eps_or_default(cfg.eps)])  # an unknown name fails here
     device = distributed.rank_device(resolve_device(cfg.device))
     with distributed.session(device) as world:
-        return _compress(cfg, out, eval_attacks, resume, device, world)
+        return _compress(cfg, out, eval_attacks, resume, device, world, suites)
 
 
-def _compress(cfg, out, eval_attacks, resume, device, world) -> Dict[str, Any]:
+def _compress(cfg, out, eval_attacks, resume, device, world, suites=()) -> Dict[str, Any]:
     check_out_dir(out, resume)
     distributed.per_rank_batch(cfg.batch_size, world)
     teacher, t_spec, t_cfg, data = load_teacher(cfg)
@@ -133,7 +137,7 @@ def _compress(cfg, out, eval_attacks, resume, device, world) -> Dict[str, Any]:
     student = ctx.model.cpu().eval()
     if not world.main:
         return {"kind": "compress", "rank": world.rank, **scale_record(cfg.batch_size, world)}
-    metrics = _metrics(cfg, ctx, outcome, student, teacher.cpu(), data, specs, adversary)
+    metrics = _metrics(cfg, ctx, outcome, student, teacher.cpu(), data, specs, adversary, suites)
     metrics.update(scale_record(cfg.batch_size, world))
     metrics["seconds"] = time.perf_counter() - t0
     _write_run(out, student, spec, outcome, ctx, metrics, resolved)
@@ -236,7 +240,7 @@ def _cpu_state(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _metrics(cfg, ctx, outcome, student, teacher, data, specs, adversary) -> Dict[str, Any]:
+def _metrics(cfg, ctx, outcome, student, teacher, data, specs, adversary, suites) -> Dict[str, Any]:
     params = prunable_params(student, cfg.include_first, cfg.include_last)
     rep = sparsity_report(params)
     notes = {k: v for k, v in outcome.notes.items() if k != "channel_masks"}
@@ -261,7 +265,7 @@ def _metrics(cfg, ctx, outcome, student, teacher, data, specs, adversary) -> Dic
         "memory": ctx.ledger.report(),
         "notes": notes,
         "history": ctx.history,
-        **evaluate(student, data.x_test, data.y_test, specs, seed=cfg.seed),
+        **evaluate(student, data.x_test, data.y_test, specs, seed=cfg.seed, suites=suites),
     }
 
 

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from robustedge.attacks import DEFAULT_EPS
 from robustedge.device.bundle_format import BENCH_RUNS, BENCH_SQUARE_N, BENCH_SQUARE_QUERIES
 from robustedge.errors import RobustEdgeError
 from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
@@ -26,7 +25,7 @@ from robustedge.recipe.loader import (
     join,
     parse_yaml,
 )
-from robustedge.training.evaluate import DEFAULT_ETA
+from robustedge.recipe.schema_evaluate import EvalSpec
 
 # Recipe-level settings never repeated inside a stage.
 TRAIN_EXCLUDED = ("data", "data_dir")
@@ -64,36 +63,6 @@ class TeacherSpec:
     def __post_init__(self) -> None:
         if (self.train is None) == (self.load is None):
             raise ValueError("give exactly one of 'train' (a TrainConfig) or 'load' (a run folder)")
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """Extra evaluation of every model (on top of the FGSM/PGD in its metrics.json)."""
-
-    attacks: Tuple[str, ...] = ("pgd",)
-    eps: Tuple[float, ...] = (DEFAULT_EPS,)
-    pgd_steps: Optional[int] = None
-    restarts: Optional[int] = None
-    square_queries: Optional[int] = None
-    manifold: Optional[str] = None
-    eta: float = DEFAULT_ETA
-    corruptions: bool = False
-
-    def __post_init__(self) -> None:
-        from robustedge.attacks import ATTACKS
-
-        for i, name in enumerate(self.attacks):
-            if name not in ATTACKS.names():
-                raise FieldError(f"attacks[{i}]", f"unknown attack '{name}' ({ATTACKS.names()})")
-        if "onmanifold" in self.attacks and not self.manifold:
-            raise FieldError("attacks", "attack 'onmanifold' needs 'manifold: VAE_RUN|synthetic'")
-        for i, e in enumerate(self.eps):
-            if not 0 < e <= 1:
-                raise FieldError(f"eps[{i}]", f"eps must lie in (0, 1], got {e}")
-        for key in ("pgd_steps", "restarts", "square_queries"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise FieldError(key, f"{key} must be >= 1, got {v}")
 
 
 # ``budget:`` keys of a compress entry: one quantity (robustedge.compress.budget.Quantity), and

@@ -141,8 +141,10 @@ def _downstream(
     name = model_id.split("-", 1)[1] if model_id.startswith("student-") else model_id
     ev = recipe.evaluate
     stages = []
-    if ev.attacks or ev.corruptions:
+    if ev.runs_anything():
         cfg = {**asdict(ev), "seed": recipe.seed}
+        if ev.suite is None:
+            del cfg["suite"]  # evaluations cached before suites existed stay valid
         stages.append(
             Stage(
                 f"eval-{name}",
@@ -274,6 +276,7 @@ def eval_plan(recipe: Recipe) -> Any:
         manifold=ev.manifold,
         eta=ev.eta,
         corruptions=ev.corruptions,
+        suite=ev.suite,
     )
 
 

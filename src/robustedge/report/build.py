@@ -21,9 +21,11 @@ from robustedge.report.collect import (
     RunInfo,
     Win,
     find_runs,
+    headline,
     headline_pgd,
     recipe_notes,
     robust_key,
+    suite_label,
     teacher_of,
     teacher_wins,
 )
@@ -63,21 +65,36 @@ def models_table(runs: Sequence[RunInfo]) -> Table:
         "params",
         "non-zero",
         "MACs (non-zero)",
+        "robust % (headline)",
+        "headline attack",
         *[f"{c} %" for c in cols],
     ]
-    rows = [
-        [
-            r.name,
-            r.family,
-            f"{100 * r.sparsity:.1f}",
-            _num(r.params),
-            _num(r.nonzero),
-            _num(r.macs),
-            *[_pct(plots.value(r, c)) for c in cols],
-        ]
-        for r in runs
-    ]
-    return Table("Accuracy vs compression (PyTorch, test split)", header, rows)
+    rows = []
+    for r in runs:
+        head = headline(r)
+        rows.append(
+            [
+                r.name,
+                r.family,
+                f"{100 * r.sparsity:.1f}",
+                _num(r.params),
+                _num(r.nonzero),
+                _num(r.macs),
+                _pct(head.acc if head else None),
+                head.label if head else "-",
+                *[_pct(plots.value(r, c)) for c in cols],
+            ]
+        )
+    suites = {k: e for r in runs for k, e in r.suites.items()}
+    note = (
+        "robust % (headline): the worst case per image over the named attack suite (an image "
+        "counts only if every attack of the suite fails on it) when the model has one, else "
+        "the strongest single attack it was evaluated with; 'headline attack' names it. Every "
+        "other accuracy column names its attack and eps"
+        + "".join(f"; {k} = {suite_label(e)}" for k, e in sorted(suites.items()))
+        + "."
+    )
+    return Table("Accuracy vs compression (PyTorch, test split)", header, rows, note)
 
 
 def export_table(runs: Sequence[RunInfo]) -> Table:
@@ -213,8 +230,15 @@ def _figures(runs: Sequence[RunInfo], robust: Optional[str]) -> List[Tuple[str, 
 
 
 def _summary(runs: Sequence[RunInfo], robust: Optional[str]) -> List[str]:
-    lines = [f"{len(runs)} model(s); headline robust metric: {robust or 'none'}"]
+    lines = [
+        f"{len(runs)} model(s); robust = the worst case per image over the named attack suite "
+        "where a model has one, else its strongest single attack (named per model); figures "
+        f"use {robust or 'none'}"
+    ]
+    heads = {r.name: headline(r) for r in runs}
+    lines += [f"  {v}" for v in sorted({h.label for h in heads.values() if h and h.is_suite})]
     for r in runs:
+        head = heads[r.name]
         dev = ", ".join(
             f"{plots.target_label(d)} p50 {d['latency']['p50_ms']:.3g} ms"
             for d in r.devices
@@ -223,7 +247,7 @@ def _summary(runs: Sequence[RunInfo], robust: Optional[str]) -> List[str]:
         size = min((a["bytes"] for a in r.export.values()), default=None)
         lines.append(
             f"  {r.name:<24} sparsity {100 * r.sparsity:5.1f}%  clean {_pct(r.clean):>5}%  "
-            f"robust {_pct(r.accuracy.get(robust) if robust else None):>5}%"
+            f"robust {_pct(head.acc if head else None):>5}% ({head.key if head else 'none'})"
             + (f"  smallest export {size:,} B" if size else "")
             + (f"  [{dev}]" if dev else "")
         )

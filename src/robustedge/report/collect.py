@@ -31,6 +31,9 @@ class RunInfo:
     sparsity: float
     clean: Optional[float]
     accuracy: Dict[str, float] = field(default_factory=dict)  # "pgd eps=0.1" -> acc
+    # "worst-case eps=0.1" -> that suite's result (label, attacks, per_attack, worst_case_acc, n);
+    # its worst-case accuracy is also in ``accuracy`` under the same key
+    suites: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     corruptions: Optional[float] = None
     params: Optional[int] = None
     nonzero: Optional[int] = None
@@ -58,6 +61,57 @@ def attack_key(entry: Dict[str, Any]) -> str:
     """``pgd eps=0.1`` / ``square eps=0.1`` / ``onmanifold eta=0.3``."""
     budget = "eta" if entry.get("attack") == "onmanifold" else "eps"
     return f"{entry['attack']} {budget}={entry['eps']:g}"
+
+
+def suite_key(entry: Dict[str, Any]) -> str:
+    """``worst-case eps=0.1``: a suite result's column (its attacks are in its label)."""
+    eps = entry["eps"] if "eps" in entry else entry["attacks"][0]["eps"]
+    return f"{entry['suite']} eps={float(eps):g}"
+
+
+def suite_label(entry: Dict[str, Any]) -> str:
+    """``worst case of PGD-20x5, APGD-CE-100, ...`` (from the attacks' names when a result
+    carries no label)."""
+    if entry.get("label"):
+        return str(entry["label"])
+    return "worst case of " + ", ".join(
+        str(a.get("name", a.get("attack"))) for a in entry["attacks"]
+    )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A model's headline robust figure and what it is: the worst case per image over a named
+    suite, else the strongest (lowest) single attack the model was evaluated with."""
+
+    key: str  # accuracy key: "worst-case eps=0.1" or "pgd eps=0.1"
+    acc: float
+    label: str  # names the suite and its attacks, or the single attack
+    is_suite: bool
+
+
+def _eps_of(key: str) -> Optional[float]:
+    name, _, budget = key.partition(" eps=")
+    return float(budget) if budget and name else None
+
+
+def headline(run: RunInfo) -> Optional[Headline]:
+    """The model's headline robust accuracy at the smallest eps it has: its worst-case suite
+    figure (the lowest when several suites ran), else its strongest single attack; None when
+    the model has no robust figure. On-manifold (eta) rows are another threat model: left out."""
+    if run.suites:
+        eps = min(_eps_of(k) for k in run.suites)
+        key = min((k for k in run.suites if _eps_of(k) == eps), key=lambda k: run.accuracy[k])
+        entry = run.suites[key]
+        label = f"{entry['suite']}: {suite_label(entry)} (eps={eps:g}, n={entry.get('n', '?')})"
+        return Headline(key, run.accuracy[key], label, True)
+    single = [k for k in run.accuracy if _eps_of(k) is not None]
+    if not single:
+        return None
+    eps = min(_eps_of(k) for k in single)
+    key = min((k for k in single if _eps_of(k) == eps), key=lambda k: (run.accuracy[k], k))
+    label = f"{key} (strongest single attack; no suite run)"
+    return Headline(key, run.accuracy[key], label, False)
 
 
 def load_run(path: Path, name: Optional[str] = None, meta: Optional[Dict] = None) -> RunInfo:
@@ -109,6 +163,14 @@ def _merge_accuracy(info: RunInfo, metrics: Dict, evaluation: Optional[Dict]) ->
     for src in (metrics, evaluation or {}):
         for entry in src.get("robust", []):
             info.accuracy[attack_key(entry)] = float(entry["acc"])
+        for entry in src.get("suites", []):
+            try:
+                key = suite_key(entry)
+                info.accuracy[key] = float(entry["worst_case_acc"])
+                suite_label(entry)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                raise RobustEdgeError(f"{info.path}: malformed suite result ({e!r})") from None
+            info.suites[key] = entry
     if evaluation and "corruptions" in evaluation:
         info.corruptions = float(evaluation["corruptions"]["mean"])
 
@@ -226,15 +288,31 @@ def teacher_wins(runs: Sequence[RunInfo]) -> List[Win]:
 
 
 def headline_pgd(runs: Sequence[RunInfo]) -> Optional[str]:
-    """``pgd eps=0.1`` when every run has it (the issue's headline robust metric), else the
-    smallest shared PGD eps (``robust_key``)."""
+    """A worst-case suite figure every run has (``shared_suite_key``), else ``pgd eps=0.1``
+    when every run has it (the issue's headline robust metric), else the smallest shared PGD
+    eps (``robust_key``)."""
+    suite = shared_suite_key(runs)
+    if suite:
+        return suite
     if runs and all("pgd eps=0.1" in r.accuracy for r in runs):
         return "pgd eps=0.1"
     return robust_key(runs)
 
 
+def shared_suite_key(runs: Sequence[RunInfo]) -> Optional[str]:
+    """A suite result every run has, at the smallest eps (the lowest figure on a tie)."""
+    keys = [k for k in runs[0].suites if all(k in r.suites for r in runs)] if runs else []
+    if not keys:
+        return None
+    return min(keys, key=lambda k: (_eps_of(k), sum(r.accuracy[k] for r in runs), k))
+
+
 def robust_key(runs: Sequence[RunInfo]) -> Optional[str]:
-    """The headline robust metric: PGD at the smallest eps all runs share, else any."""
+    """The shared robust metric of the figures: a worst-case suite all runs have, else PGD at
+    the smallest eps all runs share, else any."""
+    suite = shared_suite_key(runs)
+    if suite:
+        return suite
     keys = [k for k in runs[0].accuracy if all(k in r.accuracy for r in runs)] if runs else []
     pgd = sorted((k for k in keys if k.startswith("pgd ")), key=lambda k: float(k.split("=")[1]))
     return pgd[0] if pgd else (keys[0] if keys else None)

@@ -28,7 +28,7 @@ from robustedge.models.checkpoint import safe_torch_load
 from robustedge.runs import check_out_dir, load_run
 from robustedge.training.adversaries import build_adversary
 from robustedge.training.config import TrainConfig
-from robustedge.training.evaluate import EvalPlan, evaluate, evaluate_plan
+from robustedge.training.evaluate import EvalPlan, evaluate, evaluate_plan, suites_at
 from robustedge.training.loop import (
     epoch_batches,
     fit,
@@ -54,18 +54,21 @@ def train_run(
     resume: bool = False,
     progress: bool = False,
     manifold: Any = None,
+    suite: Optional[str] = None,
 ) -> Dict:
     """Train per ``cfg`` into run folder ``out``; returns the metrics written to metrics.json.
 
     On-manifold adversaries need ``manifold``, the Manifold object of ``cfg.manifold``
-    (``robustedge.manifold.load_manifold(cfg.manifold)``)."""
+    (``robustedge.manifold.load_manifold(cfg.manifold)``). ``suite``: also evaluate the final
+    model under the worst case per image of that attack suite (``metrics["suites"]``)."""
     out = Path(out)
+    suites = suites_at(suite, [eps_or_default(cfg.eps)])  # an unknown name fails here
     device = distributed.rank_device(resolve_device(cfg.device))
     with distributed.session(device) as world:
-        return _train(cfg, out, resume, progress, manifold, device, world)
+        return _train(cfg, out, resume, progress, manifold, device, world, suites)
 
 
-def _train(cfg, out, resume, progress, manifold, device, world) -> Dict:
+def _train(cfg, out, resume, progress, manifold, device, world, suites=()) -> Dict:
     check_out_dir(out, resume)
     distributed.per_rank_batch(cfg.batch_size, world)
     data = load_dataset(cfg.data, cfg.data_dir)
@@ -134,7 +137,9 @@ def _train(cfg, out, resume, progress, manifold, device, world) -> Dict:
         **scale,
         "params": count_params(model),
         "history": history,
-        **evaluate(model, data.x_test, data.y_test, _train_eval_specs(cfg), seed=cfg.seed),
+        **evaluate(
+            model, data.x_test, data.y_test, _train_eval_specs(cfg), seed=cfg.seed, suites=suites
+        ),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
