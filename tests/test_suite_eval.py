@@ -213,3 +213,13 @@ def test_headline_without_a_suite_is_the_strongest_named_attack(tiny_run, tmp_pa
     (bad / "metrics.json").write_text(json.dumps({**m, "suites": [{"suite": "x"}]}))
     with pytest.raises(RobustEdgeError, match="malformed suite result"):
         load_run(bad)
+
+
+def test_suite_help_text_matches_the_registry():
+    """`--suite`'s help lists every registered suite with its real attacks."""
+    from robustedge.attacks.suite import SUITES, short_label
+    from robustedge.commands.train import SUITE_HELP
+
+    for name in SUITES.names():
+        attacks = ", ".join(short_label(s) for s in build_suite(name, 0.1).specs)
+        assert f"{name} ({attacks})" in SUITE_HELP
