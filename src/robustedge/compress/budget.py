@@ -1,14 +1,32 @@
-"""Compression to a budget: find the widest structure that fits what the board allows.
+"""Compression to a budget: find the structure that fits what the board allows.
 
 A :class:`Budget` states one limit: ``macs=2M`` (multiply-accumulates per inference),
-``flash_kb=64`` (int8 weight storage, KiB) or ``latency_ms=2`` (p50 of one inference,
-measured on a named target). :func:`search_structure` shrinks copies of the teacher by removing
+``flash_kb=64`` (what the board stores, KiB) or ``latency_ms=2`` (p50 of one inference,
+measured on a named target).
+
+MACs and latency budgets: :func:`search_structure` shrinks copies of the teacher by removing
 the same fraction of output channels from every prunable layer (the per-layer ranking of
 structured prox, so the widths depend only on that fraction), measures each candidate, and
 returns the smallest fraction (the widest student) that meets the limit, by bisection over a
-grid of fractions (the measures shrink as channels go). :func:`compress_to_budget` then trains
-the most robust student of exactly that structure with structured prox + KD + adversarial
-training, re-measures it, and records the search and the final measurement in the run's
+grid of fractions (the measures shrink as channels go).
+
+Flash budgets: flash bytes are what the ledger and the bundle count, the exported int8 TFLite
+file compressed with the bundle's codec (xz), so zeros count as well as removed channels.
+:func:`search_flash` searches both ways of getting there: channels removed (as above) and
+weights zeroed (unstructured, global magnitude ranking, sparsity in steps of 1 %), with a
+calibrated estimate of the compressed file (:func:`compressed_weight_bytes` of the int8 weights
+plus the file's fixed part, measured once by exporting the teacher). It keeps the candidate
+that stores the most non-zero weights within the budget (less a margin for the estimate's
+error): under xz a zero-free narrow layer costs about 1 byte per weight, a sparse wide one 2-3
+bytes per non-zero (its positions are stored too), so channels usually win; sparsity is
+chosen where it keeps more weights (budgets close to the teacher's size, or layers already at
+one channel). After training, the student is exported and its flash bytes are MEASURED; a
+student over the budget is searched and trained once more with the estimate corrected by the
+error seen.
+
+:func:`compress_to_budget` then trains the most robust student of the chosen structure with
+prox + KD + adversarial training (structured prox for channels, unstructured prox for
+sparsity), re-measures it, and records the search and the final measurement in the run's
 metrics.json (``"budget"``).
 
 Measures are functions ``nn.Module -> float`` in the budget's unit. MACs and flash are computed
@@ -23,14 +41,20 @@ import dataclasses
 import enum
 import logging
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+import torch
 import torch.nn as nn
 
-from robustedge.compress.config import CompressConfig, Method
+from robustedge.compress.config import CompressConfig, Method, Scope
+from robustedge.compress.prox import topk_masks
 from robustedge.compress.structured import channel_groups, channel_keep_masks, shrink
+from robustedge.compress.targets import apply_masks, prunable_params
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json
 from robustedge.models import count_macs
@@ -44,6 +68,11 @@ GRID = 64  # channel fractions searched: 0, 1/64, ..., 63/64
 SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
 # per output channel of an int8 TFLite conv/linear: int32 bias, float32 scale, int64 zero point
 INT8_BYTES_PER_CHANNEL = 4 + 4 + 8
+SPARSITY_GRID = 100  # unstructured sparsities searched for flash: 0, 0.01, ..., 0.99
+# Share of a flash budget held back for the estimate's error (the calibrated estimate was
+# 0-5 % off the measured xz bytes of trained ResNet-8 / LeNet-5 students).
+FLASH_MARGIN = 0.03
+CHANNELS, WEIGHTS = "channels", "weights"  # how a flash candidate was made smaller
 
 
 class Quantity(str, enum.Enum):
@@ -152,6 +181,7 @@ class Candidate:
     widths: Dict[str, int]
     value: float
     meets: bool
+    weight_sparsity: float = 0.0  # flash: fraction of prunable weights zeroed (unstructured)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,15 +196,25 @@ class SearchResult:
     value: float
     teacher_value: float
     candidates: List[Candidate] = field(default_factory=list)
+    weight_sparsity: float = 0.0  # flash: the unstructured sparsity chosen instead of channels
+    choice: Dict[str, Any] = field(default_factory=dict)  # flash: why this structure
+
+    @property
+    def structure(self) -> str:
+        return WEIGHTS if self.weight_sparsity > 0 else CHANNELS
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        out = {
             **self.budget.to_dict(),
             "channel_sparsity": self.channel_sparsity,
             "predicted": self.value,
             "teacher": self.teacher_value,
             "candidates": [c.to_dict() for c in self.candidates],
         }
+        if self.budget.quantity is Quantity.FLASH_KB:
+            out.update(structure=self.structure, weight_sparsity=self.weight_sparsity)
+            out["choice"] = self.choice
+        return out
 
 
 def shrunk_copy(
@@ -244,6 +284,164 @@ def search_structure(
     return SearchResult(budget, best.channel_sparsity, best.value, first.value, candidates)
 
 
+def int8_stream(model: nn.Module) -> bytes:
+    """The int8 weight storage of ``model`` as the full-int8 TFLite export holds it, in content
+    if not in layout: per conv/linear, its weights quantized per output channel (symmetric, as
+    the export does) in TFLite's OHWI order, then per output channel an int32 bias, a float32
+    scale and an int64 zero point. (BatchNorm, folded into the conv by the export, only rescales
+    output channels, which per-channel quantization undoes.)"""
+    parts: List[bytes] = []
+    with torch.no_grad():
+        for m in model.modules():
+            if not isinstance(m, (nn.Conv2d, nn.Linear)):
+                continue
+            w = m.weight.detach().cpu().float()
+            w = (w.permute(0, 2, 3, 1) if w.dim() == 4 else w).reshape(w.shape[0], -1)
+            scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+            q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            bias = m.bias.detach().cpu().float() if m.bias is not None else torch.zeros(len(w))
+            qb = torch.round(bias.double() / (scale.double() * 0.01)).clamp(-(2**31), 2**31 - 1)
+            parts += [
+                q.numpy().tobytes(),
+                qb.numpy().astype(np.int32).tobytes(),
+                scale.numpy().astype(np.float32).tobytes(),
+                np.zeros(len(w), np.int64).tobytes(),
+            ]
+    return b"".join(parts)
+
+
+def compressed_weight_bytes(model: nn.Module) -> int:
+    """Bytes of :func:`int8_stream` compressed with the bundle's default codec (what the
+    board stores of the weights)."""
+    from robustedge.device.bundle_format import compress_bytes
+
+    return len(compress_bytes(int8_stream(model)))
+
+
+def sparse_copy(
+    model: nn.Module,
+    sparsity: float,
+    include_first: bool = False,
+    include_last: bool = False,
+) -> nn.Module:
+    """A copy of ``model`` with ``sparsity`` of its prunable weights zeroed (the smallest
+    magnitudes, ranked globally, as unstructured prox ranks by default)."""
+    student = copy.deepcopy(model).cpu().eval()
+    params = prunable_params(student, include_first, include_last)
+    if sparsity > 0 and params:
+        scores = {n: p.detach().abs() for n, p in params.items()}
+        apply_masks(params, topk_masks(scores, sparsity, "global"))
+    return student
+
+
+def stored_weights(model: nn.Module) -> int:
+    """Non-zero conv/linear weights: what a structure keeps."""
+    return sum(
+        int((m.weight != 0).sum()) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    )
+
+
+def flash_estimate(fixed_bytes: float) -> Measure:
+    """KiB a model's exported int8 file takes compressed: :func:`compressed_weight_bytes` plus
+    ``fixed_bytes`` (the rest of the file, measured on the teacher's export)."""
+    return lambda model: (compressed_weight_bytes(model) + fixed_bytes) / 1024.0
+
+
+def search_flash(
+    model: nn.Module,
+    input_shape: Tuple[int, int, int],
+    budget: Budget,
+    fixed_bytes: float,
+    include_first: bool = False,
+    include_last: bool = False,
+    margin: float = FLASH_MARGIN,
+) -> SearchResult:
+    """The structure that stores the most non-zero weights within ``budget`` (less ``margin``)
+    by the estimate :func:`flash_estimate`: channels removed (:func:`search_structure`) or
+    weights zeroed (bisection over sparsities ``i / SPARSITY_GRID``).
+
+    Raises RobustEdgeError (one line) when neither way fits."""
+    target = Budget(budget.quantity, budget.limit * (1.0 - margin))
+    measure = flash_estimate(fixed_bytes)
+    found: Dict[str, Optional[SearchResult]] = {}
+    try:
+        found[CHANNELS] = search_structure(
+            model, input_shape, target, measure, include_first, include_last
+        )
+    except RobustEdgeError:
+        found[CHANNELS] = None
+    teacher_value = measure(model)
+    candidates: List[Candidate] = []
+
+    def probe(i: int) -> Candidate:
+        s = i / SPARSITY_GRID
+        value = float(measure(sparse_copy(model, s, include_first, include_last)))
+        logger.info("budget search: %.2f of weights zeroed -> %.6g KiB", s, value)
+        c = Candidate(0.0, {}, value, value <= target.limit, weight_sparsity=s)
+        candidates.append(c)
+        return c
+
+    found[WEIGHTS] = None
+    if teacher_value > target.limit:
+        last = probe(SPARSITY_GRID - 1)
+        if last.meets:
+            lo, hi, best = 0, SPARSITY_GRID - 1, last
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                c = probe(mid)
+                lo, hi, best = (lo, mid, c) if c.meets else (mid, hi, best)
+            found[WEIGHTS] = SearchResult(
+                budget, 0.0, best.value, teacher_value, candidates, best.weight_sparsity
+            )
+    ch = found[CHANNELS]
+    if ch is not None and ch.channel_sparsity == 0.0:  # the teacher fits: nothing to remove
+        ch.budget = budget
+        ch.choice = {"why": "the teacher fits", "margin": margin, "fixed_bytes": fixed_bytes}
+        return ch
+    kept = {
+        CHANNELS: stored_weights(
+            shrunk_copy(model, input_shape, ch.channel_sparsity, include_first, include_last)[0]
+        )
+        if ch is not None
+        else None,
+        WEIGHTS: stored_weights(
+            sparse_copy(model, found[WEIGHTS].weight_sparsity, include_first, include_last)
+        )
+        if found[WEIGHTS] is not None
+        else None,
+    }
+    options = {k: v for k, v in kept.items() if v is not None}
+    if not options:
+        narrow = measure(
+            shrunk_copy(model, input_shape, (GRID - 1) / GRID, include_first, include_last)[0]
+        )
+        raise RobustEdgeError(
+            f"budget flash_kb={budget.limit:g} cannot be met: the smallest students need "
+            f"{candidates[-1].value:.4g} KiB ({(SPARSITY_GRID - 1) / SPARSITY_GRID:.0%} of "
+            f"weights zeroed) and {narrow:.4g} KiB (narrowest channels), the teacher "
+            f"{teacher_value:.4g} KiB"
+            + (
+                f", of which {fixed_bytes / 1024:.3g} KiB is the file's fixed part"
+                if fixed_bytes
+                else " (int8 weights compressed, before the rest of the file)"
+            )
+            + f" ({margin:.0%} held back for the estimate's error)"
+        )
+    pick = max(options, key=lambda k: (options[k], k == CHANNELS))
+    chosen = found[pick] or found[CHANNELS]  # (found[pick] is set: pick is in options)
+    chosen.budget = budget
+    chosen.candidates = (ch.candidates if ch else []) + candidates
+    chosen.choice = {
+        "structure": pick,
+        "why": "keeps the most non-zero weights within the budget",
+        "stored_weights": kept,
+        "predicted_kib": {k: (found[k].value if found[k] else None) for k in (CHANNELS, WEIGHTS)},
+        "margin": margin,
+        "fixed_bytes": fixed_bytes,
+    }
+    return chosen
+
+
 def compress_to_budget(
     cfg: CompressConfig,
     budget: Budget,
@@ -253,12 +451,15 @@ def compress_to_budget(
     eval_suite: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Search the structure that meets ``budget``, train the most robust student of that
-    structure (``cfg`` with ``structured`` on, per-layer ranking, the found channel sparsity;
+    structure (:func:`student_config`: structured with per-layer ranking at the found channel
+    sparsity, or for a flash budget met by zeroed weights unstructured at the found sparsity;
     prox unless ``cfg.method`` is magnitude), re-measure it and record it all in
     ``out/metrics.json`` under ``"budget"``. Returns the metrics.
 
     ``measure_factory(teacher_spec, data_name, data_dir)`` supplies the measure (required
-    for latency budgets; MACs and flash are computed here by default)."""
+    for latency budgets; MACs are computed here). A flash budget without a factory is met by
+    :func:`search_flash` and the student's export is measured (``budget.measured``: the
+    ``tflite-int8`` file's flash bytes, compressed with the bundle's codec)."""
     from robustedge.compress.pipeline import compress_run, load_teacher
     from robustedge.models import load_model
 
@@ -268,8 +469,12 @@ def compress_to_budget(
             f"not {cfg.method.value}"
         )
     teacher, spec, t_cfg, data = load_teacher(cfg)
+    data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
+    if budget.quantity is Quantity.FLASH_KB and measure_factory is None:
+        return _flash_budget(
+            cfg, budget, Path(out), teacher, spec, data, data_dir, eval_attacks, eval_suite
+        )
     if measure_factory is not None:
-        data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
         measure = measure_factory(spec, data.name, data_dir)
     else:
         measure = builtin_measure(budget, data.input_shape)
@@ -284,10 +489,9 @@ def compress_to_budget(
         result.value,
         budget.unit,
     )
-    student_cfg = dataclasses.replace(
-        cfg, structured=True, scope="layer", sparsity=result.channel_sparsity
+    metrics = compress_run(
+        student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
     )
-    metrics = compress_run(student_cfg, out, eval_attacks=eval_attacks, eval_suite=eval_suite)
     student, _ = load_model(out)
     final = float(measure(student.eval()))
     metrics["budget"] = {
@@ -303,4 +507,91 @@ def compress_to_budget(
             budget.limit,
         )
     write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def student_config(cfg: CompressConfig, result: SearchResult) -> CompressConfig:
+    """The student's config: structured with per-layer ranking at the found channel fraction,
+    or (a flash budget met by zeroed weights) unstructured, globally ranked, at the found
+    sparsity."""
+    if result.structure == WEIGHTS:
+        return dataclasses.replace(
+            cfg, structured=False, scope=Scope.GLOBAL, sparsity=result.weight_sparsity
+        )
+    return dataclasses.replace(
+        cfg, structured=True, scope=Scope.LAYER, sparsity=result.channel_sparsity
+    )
+
+
+def _flash_budget(
+    cfg: CompressConfig,
+    budget: Budget,
+    out: Path,
+    teacher: nn.Module,
+    spec: Any,
+    data: Any,
+    data_dir: Optional[str],
+    eval_attacks: Sequence[Any],
+    eval_suite: Optional[str],
+) -> Dict[str, Any]:
+    """A flash budget: the teacher's export measured (the estimate's fixed part), the search,
+    the training, and the student's export measured; once more with the estimate corrected
+    when the measured student is over the budget."""
+    from robustedge.compress.pipeline import compress_run
+    from robustedge.export.probe import FLASH_FORMAT, export_flash, export_model, measured_flash
+
+    teacher = teacher.cpu().eval()
+    # the weights alone must fit: an impossible budget is refused before anything is exported
+    search_flash(teacher, data.input_shape, budget, 0.0, cfg.include_first, cfg.include_last)
+    with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
+        rep = export_model(teacher, spec, data.name, data_dir, FLASH_FORMAT, tmp, "dense")
+        t_flash = measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
+    fixed = float(t_flash["flash_bytes"] - compressed_weight_bytes(teacher))
+    limit_bytes = budget.limit * 1024.0
+    tries: List[Dict[str, Any]] = []
+    for attempt in (1, 2):
+        result = search_flash(
+            teacher, data.input_shape, budget, fixed, cfg.include_first, cfg.include_last
+        )
+        logger.info(
+            "budget flash_kb=%g: %s (predicted %.6g KiB)",
+            budget.limit,
+            f"{result.weight_sparsity:.2f} of weights zeroed"
+            if result.structure == WEIGHTS
+            else f"{result.channel_sparsity:.4f} of channels removed per layer",
+            result.value,
+        )
+        if attempt > 1:
+            shutil.rmtree(out, ignore_errors=True)
+        metrics = compress_run(
+            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
+        )
+        with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
+            measured = export_flash(out, FLASH_FORMAT, Path(tmp) / "export")
+        tries.append({"predicted": result.value, "measured": measured["flash_bytes"] / 1024.0})
+        if measured["flash_bytes"] <= limit_bytes:
+            break
+        fixed += measured["flash_bytes"] - result.value * 1024.0  # the estimate's error
+        logger.warning(
+            "the trained student stores %d B, over the budget (%d B): searching again with "
+            "the estimate corrected",
+            measured["flash_bytes"],
+            int(limit_bytes),
+        )
+    final = measured["flash_bytes"] / 1024.0
+    metrics["budget"] = {
+        **result.to_dict(),
+        "student": final,
+        "met": final <= budget.limit,
+        "measured": {
+            **measured,
+            "how": f"{FLASH_FORMAT} exported with default calibration, parity gate off "
+            "(the run's own export re-checks parity and records the same sizes in its ledger)",
+        },
+        "teacher_measured": t_flash,
+        "tries": tries,
+    }
+    if final > budget.limit:
+        logger.warning("the trained student stores %.6g KiB, over the budget", final)
+    write_json(out / "metrics.json", metrics)
     return metrics

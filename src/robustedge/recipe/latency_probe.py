@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from robustedge.errors import RobustEdgeError
-from robustedge.io import write_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +69,12 @@ def latency_measure(
 
     def measure(model: Any) -> float:
         from robustedge.device.bundle import build_bundle
-        from robustedge.export import export_run
-        from robustedge.models import save_model
+        from robustedge.export.probe import export_model
 
         tmp = Path(tempfile.mkdtemp(prefix="robustedge-probe-"))
         try:
-            run = tmp / "candidate"
-            save_model(run, model, spec, extra={"structure": "shrunk"})
-            write_yaml(run / "config.yaml", {"data": data_name, "data_dir": data_dir})
-            export_run(
-                run,
-                ["onnx", fmt],
-                check_parity=False,
-                transfer_steps=1,
-                transfer_restarts=1,
-                model=model,
-            )
-            bundle = build_bundle(run, tmp / "bundle", [fmt])
+            export_model(model, spec, data_name, data_dir, fmt, tmp)
+            bundle = build_bundle(tmp / "candidate", tmp / "bundle", [fmt])
             args = ["--format", fmt, "--threads", str(threads), "--runs", str(runs)]
             results = board.bench(bundle, args + ["--square-queries", "0"])
         finally:

@@ -1,0 +1,141 @@
+"""Flash budgets: the calibrated estimate, the structure chosen, the student's export measured
+against the budget, and the refusal of a budget nothing can meet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustedge.compress import CompressConfig
+from robustedge.compress.budget import (
+    CHANNELS,
+    FLASH_MARGIN,
+    SPARSITY_GRID,
+    WEIGHTS,
+    Budget,
+    SearchResult,
+    compress_to_budget,
+    compressed_weight_bytes,
+    flash_estimate,
+    int8_stream,
+    search_flash,
+    shrunk_copy,
+    sparse_copy,
+    stored_weights,
+    student_config,
+)
+from robustedge.compress.targets import global_sparsity, prunable_params
+from robustedge.io import read_json
+from robustedge.models import ModelSpec, build_model
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    torch.manual_seed(0)
+    return build_model(ModelSpec("lenet5", SHAPE, 10)).eval()
+
+
+def test_int8_stream_holds_every_weight_once_and_compresses_zeros(lenet):
+    weights = sum(m.weight.numel() for m in lenet.modules() if hasattr(m, "weight"))
+    channels = 6 + 16 + 120 + 84 + 10
+    assert len(int8_stream(lenet)) == weights + (4 + 4 + 8) * channels
+    half, most = sparse_copy(lenet, 0.5), sparse_copy(lenet, 0.9)
+    assert global_sparsity(prunable_params(most).values()) == pytest.approx(0.9, abs=1e-4)
+    assert stored_weights(lenet) > stored_weights(half) > stored_weights(most)
+    sizes = [compressed_weight_bytes(m) for m in (lenet, half, most)]
+    assert sizes[0] > sizes[1] > sizes[2]  # zeros are what the codec takes out
+    narrow, _ = shrunk_copy(lenet, SHAPE, 0.5)
+    assert compressed_weight_bytes(narrow) < sizes[0]
+    assert stored_weights(lenet) == weights  # copies were pruned, not the model
+
+
+@pytest.mark.parametrize("fraction", [0.97, 0.6])
+def test_search_keeps_the_structure_storing_most_weights_within_the_budget(lenet, fraction):
+    fixed = 1500.0
+    teacher_kib = flash_estimate(fixed)(lenet)
+    budget = Budget.parse(f"flash_kb={teacher_kib * fraction:.4f}")
+    r = search_flash(lenet, SHAPE, budget, fixed)
+    assert r.budget == budget and r.teacher_value == teacher_kib
+    assert r.value <= budget.limit * (1 - FLASH_MARGIN)  # the margin is held back
+    kept, predicted = r.choice["stored_weights"], r.choice["predicted_kib"]
+    assert set(kept) == {CHANNELS, WEIGHTS}  # both ways were searched and are recorded
+    assert r.structure == max(kept, key=lambda k: (kept[k], k == CHANNELS))
+    assert predicted[r.structure] == r.value
+    if r.structure == CHANNELS:
+        student, _ = shrunk_copy(lenet, SHAPE, r.channel_sparsity)
+    else:
+        student = sparse_copy(lenet, r.weight_sparsity)
+    assert (
+        flash_estimate(fixed)(student) == r.value and stored_weights(student) == kept[r.structure]
+    )
+    # one grid step less of either kind does not fit
+    wider, _ = shrunk_copy(lenet, SHAPE, max(0.0, r.channel_sparsity - 1 / 64))
+    assert r.channel_sparsity == 0 or flash_estimate(fixed)(wider) > budget.limit * 0.97
+    d = r.to_dict()
+    assert d["structure"] == r.structure and d["choice"]["margin"] == FLASH_MARGIN
+
+
+def test_teacher_within_the_budget_is_kept_whole(lenet):
+    r = search_flash(lenet, SHAPE, Budget.parse("flash_kb=1000"), 1500.0)
+    assert (r.structure, r.channel_sparsity, r.weight_sparsity) == (CHANNELS, 0.0, 0.0)
+
+
+def test_student_config_follows_the_structure_found(tiny_run):
+    cfg = CompressConfig(teacher=str(tiny_run), structured=True, epochs=1)
+    budget = Budget.parse("flash_kb=2")
+    by_weights = student_config(cfg, SearchResult(budget, 0.0, 1.0, 2.0, [], 0.42))
+    assert (by_weights.structured, by_weights.scope.value, by_weights.sparsity) == (
+        False,
+        "global",
+        0.42,
+    )
+    by_channels = student_config(cfg, SearchResult(budget, 0.25, 1.0, 2.0))
+    assert (by_channels.structured, by_channels.scope.value, by_channels.sparsity) == (
+        True,
+        "layer",
+        0.25,
+    )
+
+
+def test_impossible_flash_budget_is_one_line_before_anything_is_exported(tiny_run, tmp_path, cli):
+    out = tmp_path / "o"
+    r = cli(
+        "compress",
+        "--teacher",
+        str(tiny_run),
+        "--epochs",
+        "1",
+        "--budget",
+        "flash_kb=0.05",
+        "--out",
+        str(out),
+    )
+    assert r.returncode != 0 and "budget flash_kb=0.05 cannot be met" in r.stderr, r.stderr
+    assert f"{(SPARSITY_GRID - 1) / SPARSITY_GRID:.0%} of weights zeroed" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_flash_budget_is_met_by_the_measured_bytes_of_the_export(tiny_run, tmp_path):
+    """Two real exports (teacher, student): the limit lies below the teacher's measured bytes
+    and the student's measured bytes lie under it."""
+    out = tmp_path / "budget"
+    cfg = CompressConfig(
+        teacher=str(tiny_run), adversary="fgsm", epochs=1, finetune_epochs=1, batch_size=128
+    )
+    limit_kib = 2.3
+    m = compress_to_budget(cfg, Budget.parse(f"flash_kb={limit_kib}"), out, eval_attacks=("fgsm",))
+    b = m["budget"]
+    measured, teacher = b["measured"], b["teacher_measured"]
+    assert teacher["flash_bytes"] > limit_kib * 1024  # the budget asks for a smaller file
+    assert b["met"] and measured["flash_bytes"] <= limit_kib * 1024
+    assert b["student"] == measured["flash_bytes"] / 1024
+    assert measured["format"] == "tflite-int8" and measured["flash_codec"] == "xz"
+    assert measured["flash_bytes"] < measured["model_bytes"]  # stored compressed
+    assert len(measured["sha256"]) == 64 and measured["sha256"] != teacher["sha256"]
+    assert b["tries"][-1]["measured"] == b["student"]
+    assert m["structured"] == (b["structure"] == CHANNELS)
+    assert read_json(out / "metrics.json")["budget"] == b  # recorded with the run
