@@ -325,12 +325,23 @@ def report(metrics: Dict[str, Any], out: Path) -> None:
     b = metrics.get("budget")
     if b:
         where = f" on {b['target']}" if b.get("target") else ""
+        how = (
+            f"{100 * b['weight_sparsity']:.0f}% of weights zeroed"
+            if b.get("structure") == "weights"
+            else f"{100 * b['channel_sparsity']:.2f}% of channels removed per layer"
+        )
         click.echo(
             f"budget {b['quantity']} <= {b['limit']:g} {b['unit']}{where}: student "
-            f"{b['student']:.6g} (teacher {b['teacher']:.6g}; "
-            f"{100 * b['channel_sparsity']:.2f}% of channels removed per layer) -> "
+            f"{b['student']:.6g} (teacher {b['teacher']:.6g}; {how}) -> "
             f"{'met' if b['met'] else 'NOT met'}"
         )
+        if b.get("measured"):
+            m, t = b["measured"], b["teacher_measured"]
+            click.echo(
+                f"  measured on the {m['format']} export: {m['flash_bytes']:,} flash bytes "
+                f"({m['flash_codec']}; teacher {t['flash_bytes']:,}), model bytes "
+                f"{m['model_bytes']:,} (teacher {t['model_bytes']:,})"
+            )
     click.echo(f"run folder: {out}")
 
 
