@@ -97,6 +97,14 @@ def test_runner_without_torch_measures(bundle, tmp_path):
     sq = r["robust"][0]
     assert sq["attack"] == "square" and sq["n"] == 20 and sq["max_linf"] <= sq["eps"] + 1e-6
     assert sq["acc"] <= sq["clean_acc_subset"]
+    # fewer queries and images than the default: labelled in the results, with the attacks
+    n_total = r["n_eval"]["clean"]
+    weaker = f"weaker than default: Square-30 on 20 of {n_total} images"
+    assert sq["name"] == "Square-30" and sq["n_total"] == n_total and sq["weaker"] == weaker
+    wc = r["worst_case"]
+    assert wc["weaker"] == weaker and wc["n"] == 20 and "Square-30 on-board" in wc["attacks"]
+    assert wc["label"].startswith("worst of PGD-") and wc["label"].endswith(", 20 images")
+    assert wc["acc"] <= min(sq["acc"], wc["per_attack"][wc["attacks"][0]])
     assert r["kernels"] == "BUILTIN_REF" and r["backend"] in ("litert", "tflite-runtime")
     assert r["emulated"] is False and r["peak_rss_mb"] > 0
     assert r["flash_bytes"] == (b / r["model_file"]).stat().st_size  # compressed by default
@@ -256,6 +264,9 @@ def test_cli_bundle_tar_and_bench(device_export, tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["target"] == "local" and r["format"] == "tflite-int8" and "latency p50" in proc.stdout
+    n_total = r["n_eval"]["clean"]
+    assert f"NOTE weaker than default: Square-10 on 5 of {n_total} images" in proc.stdout
+    assert f"({r['worst_case']['label']})" in proc.stdout and " transfer " in proc.stdout
     bad = tmp_path / "x"
     proc = cli("bundle", str(device_export), "--out", str(bad), "--formats", "tflite-int4")
     assert proc.returncode == 2 and "not exported" in proc.stderr
@@ -293,3 +304,120 @@ def test_setup_qemu_needs_root(tmp_path, monkeypatch):
     src = tmp_path / "sources.list"
     src.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n")
     assert qemu.debian_mirror([src]) == "http://mirror.example/debian"
+
+
+def small_bundle(bundle: Path, tmp_path: Path, k: int, clean_transfer: int = 0) -> Path:
+    """A copy of ``bundle`` whose eval sets hold the first ``k`` test images, the first
+    ``clean_transfer`` transfer examples replaced by their clean images (so the transfer set
+    cannot break those); the manifest's sha256s follow the new files."""
+    b = copy_bundle(bundle, tmp_path)
+    m = json.loads((b / MANIFEST).read_text())
+    with np.load(b / m["eval_sets"]["clean"]) as z:
+        xc, y = z["x"][:k], z["y"][:k]
+    with np.load(b / m["eval_sets"]["transfer"]) as z:
+        xt = z["x"][:k].copy()
+    xt[:clean_transfer] = xc[:clean_transfer]
+    for name, x in (("clean", xc), ("transfer", xt)):
+        rel = m["eval_sets"][name]
+        np.savez(b / rel, x=x, y=y)
+        m["files"][rel] = file_entry(b / rel)
+    (b / MANIFEST).write_text(json.dumps(m))
+    verify_bundle(b)
+    return b
+
+
+def test_onboard_square_default_is_strong(bundle, tmp_path):
+    """By default the board runs Square-1000 (one restart) on every image of the bundle and the
+    results record that budget, unlabelled; the headline is the worst case per image."""
+    from robustedge.device import bundle_format as bf
+    from robustedge.device.measure import transfer_name
+    from robustedge.device.onboard import RunOptions
+    from robustedge.device.runner import parser
+
+    assert (bf.BENCH_SQUARE_QUERIES, bf.BENCH_SQUARE_RESTARTS, bf.BENCH_SQUARE_N) == (1000, 1, None)
+    o, a = RunOptions(), parser().parse_args([])
+    assert (o.square_queries, o.square_restarts, o.square_n) == (1000, 1, None)
+    assert (a.square_queries, a.square_restarts, a.square_n) == (1000, 1, None)
+    b = small_bundle(bundle, tmp_path, 12)
+    out = tmp_path / "r.json"
+    proc = run_runner(b, "--runs", "0", "--out", str(out))  # no Square option: the defaults
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    (sq,) = r["robust"]
+    assert (sq["name"], sq["n_queries"], sq["restarts"], sq["n"], sq["n_total"]) == (
+        "Square-1000",
+        1000,
+        1,
+        12,
+        12,
+    )
+    assert sq["weaker"] is None and sq["max_linf"] <= sq["eps"] + 1e-6
+    wc = r["worst_case"]
+    t = transfer_name(verify_bundle(b)["transfer_attack"])
+    assert t.startswith("PGD-") and t.endswith(" transfer")
+    assert wc["label"] == f"worst of {t} and Square-1000 on-board, eps 0.1, 12 images"
+    assert wc["weaker"] is None and wc["n"] == wc["n_total"] == 12
+    want = {t: r["accuracy"]["transfer"], "Square-1000 on-board": sq["acc"]}
+    assert wc["per_attack"] == pytest.approx(want, abs=1e-6)
+    assert wc["acc"] <= min(wc["per_attack"].values())
+
+
+def test_worst_case_is_per_image(bundle, tmp_path):
+    """An image broken by only one of the two attacks is not robust: on a bundle where the
+    transfer set cannot break the first 30 images (they are the clean ones) and a small Square
+    budget leaves some transfer-broken images standing, the worst case is below both attacks
+    and equals the per-image AND computed here from the interpreter's own predictions."""
+    from robustedge.device.backends import open_model
+    from robustedge.device.onboard import (
+        RunOptions,
+        evaluate_sets,
+        load_npz,
+        make_predict,
+        model_path,
+        run_bundle,
+        square_results,
+        worst_case,
+    )
+
+    b = small_bundle(bundle, tmp_path, 60, clean_transfer=30)
+    m = verify_bundle(b)
+    art = m["formats"]["tflite-int8"]
+    opts = RunOptions(runs=0, square_queries=15, seed=0)
+    path, _ = model_path(b / art["file"], art, tmp_path)
+    predict = make_predict(open_model(str(path)), art["input"], art["output"])
+    sets, _acc, _dig, correct = evaluate_sets(b, m, open_model(str(path)), art["input"], predict)
+    rows, survived = square_results(b, m, predict, sets, opts)
+    wc = worst_case(m, correct, rows[0], survived)
+    (xc, y), (xt, _) = (
+        load_npz(b / m["eval_sets"]["clean"]),
+        load_npz(b / m["eval_sets"]["transfer"]),
+    )
+    clean_ok = predict(xc)[0].argmax(1) == y
+    transfer_ok = predict(xt)[0].argmax(1) == y
+    only_square = clean_ok & transfer_ok & ~survived
+    only_transfer = clean_ok & survived & ~transfer_ok
+    assert only_square.any() and only_transfer.any()  # the union matters here
+    robust = clean_ok & transfer_ok & survived
+    assert wc["acc"] == pytest.approx(robust.mean(), abs=1e-6)
+    assert wc["acc"] < min(wc["per_attack"].values())
+    t, s = wc["attacks"]
+    assert wc["broken_only_by"] == {t: int(only_transfer.sum()), s: int(only_square.sum())}
+    assert wc["weaker"] == "weaker than default: Square-15 on 60 of 60 images"
+    # the runner's own path (run_bundle) records the same figure
+    full = run_bundle(b, m, opts)
+    assert full.worst_case["acc"] == wc["acc"] and full.robust[0]["acc"] == rows[0]["acc"]
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "some"])
+def test_square_n_bad_values(bad):
+    from robustedge.device.onboard import RunOptions
+    from robustedge.device.runner import parser
+
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--square-n", bad])
+    assert parser().parse_args(["--square-n", "ALL"]).square_n is None
+    assert parser().parse_args(["--square-n", "7"]).square_n == 7
+    with pytest.raises(ValueError, match="square_n"):
+        RunOptions(square_n=0)
+    with pytest.raises(ValueError, match="square_restarts"):
+        RunOptions(square_restarts=0)

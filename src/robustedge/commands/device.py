@@ -9,7 +9,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from robustedge.device.bundle_format import BENCH_RUNS, BENCH_SQUARE_N, BENCH_SQUARE_QUERIES
+from robustedge.device.bundle_format import (
+    BENCH_RUNS,
+    BENCH_SQUARE_N,
+    BENCH_SQUARE_QUERIES,
+    BENCH_SQUARE_RESTARTS,
+)
 
 TARGET_HELP = (
     "local | a local folder (e.g. a mounted SD card) | ssh://user@host[:port][/path] "
@@ -80,6 +85,20 @@ def bundle_cmd(run: Path, out: Path, formats: Optional[str], codec: str, no_comp
         click.echo(f"bundle: {path} ({path.stat().st_size} bytes)")
 
 
+def _square_n(_ctx: Any, _param: Any, value: Optional[str]) -> Optional[int]:
+    """``--square-n``: ``all`` (the whole evaluation set) or a number of images >= 1."""
+    import argparse
+
+    from robustedge.device.runner import square_n
+
+    if value is None:
+        return BENCH_SQUARE_N
+    try:
+        return square_n(str(value))
+    except argparse.ArgumentTypeError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _open_bundle(bundle: Path, tmp: str) -> Path:
     from robustedge.device.bundle import unpack
     from robustedge.device.bundle_format import verify_bundle
@@ -129,10 +148,23 @@ def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> Non
     default=BENCH_SQUARE_QUERIES,
     show_default=True,
     type=int,
-    help="Square attack query budget on the board (0: skip).",
+    help="On-board Square queries per image and restart (0: skip). Fewer than the default are "
+    "labelled 'weaker than default' in the results and the report.",
 )
 @click.option(
-    "--square-n", default=BENCH_SQUARE_N, show_default=True, type=int, help="Samples attacked."
+    "--square-restarts",
+    default=BENCH_SQUARE_RESTARTS,
+    show_default=True,
+    type=int,
+    help="On-board Square restarts (on the images not yet broken).",
+)
+@click.option(
+    "--square-n",
+    default="all" if BENCH_SQUARE_N is None else str(BENCH_SQUARE_N),
+    show_default=True,
+    callback=_square_n,
+    help="Images the on-board Square attacks: a number, or 'all' (the bundle's whole "
+    "evaluation set). Fewer than all are labelled 'weaker than default'.",
 )
 @click.option(
     "--reference-kernels",
@@ -158,6 +190,7 @@ def bench_cmd(
     threads,
     runs,
     square_queries,
+    square_restarts,
     square_n,
     reference_kernels,
     backend,
@@ -177,8 +210,10 @@ def bench_cmd(
         str(runs),
         "--square-queries",
         str(square_queries),
+        "--square-restarts",
+        str(square_restarts),
         "--square-n",
-        str(square_n),
+        "all" if square_n is None else str(square_n),
     ]
     args += ["--backend", backend] if backend else []
     args += (["--format", fmt] if fmt else []) + (
@@ -210,11 +245,19 @@ def print_results(r: Dict[str, Any]) -> None:
         f"target {r.get('target')}: {b['machine']} / {b['cpu_model']} / Python "
         f"{b['python']} / {r['backend']} {r['backend_version']} ({r['kernels']})"
     )
+    wc = r.get("worst_case")
     for name, acc in r["accuracy"].items():
-        click.echo(f"  {name:<26} {100 * acc:7.2f}%  (n={r['n_eval'][name]})")
+        label = name
+        if name == "transfer":  # name the attack that crafted the transfer set
+            label = (wc or {}).get("transfer_name") or "PGD transfer"
+        click.echo(f"  {label:<26} {100 * acc:7.2f}%  (n={r['n_eval'][name]})")
     for a in r["robust"]:
-        label = f"square eps={a['eps']:g} q={a['n_queries']}"
+        label = f"{a.get('name') or 'Square-' + str(a['n_queries'])} eps={a['eps']:g}"
         click.echo(f"  {label:<26} {100 * a['acc']:7.2f}%  (n={a['n']})")
+    if wc:
+        click.echo(f"  {'robust (worst case)':<26} {100 * wc['acc']:7.2f}%  ({wc['label']})")
+        if wc.get("weaker"):
+            click.echo(f"  NOTE {wc['weaker']}")
     lat = r.get("latency")
     if lat:
         tag = "  EMULATED, not a board latency" if r.get("emulated") else ""

@@ -39,8 +39,13 @@ ENTRY = "run_bundle.py"
 SQUARE = "square_core.py"
 # Bench defaults, the one place for them (runner, CLI and recipe read these).
 BENCH_RUNS = 200  # timed invokes (>= 200, or 0 to skip timing)
-BENCH_SQUARE_QUERIES = 100  # Square queries per image on the board (0 skips the attack)
-BENCH_SQUARE_N = 50  # images the board attacks
+# The on-board Square attack is strong by default (the host's worst-case suite runs Square-1000
+# too): 1,000 queries per image and restart, one restart, on every image of the bundle's
+# evaluation set (``None``: the whole set). Fewer queries or images are allowed, and every result
+# measured with them is labelled "weaker than default" (``measure.weaker_than_default``).
+BENCH_SQUARE_QUERIES = 1000  # Square queries per image and restart (0 skips the attack)
+BENCH_SQUARE_RESTARTS = 1  # Square restarts on the images not yet broken
+BENCH_SQUARE_N: Optional[int] = None  # images the board attacks: None = the whole evaluation set
 # Files Python could import or execute: all of them must be listed (and so checked).
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 # Model compression: codec -> file suffix. xz is the default because it was the smaller on

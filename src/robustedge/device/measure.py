@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from robustedge.device import probe
+from robustedge.device.bundle_format import BENCH_SQUARE_QUERIES, BENCH_SQUARE_RESTARTS
 
 SCHEMA = "robustedge.device.results/1"
 
@@ -55,7 +56,7 @@ class Measurements:
     emulated: bool
     accuracy: Dict[str, float]
     n_eval: Dict[str, int]
-    robust: List[Dict[str, Any]]
+    robust: List[Dict[str, Any]]  # per attack run on the board (Square), each named
     latency: Optional[Latency]
     peak_rss_mb: float
     board: Dict[str, Any]
@@ -69,6 +70,9 @@ class Measurements:
     flash_bytes: Optional[int] = None
     codec: Optional[str] = None
     decompress_ms: Optional[float] = None
+    # The headline on-board robust accuracy: worst case per image over the replayed transfer
+    # set and the on-board Square attack (``onboard.worst_case``), with its label.
+    worst_case: Optional[Dict[str, Any]] = None
     schema: str = SCHEMA
 
     def to_dict(self) -> Dict[str, Any]:
@@ -76,6 +80,33 @@ class Measurements:
         if self.emulated and d["latency"] is not None:
             d["latency_note"] = "emulated (QEMU): not a board latency"
         return d
+
+
+def square_name(queries: int, restarts: int = 1) -> str:
+    """``Square-1000`` (queries per image), ``Square-200x5`` with restarts."""
+    return f"Square-{queries}" + (f"x{restarts}" if restarts > 1 else "")
+
+
+def transfer_name(record: Optional[Dict[str, Any]]) -> str:
+    """``PGD-20 transfer`` / ``PGD-20x5 transfer`` from the bundle's ``transfer_attack``."""
+    rec = record if isinstance(record, dict) else {}
+    attack = str(rec.get("attack") or "").upper().replace("_", "-")
+    if not attack:
+        return "transfer set"
+    steps, restarts = rec.get("steps"), rec.get("restarts") or 1
+    name = attack + (f"-{steps}" if steps else "") + (f"x{restarts}" if restarts > 1 else "")
+    return f"{name} transfer"
+
+
+def weaker_than_default(queries: int, restarts: int, n: int, n_total: int) -> Optional[str]:
+    """None when the on-board Square ran at least the default budget (``BENCH_SQUARE_QUERIES``
+    x ``BENCH_SQUARE_RESTARTS`` queries per image) on all ``n_total`` images; else the label
+    that results and reports carry, e.g. ``weaker than default: Square-100 on 50 of 450 images``."""
+    if queries <= 0:
+        return "weaker than default: no on-board Square attack"
+    if queries * restarts >= BENCH_SQUARE_QUERIES * BENCH_SQUARE_RESTARTS and n >= n_total:
+        return None
+    return f"weaker than default: {square_name(queries, restarts)} on {n} of {n_total} images"
 
 
 def time_invokes(

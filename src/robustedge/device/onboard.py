@@ -1,9 +1,13 @@
-"""Evaluate one bundled model on the board: accuracy, Square robust accuracy, latency, memory.
+"""Evaluate one bundled model on the board: accuracy, robust accuracy, latency, memory.
 
 Eval data are N x C x H x W float32 in [0, 1]; ``to_model_input`` turns them into what the
 model takes (NHWC when the manifest says so; int8 via the manifest's scale and zero point) and
 ``from_model_output`` dequantizes int8 outputs. The Square attack (Andriushchenko et al., 2020)
 runs against the interpreter itself through ``predict_fn`` (scores only, no gradients).
+
+The headline robust accuracy (``worst_case``) is the worst case per image over the replayed
+transfer set (PGD crafted on PyTorch) and the on-board Square attack: an image counts as robust
+only when the board classifies it correctly clean, on its transfer example and after Square.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from robustedge.device.bundle_format import (
     BENCH_RUNS,
     BENCH_SQUARE_N,
     BENCH_SQUARE_QUERIES,
+    BENCH_SQUARE_RESTARTS,
     MANIFEST,
     SQUARE,
     BundleError,
@@ -103,34 +108,54 @@ def load_square(bundle: Path) -> Any:
 
 
 def run_square(
-    bundle: Path, predict, x, y, eps: float, n_queries: int, n: int, p_init: float, seed: int
-) -> Dict[str, Any]:
-    """Square Linf on the first ``n`` samples, against the board's model; robust accuracy."""
+    bundle: Path,
+    predict,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    n_queries: int,
+    n: Optional[int],
+    p_init: float,
+    seed: int,
+    restarts: int = 1,
+) -> Tuple[Dict[str, Any], np.ndarray]:
+    """Square Linf on the first ``n`` samples (None: all), against the board's model.
+
+    Returns the result row (robust accuracy, budget, its name and, when below the default
+    budget or on fewer than all images, the "weaker than default" label) and the per-image
+    verdict (True: the board still classifies the attacked image correctly)."""
     square = load_square(bundle)
-    x, y = x[:n], y[:n]
+    n_total = len(x)
+    x, y = (x, y) if n is None else (x[:n], y[:n])
     rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     x_adv, queries = square.square_linf_numpy(
-        lambda b: predict(b)[0], x, y, eps, n_queries, p_init, rng
+        lambda b: predict(b)[0], x, y, eps, n_queries, p_init, rng, restarts
     )
     linf = float(np.abs(x_adv - x).max()) if len(x) else 0.0
     if linf > eps + 1e-6 or x_adv.min() < 0 or x_adv.max() > 1:
         raise RuntimeError(f"square attack left the eps-ball/range (linf={linf})")
-    acc_adv = float((predict(x_adv)[0].argmax(1) == y).mean())
-    return {
+    survived = predict(x_adv)[0].argmax(1) == y
+    row = {
         "attack": "square",
+        "name": measure.square_name(n_queries, restarts),
         "norm": "linf",
         "eps": eps,
         "n_queries": n_queries,
+        "restarts": restarts,
         "p_init": p_init,
         "n": int(len(x)),
+        "n_total": int(n_total),
         "seed": seed,
-        "acc": round(acc_adv, 6),
+        "acc": round(float(survived.mean()), 6) if len(x) else 0.0,
         "clean_acc_subset": round(float((predict(x)[0].argmax(1) == y).mean()), 6),
         "mean_queries": round(float(queries.mean()), 2),
         "max_linf": round(linf, 6),
         "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(time.process_time() - c0, 3),  # this process only: load-proof
+        "weaker": measure.weaker_than_default(n_queries, restarts, len(x), n_total),
     }
+    return row, survived
 
 
 @dataclass(frozen=True)
@@ -142,7 +167,8 @@ class RunOptions:
     runs: int = BENCH_RUNS
     warmup: int = 20
     square_queries: int = BENCH_SQUARE_QUERIES
-    square_n: int = BENCH_SQUARE_N
+    square_n: Optional[int] = BENCH_SQUARE_N  # None: the whole evaluation set
+    square_restarts: int = BENCH_SQUARE_RESTARTS
     square_eps: Optional[float] = None
     reference_kernels: bool = False
     backend: Optional[str] = None
@@ -153,9 +179,13 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-        for name in ("runs", "warmup", "square_queries", "square_n"):
+        for name in ("runs", "warmup", "square_queries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.square_n is not None and self.square_n < 1:
+            raise ValueError(f"square_n must be >= 1 (or None: all images), got {self.square_n}")
+        if self.square_restarts < 1:
+            raise ValueError(f"square_restarts must be >= 1, got {self.square_restarts}")
 
 
 def run_bundle(
@@ -170,8 +200,11 @@ def run_bundle(
         model = open_model(str(path), opts.threads, opts.reference_kernels, opts.backend)
         model_bytes = path.stat().st_size
         predict = make_predict(model, art["input"], art["output"])
-        sets, accuracy, digests = evaluate_sets(bundle, manifest, model, art["input"], predict)
-        robust = square_results(bundle, manifest, predict, sets, opts)
+        sets, accuracy, digests, correct = evaluate_sets(
+            bundle, manifest, model, art["input"], predict
+        )
+        robust, survived = square_results(bundle, manifest, predict, sets, opts)
+        worst = worst_case(manifest, correct, robust[0] if robust else None, survived)
         latency = measure_latency(model, art["input"], sets, opts)
     return measure.Measurements(
         format=fmt,
@@ -189,6 +222,7 @@ def run_bundle(
         accuracy=accuracy,
         n_eval={name: int(len(y)) for name, (_, y) in sets.items()},
         robust=robust,
+        worst_case=worst,
         latency=latency,
         peak_rss_mb=measure.peak_rss_mb(),
         board=measure.board_info(versions()),
@@ -226,6 +260,7 @@ def pick_format(manifest: Dict[str, Any], fmt: Optional[str]) -> Tuple[str, Dict
 
 
 EvalSets = Dict[str, Tuple[np.ndarray, np.ndarray]]
+Verdicts = Dict[str, np.ndarray]  # eval set -> per-image "classified correctly"
 
 
 def evaluate_sets(
@@ -234,33 +269,104 @@ def evaluate_sets(
     model: Model,
     ispec: Dict[str, Any],
     predict: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]],
-) -> Tuple[EvalSets, Dict[str, float], Dict[str, str]]:
-    """Accuracy and a sha256 of the raw outputs for every bundled eval set."""
+) -> Tuple[EvalSets, Dict[str, float], Dict[str, str], Verdicts]:
+    """Accuracy, a sha256 of the raw outputs and the per-image verdicts for every bundled
+    eval set."""
     sets: EvalSets = {}
     accuracy: Dict[str, float] = {}
     digests: Dict[str, str] = {}
+    correct: Verdicts = {}
     for name, rel in manifest["eval_sets"].items():
         x, y = load_npz(bundle / rel)
         check_shape(x, ispec, model, f"eval set '{name}'")
         scores, raw = predict(x)
-        accuracy[name] = float((scores.argmax(1) == y).mean())
+        correct[name] = scores.argmax(1) == y
+        accuracy[name] = float(correct[name].mean())
         digests[name] = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
         sets[name] = (x, y)
-    return sets, accuracy, digests
+    if "clean" in sets and "transfer" in sets:
+        (xc, yc), (xt, yt) = sets["clean"], sets["transfer"]
+        if xc.shape != xt.shape or not np.array_equal(yc, yt):
+            correct.pop("transfer")  # not the clean images' adversarial twins: no per-image view
+            logger.warning("the transfer set does not pair with the clean set image by image")
+    return sets, accuracy, digests, correct
 
 
 def square_results(
     bundle: Path, manifest: Dict[str, Any], predict, sets: EvalSets, opts: RunOptions
-) -> List[Dict[str, Any]]:
-    """Square Linf on the clean set with the manifest's eps unless overridden; [] if skipped."""
+) -> Tuple[List[Dict[str, Any]], Optional[np.ndarray]]:
+    """Square Linf on the clean set with the manifest's eps unless overridden, and its
+    per-image verdicts; ``([], None)`` if skipped."""
     if opts.square_queries <= 0 or "clean" not in sets:
-        return []
+        return [], None
     sq = manifest.get("square") or {}
     eps = float(opts.square_eps if opts.square_eps is not None else sq.get("eps", 0.1))
     x, y = sets["clean"]
     p_init = float(sq.get("p_init", 0.8))
-    args = (eps, opts.square_queries, opts.square_n, p_init, opts.seed)
-    return [run_square(bundle, predict, x, y, *args)]
+    args = (eps, opts.square_queries, opts.square_n, p_init, opts.seed, opts.square_restarts)
+    row, survived = run_square(bundle, predict, x, y, *args)
+    return [row], survived
+
+
+def worst_case(
+    manifest: Dict[str, Any],
+    correct: Verdicts,
+    square: Optional[Dict[str, Any]],
+    survived: Optional[np.ndarray],
+) -> Optional[Dict[str, Any]]:
+    """Worst case per image over the transfer set and the on-board Square attack.
+
+    An image is robust only if the board classifies it correctly clean, on its transfer
+    example, and after Square (on the images Square attacked: the first ``square["n"]``).
+    Returns the accuracy with its label (attacks, budgets, images; "weaker than default" when
+    the Square budget or image count is below the default) and the per-attack accuracies on the
+    same images; None without a clean set."""
+    if "clean" not in correct:
+        return None
+    n_total = len(correct["clean"])
+    n = n_total if square is None else int(square["n"])
+    robust = correct["clean"][:n].copy()
+    per_attack: Dict[str, float] = {}
+    only: Dict[str, int] = {}
+    verdicts: Dict[str, np.ndarray] = {}
+    t_rec = manifest.get("transfer_attack") or {}
+    t_name = measure.transfer_name(t_rec)
+    if "transfer" in correct:
+        verdicts[t_name] = correct["transfer"][:n]
+    if square is not None and survived is not None:
+        verdicts[f"{square['name']} on-board"] = survived
+    for v in verdicts.values():
+        robust &= v
+    for name, v in verdicts.items():
+        per_attack[name] = round(float(v.mean()), 6) if n else 0.0
+        others = [w for k, w in verdicts.items() if k != name]
+        alone = correct["clean"][:n] & ~v
+        for w in others:
+            alone &= w
+        only[name] = int(alone.sum())  # broken by this attack alone
+    names = list(verdicts)
+    eps = sorted({float(e) for e in (t_rec.get("eps"), (square or {}).get("eps")) if e is not None})
+    label = (
+        ("worst of " + " and ".join(names) if len(names) > 1 else (names or ["clean only"])[0])
+        + (f", eps {'/'.join(f'{e:g}' for e in eps)}" if eps else "")
+        + f", {n} images"
+    )
+    if square is None:
+        weaker = measure.weaker_than_default(0, 1, n, n_total)
+    else:
+        weaker = square.get("weaker")
+    return {
+        "acc": round(float(robust.mean()), 6) if n else 0.0,
+        "n": int(n),
+        "n_total": int(n_total),
+        "attacks": names,
+        "label": label,
+        "transfer_name": t_name,
+        "weaker": weaker,
+        "clean_acc_subset": round(float(correct["clean"][:n].mean()), 6) if n else 0.0,
+        "per_attack": per_attack,
+        "broken_only_by": only,
+    }
 
 
 def measure_latency(

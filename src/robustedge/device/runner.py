@@ -25,6 +25,7 @@ from robustedge.device.bundle_format import (
     BENCH_RUNS,
     BENCH_SQUARE_N,
     BENCH_SQUARE_QUERIES,
+    BENCH_SQUARE_RESTARTS,
     BundleError,
     model_name,
     verify_bundle,
@@ -56,9 +57,21 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument(
-        "--square-queries", type=int, default=BENCH_SQUARE_QUERIES, help="0 skips the attack."
+        "--square-queries",
+        type=int,
+        default=BENCH_SQUARE_QUERIES,
+        help="Square queries per image and restart; 0 skips the attack (fewer than the default "
+        "are labelled 'weaker than default' in the results).",
     )
-    p.add_argument("--square-n", type=int, default=BENCH_SQUARE_N, help="Samples attacked.")
+    p.add_argument(
+        "--square-restarts", type=int, default=BENCH_SQUARE_RESTARTS, help="Square restarts."
+    )
+    p.add_argument(
+        "--square-n",
+        type=square_n,
+        default=BENCH_SQUARE_N,
+        help="Images attacked: a number, or 'all' (default: the whole evaluation set).",
+    )
     p.add_argument("--square-eps", type=float, default=None, help="Default: the manifest's.")
     p.add_argument(
         "--reference-kernels",
@@ -76,6 +89,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-only", action="store_true", help="Check sha256s and exit.")
     p.add_argument("--out", default="results.json")
     return p
+
+
+def square_n(text: str) -> Optional[int]:
+    """``--square-n``: ``all`` (None) or a number of images >= 1."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"need a number of images >= 1 or 'all', got {text!r}")
+    return n
 
 
 def _runs(text: str) -> int:
@@ -117,6 +143,7 @@ def run_options(args: argparse.Namespace, emulated: bool) -> RunOptions:
         warmup=args.warmup,
         square_queries=args.square_queries,
         square_n=args.square_n,
+        square_restarts=args.square_restarts,
         square_eps=args.square_eps,
         reference_kernels=args.reference_kernels,
         backend=args.backend,

@@ -172,7 +172,9 @@ class ExportSpec:
 @dataclass(frozen=True)
 class TargetSpec:
     """A board: ``local``, ``qemu-aarch64``, ``qemu-armv7``, ``vm-aarch64``, ``vm-armv7``,
-    ``ssh://user@host`` or a path."""
+    ``ssh://user@host`` or a path. ``square_queries`` / ``square_n`` override the ``devices:``
+    Square settings for this board only (e.g. less on a slow emulated board; results below the
+    default are labelled "weaker than default")."""
 
     SHORTHAND = "target"
     target: str
@@ -180,6 +182,8 @@ class TargetSpec:
     python: Optional[str] = None
     ssh_config: Optional[str] = None
     ssh_options: Tuple[str, ...] = ()
+    square_queries: Optional[int] = None
+    square_n: Optional[int] = None
 
     def __post_init__(self) -> None:
         t = self.target
@@ -192,6 +196,10 @@ class TargetSpec:
             )
         if (self.ssh_config or self.ssh_options) and not t.startswith("ssh://"):
             raise FieldError("ssh_config", "ssh settings given for a non-ssh target")
+        if self.square_queries is not None and self.square_queries < 0:
+            raise FieldError("square_queries", "need square_queries >= 0 (0 skips Square)")
+        if self.square_n is not None and self.square_n < 1:
+            raise FieldError("square_n", "need square_n >= 1")
 
     @property
     def slug(self) -> str:
@@ -205,7 +213,7 @@ class DeviceSpec:
     runs: int = BENCH_RUNS
     threads: int = 1
     square_queries: int = BENCH_SQUARE_QUERIES
-    square_n: int = BENCH_SQUARE_N
+    square_n: Optional[int] = BENCH_SQUARE_N  # None: the bundle's whole evaluation set
     reference_kernels: bool = False
     backend: Optional[str] = None
 
@@ -214,8 +222,10 @@ class DeviceSpec:
             raise FieldError("targets", "give at least one target")
         if self.runs != 0 and self.runs < 200:
             raise FieldError("runs", f"runs must be >= 200 (or 0 to skip timing), got {self.runs}")
-        if self.threads < 1 or self.square_queries < 0 or self.square_n < 1:
-            raise FieldError("threads", "need threads >= 1, square_queries >= 0, square_n >= 1")
+        if self.threads < 1 or self.square_queries < 0:
+            raise FieldError("threads", "need threads >= 1, square_queries >= 0")
+        if self.square_n is not None and self.square_n < 1:
+            raise FieldError("square_n", "need square_n >= 1 (or leave it out: all images)")
         slugs = [t.slug for t in self.targets]
         if len(set(slugs)) != len(slugs):
             raise FieldError("targets", "duplicate targets")

@@ -173,6 +173,7 @@ def _downstream(
         cfg = {**asdict(recipe.devices), "targets": None, "target": asdict(target)}
         cfg["format"] = recipe.bench_format()
         cfg["bundle_codec"] = DEFAULT_CODEC  # a new bundle layout re-benches cached boards
+        cfg["board_results"] = "worst-case/1"  # results with the on-board worst case
         stages.append(
             Stage(
                 f"device-{name}-{target.slug}",
@@ -320,7 +321,10 @@ def _bench(run: Path, where: Path, target: TargetSpec, recipe: Recipe) -> None:
     shutil.rmtree(where, ignore_errors=True)
     bundle = build_bundle(run, where / "bundle", [fmt])
     args = ["--format", fmt, "--threads", str(d.threads), "--runs", str(d.runs)]
-    args += ["--square-queries", str(d.square_queries), "--square-n", str(d.square_n)]
+    queries = d.square_queries if target.square_queries is None else target.square_queries
+    square_n = d.square_n if target.square_n is None else target.square_n
+    args += ["--square-queries", str(queries)]
+    args += ["--square-n", "all" if square_n is None else str(square_n)]
     args += ["--backend", d.backend] if d.backend else []
     args += ["--reference-kernels"] if d.reference_kernels else []
     results = _make_target(target).bench(bundle, args)

@@ -147,7 +147,9 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
         "format",
         "backend",
         "clean %",
-        "square %",
+        "robust % (on board, worst case)",
+        "transfer %",
+        "Square %",
         "p50 ms",
         "p90 ms",
         "p99 ms",
@@ -160,7 +162,6 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
     won = _wins_by_row(runs)
     for r, d in plots.device_rows(runs):
         lat = d.get("latency") or {}
-        sq = next((a for a in d.get("robust", []) if a.get("attack") == "square"), None)
         rows.append(
             [
                 r.name,
@@ -168,7 +169,7 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
                 d.get("format", "-"),
                 f"{d.get('backend', '-')} {d.get('backend_version', '')} ({d.get('kernels', '')})",
                 _pct(d.get("accuracy", {}).get("clean")),
-                "-" if sq is None else f"{100 * sq['acc']:.1f} (q={sq['n_queries']}, n={sq['n']})",
+                *board_robust_cells(d),
                 *[f"{lat[k]:.4g}" if k in lat else "-" for k in ("p50_ms", "p90_ms", "p99_ms")],
                 _num(d.get("flash_bytes", d.get("model_bytes"))),
                 _num(d.get("model_bytes")),
@@ -184,8 +185,41 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
         "model bytes (what the interpreter loads) and peak RSS while running. 'beats teacher "
         "on' compares with the teacher on the same target and format (latency and RSS only "
         "beyond their noise margins). EMULATED rows ran under qemu: their latency says "
-        "nothing about a real board (use them for correctness and relative comparisons only).",
+        "nothing about a real board (use them for correctness and relative comparisons only). "
+        "robust (on board, worst case): an image counts only if the board classifies it "
+        "correctly clean, on its transfer example (crafted on PyTorch) and after the on-board "
+        "Square attack; each figure names its attacks, budgets and images, and settings below "
+        "the default (Square-1000 on every image) are marked 'weaker than default'.",
     )
+
+
+def board_robust_cells(d: dict) -> List[str]:
+    """The device table's robust cells (worst case, transfer, Square), each naming its attack
+    and budget, and the 'weaker than default' label where it applies."""
+    from robustedge.device.measure import square_name, weaker_than_default
+
+    acc = d.get("accuracy", {})
+    n_total = (d.get("n_eval") or {}).get("clean")
+    sq = next((a for a in d.get("robust", []) if a.get("attack") == "square"), None)
+    wc = d.get("worst_case")
+    worst = "-"
+    if wc:
+        worst = f"{100 * wc['acc']:.1f} ({wc['label']})" + (
+            f"; {wc['weaker']}" if wc.get("weaker") else ""
+        )
+    tr = acc.get("transfer")
+    t_name = (wc or {}).get("transfer_name") or "PGD transfer"  # the transfer set is PGD's
+    transfer = "-" if tr is None else f"{100 * tr:.1f} ({t_name}, n={n_total})"
+    square = "-"
+    if sq:
+        q, restarts = int(sq["n_queries"]), int(sq.get("restarts") or 1)
+        name = sq.get("name") or square_name(q, restarts)
+        total = sq.get("n_total") or n_total or sq["n"]
+        weaker = sq.get("weaker", weaker_than_default(q, restarts, sq["n"], total))
+        square = f"{100 * sq['acc']:.1f} ({name} on-board, n={sq['n']} of {total})" + (
+            f"; {weaker}" if weaker else ""
+        )
+    return [worst, transfer, square]
 
 
 def _wins_by_row(runs: Sequence[RunInfo]) -> dict:
