@@ -94,6 +94,10 @@ def run_cmd(
     click.echo(
         f"{counts['done']} stage(s) run, {counts['cached']} cached, {counts['skipped']} skipped"
     )
+    from robustedge.recipe.payoff import board_summary
+
+    for line in board_summary(out):  # the payoff on the board, in numbers (as the report says)
+        click.echo(line)
     click.echo(f"output folder: {out}")
 
 
