@@ -27,6 +27,13 @@ from robustedge.registry import Registry
 
 SUITES: Registry = Registry("attack suite")
 DEFAULT_SUITE = "worst-case"
+SHORT_NAMES = {
+    "pgd": "PGD",
+    "fgsm": "FGSM",
+    "square": "Square",
+    "apgd-ce": "APGD-CE",
+    "apgd-dlr": "APGD-DLR",
+}
 
 
 @dataclass(frozen=True)
@@ -67,9 +74,7 @@ class AttackSuite:
 def short_label(spec: AttackSpec) -> str:
     """A compact attack name: ``PGD-20x5`` (steps x restarts), ``APGD-CE-100``,
     ``Square-1000`` (queries), ``FGSM``; an L2 attack gets ``(L2)``."""
-    names = {"pgd": "PGD", "fgsm": "FGSM", "square": "Square", "apgd-ce": "APGD-CE"}
-    names["apgd-dlr"] = "APGD-DLR"
-    s = names.get(spec.name, spec.name)
+    s = SHORT_NAMES.get(spec.name, spec.name)
     if spec.steps:
         s += f"-{spec.steps}"
     if spec.restarts > 1:
