@@ -137,7 +137,35 @@ def prepare(name: str, args: argparse.Namespace) -> Dict[str, Any]:
         models[f"structured-{factor}x"] = {"run": run, "kind": "structured"}
     for m in models.values():
         finish(m, wl, args)
+    if args.flash_fraction > 0:
+        flash_budget_student(name, models, args)
     return models
+
+
+def flash_budget_student(name: str, models: Dict[str, Any], args: argparse.Namespace) -> None:
+    """A student searched and trained to store at most ``args.flash_fraction`` of the
+    teacher's flash bytes (its int8 file xz-compressed, from the teacher's export ledger); the
+    budget's own record holds the measured bytes of the student's export."""
+    from robustedge.compress import CompressConfig
+    from robustedge.compress.budget import Budget, compress_to_budget
+
+    wl = WORKLOADS[name]
+    teacher = models["teacher"]["run"]
+    ledger = json.loads((teacher / "export" / "ledger.json").read_text())
+    row = next(r for r in ledger["stages"] if r.get("format") == "tflite-int8")
+    limit = round(args.flash_fraction * row["flash_bytes"] / 1024, 2)
+    budget = Budget("flash_kb", limit)  # type: ignore[arg-type]
+    ep, ft = (scaled(e, args.epoch_scale) for e in wl["structured_epochs"])
+    cfg = dict(wl["student"], teacher=str(teacher), seed=0, method="prox")
+    cfg.update(structured=True, sparsity=0.0, epochs=ep, finetune_epochs=ft)
+    run = cached(
+        RESULTS / f"board_{name}" / "flash-budget",
+        {**cfg, "budget": budget.to_dict()},
+        lambda out: compress_to_budget(CompressConfig(**cfg), budget, out),
+    )
+    m = {"run": run, "kind": "flash-budget"}
+    finish(m, wl, args)
+    models["flash-budget"] = m
 
 
 def finish(model: Dict[str, Any], wl: Dict[str, Any], args: argparse.Namespace) -> None:
@@ -229,15 +257,15 @@ def row_of(r: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def latency_budget_student(
-    name: str, models: Dict[str, Any], teacher_p50: float, args: argparse.Namespace
+    name: str, models: Dict[str, Any], limit: float, args: argparse.Namespace
 ) -> None:
-    """A student searched and trained to meet ``args.latency_factor`` x the teacher's p50."""
+    """A student searched and trained to meet ``limit`` ms (``args.latency_factor`` x the
+    teacher's p50)."""
     from robustedge.compress import CompressConfig
     from robustedge.compress.budget import Budget, compress_to_budget
     from robustedge.recipe.latency_probe import latency_probe
 
     wl = WORKLOADS[name]
-    limit = round(args.latency_factor * teacher_p50, 4)
     budget = Budget("latency_ms", limit, "local")  # type: ignore[arg-type]
     ep, ft = (scaled(e, args.epoch_scale) for e in wl["structured_epochs"])
     cfg = dict(wl["student"], teacher=str(models["teacher"]["run"]), seed=0, method="prox")
@@ -261,7 +289,7 @@ def measure_workload(name: str, args: argparse.Namespace, work: Path) -> Dict[st
     if args.latency_factor > 0:
         b = bundle(models["teacher"]["run"], "tflite-int8", work / name / "probe", "xz")
         p50 = float(bench(b, "local", "tflite-int8", args.runs)["latency"]["p50_ms"])
-        latency_budget_student(name, models, p50, args)
+        latency_budget_student(name, models, round(args.latency_factor * p50, 4), args)
     bundles = {}
     for key, m in models.items():
         m["sizes"] = {f: sizes(m["run"], f) for f in m["formats"]}
@@ -274,16 +302,7 @@ def measure_workload(name: str, args: argparse.Namespace, work: Path) -> Dict[st
         for k, b in bundles.items():
             local[k].append(row_of(bench(b, "local", k[1], args.runs)))
         rounds[-1]["loadavg_after"] = loadavg()
-    emulated: Dict[str, Any] = {"note": None}
-    if "qemu-aarch64" in args.targets:
-        try:
-            from robustedge.device.targets import make_target
-
-            make_target("qemu-aarch64")
-            for k, b in bundles.items():
-                emulated[f"{k[0]} {k[1]}"] = row_of(bench(b, "qemu-aarch64", k[1], 200))
-        except Exception as e:  # not set up here: a note, not a failure
-            emulated["note"] = f"qemu-aarch64 skipped: {str(e).splitlines()[0]}"
+    emulated = emulated_rows(bundles, args)
     out_models = {}
     for key, m in models.items():
         entry = {k: v for k, v in m.items() if k not in ("run",)}
@@ -309,6 +328,42 @@ def measure_workload(name: str, args: argparse.Namespace, work: Path) -> Dict[st
         "wall_s": round(time.time() - t0, 1),
         "cpu_s_main_process": round(time.process_time() - c0, 1),
     }
+
+
+def emulated_rows(bundles: Dict[Any, Path], args: argparse.Namespace) -> Dict[str, Any]:
+    """One bench per bundle on qemu-aarch64 (EMULATED), or a note saying why not."""
+    emulated: Dict[str, Any] = {"note": None}
+    if "qemu-aarch64" not in args.targets:
+        return emulated
+    t0 = time.time()
+    try:
+        from robustedge.device.targets import make_target
+
+        make_target("qemu-aarch64")
+        for k, b in bundles.items():
+            emulated[f"{k[0]} {k[1]}"] = row_of(bench(b, "qemu-aarch64", k[1], 200))
+    except Exception as e:  # not set up here: a note, not a failure
+        emulated["note"] = f"qemu-aarch64 skipped: {str(e).splitlines()[0]}"
+    emulated["wall_s"] = round(time.time() - t0, 1)
+    emulated["loadavg_after"] = loadavg()
+    return emulated
+
+
+def emulate_only(name: str, args: argparse.Namespace, work: Path, old: Dict[str, Any]) -> None:
+    """Add the qemu-aarch64 rows to a workload already measured locally (``old``, from
+    ``--out``), leaving its local rows as they were measured: the cached runs are bundled
+    again (the latency-budget student keeps the limit recorded in ``old``)."""
+    models = prepare(name, args)
+    lb = (old["models"].get("latency-budget") or {}).get("budget")
+    if lb:
+        latency_budget_student(name, models, float(lb["limit"]), args)
+    bundles = {
+        (key, f): bundle(m["run"], f, work / name, "xz")
+        for key, m in models.items()
+        for f in m["formats"]
+        if f in old["models"].get(key, {}).get("local", {})
+    }
+    old["emulated_qemu_aarch64"] = emulated_rows(bundles, args)
 
 
 def targets(name: str, m: Dict[str, Any]) -> Dict[str, Any]:
@@ -344,6 +399,21 @@ def targets(name: str, m: Dict[str, Any]) -> Dict[str, Any]:
             "speedup": round(speedup, 2),
             "pgd_points_below_95": gap,
             "met": speedup >= 3 and gap is not None and gap <= 3,
+        }
+    fb = m.get("flash-budget")
+    if fb and fb.get("budget") and fb["local"].get("tflite-int8"):
+        limit = fb["budget"]["limit"]
+        board = fb["local"]["tflite-int8"]["flash_bytes"]
+        out["flash_budget"] = {
+            "target": "the student's stored file (xz bundle) fits its flash budget",
+            "limit_kib": limit,
+            "structure": fb["budget"].get("structure"),
+            "measured_after_training_bytes": (fb["budget"].get("measured") or {}).get(
+                "flash_bytes"
+            ),
+            "board_flash_bytes": board,
+            "teacher_board_flash_bytes": t["local"]["tflite-int8"]["flash_bytes"],
+            "met": board is not None and board <= limit * 1024,
         }
     lb = m.get("latency-budget")
     if lb and lb.get("budget") and lb["local"].get("tflite-int8"):
@@ -402,10 +472,30 @@ def main() -> None:
     ap.add_argument("--epoch-scale", type=float, default=1.0, help="multiply every epoch count")
     ap.add_argument("--latency-factor", type=float, default=0.5, help="0: no latency budget")
     ap.add_argument("--out", type=Path, default=MEASURED / "board.json")
+    ap.add_argument(
+        "--flash-fraction",
+        type=float,
+        default=0.25,
+        help="flash-budget student: this share of the teacher's flash bytes (0: none)",
+    )
+    ap.add_argument(
+        "--add-only",
+        action="store_true",
+        help="bench only the models --out lacks (with the teacher, interleaved) and add them",
+    )
+    ap.add_argument(
+        "--emulated-only",
+        action="store_true",
+        help="add the qemu-aarch64 rows to the workloads already in --out (local rows kept)",
+    )
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
+    if args.emulated_only:
+        return add_emulated(args)
+    if args.add_only:
+        return add_models(args)
     payload: Dict[str, Any] = {
         "benchmark": "board",
         "hardware": hardware(),
@@ -426,6 +516,91 @@ def main() -> None:
 
     write_json(args.out, json.loads(json.dumps(payload, default=_jsonable)))
     print(f"\nwrote {args.out}")
+
+
+def add_emulated(args: argparse.Namespace) -> None:
+    """``--emulated-only``: qemu-aarch64 rows added to the measured JSON in ``--out``."""
+    from robustedge.io import write_json
+
+    payload = json.loads(args.out.read_text())
+    with tempfile.TemporaryDirectory(prefix="board-bench-") as tmp:
+        for name in args.workloads.split(","):
+            old = payload["workloads"][name]
+            emulate_only(name, args, Path(tmp), old)
+            note = old["emulated_qemu_aarch64"].get("note")
+            print(f"{name}: qemu-aarch64 " + (note or "rows added"))
+            print_emulated(name, old)
+    payload["settings"]["targets"] = "local,qemu-aarch64"
+    payload["settings"]["emulated_added_later"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    write_json(args.out, json.loads(json.dumps(payload, default=_jsonable)))
+    print(f"\nwrote {args.out}")
+
+
+def add_models(args: argparse.Namespace) -> None:
+    """``--add-only``: the models a workload in ``--out`` lacks (e.g. the flash-budget student)
+    trained, benched on local interleaved with the teacher (whose p50 of these rounds is kept
+    beside them) and on qemu-aarch64, and added; the rows already there are left as measured."""
+    from robustedge.io import write_json
+
+    payload = json.loads(args.out.read_text())
+    with tempfile.TemporaryDirectory(prefix="board-bench-") as tmp:
+        work = Path(tmp)
+        for name in args.workloads.split(","):
+            old = payload["workloads"][name]
+            models = prepare(name, args)
+            new = [k for k in models if k not in old["models"] and k != "latency-budget"]
+            bundles = {}
+            for key in ["teacher", *new]:
+                m = models[key]
+                m["sizes"] = {f: sizes(m["run"], f) for f in m["formats"]}
+                for f in m["formats"]:
+                    bundles[(key, f)] = bundle(m["run"], f, work / name, "xz")
+            rows: Dict[Any, List[Dict[str, Any]]] = {k: [] for k in bundles}
+            loads = []
+            for _ in range(args.rounds):
+                loads.append(loadavg())
+                for k, b in bundles.items():
+                    rows[k].append(row_of(bench(b, "local", k[1], args.runs)))
+            emulated = emulated_rows({k: b for k, b in bundles.items() if k[0] != "teacher"}, args)
+            for key in new:
+                m = models[key]
+                entry = {k: v for k, v in m.items() if k != "run"}
+                entry["run"] = str(m["run"].relative_to(RESULTS.parent))
+                entry["added_later"] = {
+                    "loadavg_per_round": loads,
+                    "teacher_p50_ms_same_rounds": statistics.median(
+                        r["p50_ms"] for r in rows[("teacher", "tflite-int8")]
+                    ),
+                }
+                entry["local"] = {
+                    f: {
+                        **rows[(key, f)][-1],
+                        "p50_ms": statistics.median(r["p50_ms"] for r in rows[(key, f)]),
+                        "p99_ms": statistics.median(r["p99_ms"] for r in rows[(key, f)]),
+                        "p50_ms_rounds": [r["p50_ms"] for r in rows[(key, f)]],
+                        "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in rows[(key, f)]),
+                    }
+                    for f in m["formats"]
+                }
+                old["models"][key] = entry
+                em = old.setdefault("emulated_qemu_aarch64", {"note": None})
+                for k, v in emulated.items():
+                    if k.startswith(f"{key} "):
+                        em[k] = v
+            old["targets"] = targets(name, old["models"])
+            print_tables(name, old)
+    write_json(args.out, json.loads(json.dumps(payload, default=_jsonable)))
+    print(f"\nwrote {args.out}")
+
+
+def print_emulated(name: str, r: Dict[str, Any]) -> None:
+    em = {k: v for k, v in r["emulated_qemu_aarch64"].items() if isinstance(v, dict)}
+    rows = [
+        [k, v["flash_bytes"], v["model_bytes"], v["peak_rss_mb"], v["p50_ms"], v["p99_ms"]]
+        for k, v in em.items()
+    ]
+    print(f"\n{name} on qemu-aarch64 (EMULATED: not a board's latency), 1 thread")
+    print(table(["model format", "flash B", "model B", "RSS MiB", "p50 ms", "p99 ms"], rows))
 
 
 def _jsonable(o: Any) -> Any:
