@@ -146,3 +146,16 @@ def test_manifold_claim_needs_the_margin_beyond_the_spread():
     assert c["0.99"]["collapsed"]
     assert not c["holds_at_every_sparsity"]  # 0.9 is not resolved
     assert not c["margin_grows_with_sparsity"]
+
+
+def test_clean_target_also_judged_against_the_adversarially_trained_baselines():
+    rows = (
+        _rows("default", 0.9, [0.72, 0.72], [0.966, 0.966])
+        + _rows("admm", 0.9, [0.71, 0.71], [0.967, 0.967])
+        + _rows("gmp-plain", 0.9, [0.42, 0.42], [0.979, 0.979])
+    )
+    cells = tradeoff.summarize(rows, ["default", "admm", "gmp-plain"], [0.9])
+    v = tradeoff.judge(cells, [0.9])["0.9"]
+    assert v["best_baseline"] == "admm"  # by robust accuracy
+    assert v["clean_gap_points"] == pytest.approx(-1.3) and not v["clean_target_met"]
+    assert v["clean_gap_vs_at_points"] == pytest.approx(-0.1) and v["clean_target_vs_at_met"]
