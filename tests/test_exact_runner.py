@@ -3,6 +3,7 @@ tests/test_exact_attacks.py)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_runner_parser_defaults_and_runs():
         0,
         "results.json",
     )
+    assert a.square_restarts == 1
     assert not (a.reference_kernels or a.refuse_throttled or a.emulated or a.verify_only)
     assert MIN_RUNS == 200
     assert parser().parse_args(["--runs", "0"]).runs == 0
@@ -54,7 +56,7 @@ def test_runner_run_options_mapping():
     args = parser().parse_args(
         "--format onnx --threads 3 --runs 0 --warmup 4 --square-queries 7 --square-n 9 "
         "--square-eps 0.2 --reference-kernels --backend onnxruntime --seed 5 "
-        "--refuse-throttled".split()
+        "--refuse-throttled --square-restarts 3".split()
     )
     o = run_options(args, emulated=True)
     assert (o.fmt, o.threads, o.runs, o.warmup, o.square_queries, o.square_n) == (
@@ -72,7 +74,7 @@ def test_runner_run_options_mapping():
         True,
         5,
     )
-    assert o.refuse_throttled is True
+    assert o.refuse_throttled is True and o.square_restarts == 3
     assert run_options(parser().parse_args([]), emulated=False).emulated is False
 
 
@@ -174,11 +176,18 @@ def test_runner_main_exit_codes(bundle, tmp_path, capsys):
 @pytest.fixture
 def onnx_bundle(tmp_path) -> Path:
     """A bundle holding a real ONNX model (flatten + dense, weights known) and eval sets."""
+    from robustedge.device.bundle import build_bundle
+
+    return build_bundle(onnx_run(tmp_path), tmp_path / "bundle")
+
+
+def onnx_run(tmp_path: Path, tflite: bool = False) -> Path:
+    """A run folder whose export holds the ONNX model (and, with ``tflite``, an opaque int8
+    .tflite artifact too, which then is the bundle's default format)."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from robustedge.device.bundle import build_bundle
     from robustedge.hashing import sha256_file
 
     rng = np.random.default_rng(0)
@@ -224,8 +233,16 @@ def onnx_bundle(tmp_path) -> Path:
         },
         "transfer_attack": {"attack": "pgd", "eps": 0.1},
     }
+    if tflite:
+        (ex / "m_int8.tflite").write_bytes(rng.bytes(4096))
+        export["artifacts"]["tflite-int8"] = {
+            "file": "m_int8.tflite",
+            "sha256": sha256_file(ex / "m_int8.tflite"),
+            "input": {"layout": "NHWC", "dtype": "int8", "scale": 1 / 255, "zero_point": -128},
+            "output": {"dtype": "int8", "scale": 0.1, "zero_point": 0},
+        }
     (ex / "export.json").write_text(json.dumps(export))
-    return build_bundle(tmp_path / "run", tmp_path / "bundle")
+    return tmp_path / "run"
 
 
 def test_runner_main_measures_and_writes(onnx_bundle, tmp_path, capsys):
@@ -246,7 +263,7 @@ def test_runner_main_measures_and_writes(onnx_bundle, tmp_path, capsys):
     blocked.write_text("")
     assert runner.main([*args, "--out", str(blocked / "r.json")]) == runner.EXIT_WRITE
     err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot write {blocked / 'r.json'}: ") and err.count("\n") == 1
+    assert err == f"error: cannot write {blocked / 'r.json'}: File exists\n"  # strerror only
     assert runner.main([*args, "--backend", "litert", "--out", str(out)]) == runner.EXIT_OTHER
     assert "backend 'litert' reads .tflite files" in capsys.readouterr().err
     assert runner.main([*args, "--format", "onnx", "--out", str(out)]) == 0
@@ -274,3 +291,160 @@ def test_runner_default_format_choice(onnx_bundle):
     with pytest.raises(RobustEdgeError, match="reads .onnx files, not m.tflite"):
         check_dependencies(first, None, "onnxruntime")
     check_dependencies(first, "onnx", "onnxruntime")
+
+
+# ------------------------------------------------------------ the board user's promises
+
+
+def test_runner_help_documents_every_option_and_its_default(capsys):
+    """`python3 run_bundle.py --help` on the board: every option says what it does, and every
+    option that takes a value states its default, which is the value the runner really uses."""
+    from robustedge.device.runner import main, parser
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: run_bundle.py [-h] ")
+    p = parser()
+    assert p.description and p.description in out
+    # the help's entries: "  --opt METAVAR  text" plus its indented continuation lines
+    entries, current = {}, None
+    for line in out.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            entries[current] = [line.strip()]
+        elif current and line.startswith("   "):
+            entries[current].append(line.strip())
+    defaults = vars(p.parse_args([]))
+    opts = [a for a in p._actions if a.option_strings != ["-h", "--help"]]
+    assert sorted(entries) == sorted(["-h", *(a.option_strings[0] for a in opts)])
+    for a in opts:
+        opt = a.option_strings[0]
+        text = " ".join(entries[opt])
+        words = text.split(" ", 2 if a.nargs != 0 else 1)[-1]  # after the option (and metavar)
+        assert len(words) > 10, (opt, text)
+        if a.nargs == 0:  # a flag: off unless given
+            assert defaults[a.dest] is False, opt
+        elif defaults[a.dest] is None:  # the runner fills it in: the help says how
+            assert "(default: " in words, (opt, text)
+        else:
+            assert f"(default: {defaults[a.dest]}" in words, (opt, text)
+
+
+def test_runner_runs_and_square_n_refused_in_one_line(capsys):
+    from robustedge.device.runner import main
+
+    for argv, msg in [
+        (["--runs", "199"], "argument --runs: need >= 200 timed runs (or 0 to skip), got 199"),
+        (["--runs", "-1"], "argument --runs: need >= 200 timed runs (or 0 to skip), got -1"),
+        (
+            ["--square-n", "0"],
+            "argument --square-n: need a number of images >= 1 or 'all', got '0'",
+        ),
+        (
+            ["--square-n", "x"],
+            "argument --square-n: need a number of images >= 1 or 'all', got 'x'",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: run_bundle.py ")
+        assert err.splitlines()[-1] == f"run_bundle.py: error: {msg}"
+
+
+def test_runner_missing_numpy_in_one_line(bundle, tmp_path, monkeypatch, capsys):
+    """A board without numpy: the import system cannot find it (``sys.modules[name] = None``
+    is Python's own way of making a module unimportable)."""
+    import sys
+
+    from robustedge.device import runner
+
+    out = tmp_path / "r.json"
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    assert runner.main(["--bundle", str(bundle), "--out", str(out)]) == 4
+    assert capsys.readouterr().err == "error: this board has no numpy: pip install numpy\n"
+    assert not out.exists()
+
+
+def test_runner_checks_the_requested_format_and_backend_first(tmp_path, monkeypatch, capsys):
+    """The interpreter missing for the format or backend asked for is exit 4 naming the pip
+    package, before anything is measured (the bundle's default format, .tflite, has one)."""
+    import sys
+
+    from robustedge.device import runner
+    from robustedge.device.bundle import build_bundle
+
+    b = build_bundle(onnx_run(tmp_path, tflite=True), tmp_path / "bundle")
+    assert manifest_of(b)["default_format"] == "tflite-int8"
+    out = tmp_path / "r.json"
+    base = ["--bundle", str(b), "--runs", "0", "--square-queries", "0", "--out", str(out)]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert runner.main([*base, "--format", "onnx"]) == runner.EXIT_DEPS
+    err = capsys.readouterr().err
+    assert (
+        err == "error: no interpreter for .onnx models on this board: 'pip install onnxruntime'\n"
+    )
+    monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    assert runner.main([*base, "--backend", "tflite-runtime"]) == runner.EXIT_DEPS
+    err = capsys.readouterr().err
+    assert err == "error: backend 'tflite-runtime' is not installed: pip install tflite-runtime\n"
+    assert not out.exists()
+    runner.check_dependencies({}, None, None)  # a manifest without formats: nothing to check
+
+
+def test_runner_refuses_a_throttled_run_with_exit_6(onnx_bundle, tmp_path, monkeypatch, capsys):
+    """A board whose firmware reports throttling (a ``vcgencmd`` on PATH answering as a
+    Raspberry Pi does: under-voltage and throttled now): flagged in the results, or refused
+    with exit 6 and one line under ``--refuse-throttled``, nothing written."""
+    from robustedge.device import runner
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "vcgencmd"
+    tool.write_text('#!/bin/sh\n[ "$1" = get_throttled ] && echo "throttled=0x5"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    out = tmp_path / "r.json"
+    args = ["--bundle", str(onnx_bundle), "--square-queries", "0", "--out", str(out)]
+    assert runner.main(args) == 0
+    lat = json.loads(out.read_text())["latency"]
+    assert lat["throttled"] is True
+    assert lat["problems"][:2] == ["throttled: under-voltage", "throttled: throttled"]
+    out.unlink()
+    capsys.readouterr()
+    assert runner.main([*args, "--refuse-throttled"]) == runner.EXIT_THROTTLED == 6
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: refusing the latency run: throttled: under-voltage; throttled: throttled"
+    )
+    assert (
+        err.endswith(" (let the board cool, set the governor to performance, and run again)\n")
+        and err.count("\n") == 1
+    )
+    assert not out.exists()
+
+
+def test_runner_results_written_through_a_hidden_temp_file_beside_them(tmp_path):
+    """While the results are written, the folder shows the old file and a hidden temp file in
+    the same folder (so the rename is atomic): a reader listing ``*.json`` never sees half."""
+    from robustedge.device.runner import write_results
+
+    out = tmp_path / "a" / "b" / "r.json"  # missing parents are made
+    write_results(out, {"old": 1})
+    seen = []
+
+    class Probe(list):
+        def __iter__(self):
+            seen.append(sorted(p.name for p in out.parent.iterdir()))
+            seen.append(sorted(glob.glob(os.path.join(out.parent, "*.json"))))
+            return super().__iter__()
+
+    write_results(out, {"new": Probe([1, 2])})
+    during, visible = seen
+    assert visible == [str(out)]  # shell-style listing: dot files are hidden
+    assert len(during) == 2 and during[1] == "r.json" and during[0].startswith(".r.json.")
+    assert json.loads(out.read_text()) == {"new": [1, 2]}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]

@@ -49,22 +49,42 @@ class MissingDependency(RobustEdgeError):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_bundle.py", description="Measure a robustedge bundle.")
     p.add_argument("--bundle", default=None, help="Bundle folder (default: this script's).")
-    p.add_argument("--format", dest="fmt", default=None, help="Default: tflite-int8 if bundled.")
-    p.add_argument("--backend", default=None, help="litert | tflite-runtime | onnxruntime")
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument(
-        "--runs", type=_runs, default=BENCH_RUNS, help="Timed invokes: >= 200, or 0 to skip."
+        "--format",
+        dest="fmt",
+        default=None,
+        help="Model format to run (default: the bundle's default_format in manifest.json).",
     )
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="litert | tflite-runtime | onnxruntime (default: the first installed one that reads "
+        "the format, in that order).",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="Interpreter threads (default: %(default)s)."
+    )
+    p.add_argument(
+        "--runs",
+        type=_runs,
+        default=BENCH_RUNS,
+        help="Timed invokes: >= 200, or 0 to skip (default: %(default)s).",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=20, help="Untimed invokes first (default: %(default)s)."
+    )
     p.add_argument(
         "--square-queries",
         type=int,
         default=BENCH_SQUARE_QUERIES,
-        help="Square queries per image and restart; 0 skips the attack (fewer than the default "
-        "are labelled 'weaker than default' in the results).",
+        help="Square queries per image and restart; 0 skips the attack (default: %(default)s; "
+        "fewer are labelled 'weaker than default' in the results).",
     )
     p.add_argument(
-        "--square-restarts", type=int, default=BENCH_SQUARE_RESTARTS, help="Square restarts."
+        "--square-restarts",
+        type=int,
+        default=BENCH_SQUARE_RESTARTS,
+        help="Square restarts on the images not yet broken (default: %(default)s).",
     )
     p.add_argument(
         "--square-n",
@@ -72,7 +92,12 @@ def parser() -> argparse.ArgumentParser:
         default=BENCH_SQUARE_N,
         help="Images attacked: a number, or 'all' (default: the whole evaluation set).",
     )
-    p.add_argument("--square-eps", type=float, default=None, help="Default: the manifest's.")
+    p.add_argument(
+        "--square-eps",
+        type=float,
+        default=None,
+        help="Square's Linf budget (default: the manifest's).",
+    )
     p.add_argument(
         "--reference-kernels",
         action="store_true",
@@ -85,9 +110,11 @@ def parser() -> argparse.ArgumentParser:
         "changed CPU frequency.",
     )
     p.add_argument("--emulated", action="store_true", help="Set by emulating targets.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="Square's random seed (default: %(default)s)."
+    )
     p.add_argument("--verify-only", action="store_true", help="Check sha256s and exit.")
-    p.add_argument("--out", default="results.json")
+    p.add_argument("--out", default="results.json", help="Results JSON (default: %(default)s).")
     return p
 
 
