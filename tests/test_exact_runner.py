@@ -44,6 +44,8 @@ def test_runner_parser_defaults_and_runs():
         parser().parse_args(["--runs", "199"])
     with pytest.raises(SystemExit):
         parser().parse_args(["--runs", "1"])
+    for text, n in [("all", None), (" All ", None), ("ALL", None), ("1", 1), ("12", 12)]:
+        assert parser().parse_args(["--square-n", text]).square_n == n  # 1 is the smallest
     b = parser().parse_args(
         ["--format", "onnx", "--threads", "2", "--square-eps", "0.05", "--reference-kernels"]
     )
@@ -322,7 +324,9 @@ def test_runner_help_documents_every_option_and_its_default(capsys):
     for a in opts:
         opt = a.option_strings[0]
         text = " ".join(entries[opt])
-        words = text.split(" ", 2 if a.nargs != 0 else 1)[-1]  # after the option (and metavar)
+        head = opt if a.nargs == 0 else f"{opt} {a.metavar or a.dest.upper()}"
+        assert text.startswith(head), (opt, text)
+        words = text[len(head) :].strip()  # what the help says about the option
         assert len(words) > 10, (opt, text)
         if a.nargs == 0:  # a flag: off unless given
             assert defaults[a.dest] is False, opt
@@ -448,3 +452,18 @@ def test_runner_results_written_through_a_hidden_temp_file_beside_them(tmp_path)
     assert len(during) == 2 and during[1] == "r.json" and during[0].startswith(".r.json.")
     assert json.loads(out.read_text()) == {"new": [1, 2]}
     assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]
+
+
+def test_runner_verify_only_counts_compressed_models(tmp_path, capsys):
+    """`--verify-only` says how many files it verified, and how many compressed models it
+    inflated and verified when there are any (none in a bundle stored plain)."""
+    from hostile_kit import fake_int8_export
+    from robustedge.device.bundle import build_bundle
+    from robustedge.device.runner import main
+
+    run = fake_int8_export(tmp_path / "run")
+    for codec, extra in [(None, ""), ("xz", ", 1 compressed model(s) inflated and verified")]:
+        b = build_bundle(run, tmp_path / f"bundle-{codec}", codec=codec)
+        assert main(["--bundle", str(b), "--verify-only"]) == 0
+        n = len(manifest_of(b)["files"])
+        assert capsys.readouterr().out == f"bundle ok: {n} files verified{extra}\n"
