@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def session(device: torch.device) -> Iterator[World]:
     # torch's first optimizer imports torch._dynamo; imported while a process group exists, it
     # keeps that group alive past destroy_process_group, and gloo's worker threads then race
     # the interpreter's exit ("terminate called without an active exception", SIGABRT).
-    import torch._dynamo  # noqa: F401
+    importlib.import_module("torch._dynamo")
 
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()))
     logger.info("rank %d of %d joined (%s)", env.rank, env.size, backend)
