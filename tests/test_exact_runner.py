@@ -342,6 +342,7 @@ def test_runner_runs_and_square_n_refused_in_one_line(capsys):
     for argv, msg in [
         (["--runs", "199"], "argument --runs: need >= 200 timed runs (or 0 to skip), got 199"),
         (["--runs", "-1"], "argument --runs: need >= 200 timed runs (or 0 to skip), got -1"),
+        (["--runs", "2e3"], "argument --runs: need >= 200 timed runs (or 0 to skip), got '2e3'"),
         (
             ["--square-n", "0"],
             "argument --square-n: need a number of images >= 1 or 'all', got '0'",

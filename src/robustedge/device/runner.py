@@ -132,9 +132,14 @@ def square_n(text: str) -> Optional[int]:
 
 
 def _runs(text: str) -> int:
-    n = int(text)
+    """``--runs``: 0 (no timing) or at least MIN_RUNS timed invokes."""
+    need = f"need >= {MIN_RUNS} timed runs (or 0 to skip), got"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{need} {text!r}") from None
     if n != 0 and n < MIN_RUNS:
-        raise argparse.ArgumentTypeError(f"need >= {MIN_RUNS} timed runs (or 0 to skip), got {n}")
+        raise argparse.ArgumentTypeError(f"{need} {n}")
     return n
 
 
