@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from robustedge.device import doctor, probe, vm
+from robustedge.device import doctor, probe, vm_image
 from robustedge.device.targets import LocalTarget, VMTarget
 from robustedge.errors import RobustEdgeError
 
@@ -148,7 +148,7 @@ def test_throttled_run_is_flagged_and_refused(tmp_path):
 
 
 def test_newc_archive_layout():
-    data = vm.newc_archive([("init", stat.S_IFREG | 0o755, b"#!/bin/sh\n")])
+    data = vm_image.newc_archive([("init", stat.S_IFREG | 0o755, b"#!/bin/sh\n")])
     assert data.startswith(b"070701") and b"TRAILER!!!" in data and len(data) % 4 == 0
     assert int(data[6 + 6 * 8 : 6 + 7 * 8], 16) == len(b"#!/bin/sh\n")  # filesize field
     if os.path.exists("/usr/bin/cpio"):  # cross-check with GNU cpio when it is installed
@@ -162,7 +162,7 @@ def test_module_load_order(tmp_path):
     mods.mkdir()
     for name, deps in {"ext4": "mbcache,jbd2", "jbd2": "", "mbcache": "", "virtio_blk": ""}.items():
         (mods / f"{name}.ko").write_bytes(b"\x7fELF\0license=GPL\0depends=" + deps.encode() + b"\0")
-    order = vm.load_order(["virtio_blk", "ext4", "virtio_mmio"], vm.module_index(mods))
+    order = vm_image.load_order(["virtio_blk", "ext4", "virtio_mmio"], vm_image.module_index(mods))
     assert [p.stem for p in order] == ["virtio_blk", "mbcache", "jbd2", "ext4"]
 
 
@@ -173,8 +173,8 @@ def test_vm_without_image_says_what_to_run(tmp_path):
 
 def test_vm_spec_validates():
     with pytest.raises(ValueError, match="256 MiB"):
-        vm.VMSpec("x", "arm64", "k", (), "q", "virt", "c", 1, 64, "ttyAMA0", "aarch64")
-    assert json.dumps(vm.vm_spec("aarch64").model).count("cortex-a72") == 1
+        vm_image.VMSpec("x", "arm64", "k", (), "q", "virt", "c", 1, 64, "ttyAMA0", "aarch64")
+    assert json.dumps(vm_image.vm_spec("aarch64").model).count("cortex-a72") == 1
 
 
 def test_run_options_validate():
