@@ -77,6 +77,7 @@ METRICS = ("clean", "pgd", "apgd_ce", "apgd_dlr", "square", "worst")
 LEGACY = {
     "kd_target": "adv",
     "lazy_prox": False,
+    "ema_decay": 0.0,
     "ramp_start": 0.0,
     "ramp_end": 0.75,
     "gmp_initial_sparsity": 0.0,

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from robustedge import distributed
 from robustedge.compress.config import CompressConfig
+from robustedge.compress.ema import WeightEMA
 from robustedge.compress.targets import (
     MaskKeeper,
     Masks,
@@ -249,15 +250,26 @@ def masked_finetune(ctx: PruneContext, masks: Optional[Masks], epochs: int) -> N
         apply_masks(ctx.params, masks)
         keeper = MaskKeeper(ctx.params, masks, optimizer)
         keeper.attach()
+    ema = WeightEMA(ctx.model, ctx.cfg.ema_decay) if ctx.cfg.ema_decay else None
+
+    def after_step(model: nn.Module) -> None:
+        if keeper is not None:
+            keeper(model)
+        if ema is not None:
+            ema.update(model)
+
     try:
         ctx.fit(
             optimizer,
             epochs,
             "finetune",
-            after_step=keeper,
+            after_step=after_step,
             scheduler=scheduler,
-            method_state=lambda: list(masks.values()) if masks else [],
+            method_state=lambda: (list(masks.values()) if masks else [])
+            + (ema.tensors() if ema else []),
         )
     finally:
         if keeper is not None:
             keeper.detach()
+    if ema is not None:
+        ema.copy_to(ctx.model)

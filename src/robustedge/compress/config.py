@@ -71,6 +71,7 @@ class CompressConfig:
     ramp_start: float = 0.0  # prox: share of the pruning phase trained dense first
     ramp_end: float = 0.75  # prox: share of the pruning phase at which the target is reached
     lazy_prox: bool = True  # prox: project a dense iterate (dual averaging); pruned can return
+    ema_decay: float = 0.0  # masked fine-tune: EMA of the weights (0: off); the average is kept
     admm_rho: float = 0.01
     score_lr: float = 0.01
     gmp_initial_sparsity: float = 0.0
@@ -115,6 +116,8 @@ class CompressConfig:
             raise ValueError(
                 f"need 0 <= ramp_start < ramp_end <= 1, got {self.ramp_start}, {self.ramp_end}"
             )
+        if not (0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must lie in [0, 1) (0: off), got {self.ema_decay}")
         if self.lam0 is not None and not (self.lam0 > 0):
             raise ValueError(f"lam0 must be > 0, got {self.lam0}")
         if self.finetune_epochs < 0 or self.steps < 0 or self.trades_beta < 0:
