@@ -138,7 +138,13 @@ def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> Non
     type=click.Path(path_type=Path),
     help="Results JSON (default: results-<target>.json).",
 )
-@click.option("--format", "fmt", default=None, help="Default: tflite-int8 if bundled.")
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    help="Model format to run (default: the bundle's default_format: tflite-int8-sparse when "
+    "bundled, else the first format given to `robustedge bundle --format`).",
+)
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option(
     "--runs", default=BENCH_RUNS, show_default=True, help=">= 200 timed invokes; 0 skips."
