@@ -7,6 +7,10 @@ current weights: ``shadow = d * shadow + (1 - d) * w`` with ``d = min(decay, (1 
 starting point). Pruned weights are zero at every step, so they stay zero in the average.
 At the end of the fine-tune the average replaces the weights. Integer buffers (BatchNorm's
 step counter) are copied, not averaged. Costs one weight-sized copy of the model.
+The warm-up caps the decay below ``decay`` for the first ``(10 decay - 1) / (1 - decay)``
+steps (890 for 0.99): a fine-tune shorter than that averages with the warm-up rate only.
+Measured (LeNet-5 / digits, 90 %, 20 x 22 fine-tune steps, seed 0): no robust gain, so off
+by default (docs/compression-diagnosis.md).
 """
 
 from __future__ import annotations
