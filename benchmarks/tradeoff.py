@@ -220,8 +220,11 @@ def suite_row(res: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def run_cell(args, teacher: Path, method: str, sparsity: float, seed: int, root: Path) -> Dict:
-    """Train (or reuse) one student and evaluate it with the suite: one row."""
+def run_cell(
+    args, teacher: Path, method: str, sparsity: float, seed: int, root: Path
+) -> Optional[Dict]:
+    """Train (or reuse) one student and evaluate it with the suite: one row (None with
+    ``--cached-only`` when no finished run of that configuration exists)."""
     from robustedge.compress import compress_run
     from robustedge.io import read_json
 
@@ -229,6 +232,8 @@ def run_cell(args, teacher: Path, method: str, sparsity: float, seed: int, root:
     wanted = cfg.to_dict()
     suite = make_suite(args.eps, args.square)
     run = find_cached([root, *args.cache_roots], wanted, f"suite_{suite.name}_{args.eps:g}.json")
+    if run is None and getattr(args, "cached_only", False):
+        return None
     if run is None:
         import shutil
 
@@ -413,11 +418,16 @@ def run(args, name: str) -> Path:
     tm = read_json(teacher / "metrics.json")
     teacher_row = {"run": str(teacher), "params": tm.get("params")}
     teacher_row.update(suite_row(suite_of(teacher, _data(teacher, args), args)))
-    rows = []
+    rows: List[Dict] = []
+    not_run: List[Dict] = []
     for sparsity in args.sparsities:
         for method in args.methods:
             for seed in args.seeds:
                 r = run_cell(args, teacher, method, sparsity, seed, root)
+                if r is None:
+                    print(f"  {method} @ {sparsity:g} s{seed}: not run (--cached-only)")
+                    not_run.append({"method": method, "sparsity": sparsity, "seed": seed})
+                    continue
                 rows.append(r)
                 print(
                     f"  {method} @ {sparsity:g} s{seed}: clean {100 * r['clean']:.1f} "
@@ -471,6 +481,7 @@ def run(args, name: str) -> Path:
         "cells": cells,
         "targets": verdict,
         "rows": rows,
+        "not_run": not_run,
         "plot": str(png),
         "seconds": time.perf_counter() - t0,
         "loadavg_at_end": list(os.getloadavg()),  # the 2-core VM is shared with other jobs
@@ -497,6 +508,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=5, help="PGD steps in training.")
     ap.add_argument("--square", action="store_true", help="Add Square-1000 to the suite.")
     ap.add_argument("--quick", action="store_true", help="Smoke run: 0.95, 1+1 epochs, 1 seed.")
+    ap.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="Train nothing: report the cells whose runs exist, list the others as not run.",
+    )
     return ap
 
 

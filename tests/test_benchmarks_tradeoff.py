@@ -159,3 +159,13 @@ def test_clean_target_also_judged_against_the_adversarially_trained_baselines():
     assert v["best_baseline"] == "admm"  # by robust accuracy
     assert v["clean_gap_points"] == pytest.approx(-1.3) and not v["clean_target_met"]
     assert v["clean_gap_vs_at_points"] == pytest.approx(-0.1) and v["clean_target_vs_at_met"]
+
+
+def test_cached_only_trains_nothing(tmp_path):
+    class CachedOnly(Args):
+        cached_only, square, cache_roots = True, False, []
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    assert tradeoff.run_cell(CachedOnly, tmp_path / "t", "admm", 0.95, 0, root) is None
+    assert list(root.iterdir()) == []
