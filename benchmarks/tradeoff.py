@@ -238,7 +238,7 @@ def run_cell(
         import shutil
 
         run = root / f"{method}_{sparsity:g}_e{args.epochs}+{args.finetune_epochs}_s{seed}"
-        if run.exists() and not (run / "config.yaml").is_file():
+        if run.exists() and not (run / "metrics.json").is_file():
             shutil.rmtree(run)  # an unfinished run of this name
         elif run.exists():  # the name is taken by another setting
             digest = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
