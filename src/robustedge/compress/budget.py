@@ -72,6 +72,10 @@ SPARSITY_GRID = 100  # unstructured sparsities searched for flash: 0, 0.01, ...,
 # Share of a flash budget held back for the estimate's error (the calibrated estimate was
 # 0-5 % off the measured xz bytes of trained ResNet-8 / LeNet-5 students).
 FLASH_MARGIN = 0.03
+# Share of a latency budget held back for measurement noise: the p50 of 200 timed invokes of the
+# same model moved by 1-5 % between measurements on the 2-core host (a budget run that aimed at
+# the limit itself re-measured 0.9 % over it, benchmarks/measured/board_resnet8.json).
+LATENCY_MARGIN = 0.05
 CHANNELS, WEIGHTS = "channels", "weights"  # how a flash candidate was made smaller
 
 
@@ -460,8 +464,7 @@ def compress_to_budget(
     for latency budgets; MACs are computed here). A flash budget without a factory is met by
     :func:`search_flash` and the student's export is measured (``budget.measured``: the
     ``tflite-int8`` file's flash bytes, compressed with the bundle's codec)."""
-    from robustedge.compress.pipeline import compress_run, load_teacher
-    from robustedge.models import load_model
+    from robustedge.compress.pipeline import load_teacher
 
     if cfg.method not in (Method.PROX, Method.MAGNITUDE):
         raise RobustEdgeError(
@@ -478,26 +481,72 @@ def compress_to_budget(
         measure = measure_factory(spec, data.name, data_dir)
     else:
         measure = builtin_measure(budget, data.input_shape)
-    result = search_structure(
-        teacher, data.input_shape, budget, measure, cfg.include_first, cfg.include_last
+    return _measured_budget(
+        cfg, budget, Path(out), teacher, data, measure, eval_attacks, eval_suite
     )
-    logger.info(
-        "budget %s=%g: removing %.4f of channels per layer (predicted %.6g %s)",
-        budget.quantity.value,
-        budget.limit,
-        result.channel_sparsity,
-        result.value,
-        budget.unit,
-    )
-    metrics = compress_run(
-        student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
-    )
-    student, _ = load_model(out)
-    final = float(measure(student.eval()))
+
+
+def _measured_budget(
+    cfg: CompressConfig,
+    budget: Budget,
+    out: Path,
+    teacher: nn.Module,
+    data: Any,
+    measure: Measure,
+    eval_attacks: Sequence[Any],
+    eval_suite: Optional[str],
+) -> Dict[str, Any]:
+    """A MACs or latency budget: the search (a latency budget aims :data:`LATENCY_MARGIN`
+    below its limit), the training, and the trained student measured again; a latency student
+    measured over its limit is searched and trained once more with the margin widened by the
+    excess."""
+    from robustedge.compress.pipeline import compress_run
+    from robustedge.models import load_model
+
+    margin = LATENCY_MARGIN if budget.quantity is Quantity.LATENCY_MS else 0.0
+    tries: List[Dict[str, float]] = []
+    for attempt in (1, 2):
+        aim = Budget(budget.quantity, budget.limit * (1.0 - margin), budget.target)
+        result = dataclasses.replace(
+            search_structure(
+                teacher, data.input_shape, aim, measure, cfg.include_first, cfg.include_last
+            ),
+            budget=budget,
+        )
+        logger.info(
+            "budget %s=%g: removing %.4f of channels per layer (predicted %.6g %s, aiming at %.6g)",
+            budget.quantity.value,
+            budget.limit,
+            result.channel_sparsity,
+            result.value,
+            budget.unit,
+            aim.limit,
+        )
+        if attempt > 1:
+            shutil.rmtree(out, ignore_errors=True)
+        metrics = compress_run(
+            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
+        )
+        student, _ = load_model(out)
+        final = float(measure(student.eval()))
+        tries.append({"margin": margin, "predicted": result.value, "measured": final})
+        if final <= budget.limit or margin == 0.0:
+            break
+        logger.warning(
+            "the trained student measures %.6g %s, over the budget %g: searching again with "
+            "%.0f %% held back",
+            final,
+            budget.unit,
+            budget.limit,
+            100 * min(0.5, margin + final / budget.limit - 1.0),
+        )
+        margin = min(0.5, margin + final / budget.limit - 1.0)
     metrics["budget"] = {
         **result.to_dict(),
         "student": final,
         "met": final <= budget.limit,
+        "margin": margin,
+        "tries": tries,
     }
     if final > budget.limit:
         logger.warning(
@@ -506,7 +555,7 @@ def compress_to_budget(
             budget.unit,
             budget.limit,
         )
-    write_json(Path(out) / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
