@@ -14,7 +14,6 @@ from robustedge.compress.budget import (
     WEIGHTS,
     Budget,
     SearchResult,
-    compress_to_budget,
     compressed_weight_bytes,
     flash_estimate,
     int8_stream,
@@ -22,8 +21,8 @@ from robustedge.compress.budget import (
     shrunk_copy,
     sparse_copy,
     stored_weights,
-    student_config,
 )
+from robustedge.compress.budget_train import compress_to_budget, student_config
 from robustedge.compress.targets import global_sparsity, prunable_params
 from robustedge.io import read_json
 from robustedge.models import ModelSpec, build_model

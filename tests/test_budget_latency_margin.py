@@ -8,7 +8,8 @@ margin and the retry, on a real tiny student trained by the real pipeline."""
 from __future__ import annotations
 
 from robustedge.compress import CompressConfig
-from robustedge.compress.budget import LATENCY_MARGIN, Budget, Quantity, compress_to_budget
+from robustedge.compress.budget import LATENCY_MARGIN, Budget, Quantity
+from robustedge.compress.budget_train import compress_to_budget
 from robustedge.io import read_json
 from robustedge.models import count_macs
 

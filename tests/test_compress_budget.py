@@ -9,13 +9,13 @@ from robustedge.compress.budget import (
     GRID,
     Budget,
     Quantity,
-    compress_to_budget,
     flash_measure,
     int8_weight_bytes,
     macs_measure,
     search_structure,
     shrunk_copy,
 )
+from robustedge.compress.budget_train import compress_to_budget
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json
 from robustedge.models import ModelSpec, build_model, count_macs, load_model

@@ -299,7 +299,8 @@ def run_compress(
         return compress_run(cfg, out, eval_attacks=attacks, resume=resume, eval_suite=suite)
     if resume:
         raise RobustEdgeError("--resume is not supported with --budget (each try is short)")
-    from robustedge.compress.budget import Budget, Quantity, compress_to_budget
+    from robustedge.compress.budget import Budget, Quantity
+    from robustedge.compress.budget_train import compress_to_budget
 
     parsed = Budget.parse(budget, target)
     factory = None

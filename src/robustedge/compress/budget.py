@@ -24,10 +24,10 @@ one channel). After training, the student is exported and its flash bytes are ME
 student over the budget is searched and trained once more with the estimate corrected by the
 error seen.
 
-:func:`compress_to_budget` then trains the most robust student of the chosen structure with
-prox + KD + adversarial training (structured prox for channels, unstructured prox for
-sparsity), re-measures it, and records the search and the final measurement in the run's
-metrics.json (``"budget"``).
+:func:`robustedge.compress.budget_train.compress_to_budget` then trains the most robust
+student of the chosen structure with prox + KD + adversarial training (structured prox for
+channels, unstructured prox for sparsity), re-measures it, and records the search and the final
+measurement in the run's metrics.json (``"budget"``).
 
 Measures are functions ``nn.Module -> float`` in the budget's unit. MACs and flash are computed
 here; latency needs a board, so its measure is passed in (built from a device target one layer
@@ -41,22 +41,17 @@ import dataclasses
 import enum
 import logging
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from robustedge.compress.config import CompressConfig, Method, Scope
 from robustedge.compress.prox import topk_masks
 from robustedge.compress.structured import channel_groups, channel_keep_masks, shrink
 from robustedge.compress.targets import apply_masks, prunable_params
 from robustedge.errors import RobustEdgeError
-from robustedge.io import write_json
 from robustedge.models import count_macs
 
 logger = logging.getLogger(__name__)
@@ -444,203 +439,3 @@ def search_flash(
         "fixed_bytes": fixed_bytes,
     }
     return chosen
-
-
-def compress_to_budget(
-    cfg: CompressConfig,
-    budget: Budget,
-    out: Path,
-    eval_attacks: Sequence[Any] = ("fgsm", "pgd"),
-    measure_factory: Optional[MeasureFactory] = None,
-    eval_suite: Optional[str] = None,
-) -> Dict[str, Any]:
-    """Search the structure that meets ``budget``, train the most robust student of that
-    structure (:func:`student_config`: structured with per-layer ranking at the found channel
-    sparsity, or for a flash budget met by zeroed weights unstructured at the found sparsity;
-    prox unless ``cfg.method`` is magnitude), re-measure it and record it all in
-    ``out/metrics.json`` under ``"budget"``. Returns the metrics.
-
-    ``measure_factory(teacher_spec, data_name, data_dir)`` supplies the measure (required
-    for latency budgets; MACs are computed here). A flash budget without a factory is met by
-    :func:`search_flash` and the student's export is measured (``budget.measured``: the
-    ``tflite-int8`` file's flash bytes, compressed with the bundle's codec)."""
-    from robustedge.compress.pipeline import load_teacher
-
-    if cfg.method not in (Method.PROX, Method.MAGNITUDE):
-        raise RobustEdgeError(
-            f"--budget trains a structured student: use --method prox or magnitude, "
-            f"not {cfg.method.value}"
-        )
-    teacher, spec, t_cfg, data = load_teacher(cfg)
-    data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
-    if budget.quantity is Quantity.FLASH_KB and measure_factory is None:
-        return _flash_budget(
-            cfg, budget, Path(out), teacher, spec, data, data_dir, eval_attacks, eval_suite
-        )
-    if measure_factory is not None:
-        measure = measure_factory(spec, data.name, data_dir)
-    else:
-        measure = builtin_measure(budget, data.input_shape)
-    return _measured_budget(
-        cfg, budget, Path(out), teacher, data, measure, eval_attacks, eval_suite
-    )
-
-
-def _measured_budget(
-    cfg: CompressConfig,
-    budget: Budget,
-    out: Path,
-    teacher: nn.Module,
-    data: Any,
-    measure: Measure,
-    eval_attacks: Sequence[Any],
-    eval_suite: Optional[str],
-) -> Dict[str, Any]:
-    """A MACs or latency budget: the search (a latency budget aims :data:`LATENCY_MARGIN`
-    below its limit), the training, and the trained student measured again; a latency student
-    measured over its limit is searched and trained once more with the margin widened by the
-    excess."""
-    from robustedge.compress.pipeline import compress_run
-    from robustedge.models import load_model
-
-    margin = LATENCY_MARGIN if budget.quantity is Quantity.LATENCY_MS else 0.0
-    tries: List[Dict[str, float]] = []
-    for attempt in (1, 2):
-        aim = Budget(budget.quantity, budget.limit * (1.0 - margin), budget.target)
-        result = dataclasses.replace(
-            search_structure(
-                teacher, data.input_shape, aim, measure, cfg.include_first, cfg.include_last
-            ),
-            budget=budget,
-        )
-        logger.info(
-            "budget %s=%g: removing %.4f of channels per layer (predicted %.6g %s, aiming at %.6g)",
-            budget.quantity.value,
-            budget.limit,
-            result.channel_sparsity,
-            result.value,
-            budget.unit,
-            aim.limit,
-        )
-        if attempt > 1:
-            shutil.rmtree(out, ignore_errors=True)
-        metrics = compress_run(
-            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
-        )
-        student, _ = load_model(out)
-        final = float(measure(student.eval()))
-        tries.append({"margin": margin, "predicted": result.value, "measured": final})
-        if final <= budget.limit or margin == 0.0:
-            break
-        logger.warning(
-            "the trained student measures %.6g %s, over the budget %g: searching again with "
-            "%.0f %% held back",
-            final,
-            budget.unit,
-            budget.limit,
-            100 * min(0.5, margin + final / budget.limit - 1.0),
-        )
-        margin = min(0.5, margin + final / budget.limit - 1.0)
-    metrics["budget"] = {
-        **result.to_dict(),
-        "student": final,
-        "met": final <= budget.limit,
-        "margin": margin,
-        "tries": tries,
-    }
-    if final > budget.limit:
-        logger.warning(
-            "the trained student measures %.6g %s, over the budget %g (measurement noise?)",
-            final,
-            budget.unit,
-            budget.limit,
-        )
-    write_json(out / "metrics.json", metrics)
-    return metrics
-
-
-def student_config(cfg: CompressConfig, result: SearchResult) -> CompressConfig:
-    """The student's config: structured with per-layer ranking at the found channel fraction,
-    or (a flash budget met by zeroed weights) unstructured, globally ranked, at the found
-    sparsity."""
-    if result.structure == WEIGHTS:
-        return dataclasses.replace(
-            cfg, structured=False, scope=Scope.GLOBAL, sparsity=result.weight_sparsity
-        )
-    return dataclasses.replace(
-        cfg, structured=True, scope=Scope.LAYER, sparsity=result.channel_sparsity
-    )
-
-
-def _flash_budget(
-    cfg: CompressConfig,
-    budget: Budget,
-    out: Path,
-    teacher: nn.Module,
-    spec: Any,
-    data: Any,
-    data_dir: Optional[str],
-    eval_attacks: Sequence[Any],
-    eval_suite: Optional[str],
-) -> Dict[str, Any]:
-    """A flash budget: the teacher's export measured (the estimate's fixed part), the search,
-    the training, and the student's export measured; once more with the estimate corrected
-    when the measured student is over the budget."""
-    from robustedge.compress.pipeline import compress_run
-    from robustedge.export.probe import FLASH_FORMAT, export_flash, export_model, measured_flash
-
-    teacher = teacher.cpu().eval()
-    # the weights alone must fit: an impossible budget is refused before anything is exported
-    search_flash(teacher, data.input_shape, budget, 0.0, cfg.include_first, cfg.include_last)
-    with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
-        rep = export_model(teacher, spec, data.name, data_dir, FLASH_FORMAT, tmp, "dense")
-        t_flash = measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
-    fixed = float(t_flash["flash_bytes"] - compressed_weight_bytes(teacher))
-    limit_bytes = budget.limit * 1024.0
-    tries: List[Dict[str, Any]] = []
-    for attempt in (1, 2):
-        result = search_flash(
-            teacher, data.input_shape, budget, fixed, cfg.include_first, cfg.include_last
-        )
-        logger.info(
-            "budget flash_kb=%g: %s (predicted %.6g KiB)",
-            budget.limit,
-            f"{result.weight_sparsity:.2f} of weights zeroed"
-            if result.structure == WEIGHTS
-            else f"{result.channel_sparsity:.4f} of channels removed per layer",
-            result.value,
-        )
-        if attempt > 1:
-            shutil.rmtree(out, ignore_errors=True)
-        metrics = compress_run(
-            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
-        )
-        with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
-            measured = export_flash(out, FLASH_FORMAT, Path(tmp) / "export")
-        tries.append({"predicted": result.value, "measured": measured["flash_bytes"] / 1024.0})
-        if measured["flash_bytes"] <= limit_bytes:
-            break
-        fixed += measured["flash_bytes"] - result.value * 1024.0  # the estimate's error
-        logger.warning(
-            "the trained student stores %d B, over the budget (%d B): searching again with "
-            "the estimate corrected",
-            measured["flash_bytes"],
-            int(limit_bytes),
-        )
-    final = measured["flash_bytes"] / 1024.0
-    metrics["budget"] = {
-        **result.to_dict(),
-        "student": final,
-        "met": final <= budget.limit,
-        "measured": {
-            **measured,
-            "how": f"{FLASH_FORMAT} exported with default calibration, parity gate off "
-            "(the run's own export re-checks parity and records the same sizes in its ledger)",
-        },
-        "teacher_measured": t_flash,
-        "tries": tries,
-    }
-    if final > budget.limit:
-        logger.warning("the trained student stores %.6g KiB, over the budget", final)
-    write_json(out / "metrics.json", metrics)
-    return metrics

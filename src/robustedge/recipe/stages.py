@@ -250,7 +250,8 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
     if budget is None:
         compress_run(CompressConfig(teacher=str(teacher), **opts), run)
         return
-    from robustedge.compress.budget import Budget, Quantity, compress_to_budget
+    from robustedge.compress.budget import Budget, Quantity
+    from robustedge.compress.budget_train import compress_to_budget
 
     b = Budget(**budget)
     factory = None
