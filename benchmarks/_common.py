@@ -65,3 +65,23 @@ def table(headers: Sequence[str], rows: List[Sequence[object]]) -> str:
 
 def _fmt(c: object) -> str:
     return f"{c:.3f}" if isinstance(c, float) else str(c)
+
+
+def loadavg() -> List[float]:
+    """The 1, 5 and 15 minute load averages ([] where /proc/loadavg is unreadable): every
+    measured JSON records the load it ran under (the 2-core VM is shared)."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []
+
+
+def jsonable(o: Any) -> Any:
+    """``json.dumps(default=...)`` for results holding paths and dataclasses."""
+    import dataclasses
+
+    if isinstance(o, Path):
+        return str(o)
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    return str(o)

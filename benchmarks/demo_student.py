@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, table  # noqa: E402
+from _common import hardware, loadavg, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = Path(__file__).resolve().parent / "measured"
@@ -48,16 +48,14 @@ TFMOT = {"clean": 0.85, "worst": 0.46, "attacks": "worst of PGD-40 transfer and 
 BOARD_TARGET = {"clean": 0.95, "worst": 0.70}
 
 
+def load1() -> float:
+    """The 1-minute load average (nan where unreadable)."""
+    return (loadavg() or [float("nan")])[0]
+
+
 def robustedge() -> str:
     exe = Path(sys.executable).parent / "robustedge"
     return str(exe) if exe.is_file() else "robustedge"
-
-
-def loadavg() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 def run_recipe(recipe: Path, out: Path) -> Dict[str, Any]:
@@ -65,12 +63,12 @@ def run_recipe(recipe: Path, out: Path) -> Dict[str, Any]:
     steps of ``make demo`` after its board set-up): wall, CPU and load while they ran."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    loads: List[float] = [loadavg()]
+    loads: List[float] = [load1()]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(15):
-            loads.append(loadavg())
+            loads.append(load1())
 
     sampler = threading.Thread(target=sample, daemon=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -84,7 +82,7 @@ def run_recipe(recipe: Path, out: Path) -> Dict[str, Any]:
         done.set()
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    loads.append(loadavg())
+    loads.append(load1())
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "recipe": str(recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe),

@@ -30,18 +30,11 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, table  # noqa: E402
+from _common import hardware, loadavg, table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MEASURED = HERE / "measured" / "scale.json"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def loadavg() -> List[float]:
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
 
 
 # ------------------------------------------------------------------------------ DDP worker
