@@ -12,7 +12,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -90,52 +90,60 @@ def _measured_budget(
     below its limit), the training, and the trained student measured again; a latency student
     measured over its limit is searched and trained once more with the margin widened by the
     excess."""
-    from robustedge.compress.pipeline import compress_run
     from robustedge.models import load_model
 
-    margin = LATENCY_MARGIN if budget.quantity is Quantity.LATENCY_MS else 0.0
-    tries: List[Dict[str, float]] = []
-    for attempt in (1, 2):
-        aim = Budget(budget.quantity, budget.limit * (1.0 - margin), budget.target)
-        result = dataclasses.replace(
-            search_structure(
-                teacher, data.input_shape, aim, measure, cfg.include_first, cfg.include_last
-            ),
-            budget=budget,
+    state = {"margin": LATENCY_MARGIN if budget.quantity is Quantity.LATENCY_MS else 0.0}
+
+    def search() -> SearchResult:
+        aim = Budget(budget.quantity, budget.limit * (1.0 - state["margin"]), budget.target)
+        found = search_structure(
+            teacher, data.input_shape, aim, measure, cfg.include_first, cfg.include_last
         )
         logger.info(
             "budget %s=%g: removing %.4f of channels per layer (predicted %.6g %s, aiming at %.6g)",
             budget.quantity.value,
             budget.limit,
-            result.channel_sparsity,
-            result.value,
+            found.channel_sparsity,
+            found.value,
             budget.unit,
             aim.limit,
         )
-        if attempt > 1:
-            shutil.rmtree(out, ignore_errors=True)
-        metrics = compress_run(
-            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
-        )
-        student, _ = load_model(out)
-        final = float(measure(student.eval()))
-        tries.append({"margin": margin, "predicted": result.value, "measured": final})
-        if final <= budget.limit or margin == 0.0:
-            break
+        return dataclasses.replace(found, budget=budget)
+
+    def measure_student(run: Path) -> float:
+        student, _ = load_model(run)
+        return float(measure(student.eval()))
+
+    def widen(result: SearchResult, final: float) -> bool:
+        if state["margin"] == 0.0:  # computed, not measured: nothing to correct
+            return False
+        state["margin"] = min(0.5, state["margin"] + final / budget.limit - 1.0)
         logger.warning(
             "the trained student measures %.6g %s, over the budget %g: searching again with "
             "%.0f %% held back",
             final,
             budget.unit,
             budget.limit,
-            100 * min(0.5, margin + final / budget.limit - 1.0),
+            100 * state["margin"],
         )
-        margin = min(0.5, margin + final / budget.limit - 1.0)
+        return True
+
+    metrics, result, final, tries = _train_to_budget(
+        cfg,
+        out,
+        budget,
+        search,
+        measure_student,
+        widen,
+        lambda: dict(state),
+        eval_attacks,
+        eval_suite,
+    )
     metrics["budget"] = {
         **result.to_dict(),
         "student": final,
         "met": final <= budget.limit,
-        "margin": margin,
+        "margin": state["margin"],
         "tries": tries,
     }
     if final > budget.limit:
@@ -147,6 +155,40 @@ def _measured_budget(
         )
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _train_to_budget(
+    cfg: CompressConfig,
+    out: Path,
+    budget: Budget,
+    search: Callable[[], SearchResult],
+    measure_student: Callable[[Path], float],
+    widen: Callable[[SearchResult, float], bool],
+    noted: Callable[[], Dict[str, Any]],
+    eval_attacks: Sequence[Any],
+    eval_suite: Optional[str],
+) -> Tuple[Dict[str, Any], SearchResult, float, List[Dict[str, Any]]]:
+    """Search, train the student of that structure into ``out`` and measure it (in the
+    budget's unit). A student over the limit is searched and trained once more when
+    ``widen(result, measured)`` has corrected what ``search`` aims at (False: no retry).
+    Returns (metrics, the last search result, its measured value, every try with ``noted()``,
+    what the search aimed with, next to predicted and measured)."""
+    from robustedge.compress.pipeline import compress_run
+
+    tries: List[Dict[str, Any]] = []
+    for attempt in (1, 2):
+        aim = noted()
+        result = search()
+        if attempt > 1:
+            shutil.rmtree(out, ignore_errors=True)
+        metrics = compress_run(
+            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
+        )
+        final = measure_student(out)
+        tries.append({**aim, "predicted": result.value, "measured": final})
+        if final <= budget.limit or attempt > 1 or not widen(result, final):
+            break
+    return metrics, result, final, tries
 
 
 def student_config(cfg: CompressConfig, result: SearchResult) -> CompressConfig:
@@ -176,7 +218,6 @@ def _flash_budget(
     """A flash budget: the teacher's export measured (the estimate's fixed part), the search,
     the training, and the student's export measured; once more with the estimate corrected
     when the measured student is over the budget."""
-    from robustedge.compress.pipeline import compress_run
     from robustedge.export.probe import FLASH_FORMAT, export_flash, export_model, measured_flash
 
     teacher = teacher.cpu().eval()
@@ -185,39 +226,45 @@ def _flash_budget(
     with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
         rep = export_model(teacher, spec, data.name, data_dir, FLASH_FORMAT, tmp, "dense")
         t_flash = measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
-    fixed = float(t_flash["flash_bytes"] - compressed_weight_bytes(teacher))
     limit_bytes = budget.limit * 1024.0
-    tries: List[Dict[str, Any]] = []
-    for attempt in (1, 2):
-        result = search_flash(
-            teacher, data.input_shape, budget, fixed, cfg.include_first, cfg.include_last
+    # the estimate's fixed part (the file around the weights), corrected after a miss
+    state: Dict[str, Any] = {
+        "fixed": float(t_flash["flash_bytes"] - compressed_weight_bytes(teacher))
+    }
+
+    def search() -> SearchResult:
+        found = search_flash(
+            teacher, data.input_shape, budget, state["fixed"], cfg.include_first, cfg.include_last
         )
         logger.info(
             "budget flash_kb=%g: %s (predicted %.6g KiB)",
             budget.limit,
-            f"{result.weight_sparsity:.2f} of weights zeroed"
-            if result.structure == WEIGHTS
-            else f"{result.channel_sparsity:.4f} of channels removed per layer",
-            result.value,
+            f"{found.weight_sparsity:.2f} of weights zeroed"
+            if found.structure == WEIGHTS
+            else f"{found.channel_sparsity:.4f} of channels removed per layer",
+            found.value,
         )
-        if attempt > 1:
-            shutil.rmtree(out, ignore_errors=True)
-        metrics = compress_run(
-            student_config(cfg, result), out, eval_attacks=eval_attacks, eval_suite=eval_suite
-        )
+        return found
+
+    def measure_student(run: Path) -> float:
         with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
-            measured = export_flash(out, FLASH_FORMAT, Path(tmp) / "export")
-        tries.append({"predicted": result.value, "measured": measured["flash_bytes"] / 1024.0})
-        if measured["flash_bytes"] <= limit_bytes:
-            break
-        fixed += measured["flash_bytes"] - result.value * 1024.0  # the estimate's error
+            state["measured"] = export_flash(run, FLASH_FORMAT, Path(tmp) / "export")
+        return state["measured"]["flash_bytes"] / 1024.0
+
+    def widen(result: SearchResult, final: float) -> bool:
+        state["fixed"] += (final - result.value) * 1024.0  # the estimate's error
         logger.warning(
             "the trained student stores %d B, over the budget (%d B): searching again with "
             "the estimate corrected",
-            measured["flash_bytes"],
+            state["measured"]["flash_bytes"],
             int(limit_bytes),
         )
-    final = measured["flash_bytes"] / 1024.0
+        return True
+
+    metrics, result, final, tries = _train_to_budget(
+        cfg, out, budget, search, measure_student, widen, dict, eval_attacks, eval_suite
+    )
+    measured = state["measured"]
     metrics["budget"] = {
         **result.to_dict(),
         "student": final,
