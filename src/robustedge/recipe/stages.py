@@ -268,18 +268,7 @@ def eval_plan(recipe: Recipe) -> Any:
     """The :class:`~robustedge.training.evaluate.EvalPlan` of the recipe's ``evaluate``."""
     from robustedge.training.evaluate import EvalPlan
 
-    ev = recipe.evaluate
-    return EvalPlan(
-        attacks=tuple(ev.attacks),
-        eps=tuple(ev.eps),
-        pgd_steps=ev.pgd_steps,
-        square_queries=ev.square_queries,
-        restarts=ev.restarts,
-        manifold=ev.manifold,
-        eta=ev.eta,
-        corruptions=ev.corruptions,
-        suite=ev.suite,
-    )
+    return EvalPlan(**asdict(recipe.evaluate))  # the same fields, validated once more
 
 
 def eval_specs(recipe: Recipe) -> List[Any]:
