@@ -45,9 +45,6 @@ class WeightEMA:
             s.mul_(d).add_(w.detach(), alpha=1.0 - d)
         self.steps += 1
 
-    def __call__(self, model: nn.Module) -> None:
-        self.update(model)
-
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         """Replace the model's floating-point state with the average."""
