@@ -72,6 +72,8 @@ LEGACY = {
     "kd_target": "adv",
     "lazy_prox": False,
     "ema_decay": 0.0,
+    "prox_pull": 0.0,
+    "admm_warm": False,
     "ramp_start": 0.0,
     "ramp_end": 0.75,
     "gmp_initial_sparsity": 0.0,
@@ -80,7 +82,8 @@ LEGACY = {
     "gmp_frequency": 100,
     "gmp_power": 3.0,
 }
-PROX_KEYS = ("penalty", "lam_schedule", "lam0", "ramp_start", "ramp_end", "lazy_prox")
+PROX_KEYS = ("penalty", "lam_schedule", "lam0", "ramp_start", "ramp_end", "lazy_prox", "prox_pull")
+PROX_KEYS += ("admm_warm",)
 GMP_KEYS = ("gmp_initial_sparsity", "gmp_begin_step", "gmp_end_step", "gmp_frequency")
 GMP_KEYS += ("gmp_power",)
 

@@ -103,8 +103,14 @@ def test_the_adversary_draws_from_its_own_generator(tiny_run):
         assert not torch.equal(crafted(adv), a), name  # the stream advanced: a new start
 
 
-def compress_cfg(teacher: Path, method: str, finetune: int) -> CompressConfig:
+# prox whose dense first 60 % carries ADMM's pull: killed after epoch 1 of 2, the resumed run
+# needs Z, U and rho for the rest of the warm start
+ADMM_WARM = {"admm_warm": True, "ramp_start": 0.6}
+
+
+def compress_cfg(teacher: Path, method: str, finetune: int, extra=None) -> CompressConfig:
     return CompressConfig(
+        **(extra or {}),
         teacher=str(teacher),
         method=method,
         sparsity=0.8,
@@ -117,9 +123,11 @@ def compress_cfg(teacher: Path, method: str, finetune: int) -> CompressConfig:
     )
 
 
-def compress_args(teacher: Path, method: str, finetune: int, out: Path) -> List[str]:
+def compress_args(teacher: Path, method: str, finetune: int, out: Path, extra=None) -> List[str]:
+    flags = ["--admm-warm", "--ramp-start", "0.6"] if extra == ADMM_WARM else []
     return [
         "compress",
+        *flags,
         "--teacher",
         str(teacher),
         "--method",
@@ -147,18 +155,20 @@ def compress_args(teacher: Path, method: str, finetune: int, out: Path) -> List[
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "method,finetune,phase",
+    "method,finetune,phase,extra",
     [
-        ("prox", 1, "prox"),
-        ("admm", 1, "admm"),
-        ("hydra", 1, "hydra-scores"),
-        ("prox", 2, "finetune"),  # killed in the fine-tune: the pruning phase is not redone
+        ("prox", 1, "prox", None),
+        ("admm", 1, "admm", None),
+        ("hydra", 1, "hydra-scores", None),
+        ("prox", 2, "finetune", None),  # killed in the fine-tune: the pruning phase not redone
+        ("prox", 1, "prox", ADMM_WARM),  # killed inside the ADMM-pulled warm start
     ],
+    ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm"],
 )
 def test_compress_resumed_after_kill_equals_uninterrupted(
-    tiny_run, tmp_path, method, finetune, phase
+    tiny_run, tmp_path, method, finetune, phase, extra
 ):
-    cfg = compress_cfg(tiny_run, method, finetune)
+    cfg = compress_cfg(tiny_run, method, finetune, extra)
     full = compress_run(cfg, tmp_path / "full", eval_attacks=("fgsm",))
     part = tmp_path / "part"
 
@@ -166,13 +176,21 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
         return s.get("phase") == phase and s.get("epoch") == 1
 
     state = kill_when(
-        compress_args(tiny_run, method, finetune, part), part / "checkpoint" / "last.pt", ready
+        compress_args(tiny_run, method, finetune, part, extra),
+        part / "checkpoint" / "last.pt",
+        ready,
     )
-    assert state["method_state"] or phase == "prox"  # ADMM Z/U, HYDRA scores, masks saved
+    assert state["method_state"]  # ADMM Z/U, HYDRA scores, masks, lazy prox's residual
+    if extra:  # the residual, Z and U of every prunable layer
+        from robustedge.compress.targets import prunable_params
+        from robustedge.models import load_model
+
+        layers = len(prunable_params(load_model(tiny_run)[0]))
+        assert len(state["method_state"]) == 3 * layers
     assert not (part / "model.safetensors").exists()
     if phase == "finetune":  # through the command line: `compress ... --resume`
         args = [sys.executable, "-m", "robustedge.cli"]
-        args += [*compress_args(tiny_run, method, finetune, part), "--resume"]
+        args += [*compress_args(tiny_run, method, finetune, part, extra), "--resume"]
         r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
         resumed = json.loads((part / "metrics.json").read_text())

@@ -107,8 +107,8 @@ DISTILL = options(
         default="clean",
         show_default=True,
         type=click.Choice(["adv", "clean"]),
-        help="prox: the teacher answers on the student's adversarial example (adv) or on the "
-        "clean image (clean: robust soft labels, ARD/RSLAD).",
+        help="With --kd-alpha > 0 (any method): the teacher answers on the student's "
+        "adversarial example (adv) or on the clean image (clean: robust soft labels, ARD/RSLAD).",
     ),
 )
 
@@ -159,6 +159,14 @@ PROX = options(
         show_default=True,
         help="prox: project a dense iterate kept beside the weights (dual averaging), so "
         "pruned weights can come back; one weight-sized tensor of extra state.",
+    ),
+    click.option(
+        "--admm-warm/--no-admm-warm",
+        default=False,
+        show_default=True,
+        help="prox: ADMM's pull towards the target's top-k (rho 0.01, growing as in --method "
+        "admm) during the dense warm start (needs --ramp-start > 0): the layer budgets become "
+        "ADMM's, the training stays prox's. Two more weight-sized tensors (Z, U) in the phase.",
     ),
     click.option(
         "--ramp-start",

@@ -59,7 +59,7 @@ class CompressConfig:
     trades_beta: float = 6.0
     kd_alpha: Optional[float] = None
     kd_temp: float = 1.0
-    kd_target: str = "clean"  # prox: teacher on the clean (robust soft labels) or adv input
+    kd_target: str = "clean"  # KD (any method): teacher on the clean (robust soft labels) or adv
     epochs: int = 10
     finetune_epochs: int = 5
     batch_size: int = 64
@@ -71,6 +71,8 @@ class CompressConfig:
     ramp_start: float = 0.0  # prox: share of the pruning phase trained dense first
     ramp_end: float = 0.75  # prox: share of the pruning phase at which the target is reached
     lazy_prox: bool = True  # prox: project a dense iterate (dual averaging); pruned can return
+    prox_pull: float = 0.0  # lazy prox: L2 pull (rho) of the pruned part of the iterate to 0
+    admm_warm: bool = False  # prox: ADMM's pull (admm_rho) during the dense warm start
     ema_decay: float = 0.0  # masked fine-tune: EMA of the weights (0: off); the average is kept
     admm_rho: float = 0.01
     score_lr: float = 0.01
@@ -116,6 +118,10 @@ class CompressConfig:
             raise ValueError(
                 f"need 0 <= ramp_start < ramp_end <= 1, got {self.ramp_start}, {self.ramp_end}"
             )
+        if self.admm_warm and (self.ramp_start <= 0 or self.structured):
+            raise ValueError("admm_warm needs ramp_start > 0 and unstructured pruning")
+        if self.prox_pull < 0:
+            raise ValueError(f"prox_pull must be >= 0 (0: off), got {self.prox_pull}")
         if not (0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must lie in [0, 1) (0: off), got {self.ema_decay}")
         if self.lam0 is not None and not (self.lam0 > 0):

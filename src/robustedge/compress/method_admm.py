@@ -100,3 +100,43 @@ def admm_prune(ctx: PruneContext) -> PruneOutcome:
     return PruneOutcome(
         masks, cfg.finetune_epochs, {"admm_residual": state.residual(), "final_rho": state.rho}
     )
+
+
+class ADMMWarmStart:
+    """ADMM's pull as the warm start of another method's pruning phase (prox ``admm_warm``).
+
+    For the first ``steps`` optimizer steps (the dense part of the phase, before prox's ramp)
+    the loss gains ADMM's ``rho/2 ||W - Z + U||^2`` and Z / U are updated at every epoch end,
+    as in :func:`admm_prune` over ``epochs`` epochs; afterwards the loss is the base loss
+    again. The weights stay dense meanwhile: the pull only decides which ones are small when
+    the ramp begins, so the budget per layer is ADMM's rather than the teacher's magnitudes'.
+    """
+
+    def __init__(self, ctx: PruneContext, steps: int, epochs: int, clock: Dict[str, int]) -> None:
+        cfg = ctx.cfg
+        growth = RHO_GROWTH ** min(1.0, RHO_UPDATES / max(1, epochs))
+        self.state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, cfg.admm_rho, growth)
+        self.steps, self.clock = steps, clock
+        ctx.keep_state("admm", lambda: self.state.rho, self._load_rho)
+
+    def _load_rho(self, rho) -> None:
+        self.state.rho = float(rho)
+
+    def active(self) -> bool:
+        return self.clock["t"] < self.steps
+
+    def task_loss(self, base):
+        def loss(logits, y, x_used):
+            out = base(logits, y, x_used)
+            return out + self.state.penalty() if self.active() else out
+
+        return loss
+
+    def epoch_end(self, record: Dict[str, float]) -> None:
+        if self.clock["t"] <= self.steps:
+            self.state.update()
+            record["admm_residual"] = self.state.residual()
+            record["rho"] = self.state.rho
+
+    def tensors(self):
+        return self.state.tensors()

@@ -36,6 +36,7 @@ import torch
 
 from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
 from robustedge.compress.distill import KDTaskLoss, RememberClean
+from robustedge.compress.method_admm import ADMMWarmStart
 from robustedge.compress.prox import (
     REL_EPS,
     reweighted_steps,
@@ -116,13 +117,30 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
         elif residual:
             project(0.0)
 
-    ctx.fit(
-        optimizer,
-        cfg.epochs,
-        "prox",
-        after_step=after_step,
-        method_state=lambda: list(residual.values()),
-    )
+    warm = ADMMWarmStart(ctx, start, start // ctx.steps_per_epoch, clock) if cfg.admm_warm else None
+    hooks = _pull_hooks(params, residual, cfg.prox_pull)
+    previous = ctx.on_epoch_end
+
+    def epoch_end(epoch, record):
+        if warm is not None:
+            warm.epoch_end(record)
+        if previous is not None:
+            previous(epoch, record)
+
+    ctx.on_epoch_end = epoch_end
+    try:
+        ctx.fit(
+            optimizer,
+            cfg.epochs,
+            "prox",
+            after_step=after_step,
+            task_loss=warm.task_loss(ctx.task_loss) if warm is not None else None,
+            method_state=lambda: list(residual.values()) + (warm.tensors() if warm else []),
+        )
+    finally:
+        ctx.on_epoch_end = previous
+        for h in hooks:
+            h.remove()
     reached = global_sparsity(params.values())
     if residual:  # the final projection is of the dense iterate
         with torch.no_grad():
@@ -136,6 +154,16 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     return PruneOutcome(
         masks, cfg.finetune_epochs, {"prox_sparsity": reached, "final_lam": lam.lam}
     )
+
+
+def _pull_hooks(params, residual, rho: float):
+    """Lazy prox with ``prox_pull``: the loss gains ``rho/2 ||W - P(W)||^2`` (the dense
+    iterate's pruned part pulled to zero, as ADMM pulls W to Z), so a pruned weight comes back
+    only while its loss gradient outweighs the pull: it ranks pruned weights by the size of
+    their gradients rather than by how consistently Adam's normalised steps push them."""
+    if not (residual and rho > 0):
+        return []
+    return [p.register_hook(lambda g, r=residual[n]: g + rho * r) for n, p in params.items()]
 
 
 def ramp_window(cfg, steps_per_epoch: int):

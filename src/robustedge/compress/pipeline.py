@@ -30,7 +30,7 @@ from robustedge.compress.common import (
     masked_finetune,
     steps_per_epoch,
 )
-from robustedge.compress.config import CompressConfig, Method
+from robustedge.compress.config import CompressConfig
 from robustedge.compress.distill import RememberClean, make_kd_task_loss
 from robustedge.compress.targets import count_nonzero, prunable_params, sparsity_report
 from robustedge.data import Dataset
@@ -166,7 +166,7 @@ def make_context(cfg, student, teacher, adversary, data, device) -> PruneContext
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     size = distributed.world().size
     task_loss = make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp)
-    if cfg.method is Method.PROX and cfg.kd_target != "adv" and cfg.kd_alpha > 0:
+    if cfg.kd_target != "adv" and cfg.kd_alpha > 0:
         # the teacher answers on the clean batch, in the pruning phase and in the fine-tune
         # (also when a resumed run starts in the fine-tune)
         task_loss.target = cfg.kd_target
