@@ -169,3 +169,22 @@ def test_cached_only_trains_nothing(tmp_path):
     root.mkdir()
     assert tradeoff.run_cell(CachedOnly, tmp_path / "t", "admm", 0.95, 0, root) is None
     assert list(root.iterdir()) == []
+
+
+def test_forced_budgets_replace_the_global_ranking_by_the_given_layer_budgets(monkeypatch):
+    """forced_budgets.py's projection keeps each layer's budget (scaled on the ramp) whatever
+    the magnitudes, where the global top-k would starve the layer of small weights."""
+    import torch
+
+    import forced_budgets
+    import robustedge.compress.method_prox as mp
+
+    monkeypatch.setattr(mp, "topk_masks", mp.topk_masks)  # restored after the test
+    scores = {"a": torch.rand(100) * 0.01, "b": torch.rand(300) + 1.0}
+    assert mp.topk_masks(scores, 0.5, "global")["a"].sum() == 0  # global: a loses everything
+    forced_budgets.force({"a": 0.6, "b": 0.4}, 0.5)
+    full = mp.topk_masks(scores, 0.5, "global")
+    assert (int(full["a"].sum()), int(full["b"].sum())) == (40, 180)
+    half = mp.topk_masks(scores, 0.25, "global")  # half-way up the ramp: half of each budget
+    assert (int(half["a"].sum()), int(half["b"].sum())) == (70, 240)
+    assert mp.topk_masks(scores, 0.5, "layer")["a"].sum() == 50  # other scopes untouched
