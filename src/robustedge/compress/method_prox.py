@@ -25,6 +25,9 @@ exactly zero after every step, moves by about one learning rate, and the next pr
 zeroes it again: the mask is committed greedily. ``kd_target="clean"``: the teacher answers
 on the clean batch (robust soft labels, ARD / RSLAD) instead of the student's adversarial
 example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.distill.KDTaskLoss`).
+``admm_warm`` (with ``ramp_start`` > 0): the dense warm start carries ADMM's pull towards the
+target's top-k (:class:`~robustedge.compress.method_admm.ADMMWarmStart`), so the ramp starts
+from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`.
 """
 
 from __future__ import annotations
@@ -159,8 +162,9 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
 def _pull_hooks(params, residual, rho: float):
     """Lazy prox with ``prox_pull``: the loss gains ``rho/2 ||W - P(W)||^2`` (the dense
     iterate's pruned part pulled to zero, as ADMM pulls W to Z), so a pruned weight comes back
-    only while its loss gradient outweighs the pull: it ranks pruned weights by the size of
-    their gradients rather than by how consistently Adam's normalised steps push them."""
+    only while its loss gradient outweighs the pull. Meant to rank pruned weights by the size
+    of their gradients like ADMM; measured, it did not move the per-layer budgets
+    (docs/compression-diagnosis.md section 7). Off by default."""
     if not (residual and rho > 0):
         return []
     return [p.register_hook(lambda g, r=residual[n]: g + rho * r) for n, p in params.items()]
