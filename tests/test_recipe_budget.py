@@ -134,6 +134,8 @@ def test_budget_student_meets_its_budget_and_is_cached(tmp_path, tiny_run):
     assert b["quantity"] == "macs" and b["limit"] == limit and b["met"]
     assert b["teacher"] == teacher_macs and b["student"] <= limit < teacher_macs
     assert metrics["structured"]
+    (entry_,) = [r for r in summary["runs"] if r["name"] == name]
+    assert entry_["structured"] is True  # the summary says what the search built
     student, _ = load_model(run)
     assert count_macs(student, shape)["dense"] == b["student"]  # re-measured, not predicted
     assert (run / "eval.json").is_file()
@@ -146,3 +148,22 @@ def test_demo_recipe_has_a_budget_student():
     budgets = [c.budget for c in r.compress if c.budget is not None]
     assert budgets and budgets[0].quantity == "macs"
     assert r.teacher.train["model_kwargs"]["width"] > 1  # MACs, not overhead, set its latency
+
+
+def test_summary_takes_a_budget_students_kind_from_its_finished_metrics(tmp_path):
+    """A flash budget may be met by zeroed weights: the plan cannot know, so the summary's
+    entry takes ``structured`` from the finished run (and keeps the plan's when the run is
+    missing or unreadable, or for the teacher)."""
+    from robustedge.recipe.stages import as_trained
+
+    planned = {"name": "s", "path": "students/s", "role": "student", "structured": True}
+    assert as_trained(tmp_path, planned) == planned  # not trained yet
+    run = tmp_path / "students" / "s"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{not json")
+    assert as_trained(tmp_path, planned) == planned
+    (run / "metrics.json").write_text(json.dumps({"structured": False, "kind": "compress"}))
+    assert as_trained(tmp_path, planned) == {**planned, "structured": False}
+    assert planned["structured"] is True  # the plan's entry is not modified in place
+    teacher = {**planned, "role": "teacher"}
+    assert as_trained(tmp_path, teacher) == teacher

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from robustedge.device.bundle_format import DEFAULT_CODEC
 from robustedge.errors import RobustEdgeError
-from robustedge.io import write_json
+from robustedge.io import read_json, write_json
 from robustedge.recipe.executors import ExecutorSpec, run_stages
 from robustedge.recipe.runner import (
     Stage,
@@ -56,7 +56,7 @@ def run_recipe(
     summary = {
         "schema": "robustedge.recipe.summary/1",
         "recipe": recipe.name,
-        "runs": runs,
+        "runs": [as_trained(out, r) for r in runs],
         "stages": [
             {k: v for k, v in asdict(r).items() if k not in ("outputs", "digest")} for r in results
         ],
@@ -65,6 +65,19 @@ def run_recipe(
     }
     write_json(out / SUMMARY, summary)
     return summary
+
+
+def as_trained(out: Path, run: Dict[str, Any]) -> Dict[str, Any]:
+    """The plan's entry for ``run`` corrected by its finished metrics: a budget student's
+    kind (channels removed or weights zeroed) is only known once its search has run."""
+    metrics = out / run["path"] / "metrics.json"
+    if run.get("role") != "student" or not metrics.is_file():
+        return run
+    try:
+        structured = read_json(metrics).get("structured")
+    except (RobustEdgeError, AttributeError):  # unreadable or not an object: keep the plan's
+        return run
+    return {**run, "structured": bool(structured)} if structured is not None else run
 
 
 def plan(recipe: Recipe, out: Path) -> Tuple[List[Stage], List[Dict[str, Any]], List[str]]:
