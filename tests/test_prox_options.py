@@ -52,36 +52,6 @@ def test_prox_options_meet_sparsity(teacher, tmp_path, kw):
         assert phases["prox"]["method_state"] == 0
 
 
-def test_warm_start_trains_dense_first(teacher, tmp_path):
-    """With ramp_start 0.5 nothing is pruned in the first half of the pruning phase."""
-    from robustedge.compress import PRUNERS, PruneContext, make_kd_task_loss
-    from robustedge.compress.common import steps_per_epoch
-    from robustedge.compress.pipeline import build_student, load_teacher, make_adversary
-    from robustedge.compress.targets import global_sparsity, prunable_params
-    from robustedge.training import epoch_batches
-
-    cfg = CompressConfig(teacher=str(teacher), sparsity=0.8, ramp_start=0.5, **FAST)
-    t, t_spec, _, data = load_teacher(cfg)
-    _, student = build_student(cfg, t, t_spec, data)
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    params = prunable_params(student)
-    seen = []
-    ctx = PruneContext(
-        model=student,
-        cfg=cfg,
-        batches=epoch_batches(xt, yt, cfg.batch_size, 0),
-        steps_per_epoch=steps_per_epoch(len(xt), cfg.batch_size),
-        adversary=make_adversary(cfg, data),
-        task_loss=make_kd_task_loss(t, cfg.kd_alpha, cfg.kd_temp),
-        params=params,
-        input_shape=data.input_shape,
-        on_epoch_end=lambda e, r: seen.append(global_sparsity(params.values())),
-    )
-    PRUNERS.get("prox")(ctx)
-    assert seen[0] == 0.0  # epoch 1 of 2: still dense
-    assert seen[1] == pytest.approx(0.8, abs=0.01)
-
-
 def _prox_ctx(teacher, cfg):
     """The PruneContext of prox's pruning phase on the tiny model (no pipeline around it)."""
     from robustedge.compress import PruneContext, make_kd_task_loss
@@ -103,6 +73,20 @@ def _prox_ctx(teacher, cfg):
         params=prunable_params(student),
         input_shape=data.input_shape,
     )
+
+
+def test_warm_start_trains_dense_first(teacher):
+    """With ramp_start 0.5 nothing is pruned in the first half of the pruning phase."""
+    from robustedge.compress import PRUNERS
+    from robustedge.compress.targets import global_sparsity
+
+    cfg = CompressConfig(teacher=str(teacher), sparsity=0.8, ramp_start=0.5, **FAST)
+    ctx = _prox_ctx(teacher, cfg)
+    seen = []
+    ctx.on_epoch_end = lambda e, r: seen.append(global_sparsity(ctx.params.values()))
+    PRUNERS.get("prox")(ctx)
+    assert seen[0] == 0.0  # epoch 1 of 2: still dense
+    assert seen[1] == pytest.approx(0.8, abs=0.01)
 
 
 def _outside_share(params, sparsity):

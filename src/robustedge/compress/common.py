@@ -126,9 +126,12 @@ class PruneContext:
         task_loss: Optional[TaskLoss] = None,
         scheduler: Optional[object] = None,
         method_state: Callable[[], Sequence[torch.Tensor]] = tuple,
+        epoch_hook: Optional[Callable[[Dict[str, float]], None]] = None,
     ) -> None:
         """:func:`fit` with the context's data/adversary, memory sampling, history,
-        per-epoch checkpoints, resume and (under torchrun) rank-consistency checks."""
+        per-epoch checkpoints, resume and (under torchrun) rank-consistency checks.
+        ``epoch_hook(record)``: the method's own end-of-epoch work (it may add to the epoch's
+        history record), before ``on_epoch_end`` and the checkpoint."""
         first = [phase not in self.ledger.phases]
         world = distributed.world()
 
@@ -145,6 +148,8 @@ class PruneContext:
         def epoch_end(epoch: int, record: Dict[str, float]) -> None:
             record = {"phase": phase, **record}
             self.history.append(record)
+            if epoch_hook is not None:
+                epoch_hook(record)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, record)
             distributed.check_identical(consistency(), f"{phase} state after epoch {epoch + 1}")

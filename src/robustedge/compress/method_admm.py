@@ -57,6 +57,12 @@ class ADMMState:
                 self.U[n] += p.detach() - self.Z[n]
         self.rho *= self.growth
 
+    def end_epoch(self, record: Dict[str, float]) -> None:
+        """ADMM's per-epoch Z / U / rho update, recorded in the epoch's history ``record``."""
+        self.update()
+        record["admm_residual"] = self.residual()
+        record["rho"] = self.rho
+
     def tensors(self):
         return list(self.Z.values()) + list(self.U.values())
 
@@ -67,32 +73,34 @@ class ADMMState:
         return (num / max(den, 1e-12)) ** 0.5
 
 
+def admm_state(ctx: PruneContext, epochs: int) -> ADMMState:
+    """ADMM's state for ``epochs`` epochs of pull (rho's growth spread over them), its rho
+    registered for checkpoints."""
+    cfg = ctx.cfg
+    growth = RHO_GROWTH ** min(1.0, RHO_UPDATES / max(1, epochs))
+    state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, cfg.admm_rho, growth)
+    ctx.keep_state("admm", lambda: state.rho, lambda rho: setattr(state, "rho", float(rho)))
+    return state
+
+
 @PRUNERS.register("admm")
 def admm_prune(ctx: PruneContext) -> PruneOutcome:
     cfg = ctx.cfg
-    growth = RHO_GROWTH ** min(1.0, RHO_UPDATES / cfg.epochs)
-    state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, cfg.admm_rho, growth)
+    state = admm_state(ctx, cfg.epochs)
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
     base = ctx.task_loss
 
     def task_loss(logits, y, x_used):
         return base(logits, y, x_used) + state.penalty()
 
-    previous = ctx.on_epoch_end
-
-    def epoch_end(epoch, record):
-        state.update()
-        record["admm_residual"] = state.residual()
-        record["rho"] = state.rho
-        if previous is not None:
-            previous(epoch, record)
-
-    ctx.on_epoch_end = epoch_end
-    ctx.keep_state("admm", lambda: state.rho, lambda rho: setattr(state, "rho", float(rho)))
-    try:
-        ctx.fit(optimizer, cfg.epochs, "admm", task_loss=task_loss, method_state=state.tensors)
-    finally:
-        ctx.on_epoch_end = previous
+    ctx.fit(
+        optimizer,
+        cfg.epochs,
+        "admm",
+        task_loss=task_loss,
+        method_state=state.tensors,
+        epoch_hook=state.end_epoch,
+    )
     masks = topk_masks(
         {n: p.detach().abs() for n, p in ctx.params.items()}, cfg.sparsity, cfg.scope.value
     )
@@ -113,14 +121,8 @@ class ADMMWarmStart:
     """
 
     def __init__(self, ctx: PruneContext, steps: int, epochs: int, clock: Dict[str, int]) -> None:
-        cfg = ctx.cfg
-        growth = RHO_GROWTH ** min(1.0, RHO_UPDATES / max(1, epochs))
-        self.state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, cfg.admm_rho, growth)
+        self.state = admm_state(ctx, epochs)
         self.steps, self.clock = steps, clock
-        ctx.keep_state("admm", lambda: self.state.rho, self._load_rho)
-
-    def _load_rho(self, rho) -> None:
-        self.state.rho = float(rho)
 
     def active(self) -> bool:
         return self.clock["t"] < self.steps
@@ -134,9 +136,7 @@ class ADMMWarmStart:
 
     def epoch_end(self, record: Dict[str, float]) -> None:
         if self.clock["t"] <= self.steps:
-            self.state.update()
-            record["admm_residual"] = self.state.residual()
-            record["rho"] = self.state.rho
+            self.state.end_epoch(record)
 
     def tensors(self):
         return self.state.tensors()

@@ -122,15 +122,6 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
 
     warm = ADMMWarmStart(ctx, start, start // ctx.steps_per_epoch, clock) if cfg.admm_warm else None
     hooks = _pull_hooks(params, residual, cfg.prox_pull)
-    previous = ctx.on_epoch_end
-
-    def epoch_end(epoch, record):
-        if warm is not None:
-            warm.epoch_end(record)
-        if previous is not None:
-            previous(epoch, record)
-
-    ctx.on_epoch_end = epoch_end
     try:
         ctx.fit(
             optimizer,
@@ -139,9 +130,9 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
             after_step=after_step,
             task_loss=warm.task_loss(ctx.task_loss) if warm is not None else None,
             method_state=lambda: list(residual.values()) + (warm.tensors() if warm else []),
+            epoch_hook=warm.epoch_end if warm is not None else None,
         )
     finally:
-        ctx.on_epoch_end = previous
         for h in hooks:
             h.remove()
     reached = global_sparsity(params.values())
