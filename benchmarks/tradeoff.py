@@ -74,6 +74,7 @@ LEGACY = {
     "ema_decay": 0.0,
     "prox_pull": 0.0,
     "admm_warm": False,
+    "awp_gamma": 0.0,
     "ramp_start": 0.0,
     "ramp_end": 0.75,
     "gmp_initial_sparsity": 0.0,
@@ -96,7 +97,7 @@ def unused_keys(cfg: Dict[str, Any]) -> set:
         skip.update(PROX_KEYS)
     if method != "gmp":
         skip.update(GMP_KEYS)
-    if method != "admm":
+    if method != "admm" and not (method == "prox" and cfg.get("admm_warm")):
         skip.add("admm_rho")
     if method != "hydra":
         skip.add("score_lr")

@@ -74,6 +74,11 @@ def test_settings_a_method_never_reads_are_ignored_and_old_keys_mean_old_behavio
     saved = {**admm, "kd_temp": 4.0, "penalty": "reweighted"}  # unused by ADMM (kd_alpha 0)
     assert tradeoff.same_run(saved, admm)
     assert not tradeoff.same_run({**saved, "admm_rho": 0.02}, admm)
+    # prox reads admm_rho only with the ADMM warm start
+    default = _cfg(tmp_path, "default")
+    assert tradeoff.same_run({**default, "admm_rho": 0.02}, default)
+    warm = {**default, "admm_warm": True, "ramp_start": 0.5}
+    assert not tradeoff.same_run({**warm, "admm_rho": 0.02}, warm)
     # a prox run saved before lazy_prox / kd_target existed was greedy prox on the adv input
     paper1 = _cfg(tmp_path, "prox")
     old = {k: v for k, v in paper1.items() if k not in ("lazy_prox", "kd_target")}

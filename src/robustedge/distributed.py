@@ -148,27 +148,35 @@ def per_rank_batch(batch_size: int, w: Optional[World] = None) -> int:
     return batch_size // w.size
 
 
-def average_gradients(params: Sequence[torch.Tensor]) -> None:
-    """Replace every gradient by its mean over the ranks (one flat all-reduce; a missing
-    gradient counts as zero)."""
+def average_tensors(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """The mean over the ranks of each tensor (one flat all-reduce; the tensors themselves in
+    a world of one)."""
     import torch.distributed as dist
 
     w = world()
-    if not w.parallel or not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    if not w.parallel or not tensors:
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= w.size
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        chunk = flat[offset : offset + n].view_as(g)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
+
+
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Replace every gradient by its mean over the ranks (one flat all-reduce; a missing
+    gradient counts as zero)."""
+    if not world().parallel or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p, mean in zip(params, average_tensors(grads)):
         if p.grad is None:
-            p.grad = chunk.clone()
+            p.grad = mean.clone()
         else:
-            p.grad.copy_(chunk)
-        offset += n
+            p.grad.copy_(mean)
 
 
 def all_sum(values: Sequence[float], device: torch.device = torch.device("cpu")) -> List[float]:

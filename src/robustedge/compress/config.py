@@ -74,6 +74,7 @@ class CompressConfig:
     prox_pull: float = 0.0  # lazy prox: L2 pull (rho) of the pruned part of the iterate to 0
     admm_warm: bool = False  # prox: ADMM's pull (admm_rho) during the dense warm start
     ema_decay: float = 0.0  # masked fine-tune: EMA of the weights (0: off); the average is kept
+    awp_gamma: float = 0.0  # adversarial weight perturbation's relative size, both phases (0: off)
     admm_rho: float = 0.01
     score_lr: float = 0.01
     gmp_initial_sparsity: float = 0.0
@@ -124,6 +125,8 @@ class CompressConfig:
             raise ValueError(f"prox_pull must be >= 0 (0: off), got {self.prox_pull}")
         if not (0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must lie in [0, 1) (0: off), got {self.ema_decay}")
+        if not (0.0 <= self.awp_gamma < 1.0):
+            raise ValueError(f"awp_gamma must lie in [0, 1) (0: off), got {self.awp_gamma}")
         if self.lam0 is not None and not (self.lam0 > 0):
             raise ValueError(f"lam0 must be > 0, got {self.lam0}")
         if self.finetune_epochs < 0 or self.steps < 0 or self.trades_beta < 0:

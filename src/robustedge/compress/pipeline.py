@@ -41,6 +41,7 @@ from robustedge.models import ModelSpec, build_model, count_macs, count_params, 
 from robustedge.models.checkpoint import safe_torch_load
 from robustedge.runs import check_out_dir, load_run, read_config, run_data
 from robustedge.training.adversaries import build_adversary
+from robustedge.training.awp import AWP
 from robustedge.training.evaluate import evaluate, suites_at
 from robustedge.training.loop import epoch_batches
 from robustedge.training.run import scale_record, seed_everything
@@ -76,9 +77,10 @@ def make_adversary(cfg: CompressConfig, data: Dataset):
             "manifold": load_manifold(opts["manifold"], data_dir=cfg.data_dir),
         }
     try:
-        return build_adversary(cfg.adversary, cfg.eps, cfg.steps, **opts)
+        adversary = build_adversary(cfg.adversary, cfg.eps, cfg.steps, **opts)
     except TypeError as e:
         raise RobustEdgeError(f"bad options for adversary '{cfg.adversary}': {e}") from None
+    return AWP(adversary, cfg.awp_gamma) if cfg.awp_gamma > 0 else adversary
 
 
 def build_student(

@@ -1,11 +1,15 @@
 """Training adversaries: how a batch becomes a robust loss.
 
-Each adversary has one method, ``loss(model, x, y, task_loss) -> scalar``. ``task_loss(logits,
-y, x_used)`` is the objective on the examples actually fed to the model (cross-entropy, or
-cross-entropy + distillation from a teacher evaluated on the same ``x_used``), so the same
-adversaries serve plain training, distillation and compression. Adversaries register in
-``ADVERSARIES`` (the on-manifold ones live in :mod:`robustedge.training.manifold_adversaries`;
-the package ``__init__`` imports every adversary module, as ``robustedge.attacks`` does).
+Each adversary has ``loss(model, x, y, task_loss) -> scalar``, made of two steps:
+``examples(model, x, y)`` (the batch the model trains on: adversarial, clean or both) and
+``objective(model, x, y, x_used, task_loss)`` (the loss on them; ``model`` is only called).
+Splitting them lets :class:`robustedge.training.awp.AWP` evaluate the same examples at
+perturbed weights. ``task_loss(logits, y, x_used)`` is the objective on the examples actually
+fed to the model (cross-entropy, or cross-entropy + distillation from a teacher evaluated on the
+same ``x_used``), so the same adversaries serve plain training, distillation and compression.
+Adversaries register in ``ADVERSARIES`` (the on-manifold ones live in
+:mod:`robustedge.training.manifold_adversaries`; the package ``__init__`` imports every
+adversary module, as ``robustedge.attacks`` does).
 
 Every random start draws from the adversary's own CPU ``generator`` (seeded per run and per
 rank with :meth:`TrainingAdversary.seed`), never from the global RNG, so a checkpoint can hold
@@ -43,8 +47,16 @@ class TrainingAdversary:
         """Seed the random starts: one stream per (run seed, rank)."""
         self.generator.manual_seed(int(seed) * 1_000_003 + 7919 * int(rank) + 1)
 
+    def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch the model trains on (here: the clean one)."""
+        return x
+
+    def objective(self, model, x: torch.Tensor, y: torch.Tensor, x_used: torch.Tensor, task_loss):
+        """The loss on ``examples``' batch; ``model`` is any callable returning logits."""
+        return task_loss(model(x_used), y, x_used)
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss):
-        return task_loss(model(x), y, x)
+        return self.objective(model, x, y, self.examples(model, x, y), task_loss)
 
     def describe(self) -> dict:
         return {"adversary": self.name, "eps": self.eps, "steps": self.steps}
@@ -59,14 +71,14 @@ class FGSMAdversary(TrainingAdversary):
 
     name = "fgsm"
 
-    def loss(self, model, x, y, task_loss):
+    def examples(self, model, x, y):
         u = torch.rand(x.shape, generator=self.generator).to(x.device)
         delta = (u * 2 - 1) * self.eps
         x0 = torch.clamp(x + delta, 0, 1)
         x_adv = FGSM(model, 1.25 * self.eps).perturb(x0, y)
         x_adv = torch.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps), 0, 1)
         model.train()
-        return task_loss(model(x_adv), y, x_adv)
+        return x_adv
 
 
 @ADVERSARIES.register("pgd")
@@ -84,9 +96,8 @@ class PGDAdversary(TrainingAdversary):
             model, self.eps, steps=self.steps, alpha=self.alpha, generator=self.generator
         ).perturb(x, y)
 
-    def loss(self, model, x, y, task_loss):
-        x_adv = self.craft(model, x, y)
-        return task_loss(model(x_adv), y, x_adv)
+    def examples(self, model, x, y):
+        return self.craft(model, x, y)
 
 
 @ADVERSARIES.register("trades")
@@ -106,8 +117,10 @@ class TradesAdversary(TrainingAdversary):
         attack = TradesKL(model, self.eps, steps=self.steps, generator=self.generator)
         return attack.perturb(x, x.new_zeros(len(x)).long())
 
-    def loss(self, model, x, y, task_loss):
-        x_adv = self.craft(model, x)
+    def examples(self, model, x, y):
+        return self.craft(model, x)
+
+    def objective(self, model, x, y, x_adv, task_loss):
         logits = model(x)
         kl = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
         return task_loss(logits, y, x) + self.beta * kl

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from robustedge.attacks.on_manifold import OnManifold
 from robustedge.errors import RobustEdgeError
-from robustedge.training.adversaries import ADVERSARIES, PGDAdversary, TaskLoss, TrainingAdversary
+from robustedge.training.adversaries import ADVERSARIES, PGDAdversary, TrainingAdversary
 
 
 @ADVERSARIES.register("onmanifold")
@@ -72,7 +72,7 @@ class OnManifoldAdversary(TrainingAdversary):
         """What the non-on-manifold part of the batch becomes (here: stays clean)."""
         return x
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_loss: TaskLoss):
+    def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k = int(round(self.ratio * len(x)))
         parts = []
         if k > 0:
@@ -80,8 +80,7 @@ class OnManifoldAdversary(TrainingAdversary):
         if k < len(x):
             parts.append(self.rest(model, x[k:], y[k:]))
         model.train()
-        x_used = torch.cat(parts).detach()
-        return task_loss(model(x_used), y, x_used)
+        return torch.cat(parts).detach()
 
     def describe(self) -> dict:
         return {**super().describe(), "eta": self.eta, "ratio": self.ratio, "manifold": self.source}
