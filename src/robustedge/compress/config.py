@@ -62,7 +62,7 @@ class CompressConfig:
     kd_target: str = "clean"  # KD (any method): teacher on the clean (robust soft labels) or adv
     epochs: int = 10
     finetune_epochs: int = 5
-    batch_size: int = 64
+    batch_size: int = 32  # 64 left small-data students short of steps (README, issue 12)
     lr: float = 1e-3
     optimizer: Optim = Optim.ADAM
     lam0: Optional[float] = None
