@@ -253,6 +253,7 @@ def run_cell(
         "nonzero": m["nonzero_params"],
         "layers": {k: round(v["sparsity"], 4) for k, v in m["sparsity"]["layers"].items()},
         "seconds": m.get("seconds"),
+        "batch_size": cfg.batch_size,
         "run": str(run),
     }
 
