@@ -127,6 +127,8 @@ class CompressConfig:
             raise ValueError(f"ema_decay must lie in [0, 1) (0: off), got {self.ema_decay}")
         if not (0.0 <= self.awp_gamma < 1.0):
             raise ValueError(f"awp_gamma must lie in [0, 1) (0: off), got {self.awp_gamma}")
+        if self.awp_gamma > 0 and method is Method.HYDRA:
+            raise ValueError("awp_gamma perturbs weights; hydra trains scores with frozen weights")
         if self.lam0 is not None and not (self.lam0 > 0):
             raise ValueError(f"lam0 must be > 0, got {self.lam0}")
         if self.finetune_epochs < 0 or self.steps < 0 or self.trades_beta < 0:
