@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustedge.compress import CompressConfig, compress_run, read_masks
 from robustedge.models import load_model
-from robustedge.training.adversaries import build_adversary
+from robustedge.training.adversaries import build_adversary, ce_task_loss
 from robustedge.training.awp import AWP
-from robustedge.training.config import TrainConfig
-from robustedge.training.run import train_run
-
-
-def _ce(logits, y, x_used):
-    return F.cross_entropy(logits, y)
 
 
 def _net() -> nn.Module:
@@ -44,14 +36,14 @@ def test_the_gradient_is_the_one_at_the_worst_nearby_weights(name):
     inner = build_adversary(name, 0.1 if name != "none" else 0.0, 3)
     inner.seed(0)
     state = inner.generator.get_state()
-    loss = AWP(inner, gamma).loss(net, x, y, _ce)
+    loss = AWP(inner, gamma).loss(net, x, y, ce_task_loss)
     loss.backward()
     # the reference: craft the same examples, take the ascent step by hand, perturb a copy
     inner.generator.set_state(state)
     x_used = inner.examples(net, x, y)
     ref = copy.deepcopy(net)
     ref.zero_grad()
-    inner.objective(ref, x, y, x_used, _ce).backward()
+    inner.objective(ref, x, y, x_used, ce_task_loss).backward()
     with torch.no_grad():
         for p in ref.parameters():
             if p.dim() > 1:
@@ -61,13 +53,13 @@ def test_the_gradient_is_the_one_at_the_worst_nearby_weights(name):
                 assert torch.all(v[p == 0] == 0)  # a pruned weight is never perturbed
                 p.add_(v)
     ref.zero_grad()
-    want = inner.objective(ref, x, y, x_used, _ce)
+    want = inner.objective(ref, x, y, x_used, ce_task_loss)
     want.backward()
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     for (n, p), q in zip(net.named_parameters(), ref.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), n
     # the perturbation raised the loss, and the weights themselves did not move
-    assert loss.item() > inner.objective(net, x, y, x_used, _ce).item()
+    assert loss.item() > inner.objective(net, x, y, x_used, ce_task_loss).item()
     assert torch.all(net[1].weight[:, :20] == 0)
 
 
@@ -82,15 +74,8 @@ def test_bad_gamma_and_bad_config_are_refused():
     assert CompressConfig(teacher="t").awp_gamma == 0.0  # off by default (it did not help)
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    train_run(TrainConfig(model="tiny", adversary="none", epochs=2, lr=1e-2), out)
-    return out
-
-
-def test_compress_with_awp_trains_differently_and_says_so(teacher, tmp_path):
-    kw = dict(teacher=str(teacher), adversary="pgd", steps=2, eps=0.1, epochs=1)
+def test_compress_with_awp_trains_differently_and_says_so(tiny_run, tmp_path):
+    kw = dict(teacher=str(tiny_run), adversary="pgd", steps=2, eps=0.1, epochs=1)
     kw.update(finetune_epochs=1, batch_size=128, sparsity=0.8)
     plain = compress_run(CompressConfig(**kw), tmp_path / "plain", eval_attacks=())
     awp = compress_run(CompressConfig(**kw, awp_gamma=0.01), tmp_path / "awp", eval_attacks=())

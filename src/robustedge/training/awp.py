@@ -38,14 +38,12 @@ class _Shifted:
 
 
 class AWP:
-    """Wraps a training adversary (anything with ``examples`` / ``objective``); ``gamma`` is the
+    """Wraps a :class:`~robustedge.training.adversaries.TrainingAdversary`; ``gamma`` is the
     perturbation's size relative to each layer's weight norm (the paper uses 5e-3 to 1e-2)."""
 
     def __init__(self, adversary: Any, gamma: float) -> None:
         if not (0.0 < gamma < 1.0):
             raise ValueError(f"AWP gamma must lie in (0, 1), got {gamma}")
-        if not (hasattr(adversary, "examples") and hasattr(adversary, "objective")):
-            raise ValueError(f"adversary '{adversary.name}' cannot be combined with AWP")
         self.inner, self.gamma = adversary, float(gamma)
 
     def perturbation(
