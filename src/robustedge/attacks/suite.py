@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from robustedge.attacks.base import AttackSpec, build_attack, predict
+from robustedge.attacks.base import DEFAULT_EPS, AttackSpec, build_attack, predict
 from robustedge.registry import Registry
 
 SUITES: Registry = Registry("attack suite")
@@ -80,6 +80,16 @@ def short_label(spec: AttackSpec) -> str:
     if spec.restarts > 1:
         s += f"x{spec.restarts}"
     return s + (" (L2)" if spec.norm == "l2" else "")
+
+
+def suites_help(eps: float = DEFAULT_EPS) -> str:
+    """``worst-case (PGD-20x5, APGD-CE-100, ...) | ...``: every registered suite with its
+    attacks, for help texts (the names and labels come from ``SUITES`` alone)."""
+    parts = []
+    for name, factory in SUITES.items():
+        attacks = factory(eps).label().removeprefix("worst case of ")
+        parts.append(f"{name} ({attacks})")
+    return " | ".join(parts) + " [default: none]"
 
 
 def check_suite(name: str) -> str:

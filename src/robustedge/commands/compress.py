@@ -9,7 +9,7 @@ import click
 
 from robustedge.commands import device_option, parse_kv, print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
-from robustedge.commands.train import SUITE_HELP, suite_option
+from robustedge.commands.train import suite_option
 
 # CLI values that are not CompressConfig fields (every other option is one, by name)
 NOT_CONFIG = ("attacks", "suite", "out", "budget", "budget_target", "resume")
@@ -250,7 +250,7 @@ RUN = options(
         show_default=True,
         help="Evaluation attack (repeatable).",
     ),
-    suite_option(SUITE_HELP + " Run on the student at --eps."),
+    suite_option(" Run on the student at --eps."),
     click.option("--seed", default=0, show_default=True, type=int),
     device_option(),
     click.option(

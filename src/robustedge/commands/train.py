@@ -4,124 +4,49 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import click
 
-from robustedge.commands import device_option, parse_kv, print_table
+from robustedge.commands import print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
+from robustedge.commands.options import config_from_options, config_options, lazy_option
+from robustedge.training.config import TrainConfig
 
 
-def suite_option(help: str) -> click.Option:
-    """The one ``--suite NAME`` option (a robustedge.attacks.suite.SUITES name)."""
-    return click.option("--suite", default=None, metavar="NAME", help=help)
+def suite_option(where: str) -> Callable:
+    """The one ``--suite NAME`` option (a robustedge.attacks.suite.SUITES name); its help
+    lists the registered suites with their attacks."""
 
+    def help_fn() -> str:
+        from robustedge.attacks.suite import suites_help
 
-SUITE_HELP = (
-    "Also the worst case per image over the named attack suite: worst-case (PGD-20x5, "
-    "APGD-CE-100, APGD-DLR-100, Square-1000) | worst-case-quick (PGD-10x2, APGD-CE-25, "
-    "APGD-DLR-25, Square-200) [default: none]."
-)
+        return f"Also the worst case per image over an attack suite: {suites_help()}.{where}"
+
+    return lazy_option("--suite", default=None, metavar="NAME", help_fn=help_fn)
 
 
 @click.command()
-@click.option("--data", default="digits", show_default=True, help="Data set name.")
-@click.option(
-    "--data-dir", default=None, help="Folder with local data files (else $ROBUSTEDGE_DATA_DIR)."
-)
-@click.option(
-    "--model", default="lenet5", show_default=True, help="Model name or module.path:factory."
-)
-@click.option(
-    "--model-arg",
-    "model_args",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Model factory argument (repeatable), e.g. width=2.",
-)
-@click.option(
-    "--adversary",
-    default="pgd",
-    show_default=True,
-    help="none | fgsm | pgd | trades | onmanifold | mixed (the last two need --manifold).",
-)
-@click.option(
-    "--eps", default=0.1, show_default=True, type=float, help="Linf budget in [0,1] pixel units."
-)
-@click.option("--steps", default=10, show_default=True, type=int, help="PGD/TRADES steps.")
-@click.option("--epochs", default=60, show_default=True, type=int)
-@click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--lr", default=2e-3, show_default=True, type=float)
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
-@click.option("--seed", default=0, show_default=True, type=int)
-@device_option(help="Where to train.")
+@config_options(TrainConfig)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/last.pt.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@click.option("--manifold", default=None, help="VAE run folder or 'synthetic' (on-manifold AT).")
-@click.option(
-    "--onmanifold-ratio",
-    default=0.5,
-    show_default=True,
-    type=float,
-    help="Fraction of each batch made on-manifold adversarial (onmanifold/mixed).",
-)
-@click.option("--eta", default=None, type=float, help="On-manifold latent budget (default 0.3).")
-@suite_option(SUITE_HELP + " Run on the final model at --eps.")
+@suite_option(" Run on the final model at --eps.")
 @nproc_option
-def train(
-    data,
-    data_dir,
-    model,
-    model_args,
-    adversary,
-    eps,
-    steps,
-    epochs,
-    batch_size,
-    lr,
-    optimizer,
-    seed,
-    device,
-    out,
-    resume,
-    no_progress,
-    manifold,
-    onmanifold_ratio,
-    eta,
-    suite,
-) -> None:
+def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **opts: Any) -> None:
     """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT.
 
     Data-parallel: ``--nproc N`` (or ``torchrun --nproc-per-node N -m robustedge.cli train``);
     ``--batch-size`` is then the global batch, split evenly over the processes."""
-    from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
-    cfg = TrainConfig(
-        data=data,
-        model=model,
-        model_kwargs=parse_kv(model_args, "--model-arg"),
-        adversary=adversary,
-        eps=eps,
-        steps=steps,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        seed=seed,
-        device=device,
-        data_dir=data_dir,
-        manifold=manifold,
-        onmanifold_ratio=onmanifold_ratio,
-        eta=eta,
-    )
+    cfg = config_from_options(TrainConfig, opts)
     metrics = train_run(
         cfg,
         out,
         resume=resume,
         progress=not no_progress,
-        manifold=_manifold(manifold, data_dir),
+        manifold=_manifold(cfg.manifold, cfg.data_dir),
         suite=suite,
     )
     if is_main_rank():
@@ -166,7 +91,7 @@ def train(
     help="On-manifold latent budget (latent units; replaces --eps for onmanifold).",
 )
 @click.option("--corruptions", is_flag=True, help="Also natural-corruption accuracy (5 levels).")
-@suite_option(SUITE_HELP + " Run at every --eps.")
+@suite_option(" Run at every --eps.")
 def eval_cmd(
     run, attacks, eps_list, steps, restarts, seed, as_json, manifold, eta, corruptions, suite
 ) -> None:

@@ -30,6 +30,8 @@ from robustedge.registry import Registry
 
 TaskLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 ADVERSARIES: Registry = Registry("adversary")
+TRADES_BETA = 6.0  # TRADES' trade-off weight (Zhang et al. 2019)
+TRAIN_STEPS = 10  # the one default of the iterative training adversaries' steps (PGD, TRADES)
 
 
 def ce_task_loss(logits: torch.Tensor, y: torch.Tensor, x_used: torch.Tensor) -> torch.Tensor:
@@ -87,8 +89,10 @@ class PGDAdversary(TrainingAdversary):
 
     name = "pgd"
 
-    def __init__(self, eps: float, steps: int = 10, alpha: Optional[float] = None, **kw: Any):
-        super().__init__(eps, steps or 10)
+    def __init__(
+        self, eps: float, steps: int = TRAIN_STEPS, alpha: Optional[float] = None, **kw: Any
+    ):
+        super().__init__(eps, steps or TRAIN_STEPS)
         self.alpha = alpha
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -109,8 +113,10 @@ class TradesAdversary(TrainingAdversary):
 
     name = "trades"
 
-    def __init__(self, eps: float, steps: int = 10, beta: float = 6.0, **kw: Any) -> None:
-        super().__init__(eps, steps or 10)
+    def __init__(
+        self, eps: float, steps: int = TRAIN_STEPS, beta: float = TRADES_BETA, **kw: Any
+    ) -> None:
+        super().__init__(eps, steps or TRAIN_STEPS)
         self.beta = float(beta)
 
     def craft(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
