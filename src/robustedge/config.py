@@ -21,6 +21,15 @@ from typing import Any, Callable, Dict, Iterable, Optional, Union
 Choices = Union[Callable[[], Iterable[str]], type, None]
 
 
+class FieldError(ValueError):
+    """Raised by a config's ``__post_init__`` about one of its fields (``key``), so that the
+    recipe can point at that key's line; anywhere else it is the ValueError it subclasses."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class Optim(str, enum.Enum):
     ADAM = "adam"
     SGD = "sgd"

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from robustedge.attacks.base import ATTACKS, Attack, AttackSpec
-from robustedge.attacks.square_core import SCORE_KINDS, square_linf_numpy
+from robustedge.attacks.square_core import P_INIT, SCORE_KINDS, square_linf_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Square(Attack):
         model: nn.Module,
         eps: float,
         n_queries: int = DEFAULT_QUERIES,
-        p_init: float = 0.8,
+        p_init: float = P_INIT,
         restarts: int = 1,
         norm: str = "linf",
         scores: str = "logits",

@@ -33,6 +33,7 @@ RngLike = Union[np.random.Generator, int, None]
 MAX_RESAMPLES = 10  # tries to find a window proposal that changes the current image
 PROB_FLOOR = 1e-45  # smallest float32 denormal: log(0) is avoided for "probs" scores
 SCORE_KINDS = ("logits", "probs")
+P_INIT = 0.8  # the one default of the initial fraction of pixels changed (paper's Linf setting)
 
 
 def p_schedule(p_init: float, it: int, n_iters: int) -> float:
@@ -86,7 +87,7 @@ def square_linf_numpy(
     y: np.ndarray,
     eps: float,
     n_queries: int = 1000,
-    p_init: float = 0.8,
+    p_init: float = P_INIT,
     rng: RngLike = None,
     restarts: int = 1,
     bounds: Tuple[float, float] = (0.0, 1.0),

@@ -15,22 +15,17 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
+from robustedge.config import FieldError
 from robustedge.errors import RobustEdgeError
 from robustedge.io import compose_yaml
+
+__all__ = ["FieldError", "Located", "RecipeError", "build", "check_fields", "parse_yaml"]
 
 Lines = Dict[str, int]
 
 
 class RecipeError(RobustEdgeError):
     """A recipe problem, located: ``recipe.yaml:12: compress[0].sparsity[1]: ...``."""
-
-
-class FieldError(ValueError):
-    """Raised by a dataclass's ``__post_init__`` about one of its fields (located by key)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 class Located:
