@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -72,77 +72,88 @@ def _train(cfg, out, resume, progress, manifold, device, world, suites=()) -> Di
     check_out_dir(out, resume)
     distributed.per_rank_batch(cfg.batch_size, world)
     data = load_dataset(cfg.data, cfg.data_dir)
-    spec = ModelSpec(cfg.model, data.input_shape, data.num_classes, dict(cfg.model_kwargs))
-    seed_everything(cfg.seed)
-    model = build_model(spec).to(device)
-    optimizer = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    adversary = build_adversary(
-        cfg.adversary,
-        cfg.eps,
-        cfg.steps,
-        beta=cfg.trades_beta,
-        **_manifold_kwargs(cfg, data, manifold),
-    )
-    adversary.seed(cfg.seed, world.rank)
-    start, history, rng = 0, [], None
+    job = _TrainJob(cfg, data, manifold, device, world)
+    start, rng = 0, None
     if resume and (out / CKPT).exists():
-        start, history, rng = restore_checkpoint(
-            out / CKPT, cfg.to_dict(), world, model, optimizer, scheduler
+        start, job.history, rng = restore_checkpoint(
+            out / CKPT, cfg.to_dict(), world, job.model, job.optimizer, job.scheduler
         )
     distributed.barrier()  # every rank has checked and read --out before rank 0 writes
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         write_yaml(out / "config.yaml", cfg.to_dict())
-
-    def checkpoint(epoch: int, record: Dict[str, float]) -> None:
-        history.append(record)
-        save_checkpoint(
-            out / CKPT,
-            world,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "config": cfg.to_dict(),
-            },
-            adversary.generator,
-        )
-
     if rng is not None:
-        set_rng_state(rng, adversary.generator)
+        set_rng_state(rng, job.adversary.generator)
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     fit(
-        model,
+        job.model,
         epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
-        adversary,
-        optimizer,
+        job.adversary,
+        job.optimizer,
         cfg.epochs,
         start_epoch=start,
-        scheduler=scheduler,
-        on_epoch_end=checkpoint,
+        scheduler=job.scheduler,
+        on_epoch_end=lambda epoch, record: job.checkpoint(out / CKPT, epoch, record),
         device=device,
         progress=progress and world.main,
     )
-    scale = scale_record(cfg.batch_size, world)
-    if not world.main:
-        return {"kind": "train", "rank": world.rank, **scale, "history": history}
-    model = model.cpu()
-    save_model(out, model, spec)
-    metrics = {
-        "kind": "train",
-        **adversary.describe(),
-        **scale,
-        "params": count_params(model),
-        "history": history,
-        **evaluate(
-            model, data.x_test, data.y_test, _train_eval_specs(cfg), seed=cfg.seed, suites=suites
-        ),
-    }
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return job.finish(out, data, suites)
+
+
+class _TrainJob:
+    """One training run's model, optimizer, scheduler, adversary and history."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, manifold: Any, device, world) -> None:
+        self.cfg, self.world = cfg, world
+        self.spec = ModelSpec(cfg.model, data.input_shape, data.num_classes, dict(cfg.model_kwargs))
+        seed_everything(cfg.seed)
+        self.model = build_model(self.spec).to(device)
+        self.optimizer = make_optimizer(
+            self.model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, cfg.epochs)
+        self.adversary = build_adversary(
+            cfg.adversary,
+            cfg.eps,
+            cfg.steps,
+            beta=cfg.trades_beta,
+            **_manifold_kwargs(cfg, data, manifold),
+        )
+        self.adversary.seed(cfg.seed, world.rank)
+        self.history: List[Dict[str, Any]] = []
+
+    def checkpoint(self, path: Path, epoch: int, record: Dict[str, float]) -> None:
+        """Every epoch end: the history grows and the checkpoint is written (rank 0)."""
+        self.history.append(record)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch + 1,
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+        }
+        save_checkpoint(path, self.world, state, self.adversary.generator)
+
+    def finish(self, out: Path, data: Dataset, suites: Sequence[Any]) -> Dict[str, Any]:
+        """Save the model and write metrics.json (rank 0); other ranks return their record."""
+        cfg = self.cfg
+        scale = scale_record(cfg.batch_size, self.world)
+        if not self.world.main:
+            return {"kind": "train", "rank": self.world.rank, **scale, "history": self.history}
+        model = self.model.cpu()
+        save_model(out, model, self.spec)
+        specs = _train_eval_specs(cfg)
+        metrics = {
+            "kind": "train",
+            **self.adversary.describe(),
+            **scale,
+            "params": count_params(model),
+            "history": self.history,
+            **evaluate(model, data.x_test, data.y_test, specs, seed=cfg.seed, suites=suites),
+        }
+        write_json(out / "metrics.json", metrics)
+        return metrics
 
 
 def scale_record(batch_size: int, world: distributed.World) -> Dict[str, int]:
