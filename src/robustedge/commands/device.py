@@ -12,6 +12,8 @@ import click
 from robustedge.commands.options import config_from_options, config_options, lazy_option
 from robustedge.device.board.config import CLI_DEFAULTS, BenchConfig, parse_square_n
 from robustedge.device.host.bundle import NO_CODEC, BundleConfig, codec_names
+from robustedge.device.host.qemu import ARCHES
+from robustedge.device.host.vm_image import VM_ARCHES
 
 
 def target_help() -> str:
@@ -214,9 +216,7 @@ def device_group() -> None:
 
 
 @device_group.command("setup-qemu")
-@click.option(
-    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
-)
+@click.option("--arch", type=click.Choice(sorted(ARCHES)), default="aarch64", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if a ready userland is cached.")
 def setup_qemu_cmd(arch: str, force: bool) -> None:
     """Build (once) a Python 3.11 ARM userland for the qemu targets (needs root)."""
@@ -226,9 +226,7 @@ def setup_qemu_cmd(arch: str, force: bool) -> None:
 
 
 @device_group.command("setup-vm")
-@click.option(
-    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
-)
+@click.option("--arch", type=click.Choice(sorted(VM_ARCHES)), default="aarch64", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if a ready image is cached.")
 def setup_vm_cmd(arch: str, force: bool) -> None:
     """Build (once) a Debian VM image that boots as an SSH board (needs root)."""
@@ -244,9 +242,7 @@ def setup_vm_cmd(arch: str, force: bool) -> None:
 
 @device_group.command("vm")
 @click.argument("action", type=click.Choice(["start", "stop", "status"]))
-@click.option(
-    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
-)
+@click.option("--arch", type=click.Choice(sorted(VM_ARCHES)), default="aarch64", show_default=True)
 def vm_cmd(action: str, arch: str) -> None:
     """Start, stop or show the VM board (the vm-ARCH target starts it by itself too)."""
     from robustedge.device.host.vm import VM
