@@ -219,9 +219,10 @@ def finish(model: Dict[str, Any], wl: Dict[str, Any], args: argparse.Namespace) 
 
 
 def bundle(run: Path, fmt: str, where: Path, codec: Optional[str]) -> Path:
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import NO_CODEC, BundleConfig, build_bundle
 
-    return build_bundle(run, where / f"{run.name}-{fmt}-{codec or 'plain'}", [fmt], codec=codec)
+    cfg = BundleConfig(formats=(fmt,), codec=codec or NO_CODEC)
+    return build_bundle(run, where / f"{run.name}-{fmt}-{codec or 'plain'}", cfg)
 
 
 def sizes(run: Path, fmt: str) -> Dict[str, int]:
@@ -236,7 +237,7 @@ def sizes(run: Path, fmt: str) -> Dict[str, int]:
 
 
 def bench(b: Path, target: str, fmt: str, runs: int) -> Dict[str, Any]:
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     args = ["--format", fmt, "--threads", "1", "--runs", str(runs), "--square-queries", "0"]
     return make_target(target).bench(b, args)
@@ -337,7 +338,7 @@ def emulated_rows(bundles: Dict[Any, Path], args: argparse.Namespace) -> Dict[st
         return emulated
     t0 = time.time()
     try:
-        from robustedge.device.targets import make_target
+        from robustedge.device.host.targets import make_target
 
         make_target("qemu-aarch64")
         for k, b in bundles.items():

@@ -43,7 +43,7 @@ def parse_settings(text: str) -> List[Tuple[int, str]]:
 
 
 def bench(bundle: Path, target: str, queries: int, n: str) -> Dict[str, Any]:
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     args = ["--runs", "0", "--square-queries", str(queries), "--square-n", n]
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--emulated-settings", default="1000:20")
     p.add_argument("--name", default="board_robust")
     a = p.parse_args()
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     load_before = os.getloadavg()
     rows, results = [], []

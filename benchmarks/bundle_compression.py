@@ -52,7 +52,7 @@ print(json.dumps(out))
 
 
 def inflate_ms(raw: bytes, codec: str, reps: int) -> float:
-    from robustedge.device.bundle_format import CODECS, compress_bytes, inflate_model
+    from robustedge.device.board.bundle_format import CODECS, compress_bytes, inflate_model
 
     with tempfile.TemporaryDirectory() as tmp:
         stored = Path(tmp) / ("m.tflite" + CODECS[codec])
@@ -74,7 +74,7 @@ def inflate_ms(raw: bytes, codec: str, reps: int) -> float:
 
 def qemu_times(models: List[Path]) -> Dict[str, Dict[str, float]]:
     """Decompression ms per model and codec under the emulated aarch64 Python (chroot)."""
-    from robustedge.device.bundle_format import compress_bytes
+    from robustedge.device.board.bundle_format import compress_bytes
 
     if os.geteuid() != 0 or not (QEMU_ROOT / "usr/bin/python3.11").exists():
         return {}
@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=21)
     ap.add_argument("--qemu", action="store_true", help="also time under qemu-aarch64 (root)")
     args = ap.parse_args()
-    from robustedge.device.bundle_format import compress_bytes
+    from robustedge.device.board.bundle_format import compress_bytes
 
     models = args.models or ([DEFAULT] if DEFAULT.is_file() else [])
     if not models:

@@ -158,7 +158,7 @@ def check_export(run_dir: Path) -> List[str]:
 
 
 def check_bundle(path: Path) -> List[str]:
-    from robustedge.device.bundle_format import verify_bundle
+    from robustedge.device.board.bundle_format import verify_bundle
 
     try:
         verify_bundle(path)

@@ -61,7 +61,7 @@ def ensure_export(run: Path) -> Path:
 
 
 def bench_target(bundle: Path, target: str, args: List[str]) -> Dict[str, Any]:
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     t0 = time.perf_counter()
     r = make_target(target).bench(bundle, args)
@@ -73,8 +73,8 @@ def overhead(model_path: Path, x: np.ndarray, n: int, rounds: int) -> Dict[str, 
     """Harness timed loop vs a bare interpreter loop (same interpreter, same input)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from robustedge.device.backends import open_model
-    from robustedge.device.measure import time_invokes
+    from robustedge.device.board.backends import open_model
+    from robustedge.device.board.measure import time_invokes
 
     model = open_model(str(model_path), threads=1, prefer="litert")
     interp = Interpreter(model_path=str(model_path), num_threads=1)
@@ -119,8 +119,8 @@ def main() -> None:
     p.add_argument("--square-n", type=int, default=100)
     p.add_argument("--reference-kernels", action="store_true", help="BUILTIN_REF everywhere.")
     a = p.parse_args()
-    from robustedge.device.bundle import build_bundle
-    from robustedge.device.onboard import to_model_input
+    from robustedge.device.board.onboard import to_model_input
+    from robustedge.device.host.bundle import build_bundle
 
     runs = [ensure_export(r) for r in (a.runs or default_runs())]
     args = [
@@ -190,7 +190,7 @@ def main() -> None:
         "vm": vms,
     }
     for arch in started:  # leave no VM behind that this benchmark booted
-        from robustedge.device import vm
+        from robustedge.device.host import vm
 
         vm.VM(arch).stop()
     out = write_result("device", payload)
@@ -200,7 +200,7 @@ def main() -> None:
 
 
 def vms_not_running(targets: List[str]) -> List[str]:
-    from robustedge.device import vm
+    from robustedge.device.host import vm
 
     return [t[3:] for t in targets if t.startswith("vm-") and vm.VM(t[3:]).state() is None]
 
@@ -208,7 +208,7 @@ def vms_not_running(targets: List[str]) -> List[str]:
 def vm_info(targets: List[str]) -> Dict[str, Any]:
     """Image size, build and boot time of each ``vm-<arch>`` target (from its READY.json and
     this run's boot, which the target recorded)."""
-    from robustedge.device import vm
+    from robustedge.device.host import vm
 
     out = {}
     for t in targets:

@@ -37,8 +37,8 @@ MODULES=(
   "compress/targets|src/robustedge/compress/targets.py|$K tests/test_compress_prox.py"
   "export/parity|src/robustedge/export/parity.py|$K $G"
   "export/ledger|src/robustedge/export/ledger.py|$K"
-  "device/bundle_format|src/robustedge/device/bundle_format.py|$K $G"
-  "device/runner|src/robustedge/device/runner.py|$K $G"
+  "device/bundle_format|src/robustedge/device/board/bundle_format.py|$K $G"
+  "device/runner|src/robustedge/device/board/runner.py|$K $G"
   "recipe/runner|src/robustedge/recipe/runner.py|$K $G"
 )
 

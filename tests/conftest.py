@@ -71,7 +71,7 @@ def cli():
 def bundle(tmp_path) -> Path:
     """A bundle built by the real builder from an export folder (artifact bytes are opaque)."""
     from hostile_kit import fake_int8_export
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     run = fake_int8_export(tmp_path / "run")
     return build_bundle(run, tmp_path / "bundle")

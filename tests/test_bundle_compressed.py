@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from robustedge.device.bundle_format import (
+from robustedge.device.board.bundle_format import (
     MANIFEST,
     BundleError,
     compress_bytes,
@@ -22,11 +22,12 @@ from robustedge.device.bundle_format import (
     inflate_model,
     verify_bundle,
 )
-from robustedge.device.targets import LocalTarget
+from robustedge.device.board.config import BenchConfig
+from robustedge.device.host.targets import LocalTarget
 from robustedge.errors import RobustEdgeError
 from test_device import bundle, copy_bundle, device_export, run_runner  # noqa: F401
 
-FAST = ["--runs", "0", "--square-queries", "0"]
+FAST = BenchConfig(runs=0, square_queries=0)
 
 
 def _manifest(b: Path) -> dict:
@@ -119,7 +120,7 @@ def test_tampered_refused_by_local_bench(bundle, tmp_path, damage):  # noqa: F81
     b = copy_bundle(bundle, tmp_path)
     want = TAMPER[damage](b)
     with pytest.raises(RobustEdgeError) as e:  # in place: the board's runner refuses it
-        LocalTarget().bench(b, ["--verify-only"])
+        LocalTarget().bench(b, FAST)
     msg = str(e.value)
     assert "exit 3" in msg and f"error: refusing bundle: {want}" in msg and "\n" not in msg
     (tmp_path / "card").mkdir()
@@ -195,11 +196,11 @@ def test_manifest_codec_fields_checked(bundle, tmp_path, edit, want):  # noqa: F
 def test_compressed_bundle_runs_on_local_target(bundle, device_export, tmp_path):  # noqa: F811
     """End to end on the local target: the inflated model gives the same outputs, bit for bit,
     as the same model stored plain; the results name flash bytes, model bytes and peak RSS."""
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import BundleConfig, build_bundle
 
-    args = ["--reference-kernels", "--runs", "200", "--square-queries", "10", "--square-n", "5"]
+    args = BenchConfig(reference_kernels=True, runs=200, square_queries=10, square_n=5)
     packed = LocalTarget().bench(copy_bundle(bundle, tmp_path), args)
-    plain_b = build_bundle(device_export, tmp_path / "plain", codec=None)
+    plain_b = build_bundle(device_export, tmp_path / "plain", BundleConfig(codec="none"))
     plain = LocalTarget().bench(plain_b, args)
     art = verify_bundle(bundle)["formats"]["tflite-int8"]
     assert packed["codec"] == "xz" and packed["model_file"] == art["file"]
@@ -215,9 +216,9 @@ def test_compressed_bundle_runs_on_local_target(bundle, device_export, tmp_path)
 
 
 def test_gzip_and_plain_bundles(device_export, tmp_path):  # noqa: F811
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import BundleConfig, build_bundle
 
-    gz = build_bundle(device_export, tmp_path / "gz", ["tflite-int8"], codec="gzip")
+    gz = build_bundle(device_export, tmp_path / "gz", BundleConfig(("tflite-int8",), "gzip"))
     art = verify_bundle(gz)["formats"]["tflite-int8"]
     assert art["codec"] == "gzip" and art["file"].endswith(".tflite.gz")
     assert (
@@ -226,22 +227,22 @@ def test_gzip_and_plain_bundles(device_export, tmp_path):  # noqa: F811
     )
     r = LocalTarget().bench(gz, FAST)
     assert r["codec"] == "gzip" and r["flash_bytes"] == art["flash_bytes"]
-    plain = build_bundle(device_export, tmp_path / "plain", ["tflite-int8"], codec=None)
+    plain = build_bundle(device_export, tmp_path / "plain", BundleConfig(("tflite-int8",), "none"))
     art = verify_bundle(plain)["formats"]["tflite-int8"]
     assert art["file"] == "models/model_int8.tflite" and "codec" not in art
     r = LocalTarget().bench(plain, FAST)
     assert r["flash_bytes"] == r["model_bytes"] == (plain / art["file"]).stat().st_size
-    with pytest.raises(RobustEdgeError, match="unknown codec 'zip'"):
-        build_bundle(device_export, tmp_path / "bad", codec="zip")
+    with pytest.raises(ValueError, match="unknown codec 'zip' \\(known: xz, gzip, none\\)"):
+        build_bundle(device_export, tmp_path / "bad", BundleConfig(codec="zip"))
     assert not (tmp_path / "bad").exists()
 
 
 def test_old_bundle_without_codec_fields_still_runs(bundle, device_export, tmp_path):  # noqa: F811
     """A bundle written before compression (no codec / model_* / flash_bytes keys) verifies and
     runs, and reports its one file as both flash and model bytes."""
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import BundleConfig, build_bundle
 
-    old = build_bundle(device_export, tmp_path / "old", ["tflite-int8"], codec=None)
+    old = build_bundle(device_export, tmp_path / "old", BundleConfig(("tflite-int8",), "none"))
     m = _manifest(old)
     for key in ("codec", "model_file", "model_bytes", "model_sha256", "flash_bytes"):
         assert key not in m["formats"]["tflite-int8"]
@@ -274,13 +275,13 @@ def test_cli_bundle_compress_flags(device_export, tmp_path, cli):  # noqa: F811
 def test_compressed_bundle_on_qemu_aarch64(bundle):  # noqa: F811
     """The emulated aarch64 Python inflates (stdlib lzma) and verifies the model, runs it, and
     gives the host's outputs bit for bit (reference kernels)."""
-    from robustedge.device.targets import QemuTarget
+    from robustedge.device.host.targets import QemuTarget
     from test_device_targets import rootfs
 
     rootfs("aarch64")
-    args = ["--reference-kernels", "--runs", "200", "--square-queries", "0"]
-    r = QemuTarget("aarch64").bench(bundle, [*args, "--backend", "tflite-runtime"])
-    host = LocalTarget().bench(bundle, [*args, "--backend", "tflite-runtime"])
+    cfg = BenchConfig(reference_kernels=True, runs=200, square_queries=0, backend="tflite-runtime")
+    r = QemuTarget("aarch64").bench(bundle, cfg)
+    host = LocalTarget().bench(bundle, cfg)
     art = verify_bundle(bundle)["formats"]["tflite-int8"]
     assert r["board"]["machine"] == "aarch64" and r["emulated"] is True
     assert r["codec"] == "xz" and r["flash_bytes"] == art["flash_bytes"]

@@ -33,7 +33,7 @@ def timed(cmd: list, cwd: Path) -> float:
 
 def test_killed_bundle_rebuild_never_loses_the_finished_bundle(tmp_path):
     from hostile_kit import fake_export
-    from robustedge.device.bundle_format import verify_bundle
+    from robustedge.device.board.bundle_format import verify_bundle
 
     fake_export(tmp_path / "run")
     cmd = cli("bundle", tmp_path / "run", "--out", tmp_path / "b")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustedge.device.bundle_format import MANIFEST, file_entry, verify_bundle
+from robustedge.device.board.bundle_format import MANIFEST, file_entry, verify_bundle
 from robustedge.errors import RobustEdgeError
 
 GUARD = (
@@ -40,7 +40,7 @@ def device_export(tiny_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundle(device_export, tmp_path_factory) -> Path:
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     return build_bundle(device_export, tmp_path_factory.mktemp("bundles") / "tiny")
 
@@ -71,7 +71,7 @@ def test_bundle_manifest(bundle, device_export):
     listed = set(m["files"])
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert on_disk - listed <= {MANIFEST, "results.json"}
-    for rel in ("run_bundle.py", "square_core.py", "lib/robustedge/device/runner.py"):
+    for rel in ("run_bundle.py", "square_core.py", "lib/robustedge/device/board/runner.py"):
         assert rel in listed
     assert set(m["eval_sets"]) >= {"clean", "transfer"}
     for rel, meta in m["files"].items():
@@ -170,8 +170,9 @@ def test_missing_packages_named(bundle, tmp_path, hidden, hint):
 
 def test_device_package_imports_without_torch():
     code = GUARD + (
-        "import robustedge.device.bundle, robustedge.device.targets, robustedge.device.onboard\n"
-        "import robustedge.device.qemu, robustedge.device.runner\n"
+        "import robustedge.device.host.bundle, robustedge.device.host.targets\n"
+        "import robustedge.device.board.onboard, robustedge.device.board.config\n"
+        "import robustedge.device.host.qemu, robustedge.device.board.runner\n"
         "bad = [m for m in ('torch', 'tensorflow') if sys.modules.get(m) is not None]\n"
         "assert not bad, bad\n"
     )
@@ -180,7 +181,7 @@ def test_device_package_imports_without_torch():
 
 
 def test_local_deploy_is_atomic(bundle, tmp_path, monkeypatch):
-    from robustedge.device import targets
+    from robustedge.device.host import targets
 
     sd = tmp_path / "sdcard" / "home" / "pi"
     with pytest.raises(RobustEdgeError, match="is the card mounted"):
@@ -206,7 +207,7 @@ def test_local_deploy_is_atomic(bundle, tmp_path, monkeypatch):
 
 
 def test_tampered_bundle_not_deployed(bundle, tmp_path):
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     b = copy_bundle(bundle, tmp_path / "src")
     (b / "run_bundle.py").write_text("print('pwned')\n")
@@ -217,7 +218,7 @@ def test_tampered_bundle_not_deployed(bundle, tmp_path):
 
 
 def test_board_without_numpy_local(bundle):
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     py = shutil.which("python3", path="/usr/bin")
     probe = subprocess.run([py, "-c", "import numpy"], capture_output=True) if py else None
@@ -228,7 +229,7 @@ def test_board_without_numpy_local(bundle):
 
 
 def test_target_names_and_ssh_errors(tmp_path):
-    from robustedge.device.targets import TARGETS, SSHTarget, make_target
+    from robustedge.device.host.targets import TARGETS, SSHTarget, make_target
 
     assert {"local", "ssh", "qemu-aarch64", "qemu-armv7"} <= set(TARGETS.names())
     with pytest.raises(RobustEdgeError, match="unknown target 'pi'"):
@@ -293,7 +294,7 @@ def test_cli_deploy_and_unreachable(bundle, tmp_path, cli):
 
 
 def test_setup_qemu_needs_root(tmp_path, monkeypatch):
-    from robustedge.device import qemu
+    from robustedge.device.host import qemu
 
     monkeypatch.setattr(qemu.os, "geteuid", lambda: 1000)
     with pytest.raises(RobustEdgeError, match="needs root"):
@@ -329,13 +330,11 @@ def small_bundle(bundle: Path, tmp_path: Path, k: int, clean_transfer: int = 0) 
 def test_onboard_square_default_is_strong(bundle, tmp_path):
     """By default the board runs Square-1000 (one restart) on every image of the bundle and the
     results record that budget, unlabelled; the headline is the worst case per image."""
-    from robustedge.device import bundle_format as bf
-    from robustedge.device.measure import transfer_name
-    from robustedge.device.onboard import RunOptions
-    from robustedge.device.runner import parser
+    from robustedge.device.board.config import BenchConfig
+    from robustedge.device.board.measure import transfer_name
+    from robustedge.device.board.runner import parser
 
-    assert (bf.BENCH_SQUARE_QUERIES, bf.BENCH_SQUARE_RESTARTS, bf.BENCH_SQUARE_N) == (1000, 1, None)
-    o, a = RunOptions(), parser().parse_args([])
+    o, a = BenchConfig(), parser().parse_args([])
     assert (o.square_queries, o.square_restarts, o.square_n) == (1000, 1, None)
     assert (a.square_queries, a.square_restarts, a.square_n) == (1000, 1, None)
     b = small_bundle(bundle, tmp_path, 12)
@@ -367,9 +366,9 @@ def test_worst_case_is_per_image(bundle, tmp_path):
     transfer set cannot break the first 30 images (they are the clean ones) and a small Square
     budget leaves some transfer-broken images standing, the worst case is below both attacks
     and equals the per-image AND computed here from the interpreter's own predictions."""
-    from robustedge.device.backends import open_model
-    from robustedge.device.onboard import (
-        RunOptions,
+    from robustedge.device.board.backends import open_model
+    from robustedge.device.board.config import BenchConfig
+    from robustedge.device.board.onboard import (
         evaluate_sets,
         load_npz,
         make_predict,
@@ -382,7 +381,7 @@ def test_worst_case_is_per_image(bundle, tmp_path):
     b = small_bundle(bundle, tmp_path, 60, clean_transfer=30)
     m = verify_bundle(b)
     art = m["formats"]["tflite-int8"]
-    opts = RunOptions(runs=0, square_queries=15, seed=0)
+    opts = BenchConfig(runs=0, square_queries=15, seed=0)
     path, _ = model_path(b / art["file"], art, tmp_path)
     predict = make_predict(open_model(str(path)), art["input"], art["output"])
     sets, _acc, _dig, correct = evaluate_sets(b, m, open_model(str(path)), art["input"], predict)
@@ -409,15 +408,23 @@ def test_worst_case_is_per_image(bundle, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["0", "-3", "some"])
-def test_square_n_bad_values(bad):
-    from robustedge.device.onboard import RunOptions
-    from robustedge.device.runner import parser
+def test_square_n_bad_values(bad, capsys):
+    from robustedge.device.board import runner
+    from robustedge.device.board.config import BenchConfig
 
-    with pytest.raises(SystemExit):
-        parser().parse_args(["--square-n", bad])
-    assert parser().parse_args(["--square-n", "ALL"]).square_n is None
-    assert parser().parse_args(["--square-n", "7"]).square_n == 7
+    with pytest.raises(ValueError, match="square_n must be >= 1|need a number of images"):
+        BenchConfig.from_argv(["--square-n", bad])
+    if bad == "some":  # not a number: argparse's usage error
+        with pytest.raises(SystemExit):
+            runner.parser().parse_args(["--square-n", bad])
+    else:  # out of range: BenchConfig refuses it, the runner exits 2 in one line
+        assert runner.main(["--square-n", bad, "--bundle", "/nonexistent"]) == runner.EXIT_OTHER
+        assert (
+            capsys.readouterr().err == f"error: square_n must be >= 1 (or all images), got {bad}\n"
+        )
+    assert runner.parser().parse_args(["--square-n", "ALL"]).square_n is None
+    assert runner.parser().parse_args(["--square-n", "7"]).square_n == 7
     with pytest.raises(ValueError, match="square_n"):
-        RunOptions(square_n=0)
+        BenchConfig(square_n=0)
     with pytest.raises(ValueError, match="square_restarts"):
-        RunOptions(square_restarts=0)
+        BenchConfig(square_restarts=0)

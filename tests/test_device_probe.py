@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from robustedge.device import doctor, probe, vm_image
-from robustedge.device.targets import LocalTarget, VMTarget
+from robustedge.device.board import probe
+from robustedge.device.host import doctor, vm_image
+from robustedge.device.host.targets import LocalTarget, VMTarget
 from robustedge.errors import RobustEdgeError
 
 
@@ -125,8 +126,8 @@ def test_throttled_run_is_flagged_and_refused(tmp_path):
     /sys files, as the firmware would): the latency is flagged, and refused on request."""
     import numpy as np
 
-    from robustedge.device import measure
-    from robustedge.device.onboard import refuse_if_throttled
+    from robustedge.device.board import measure
+    from robustedge.device.board.onboard import refuse_if_throttled
 
     root = fake_sys(tmp_path, "performance", 1800000, 50000)
 
@@ -177,11 +178,11 @@ def test_vm_spec_validates():
     assert json.dumps(vm_image.vm_spec("aarch64").model).count("cortex-a72") == 1
 
 
-def test_run_options_validate():
-    from robustedge.device.onboard import RunOptions
+def test_bench_config_validates():
+    from robustedge.device.board.config import BenchConfig
 
-    assert RunOptions().runs == 200 and RunOptions().warmup == 20
+    assert BenchConfig().runs == 200 and BenchConfig().warmup == 20
     with pytest.raises(ValueError, match="threads must be >= 1"):
-        RunOptions(threads=0)
+        BenchConfig(threads=0)
     with pytest.raises(ValueError, match="warmup must be >= 0"):
-        RunOptions(warmup=-1)
+        BenchConfig(warmup=-1)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from robustedge.device import qemu
-from robustedge.device.bundle_format import verify_bundle
-from robustedge.device.targets import LocalTarget, QemuTarget, SSHTarget
+from robustedge.device.board.bundle_format import verify_bundle
+from robustedge.device.host import qemu
+from robustedge.device.host.targets import LocalTarget, QemuTarget, SSHTarget
 from robustedge.errors import RobustEdgeError
 from test_device import bundle, copy_bundle, device_export  # noqa: F401  (shared fixtures)
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from robustedge.device import vm
-from robustedge.device.targets import SSHTarget, VMTarget
+from robustedge.device.host import vm
+from robustedge.device.host.targets import SSHTarget, VMTarget
 from robustedge.errors import RobustEdgeError
 from test_device import bundle, copy_bundle, device_export  # noqa: F401  (shared fixtures)
 from test_device_targets import BENCH, HINT, host_ref, need_root  # noqa: F401

@@ -21,7 +21,7 @@ def _write(b: Path, manifest: dict) -> None:
 
 
 def test_bundle_format_constants():
-    from robustedge.device import bundle_format as bf
+    from robustedge.device.board import bundle_format as bf
 
     assert (bf.MANIFEST, bf.SCHEMA, bf.ENTRY, bf.SQUARE) == (
         "manifest.json",
@@ -29,12 +29,11 @@ def test_bundle_format_constants():
         "run_bundle.py",
         "square_core.py",
     )
-    assert (bf.BENCH_RUNS, bf.BENCH_SQUARE_QUERIES, bf.BENCH_SQUARE_N) == (200, 1000, None)
     assert bf.CODE_SUFFIXES == (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 
 
 def test_read_manifest_errors(tmp_path, bundle):
-    from robustedge.device.bundle_format import BundleError, read_manifest
+    from robustedge.device.board.bundle_format import BundleError, read_manifest
 
     assert read_manifest(bundle)["schema"] == "robustedge.bundle/1"
     f = tmp_path / "file"
@@ -78,14 +77,14 @@ def test_read_manifest_errors(tmp_path, bundle):
     ],
 )
 def test_inside_refuses(tmp_path, rel, msg):
-    from robustedge.device.bundle_format import BundleError, inside
+    from robustedge.device.board.bundle_format import BundleError, inside
 
     with pytest.raises(BundleError, match=msg.replace("\\", "\\\\")):
         inside(tmp_path, rel)
 
 
 def test_inside_accepts_and_refuses_symlinks(tmp_path):
-    from robustedge.device.bundle_format import BundleError, inside
+    from robustedge.device.board.bundle_format import BundleError, inside
 
     root = tmp_path / "root"
     (root / "data").mkdir(parents=True)
@@ -101,7 +100,7 @@ def test_inside_accepts_and_refuses_symlinks(tmp_path):
 
 
 def test_verify_bundle_refusals(bundle):
-    from robustedge.device.bundle_format import BundleError, verify_bundle
+    from robustedge.device.board.bundle_format import BundleError, verify_bundle
 
     good = manifest_of(bundle)
     assert verify_bundle(bundle) == good
@@ -148,7 +147,7 @@ def test_verify_bundle_refusals(bundle):
 
 
 def test_verify_bundle_requires_referenced_files_listed(bundle):
-    from robustedge.device.bundle_format import BundleError, referenced_files, verify_bundle
+    from robustedge.device.board.bundle_format import BundleError, referenced_files, verify_bundle
 
     good = manifest_of(bundle)
     model = good["formats"]["tflite-int8"]["file"]
@@ -189,7 +188,7 @@ def test_file_entry_and_swap(tmp_path):
     import hashlib
     import shutil
 
-    from robustedge.device.bundle_format import file_entry, swap_in_bundle
+    from robustedge.device.board.bundle_format import file_entry, swap_in_bundle
     from robustedge.errors import RobustEdgeError
 
     f = tmp_path / "f"

@@ -17,10 +17,11 @@ from test_exact_bundle import manifest_of
 
 
 def test_runner_parser_defaults_and_runs():
-    from robustedge.device.runner import MIN_RUNS, parser
+    from robustedge.device.board.config import BenchConfig
+    from robustedge.device.board.runner import MIN_RUNS, parser
 
     a = parser().parse_args([])
-    assert (a.bundle, a.fmt, a.backend, a.threads, a.runs, a.warmup) == (
+    assert (a.bundle, a.format, a.backend, a.threads, a.runs, a.warmup) == (
         None,
         None,
         None,
@@ -38,30 +39,30 @@ def test_runner_parser_defaults_and_runs():
     assert a.square_restarts == 1
     assert not (a.reference_kernels or a.refuse_throttled or a.emulated or a.verify_only)
     assert MIN_RUNS == 200
-    assert parser().parse_args(["--runs", "0"]).runs == 0
-    assert parser().parse_args(["--runs", "200"]).runs == 200
-    with pytest.raises(SystemExit):
-        parser().parse_args(["--runs", "199"])
-    with pytest.raises(SystemExit):
-        parser().parse_args(["--runs", "1"])
+    assert BenchConfig.from_argv(["--runs", "0"]).runs == 0
+    assert BenchConfig.from_argv(["--runs", "200"]).runs == 200
+    for bad in ("199", "1"):
+        with pytest.raises(ValueError, match=f"runs must be >= 200 .*got {bad}$"):
+            BenchConfig.from_argv(["--runs", bad])
     for text, n in [("all", None), (" All ", None), ("ALL", None), ("1", 1), ("12", 12)]:
         assert parser().parse_args(["--square-n", text]).square_n == n  # 1 is the smallest
     b = parser().parse_args(
         ["--format", "onnx", "--threads", "2", "--square-eps", "0.05", "--reference-kernels"]
     )
-    assert (b.fmt, b.threads, b.square_eps, b.reference_kernels) == ("onnx", 2, 0.05, True)
+    assert (b.format, b.threads, b.square_eps, b.reference_kernels) == ("onnx", 2, 0.05, True)
 
 
-def test_runner_run_options_mapping():
-    from robustedge.device.runner import parser, run_options
+def test_runner_options_become_a_bench_config():
+    from robustedge.device.board.config import BenchConfig
+    from robustedge.device.board.runner import parser
 
     args = parser().parse_args(
         "--format onnx --threads 3 --runs 0 --warmup 4 --square-queries 7 --square-n 9 "
         "--square-eps 0.2 --reference-kernels --backend onnxruntime --seed 5 "
-        "--refuse-throttled --square-restarts 3".split()
+        "--refuse-throttled --square-restarts 3 --emulated --out x.json".split()
     )
-    o = run_options(args, emulated=True)
-    assert (o.fmt, o.threads, o.runs, o.warmup, o.square_queries, o.square_n) == (
+    o = BenchConfig.from_namespace(args)
+    assert (o.format, o.threads, o.runs, o.warmup, o.square_queries, o.square_n) == (
         "onnx",
         3,
         0,
@@ -77,11 +78,11 @@ def test_runner_run_options_mapping():
         5,
     )
     assert o.refuse_throttled is True and o.square_restarts == 3
-    assert run_options(parser().parse_args([]), emulated=False).emulated is False
+    assert BenchConfig.from_namespace(parser().parse_args([])) == BenchConfig()
 
 
 def test_runner_check_dependencies(bundle):
-    from robustedge.device.runner import MissingDependency, check_dependencies
+    from robustedge.device.board.runner import MissingDependency, check_dependencies
     from robustedge.errors import RobustEdgeError
 
     m = manifest_of(bundle)
@@ -101,7 +102,7 @@ def test_runner_check_dependencies(bundle):
 def test_runner_missing_numpy_and_interpreter(bundle, monkeypatch):
     import importlib.util
 
-    from robustedge.device import runner
+    from robustedge.device.board import runner
 
     real = importlib.util.find_spec
 
@@ -132,7 +133,7 @@ def test_runner_missing_numpy_and_interpreter(bundle, monkeypatch):
 
 
 def test_runner_write_results_atomic(tmp_path):
-    from robustedge.device.runner import write_results
+    from robustedge.device.board.runner import write_results
 
     out = tmp_path / "sub" / "r.json"
     write_results(out, {"a": 1})
@@ -144,7 +145,7 @@ def test_runner_write_results_atomic(tmp_path):
 
 
 def test_runner_main_exit_codes(bundle, tmp_path, capsys):
-    from robustedge.device import runner
+    from robustedge.device.board import runner
 
     assert (runner.EXIT_OTHER, runner.EXIT_BUNDLE, runner.EXIT_DEPS) == (2, 3, 4)
     assert (runner.EXIT_WRITE, runner.EXIT_THROTTLED) == (5, 6)
@@ -178,7 +179,7 @@ def test_runner_main_exit_codes(bundle, tmp_path, capsys):
 @pytest.fixture
 def onnx_bundle(tmp_path) -> Path:
     """A bundle holding a real ONNX model (flatten + dense, weights known) and eval sets."""
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     return build_bundle(onnx_run(tmp_path), tmp_path / "bundle")
 
@@ -248,7 +249,7 @@ def onnx_run(tmp_path: Path, tflite: bool = False) -> Path:
 
 
 def test_runner_main_measures_and_writes(onnx_bundle, tmp_path, capsys):
-    from robustedge.device import runner
+    from robustedge.device.board import runner
 
     out = tmp_path / "res" / "r.json"
     args = ["--bundle", str(onnx_bundle), "--runs", "0", "--square-queries", "0"]
@@ -278,7 +279,7 @@ def test_runner_main_measures_and_writes(onnx_bundle, tmp_path, capsys):
 
 
 def test_runner_default_format_choice(onnx_bundle):
-    from robustedge.device.runner import check_dependencies
+    from robustedge.device.board.runner import check_dependencies
     from robustedge.errors import RobustEdgeError
 
     m = manifest_of(onnx_bundle)
@@ -301,7 +302,7 @@ def test_runner_default_format_choice(onnx_bundle):
 def test_runner_help_documents_every_option_and_its_default(capsys):
     """`python3 run_bundle.py --help` on the board: every option says what it does, and every
     option that takes a value states its default, which is the value the runner really uses."""
-    from robustedge.device.runner import main, parser
+    from robustedge.device.board.runner import main, parser
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -337,20 +338,20 @@ def test_runner_help_documents_every_option_and_its_default(capsys):
 
 
 def test_runner_runs_and_square_n_refused_in_one_line(capsys):
-    from robustedge.device.runner import main
+    """Out of range: BenchConfig's one-line refusal, exit 2, before the bundle is read; not a
+    number at all: argparse's usage error, exit 2."""
+    from robustedge.device.board.runner import main
 
     for argv, msg in [
-        (["--runs", "199"], "argument --runs: need >= 200 timed runs (or 0 to skip), got 199"),
-        (["--runs", "-1"], "argument --runs: need >= 200 timed runs (or 0 to skip), got -1"),
-        (["--runs", "2e3"], "argument --runs: need >= 200 timed runs (or 0 to skip), got '2e3'"),
-        (
-            ["--square-n", "0"],
-            "argument --square-n: need a number of images >= 1 or 'all', got '0'",
-        ),
-        (
-            ["--square-n", "x"],
-            "argument --square-n: need a number of images >= 1 or 'all', got 'x'",
-        ),
+        (["--runs", "199"], "runs must be >= 200 (or 0 to skip timing), got 199"),
+        (["--runs", "-1"], "runs must be >= 200 (or 0 to skip timing), got -1"),
+        (["--square-n", "0"], "square_n must be >= 1 (or all images), got 0"),
+    ]:
+        assert main([*argv, "--bundle", "/nonexistent"]) == 2
+        assert capsys.readouterr().err == f"error: {msg}\n"
+    for argv, msg in [
+        (["--runs", "2e3"], "argument --runs: invalid int value: '2e3'"),
+        (["--square-n", "x"], "argument --square-n: need a number of images or 'all', got 'x'"),
     ]:
         with pytest.raises(SystemExit) as e:
             main(argv)
@@ -365,7 +366,7 @@ def test_runner_missing_numpy_in_one_line(bundle, tmp_path, monkeypatch, capsys)
     is Python's own way of making a module unimportable)."""
     import sys
 
-    from robustedge.device import runner
+    from robustedge.device.board import runner
 
     out = tmp_path / "r.json"
     monkeypatch.setitem(sys.modules, "numpy", None)
@@ -379,8 +380,8 @@ def test_runner_checks_the_requested_format_and_backend_first(tmp_path, monkeypa
     package, before anything is measured (the bundle's default format, .tflite, has one)."""
     import sys
 
-    from robustedge.device import runner
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.board import runner
+    from robustedge.device.host.bundle import build_bundle
 
     b = build_bundle(onnx_run(tmp_path, tflite=True), tmp_path / "bundle")
     assert manifest_of(b)["default_format"] == "tflite-int8"
@@ -404,7 +405,7 @@ def test_runner_refuses_a_throttled_run_with_exit_6(onnx_bundle, tmp_path, monke
     """A board whose firmware reports throttling (a ``vcgencmd`` on PATH answering as a
     Raspberry Pi does: under-voltage and throttled now): flagged in the results, or refused
     with exit 6 and one line under ``--refuse-throttled``, nothing written."""
-    from robustedge.device import runner
+    from robustedge.device.board import runner
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -435,7 +436,7 @@ def test_runner_refuses_a_throttled_run_with_exit_6(onnx_bundle, tmp_path, monke
 def test_runner_results_written_through_a_hidden_temp_file_beside_them(tmp_path):
     """While the results are written, the folder shows the old file and a hidden temp file in
     the same folder (so the rename is atomic): a reader listing ``*.json`` never sees half."""
-    from robustedge.device.runner import write_results
+    from robustedge.device.board.runner import write_results
 
     out = tmp_path / "a" / "b" / "r.json"  # missing parents are made
     write_results(out, {"old": 1})
@@ -459,12 +460,12 @@ def test_runner_verify_only_counts_compressed_models(tmp_path, capsys):
     """`--verify-only` says how many files it verified, and how many compressed models it
     inflated and verified when there are any (none in a bundle stored plain)."""
     from hostile_kit import fake_int8_export
-    from robustedge.device.bundle import build_bundle
-    from robustedge.device.runner import main
+    from robustedge.device.board.runner import main
+    from robustedge.device.host.bundle import BundleConfig, build_bundle
 
     run = fake_int8_export(tmp_path / "run")
-    for codec, extra in [(None, ""), ("xz", ", 1 compressed model(s) inflated and verified")]:
-        b = build_bundle(run, tmp_path / f"bundle-{codec}", codec=codec)
+    for codec, extra in [("none", ""), ("xz", ", 1 compressed model(s) inflated and verified")]:
+        b = build_bundle(run, tmp_path / f"bundle-{codec}", BundleConfig(codec=codec))
         assert main(["--bundle", str(b), "--verify-only"]) == 0
         n = len(manifest_of(b)["files"])
         assert capsys.readouterr().out == f"bundle ok: {n} files verified{extra}\n"

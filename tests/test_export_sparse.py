@@ -90,8 +90,8 @@ def test_sparse_gate_fails_on_bad_calibration(pruned_run, digits, tmp_path):
 def test_board_runner_runs_the_sparse_model(sparse_export, pruned_run, tmp_path):
     """The unchanged board runner (numpy + ai-edge-litert) runs the bundled sparse model and
     reproduces the host parity accuracy with reference kernels."""
-    from robustedge.device.bundle import build_bundle
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.bundle import build_bundle
+    from robustedge.device.host.targets import make_target
 
     bundle = build_bundle(pruned_run, tmp_path / "bundle", ["tflite-int8-sparse"])
     res = make_target("local").bench(

@@ -231,7 +231,7 @@ def test_fuzz_npz(data):
 def bundle_dir(tmp_path_factory) -> Path:
     """A real bundle from a fabricated export (the builder does not parse the model)."""
     from hostile_kit import fake_export
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     root = tmp_path_factory.mktemp("fuzzbundle")
     fake_export(root / "run")
@@ -261,7 +261,7 @@ def manifest_edits(draw, good: dict) -> bytes:
 
 
 def fuzz_manifest(bundle_dir: Path, data: bytes) -> None:
-    from robustedge.device.bundle_format import verify_bundle
+    from robustedge.device.board.bundle_format import verify_bundle
 
     work = Path(tempfile.mkdtemp(prefix="fuzz-bundle-"))
     try:

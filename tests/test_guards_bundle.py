@@ -14,14 +14,14 @@ from typing import Dict
 import pytest
 
 from hostile_kit import fake_int8_export
-from robustedge.device.bundle_format import BundleError, verify_bundle
+from robustedge.device.board.bundle_format import BundleError, verify_bundle
 
 # ------------------------------------------------------------------------------- bundle
 
 
 @pytest.fixture(scope="module")
 def built_bundle(tmp_path_factory) -> Path:
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     run = fake_int8_export(tmp_path_factory.mktemp("guard") / "run")
     return build_bundle(run, run.parent / "bundle")

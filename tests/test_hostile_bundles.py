@@ -28,7 +28,7 @@ from hostile_kit import (
 @pytest.fixture(scope="session")
 def good_bundle(tmp_path_factory) -> Path:
     """A real bundle built from a fabricated export (the builder does not parse the model)."""
-    from robustedge.device.bundle import build_bundle
+    from robustedge.device.host.bundle import build_bundle
 
     root = tmp_path_factory.mktemp("bundle")
     fake_export(root / "run")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from robustedge.device.qemu import build_staged
+from robustedge.device.host.qemu import build_staged
 
 
 def test_complete_build_is_swapped_in_with_ready_last(tmp_path):

@@ -9,17 +9,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from robustedge.device.bundle_format import (
-    BENCH_RUNS,
-    BENCH_SQUARE_N,
-    BENCH_SQUARE_QUERIES,
-    BENCH_SQUARE_RESTARTS,
-)
+from robustedge.commands.options import config_from_options, config_options, lazy_option
+from robustedge.device.board.config import CLI_DEFAULTS, BenchConfig, parse_square_n
+from robustedge.device.host.bundle import NO_CODEC, BundleConfig, codec_names
+from robustedge.device.host.qemu import ARCHES
+from robustedge.device.host.vm_image import VM_ARCHES
 
-TARGET_HELP = (
-    "local | a local folder (e.g. a mounted SD card) | ssh://user@host[:port][/path] "
-    "| qemu-aarch64 | qemu-armv7 | vm-aarch64 (full-system VM over SSH)"
-)
+
+def target_help() -> str:
+    """``--target``'s help: every registered target (robustedge.device.host.targets.TARGETS)."""
+    from robustedge.device.host.targets import target_help as known
+
+    return known()
 
 
 def _ssh_options(ssh_config: Optional[str], ssh_option: Tuple[str, ...]) -> List[str]:
@@ -45,33 +46,47 @@ PYTHON = click.option(
 )
 
 
+def _split_commas(_ctx: Any, _param: Any, value: Tuple[str, ...]) -> Tuple[str, ...]:
+    """``--formats a,b --formats c`` -> ``(a, b, c)``."""
+    return tuple(f.strip() for v in value or () for f in v.split(",") if f.strip())
+
+
+class SquareN(click.ParamType):
+    """``--square-n``: a number of images, or ``all`` (BenchConfig checks the range)."""
+
+    name = "N|all"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Optional[int]:
+        if value is None or isinstance(value, int):
+            return value
+        try:
+            return parse_square_n(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 @click.command("bundle")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder, or FILE.tar."
 )
-@click.option(
-    "--formats", default=None, help="Comma list of exported formats (default: all exported)."
+@config_options(
+    BundleConfig,
+    overrides={
+        "formats": {"callback": _split_commas},
+        "codec": {"type": click.Choice(codec_names())},
+    },
 )
 @click.option(
-    "--codec",
-    type=click.Choice(["xz", "gzip"]),
-    default="xz",
-    show_default=True,
-    help="How model files are compressed in the bundle (the board inflates and checks them).",
+    "--no-compress", is_flag=True, help=f"Store model files as exported (--codec {NO_CODEC})."
 )
-@click.option(
-    "--no-compress",
-    is_flag=True,
-    help="Store model files as exported (the old, uncompressed layout).",
-)
-def bundle_cmd(run: Path, out: Path, formats: Optional[str], codec: str, no_compress: bool) -> None:
+def bundle_cmd(run: Path, out: Path, no_compress: bool, **opts: Any) -> None:
     """Pack RUN's export (models, eval sets, runner, manifest) into a self-contained bundle."""
-    from robustedge.device.bundle import build_bundle
-    from robustedge.device.bundle_format import read_manifest
+    from robustedge.device.board.bundle_format import read_manifest
+    from robustedge.device.host.bundle import build_bundle
 
-    fmts = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
-    path = build_bundle(run, out, fmts, codec=None if no_compress else codec)
+    fixed = {"codec": NO_CODEC} if no_compress else {}
+    path = build_bundle(run, out, config_from_options(BundleConfig, opts, **fixed))
     if path.is_dir():
         m = read_manifest(path)
         click.echo(f"bundle: {path} ({len(m['files'])} files, formats: {', '.join(m['formats'])})")
@@ -85,23 +100,9 @@ def bundle_cmd(run: Path, out: Path, formats: Optional[str], codec: str, no_comp
         click.echo(f"bundle: {path} ({path.stat().st_size} bytes)")
 
 
-def _square_n(_ctx: Any, _param: Any, value: Optional[str]) -> Optional[int]:
-    """``--square-n``: ``all`` (the whole evaluation set) or a number of images >= 1."""
-    import argparse
-
-    from robustedge.device.runner import square_n
-
-    if value is None:
-        return BENCH_SQUARE_N
-    try:
-        return square_n(str(value))
-    except argparse.ArgumentTypeError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 def _open_bundle(bundle: Path, tmp: str) -> Path:
-    from robustedge.device.bundle import unpack
-    from robustedge.device.bundle_format import verify_bundle
+    from robustedge.device.board.bundle_format import verify_bundle
+    from robustedge.device.host.bundle import unpack
 
     if bundle.is_file() and bundle.suffix == ".tar":
         bundle = unpack(bundle, tmp)
@@ -110,14 +111,14 @@ def _open_bundle(bundle: Path, tmp: str) -> Path:
 
 
 def _target(target: str, ssh_config, ssh_option, python) -> Any:
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     return make_target(target, ssh_options=_ssh_options(ssh_config, ssh_option), python=python)
 
 
 @click.command("deploy")
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option("--target", required=True, help=TARGET_HELP)
+@lazy_option("--target", required=True, help_fn=target_help)
 @SSH_CONFIG
 @SSH_OPTION
 @PYTHON
@@ -131,104 +132,32 @@ def deploy_cmd(bundle: Path, target: str, ssh_config, ssh_option, python) -> Non
 
 @click.command("bench")
 @click.option("--bundle", "bundle", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--target", default="local", show_default=True, help=TARGET_HELP)
+@lazy_option("--target", default="local", show_default=True, help_fn=target_help)
 @click.option(
     "--out",
     default=None,
     type=click.Path(path_type=Path),
     help="Results JSON (default: results-<target>.json).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    default=None,
-    help="Model format to run (default: the bundle's default_format: tflite-int8-sparse when "
-    "bundled, else the first format given to `robustedge bundle --format`).",
-)
-@click.option("--threads", default=1, show_default=True, type=int)
-@click.option(
-    "--runs", default=BENCH_RUNS, show_default=True, help=">= 200 timed invokes; 0 skips."
-)
-@click.option(
-    "--square-queries",
-    default=BENCH_SQUARE_QUERIES,
-    show_default=True,
-    type=int,
-    help="On-board Square queries per image and restart (0: skip). Fewer than the default are "
-    "labelled 'weaker than default' in the results and the report.",
-)
-@click.option(
-    "--square-restarts",
-    default=BENCH_SQUARE_RESTARTS,
-    show_default=True,
-    type=int,
-    help="On-board Square restarts (on the images not yet broken).",
-)
-@click.option(
-    "--square-n",
-    default="all" if BENCH_SQUARE_N is None else str(BENCH_SQUARE_N),
-    show_default=True,
-    callback=_square_n,
-    help="Images the on-board Square attacks: a number, or 'all' (the bundle's whole "
-    "evaluation set). Fewer than all are labelled 'weaker than default'.",
-)
-@click.option(
-    "--reference-kernels",
-    is_flag=True,
-    help="TFLite BUILTIN_REF kernels (bit-identical int8 across CPUs).",
-)
-@click.option(
-    "--backend", default=None, help="litert | tflite-runtime | onnxruntime (default: first found)."
-)
-@click.option(
-    "--refuse-throttled",
-    is_flag=True,
-    help="Fail instead of flagging a run during which the board throttled or changed frequency.",
+@config_options(
+    BenchConfig,
+    exclude=("emulated",),  # the target says whether it emulates
+    overrides={
+        "square_n": {"type": SquareN(), "default": CLI_DEFAULTS["square_n"], "show_default": True}
+    },
 )
 @SSH_CONFIG
 @SSH_OPTION
 @PYTHON
-def bench_cmd(
-    bundle,
-    target,
-    out,
-    fmt,
-    threads,
-    runs,
-    square_queries,
-    square_restarts,
-    square_n,
-    reference_kernels,
-    backend,
-    refuse_throttled,
-    ssh_config,
-    ssh_option,
-    python,
-) -> None:
+def bench_cmd(bundle, target, out, ssh_config, ssh_option, python, **opts: Any) -> None:
     """Copy BUNDLE to TARGET, run it there, fetch the measurements JSON."""
     from robustedge.errors import RobustEdgeError
     from robustedge.io import write_json
 
-    args = [
-        "--threads",
-        str(threads),
-        "--runs",
-        str(runs),
-        "--square-queries",
-        str(square_queries),
-        "--square-restarts",
-        str(square_restarts),
-        "--square-n",
-        "all" if square_n is None else str(square_n),
-    ]
-    args += ["--backend", backend] if backend else []
-    args += (["--format", fmt] if fmt else []) + (
-        ["--reference-kernels"] if reference_kernels else []
-    )
-    args += ["--refuse-throttled"] if refuse_throttled else []
+    cfg = config_from_options(BenchConfig, opts)
     with tempfile.TemporaryDirectory() as tmp:
         b = _open_bundle(bundle, tmp)
-        results = _target(target, ssh_config, ssh_option, python).bench(b, args)
+        results = _target(target, ssh_config, ssh_option, python).bench(b, cfg)
     out = out or Path(f"results-{_slug(target)}.json")
     write_json(out, results)
     try:
@@ -287,25 +216,21 @@ def device_group() -> None:
 
 
 @device_group.command("setup-qemu")
-@click.option(
-    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
-)
+@click.option("--arch", type=click.Choice(sorted(ARCHES)), default="aarch64", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if a ready userland is cached.")
 def setup_qemu_cmd(arch: str, force: bool) -> None:
     """Build (once) a Python 3.11 ARM userland for the qemu targets (needs root)."""
-    from robustedge.device.qemu import setup_qemu
+    from robustedge.device.host.qemu import setup_qemu
 
     click.echo(f"qemu {arch} userland: {setup_qemu(arch, force=force)}")
 
 
 @device_group.command("setup-vm")
-@click.option(
-    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
-)
+@click.option("--arch", type=click.Choice(sorted(VM_ARCHES)), default="aarch64", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if a ready image is cached.")
 def setup_vm_cmd(arch: str, force: bool) -> None:
     """Build (once) a Debian VM image that boots as an SSH board (needs root)."""
-    from robustedge.device.vm import ready_info, setup_vm
+    from robustedge.device.host.vm import ready_info, setup_vm
 
     path = setup_vm(arch, force=force)
     info = ready_info(arch)
@@ -317,12 +242,10 @@ def setup_vm_cmd(arch: str, force: bool) -> None:
 
 @device_group.command("vm")
 @click.argument("action", type=click.Choice(["start", "stop", "status"]))
-@click.option(
-    "--arch", type=click.Choice(["aarch64", "armv7"]), default="aarch64", show_default=True
-)
+@click.option("--arch", type=click.Choice(sorted(VM_ARCHES)), default="aarch64", show_default=True)
 def vm_cmd(action: str, arch: str) -> None:
     """Start, stop or show the VM board (the vm-ARCH target starts it by itself too)."""
-    from robustedge.device.vm import VM
+    from robustedge.device.host.vm import VM
 
     machine = VM(arch)
     if action == "start":
@@ -343,7 +266,7 @@ def vm_cmd(action: str, arch: str) -> None:
 def doctor_cmd(target: str, ssh_config, ssh_option, python) -> None:
     """Check that TARGET can run bundles (python, numpy, interpreter, disk, governor,
     throttling); print the fix for each failure and exit 1 if any check fails."""
-    from robustedge.device.doctor import FAIL, board_facts, diagnose
+    from robustedge.device.host.doctor import FAIL, board_facts, diagnose
 
     t = _target(target, ssh_config, ssh_option, python)
     checks = diagnose(board_facts(t), getattr(t, "python", None) or python or "python3")

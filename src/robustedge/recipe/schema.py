@@ -8,11 +8,12 @@ line number, e.g. ``recipes/digits.yaml:14: compress[0].sparsity[1]: must lie in
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from robustedge.device.bundle_format import BENCH_RUNS, BENCH_SQUARE_N, BENCH_SQUARE_QUERIES
+from robustedge.device.board.config import BenchConfig
+from robustedge.device.host.targets import target_class
 from robustedge.errors import RobustEdgeError
 from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
 from robustedge.recipe.loader import (
@@ -31,14 +32,6 @@ from robustedge.recipe.schema_evaluate import EvalSpec
 TRAIN_EXCLUDED = ("data", "data_dir")
 COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity")
 TFLITE = ("tflite-float32", "tflite-int8", "tflite-int8-sparse")
-# What each emulated board can run (qemu-user userlands: robustedge.device.qemu.ARCHES; the
-# full-system VMs carry the same interpreters: robustedge.device.vm).
-QEMU_FORMATS = {
-    "qemu-aarch64": ("onnx", "onnx-int8", *TFLITE),
-    "qemu-armv7": TFLITE,
-    "vm-aarch64": ("onnx", "onnx-int8", *TFLITE),
-    "vm-armv7": TFLITE,
-}
 
 
 @dataclass(frozen=True)
@@ -171,10 +164,10 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A board: ``local``, ``qemu-aarch64``, ``qemu-armv7``, ``vm-aarch64``, ``vm-armv7``,
-    ``ssh://user@host`` or a path. ``square_queries`` / ``square_n`` override the ``devices:``
-    Square settings for this board only (e.g. less on a slow emulated board; results below the
-    default are labelled "weaker than default")."""
+    """A board: a target of ``robustedge.device.host.targets.TARGETS`` (``local``,
+    ``qemu-aarch64``, ``vm-armv7``, ..., ``ssh://user@host`` or a path). ``square_queries`` /
+    ``square_n`` override the ``devices:`` Square settings for this board only (e.g. less on a
+    slow emulated board; results below the default are labelled "weaker than default")."""
 
     SHORTHAND = "target"
     target: str
@@ -186,20 +179,18 @@ class TargetSpec:
     square_n: Optional[int] = None
 
     def __post_init__(self) -> None:
-        t = self.target
-        ok = t in ("local", *QEMU_FORMATS) or t.startswith(("ssh://", "/", "./", "../"))
-        if not ok:
-            raise FieldError(
-                "target",
-                f"unknown target '{t}' (local, qemu-aarch64, qemu-armv7, vm-aarch64, vm-armv7, "
-                "ssh://user@host, a path)",
-            )
-        if (self.ssh_config or self.ssh_options) and not t.startswith("ssh://"):
+        try:
+            kind = target_class(self.target)
+        except RobustEdgeError as e:
+            raise FieldError("target", str(e)) from None
+        if (self.ssh_config or self.ssh_options) and not kind.ssh_settings:
             raise FieldError("ssh_config", "ssh settings given for a non-ssh target")
-        if self.square_queries is not None and self.square_queries < 0:
-            raise FieldError("square_queries", "need square_queries >= 0 (0 skips Square)")
-        if self.square_n is not None and self.square_n < 1:
-            raise FieldError("square_n", "need square_n >= 1")
+        self.bench(BenchConfig())  # the overrides are checked as bench settings
+
+    def bench(self, base: BenchConfig) -> BenchConfig:
+        """``base`` with this board's overrides."""
+        keys = ("square_queries", "square_n")
+        return replace(base, **{k: getattr(self, k) for k in keys if getattr(self, k) is not None})
 
     @property
     def slug(self) -> str:
@@ -207,28 +198,29 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
-class DeviceSpec:
-    targets: Tuple[TargetSpec, ...]
-    format: Optional[str] = None
-    runs: int = BENCH_RUNS
-    threads: int = 1
-    square_queries: int = BENCH_SQUARE_QUERIES
-    square_n: Optional[int] = BENCH_SQUARE_N  # None: the bundle's whole evaluation set
-    reference_kernels: bool = False
-    backend: Optional[str] = None
+class DeviceSpec(BenchConfig):
+    """The ``devices:`` section: the boards (``targets``) and every bench setting of
+    :class:`~robustedge.device.board.config.BenchConfig` (its defaults, its checks), except
+    ``emulated``, which each target sets itself."""
+
+    targets: Tuple[TargetSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.targets:
             raise FieldError("targets", "give at least one target")
-        if self.runs != 0 and self.runs < 200:
-            raise FieldError("runs", f"runs must be >= 200 (or 0 to skip timing), got {self.runs}")
-        if self.threads < 1 or self.square_queries < 0:
-            raise FieldError("threads", "need threads >= 1, square_queries >= 0")
-        if self.square_n is not None and self.square_n < 1:
-            raise FieldError("square_n", "need square_n >= 1 (or leave it out: all images)")
+        if self.emulated:
+            raise FieldError("emulated", "emulated is set by each target, not by the recipe")
         slugs = [t.slug for t in self.targets]
         if len(set(slugs)) != len(slugs):
             raise FieldError("targets", "duplicate targets")
+
+    def bench(self, target: TargetSpec) -> BenchConfig:
+        """The BenchConfig one target runs: this section's settings with the target's own
+        overrides (``format`` as given here; the recipe's :meth:`Recipe.bench_format` fills
+        it in when absent)."""
+        base = {f.name: getattr(self, f.name) for f in fields(BenchConfig)}
+        return target.bench(BenchConfig(**base))
 
 
 @dataclass(frozen=True)
@@ -471,14 +463,12 @@ def _cross_check(r: Recipe, loc: Located) -> None:
             "devices.format",
             f"format '{r.devices.format}' is not exported (export.formats: {', '.join(made)})",
         )
+    fmt = r.bench_format()
     for i, t in enumerate(r.devices.targets):
-        runnable = QEMU_FORMATS.get(t.target)
-        if runnable is None:
-            continue
-        fmt = r.bench_format()
+        runnable = target_class(t.target).formats
         if fmt not in runnable:
             raise loc.error(
                 join(join("devices.targets", i), "target"),
                 f"{t.target} cannot run {fmt} (it runs {', '.join(runnable)}): "
-                "export a tflite format or set devices.format",
+                "export a format it runs or set devices.format",
             )

@@ -16,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from robustedge.device.bundle_format import DEFAULT_CODEC
+from robustedge.device.board.bundle_format import DEFAULT_CODEC
+from robustedge.device.board.config import BenchConfig
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json, write_json
 from robustedge.recipe.executors import ExecutorSpec, run_stages
@@ -183,8 +184,7 @@ def _downstream(
     )
     for target, skip in targets:
         where = run / "device" / target.slug
-        cfg = {**asdict(recipe.devices), "targets": None, "target": asdict(target)}
-        cfg["format"] = recipe.bench_format()
+        cfg = {**bench_config(recipe, target).to_dict(), "target": asdict(target)}
         cfg["bundle_codec"] = DEFAULT_CODEC  # a new bundle layout re-benches cached boards
         cfg["board_results"] = "worst-case/1"  # results with the on-board worst case
         stages.append(
@@ -222,7 +222,7 @@ def _check_targets(recipe: Recipe) -> Tuple[List[Tuple[TargetSpec, Optional[str]
 
 
 def _make_target(t: TargetSpec) -> Any:
-    from robustedge.device.targets import make_target
+    from robustedge.device.host.targets import make_target
 
     opts = ["-F", t.ssh_config] if t.ssh_config else []
     for o in t.ssh_options:
@@ -316,20 +316,19 @@ def _export(run: Path, recipe: Recipe) -> None:
     )
 
 
-def _bench(run: Path, where: Path, target: TargetSpec, recipe: Recipe) -> None:
-    from robustedge.device.bundle import build_bundle
+def bench_config(recipe: Recipe, target: TargetSpec) -> BenchConfig:
+    """What ``target`` measures: the recipe's ``devices:`` settings, its bench format, and the
+    target's own overrides."""
+    cfg = recipe.devices.bench(target)
+    return cfg.replace(format=recipe.bench_format())
 
-    d = recipe.devices
-    fmt = recipe.bench_format()
+
+def _bench(run: Path, where: Path, target: TargetSpec, recipe: Recipe) -> None:
+    from robustedge.device.host.bundle import build_bundle
+
+    cfg = bench_config(recipe, target)
     shutil.rmtree(where, ignore_errors=True)
-    bundle = build_bundle(run, where / "bundle", [fmt])
-    args = ["--format", fmt, "--threads", str(d.threads), "--runs", str(d.runs)]
-    queries = d.square_queries if target.square_queries is None else target.square_queries
-    square_n = d.square_n if target.square_n is None else target.square_n
-    args += ["--square-queries", str(queries)]
-    args += ["--square-n", "all" if square_n is None else str(square_n)]
-    args += ["--backend", d.backend] if d.backend else []
-    args += ["--reference-kernels"] if d.reference_kernels else []
-    results = _make_target(target).bench(bundle, args)
+    bundle = build_bundle(run, where / "bundle", [cfg.format])
+    results = _make_target(target).bench(bundle, cfg)
     results["run"] = run.name
     write_json(where / "results.json", results)

@@ -196,7 +196,7 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
 def board_robust_cells(d: dict) -> List[str]:
     """The device table's robust cells (worst case, transfer, Square), each naming its attack
     and budget, and the 'weaker than default' label where it applies."""
-    from robustedge.device.measure import square_name, weaker_than_default
+    from robustedge.device.board.measure import square_name, weaker_than_default
 
     acc = d.get("accuracy", {})
     n_total = (d.get("n_eval") or {}).get("clean")

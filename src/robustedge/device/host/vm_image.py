@@ -1,5 +1,5 @@
 """The full-system ARM VM's image: what a board VM is (:class:`VMSpec`), and how its Debian image
-is built (see :mod:`robustedge.device.vm` for the whole story and for booting it).
+is built (see :mod:`robustedge.device.host.vm` for the whole story and for booting it).
 
 ``build_image`` unpacks Debian bookworm packages with ``mmdebstrap --variant=extract``, adds the
 board wheels, precompiles Python, writes the board's configuration (users, sshd, a busybox
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from robustedge.device import qemu
-from robustedge.device.qemu import run_tool
+from robustedge.device.host import qemu
+from robustedge.device.host.qemu import run_tool
 from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)

@@ -13,31 +13,27 @@ only when the board classifies it correctly clean, on its transfer example and a
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from robustedge.device import measure
-from robustedge.device.backends import Model, open_model, versions
-from robustedge.device.bundle_format import (
-    BENCH_RUNS,
-    BENCH_SQUARE_N,
-    BENCH_SQUARE_QUERIES,
-    BENCH_SQUARE_RESTARTS,
+from robustedge.device.board import measure
+from robustedge.device.board.backends import Model, open_model, versions
+from robustedge.device.board.bundle_format import (
     MANIFEST,
     SQUARE,
     BundleError,
     inflate_model,
+    load_square_core,
     model_name,
     sha256_file,
 )
-from robustedge.device.probe import ThrottledRun
+from robustedge.device.board.config import BenchConfig
+from robustedge.device.board.probe import ThrottledRun
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +95,7 @@ def load_npz(path: Path) -> Tuple[np.ndarray, np.ndarray]:
 
 def load_square(bundle: Path) -> Any:
     """Import the bundled ``square_core.py`` by file path (it is not a package on the board)."""
-    spec = importlib.util.spec_from_file_location("robustedge_square_core", bundle / SQUARE)
-    if spec is None or spec.loader is None:
-        raise BundleError(f"cannot load {SQUARE} from the bundle")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_square_core(bundle / SQUARE)
 
 
 def run_square(
@@ -115,7 +106,7 @@ def run_square(
     eps: float,
     n_queries: int,
     n: Optional[int],
-    p_init: float,
+    p_init: Optional[float],
     seed: int,
     restarts: int = 1,
 ) -> Tuple[Dict[str, Any], np.ndarray]:
@@ -123,8 +114,10 @@ def run_square(
 
     Returns the result row (robust accuracy, budget, its name and, when below the default
     budget or on fewer than all images, the "weaker than default" label) and the per-image
-    verdict (True: the board still classifies the attacked image correctly)."""
+    verdict (True: the board still classifies the attacked image correctly). ``p_init`` None:
+    the bundled core's own default (``P_INIT``)."""
     square = load_square(bundle)
+    p_init = float(square.P_INIT if p_init is None else p_init)
     n_total = len(x)
     x, y = (x, y) if n is None else (x[:n], y[:n])
     rng = np.random.default_rng(seed)
@@ -158,42 +151,12 @@ def run_square(
     return row, survived
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How to measure a bundle on the board (the runner's command-line options)."""
-
-    fmt: Optional[str] = None
-    threads: int = 1
-    runs: int = BENCH_RUNS
-    warmup: int = 20
-    square_queries: int = BENCH_SQUARE_QUERIES
-    square_n: Optional[int] = BENCH_SQUARE_N  # None: the whole evaluation set
-    square_restarts: int = BENCH_SQUARE_RESTARTS
-    square_eps: Optional[float] = None
-    reference_kernels: bool = False
-    backend: Optional[str] = None
-    emulated: bool = False
-    seed: int = 0
-    refuse_throttled: bool = False
-
-    def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        for name in ("runs", "warmup", "square_queries"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.square_n is not None and self.square_n < 1:
-            raise ValueError(f"square_n must be >= 1 (or None: all images), got {self.square_n}")
-        if self.square_restarts < 1:
-            raise ValueError(f"square_restarts must be >= 1, got {self.square_restarts}")
-
-
 def run_bundle(
-    bundle: Path, manifest: Dict[str, Any], opts: RunOptions = RunOptions()
+    bundle: Path, manifest: Dict[str, Any], opts: BenchConfig = BenchConfig()
 ) -> measure.Measurements:
     """Measure one format of a verified bundle on this board."""
     t_start = time.perf_counter()
-    fmt, art = pick_format(manifest, opts.fmt)
+    fmt, art = pick_format(manifest, opts.format)
     stored = bundle / art["file"]
     with tempfile.TemporaryDirectory(prefix="robustedge-model-") as tmp:
         path, decompress_ms = model_path(stored, art, Path(tmp))
@@ -293,19 +256,41 @@ def evaluate_sets(
 
 
 def square_results(
-    bundle: Path, manifest: Dict[str, Any], predict, sets: EvalSets, opts: RunOptions
+    bundle: Path, manifest: Dict[str, Any], predict, sets: EvalSets, opts: BenchConfig
 ) -> Tuple[List[Dict[str, Any]], Optional[np.ndarray]]:
     """Square Linf on the clean set with the manifest's eps unless overridden, and its
     per-image verdicts; ``([], None)`` if skipped."""
     if opts.square_queries <= 0 or "clean" not in sets:
         return [], None
     sq = manifest.get("square") or {}
-    eps = float(opts.square_eps if opts.square_eps is not None else sq.get("eps", 0.1))
+    eps = opts.square_eps if opts.square_eps is not None else square_eps(manifest)
     x, y = sets["clean"]
-    p_init = float(sq.get("p_init", 0.8))
+    p_init = _number(sq["p_init"], "square.p_init") if sq.get("p_init") is not None else None
     args = (eps, opts.square_queries, opts.square_n, p_init, opts.seed, opts.square_restarts)
     row, survived = run_square(bundle, predict, x, y, *args)
     return [row], survived
+
+
+def square_eps(manifest: Dict[str, Any]) -> float:
+    """The Linf budget the bundle records for the on-board Square: ``square.eps``, else the
+    transfer attack's eps (bundles that recorded only that); BundleError when it records
+    neither (pass ``--square-eps``)."""
+    sq = manifest.get("square") or {}
+    transfer = manifest.get("transfer_attack") or {}
+    for key, rec in (("square.eps", sq), ("transfer_attack.eps", transfer)):
+        if isinstance(rec, dict) and rec.get("eps") is not None:
+            return _number(rec["eps"], key)
+    raise BundleError(
+        "bundle manifest records no Square eps (square.eps or transfer_attack.eps): "
+        "rebuild the bundle or pass --square-eps"
+    )
+
+
+def _number(value: Any, key: str) -> float:
+    """``value`` as a float; BundleError naming the manifest key when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BundleError(f"bundle manifest: {key} is not a number: {value!r}")
+    return float(value)
 
 
 def worst_case(
@@ -370,7 +355,7 @@ def worst_case(
 
 
 def measure_latency(
-    model: Model, ispec: Dict[str, Any], sets: EvalSets, opts: RunOptions
+    model: Model, ispec: Dict[str, Any], sets: EvalSets, opts: BenchConfig
 ) -> Optional[measure.Latency]:
     """Time one sample (after warm-up); refuse the run if asked and the board throttled."""
     if opts.runs <= 0:

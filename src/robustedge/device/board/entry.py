@@ -12,7 +12,7 @@ sys.dont_write_bytecode = True  # no __pycache__ beside the checked files of the
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 
-from robustedge.device.runner import main  # noqa: E402
+from robustedge.device.board.runner import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(default_bundle=HERE))

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
-from robustedge.device import probe
-from robustedge.device.targets import Target
+from robustedge.device.board import probe
+from robustedge.device.host.targets import Target
 from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from robustedge.device import qemu
-from robustedge.device.vm_image import (  # noqa: F401 (USER, ready_info, VM_ARCHES: public here too)
+from robustedge.device.host import qemu
+from robustedge.device.host.vm_image import (  # noqa: F401 (USER, ready_info, VM_ARCHES: public here too)
     BOOT_TIMEOUT_S,
     GUEST_GW,
     GUEST_IP,

@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from robustedge.device import probe
-from robustedge.device.bundle_format import BENCH_SQUARE_QUERIES, BENCH_SQUARE_RESTARTS
+from robustedge.config import default_of
+from robustedge.device.board import probe
+from robustedge.device.board.config import BenchConfig
 
 SCHEMA = "robustedge.device.results/1"
 
@@ -99,12 +100,14 @@ def transfer_name(record: Optional[Dict[str, Any]]) -> str:
 
 
 def weaker_than_default(queries: int, restarts: int, n: int, n_total: int) -> Optional[str]:
-    """None when the on-board Square ran at least the default budget (``BENCH_SQUARE_QUERIES``
-    x ``BENCH_SQUARE_RESTARTS`` queries per image) on all ``n_total`` images; else the label
-    that results and reports carry, e.g. ``weaker than default: Square-100 on 50 of 450 images``."""
+    """None when the on-board Square ran at least the default budget (BenchConfig's
+    ``square_queries`` x ``square_restarts`` queries per image) on all ``n_total`` images; else
+    the label that results and reports carry, e.g.
+    ``weaker than default: Square-100 on 50 of 450 images``."""
     if queries <= 0:
         return "weaker than default: no on-board Square attack"
-    if queries * restarts >= BENCH_SQUARE_QUERIES * BENCH_SQUARE_RESTARTS and n >= n_total:
+    budget = default_of(BenchConfig, "square_queries") * default_of(BenchConfig, "square_restarts")
+    if queries * restarts >= budget and n >= n_total:
         return None
     return f"weaker than default: {square_name(queries, restarts)} on {n} of {n_total} images"
 
