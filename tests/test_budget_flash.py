@@ -14,20 +14,26 @@ from robustedge.compress.budget import (
     WEIGHTS,
     Budget,
     SearchResult,
+    compress_to_budget,
+    search_flash,
+    student_config,
+)
+from robustedge.compress.budget.flash import (
     compressed_weight_bytes,
     flash_estimate,
     int8_stream,
-    search_flash,
-    shrunk_copy,
     sparse_copy,
     stored_weights,
 )
-from robustedge.compress.budget_train import compress_to_budget, student_config
+from robustedge.compress.budget.search import shrunk_copy
 from robustedge.compress.targets import global_sparsity, prunable_params
 from robustedge.io import read_json
 from robustedge.models import ModelSpec, build_model
+from robustedge.recipe.budget_measures import BoardMeasures
 
 SHAPE = (1, 8, 8)
+MEASURES = BoardMeasures()  # the bundle's codec, real exports
+PACK = MEASURES.pack
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +49,19 @@ def test_int8_stream_holds_every_weight_once_and_compresses_zeros(lenet):
     half, most = sparse_copy(lenet, 0.5), sparse_copy(lenet, 0.9)
     assert global_sparsity(prunable_params(most).values()) == pytest.approx(0.9, abs=1e-4)
     assert stored_weights(lenet) > stored_weights(half) > stored_weights(most)
-    sizes = [compressed_weight_bytes(m) for m in (lenet, half, most)]
+    sizes = [compressed_weight_bytes(m, PACK) for m in (lenet, half, most)]
     assert sizes[0] > sizes[1] > sizes[2]  # zeros are what the codec takes out
     narrow, _ = shrunk_copy(lenet, SHAPE, 0.5)
-    assert compressed_weight_bytes(narrow) < sizes[0]
+    assert compressed_weight_bytes(narrow, PACK) < sizes[0]
     assert stored_weights(lenet) == weights  # copies were pruned, not the model
 
 
 @pytest.mark.parametrize("fraction", [0.97, 0.6])
 def test_search_keeps_the_structure_storing_most_weights_within_the_budget(lenet, fraction):
     fixed = 1500.0
-    teacher_kib = flash_estimate(fixed)(lenet)
+    teacher_kib = flash_estimate(fixed, PACK)(lenet)
     budget = Budget.parse(f"flash_kb={teacher_kib * fraction:.4f}")
-    r = search_flash(lenet, SHAPE, budget, fixed)
+    r = search_flash(lenet, SHAPE, budget, fixed, PACK)
     assert r.budget == budget and r.teacher_value == teacher_kib
     assert r.value <= budget.limit * (1 - FLASH_MARGIN)  # the margin is held back
     kept, predicted = r.choice["stored_weights"], r.choice["predicted_kib"]
@@ -67,17 +73,18 @@ def test_search_keeps_the_structure_storing_most_weights_within_the_budget(lenet
     else:
         student = sparse_copy(lenet, r.weight_sparsity)
     assert (
-        flash_estimate(fixed)(student) == r.value and stored_weights(student) == kept[r.structure]
+        flash_estimate(fixed, PACK)(student) == r.value
+        and stored_weights(student) == kept[r.structure]
     )
     # one grid step less of either kind does not fit
     wider, _ = shrunk_copy(lenet, SHAPE, max(0.0, r.channel_sparsity - 1 / 64))
-    assert r.channel_sparsity == 0 or flash_estimate(fixed)(wider) > budget.limit * 0.97
+    assert r.channel_sparsity == 0 or flash_estimate(fixed, PACK)(wider) > budget.limit * 0.97
     d = r.to_dict()
     assert d["structure"] == r.structure and d["choice"]["margin"] == FLASH_MARGIN
 
 
 def test_teacher_within_the_budget_is_kept_whole(lenet):
-    r = search_flash(lenet, SHAPE, Budget.parse("flash_kb=1000"), 1500.0)
+    r = search_flash(lenet, SHAPE, Budget.parse("flash_kb=1000"), 1500.0, PACK)
     assert (r.structure, r.channel_sparsity, r.weight_sparsity) == (CHANNELS, 0.0, 0.0)
 
 
@@ -126,7 +133,8 @@ def test_flash_budget_is_met_by_the_measured_bytes_of_the_export(tiny_run, tmp_p
         teacher=str(tiny_run), adversary="fgsm", epochs=1, finetune_epochs=1, batch_size=128
     )
     limit_kib = 2.3
-    m = compress_to_budget(cfg, Budget.parse(f"flash_kb={limit_kib}"), out, eval_attacks=("fgsm",))
+    budget = Budget.parse(f"flash_kb={limit_kib}")
+    m = compress_to_budget(cfg, budget, out, MEASURES, eval_attacks=("fgsm",))
     b = m["budget"]
     measured, teacher = b["measured"], b["teacher_measured"]
     assert teacher["flash_bytes"] > limit_kib * 1024  # the budget asks for a smaller file

@@ -5,17 +5,9 @@ from __future__ import annotations
 import pytest
 
 from robustedge.compress import CompressConfig
-from robustedge.compress.budget import (
-    GRID,
-    Budget,
-    Quantity,
-    flash_measure,
-    int8_weight_bytes,
-    macs_measure,
-    search_structure,
-    shrunk_copy,
-)
-from robustedge.compress.budget_train import compress_to_budget
+from robustedge.compress.budget import GRID, Budget, Quantity, compress_to_budget, search_structure
+from robustedge.compress.budget.measures import flash_measure, int8_weight_bytes, macs_measure
+from robustedge.compress.budget.search import shrunk_copy
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json
 from robustedge.models import ModelSpec, build_model, count_macs, load_model
@@ -120,10 +112,10 @@ def test_cli_refuses_latency_on_emulated_target_and_bad_budgets(tiny_run, tmp_pa
 @pytest.mark.slow
 def test_latency_probe_times_a_candidate_on_the_local_board(tiny_run):
     from robustedge.models import load_spec
-    from robustedge.recipe.latency_probe import latency_probe
+    from robustedge.recipe.budget_measures import BoardMeasures
 
     spec, _ = load_spec(tiny_run)
     model, _ = load_model(tiny_run)
-    measure = latency_probe("local")(spec, "digits", None)
+    measure = BoardMeasures().latency("local", spec, "digits", None)
     p50 = measure(model.eval())
     assert 0 < p50 < 100  # ms: one int8 inference of a tiny CNN, timed by the board runner
