@@ -13,7 +13,9 @@ from robustedge.compress.budget import (
     SPARSITY_GRID,
     WEIGHTS,
     Budget,
+    FlashStrategy,
     SearchResult,
+    Teacher,
     compress_to_budget,
     search_flash,
     student_config,
@@ -146,3 +148,82 @@ def test_flash_budget_is_met_by_the_measured_bytes_of_the_export(tiny_run, tmp_p
     assert b["tries"][-1]["measured"] == b["student"]
     assert m["structured"] == (b["structure"] == CHANNELS)
     assert read_json(out / "metrics.json")["budget"] == b  # recorded with the run
+
+
+class FakeExports:
+    """Flash measures without exporting: the teacher's file is its compressed int8 weights plus
+    ``fixed`` bytes; a student's is the same plus ``extra[k]`` bytes on its k-th measurement
+    (what the estimate missed), recorded in ``students``."""
+
+    def __init__(self, fixed: float, extra=(0,)):
+        self.fixed, self.extra, self.students = fixed, list(extra), []
+
+    def pack(self, raw: bytes) -> bytes:
+        return PACK(raw)
+
+    def model_flash(self, model, spec, data_name, data_dir):
+        flash = compressed_weight_bytes(model, PACK) + self.fixed
+        return {"format": "tflite-int8", "flash_bytes": int(flash), "model_bytes": 10**6}
+
+    def run_flash(self, run):
+        from robustedge.models import load_model
+
+        student, _ = load_model(run)
+        k = min(len(self.students), len(self.extra) - 1)
+        flash = int(compressed_weight_bytes(student, PACK) + self.fixed + self.extra[k])
+        self.students.append(flash)
+        return {"format": "tflite-int8", "flash_bytes": flash, "model_bytes": 10**6, "how": "x"}
+
+
+def test_flash_retry_widens_the_estimate_by_the_excess_measured(lenet, tmp_path):
+    """Teacher calibrated at 1500 B around its weights; a student measured 256 B (0.25 KiB)
+    over its prediction moves the estimate's fixed part to 1500 + 256 = 1756 B, and the next
+    search aims with it."""
+    budget = Budget.parse("flash_kb=10")
+    exports = FakeExports(1500.0, extra=(256,))
+    teacher = Teacher(lenet, None, "digits", None, SHAPE)
+    s = FlashStrategy(budget, teacher, exports)
+    assert s.aim() == {}  # flash records predicted / measured per try, no margin
+    s.prepare()
+    assert s.fixed == 1500.0  # teacher's measured flash bytes less its compressed weights
+    first = s.search()
+    assert first.choice["fixed_bytes"] == 1500.0 and first.value <= 10 * (1 - FLASH_MARGIN)
+    # a student with exactly the predicted weights, measured with 256 B the estimate missed
+    exports.run_flash = lambda run: {"flash_bytes": int(first.value * 1024) + 256}
+    measured = s.measure_student(tmp_path)
+    assert measured == first.value + 0.25
+    assert s.widen(first, measured) is True and s.fixed == 1756.0
+    second = s.search()
+    assert second.choice["fixed_bytes"] == 1756.0
+    assert second.value <= 10 * (1 - FLASH_MARGIN) and second.value < first.value
+    narrower = _student_of(lenet, second)
+    assert second.value == flash_estimate(1500.0, PACK)(narrower) + 0.25
+    assert s.measure(narrower) == second.value  # the strategy measures with the corrected part
+
+
+def _student_of(model, r):
+    if r.structure == CHANNELS:
+        return shrunk_copy(model, SHAPE, r.channel_sparsity)[0]
+    return sparse_copy(model, r.weight_sparsity)
+
+
+def test_flash_student_over_its_budget_is_trained_again_with_the_estimate_corrected(
+    tiny_run, tmp_path
+):
+    """The real training loop on fake exports: the first student measures 400 B more than its
+    weights plus the calibrated part (over the budget), the second search adds the excess
+    recorded in the first try to the estimate's fixed part, and its student fits."""
+    cfg = CompressConfig(
+        teacher=str(tiny_run), adversary="none", epochs=1, finetune_epochs=1, batch_size=128
+    )
+    exports = FakeExports(1000.0, extra=(400, 0))
+    m = compress_to_budget(cfg, Budget.parse("flash_kb=2"), tmp_path / "s", exports, ("fgsm",))
+    b = m["budget"]
+    first, second = b["tries"]
+    assert first["measured"] > 2.0 >= second["measured"] == b["student"]
+    assert [t["measured"] * 1024 for t in b["tries"]] == exports.students
+    excess = (first["measured"] - first["predicted"]) * 1024
+    assert b["choice"]["fixed_bytes"] == pytest.approx(1000.0 + excess)
+    assert second["predicted"] < first["predicted"] and b["met"]
+    assert b["measured"]["how"] == "x" and b["teacher_measured"]["flash_bytes"] > 1000
+    assert read_json(tmp_path / "s" / "metrics.json")["budget"] == b
