@@ -192,8 +192,10 @@ class FlashStrategy(BudgetStrategy):
                 "a flash budget is measured on the student's export: it needs the caller's "
                 "measures (robustedge.recipe.budget_measures)"
             )
-        super().__init__(budget, dataclasses.replace(teacher, model=teacher.model.cpu().eval()))
-        self.measures: BudgetMeasures = measures
+        super().__init__(
+            budget, dataclasses.replace(teacher, model=teacher.model.cpu().eval()), measures
+        )
+        self.measures: BudgetMeasures = measures  # (not None: narrowed for the type checker)
         self.fixed = 0.0  # the estimate's fixed part (bytes of the file around the weights)
         self.teacher_measured: Dict[str, Any] = {}
         self.measured: Dict[str, Any] = {}  # the last student's export
