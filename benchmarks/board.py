@@ -96,8 +96,7 @@ def cached(out: Path, cfg: Dict[str, Any], make: Any) -> Path:
 def prepare(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     """Teacher and students trained (cached), evaluated and exported; returns the models."""
     from robustedge.compress import CompressConfig, compress_run
-    from robustedge.compress.budget import Budget
-    from robustedge.compress.budget_train import compress_to_budget
+    from robustedge.compress.budget import Budget, compress_to_budget
     from robustedge.data import load_dataset
     from robustedge.models import count_macs, load_model
     from robustedge.training.config import TrainConfig
@@ -145,8 +144,8 @@ def flash_budget_student(name: str, models: Dict[str, Any], args: argparse.Names
     teacher's flash bytes (its int8 file xz-compressed, from the teacher's export ledger); the
     budget's own record holds the measured bytes of the student's export."""
     from robustedge.compress import CompressConfig
-    from robustedge.compress.budget import Budget
-    from robustedge.compress.budget_train import compress_to_budget
+    from robustedge.compress.budget import Budget, compress_to_budget
+    from robustedge.recipe.budget_measures import BoardMeasures
 
     wl = WORKLOADS[name]
     teacher = models["teacher"]["run"]
@@ -160,7 +159,7 @@ def flash_budget_student(name: str, models: Dict[str, Any], args: argparse.Names
     run = cached(
         RESULTS / f"board_{name}" / "flash-budget",
         {**cfg, "budget": budget.to_dict()},
-        lambda out: compress_to_budget(CompressConfig(**cfg), budget, out),
+        lambda out: compress_to_budget(CompressConfig(**cfg), budget, out, BoardMeasures()),
     )
     m = {"run": run, "kind": "flash-budget"}
     finish(m, wl, args)
@@ -262,9 +261,8 @@ def latency_budget_student(
     """A student searched and trained to meet ``limit`` ms (``args.latency_factor`` x the
     teacher's p50)."""
     from robustedge.compress import CompressConfig
-    from robustedge.compress.budget import Budget
-    from robustedge.compress.budget_train import compress_to_budget
-    from robustedge.recipe.latency_probe import latency_probe
+    from robustedge.compress.budget import Budget, compress_to_budget
+    from robustedge.recipe.budget_measures import BoardMeasures
 
     wl = WORKLOADS[name]
     budget = Budget("latency_ms", limit, "local")  # type: ignore[arg-type]
@@ -274,9 +272,7 @@ def latency_budget_student(
     run = cached(
         RESULTS / f"board_{name}" / "latency-budget",
         {**cfg, "budget": budget.to_dict()},
-        lambda out: compress_to_budget(
-            CompressConfig(**cfg), budget, out, measure_factory=latency_probe("local")
-        ),
+        lambda out: compress_to_budget(CompressConfig(**cfg), budget, out, BoardMeasures()),
     )
     m = {"run": run, "kind": "latency-budget"}
     finish(m, wl, args)

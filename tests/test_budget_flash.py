@@ -13,21 +13,29 @@ from robustedge.compress.budget import (
     SPARSITY_GRID,
     WEIGHTS,
     Budget,
+    FlashStrategy,
     SearchResult,
+    Teacher,
+    compress_to_budget,
+    search_flash,
+    student_config,
+)
+from robustedge.compress.budget.flash import (
     compressed_weight_bytes,
     flash_estimate,
     int8_stream,
-    search_flash,
-    shrunk_copy,
     sparse_copy,
     stored_weights,
 )
-from robustedge.compress.budget_train import compress_to_budget, student_config
+from robustedge.compress.budget.search import shrunk_copy
 from robustedge.compress.targets import global_sparsity, prunable_params
 from robustedge.io import read_json
 from robustedge.models import ModelSpec, build_model
+from robustedge.recipe.budget_measures import BoardMeasures
 
 SHAPE = (1, 8, 8)
+MEASURES = BoardMeasures()  # the bundle's codec, real exports
+PACK = MEASURES.pack
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +51,19 @@ def test_int8_stream_holds_every_weight_once_and_compresses_zeros(lenet):
     half, most = sparse_copy(lenet, 0.5), sparse_copy(lenet, 0.9)
     assert global_sparsity(prunable_params(most).values()) == pytest.approx(0.9, abs=1e-4)
     assert stored_weights(lenet) > stored_weights(half) > stored_weights(most)
-    sizes = [compressed_weight_bytes(m) for m in (lenet, half, most)]
+    sizes = [compressed_weight_bytes(m, PACK) for m in (lenet, half, most)]
     assert sizes[0] > sizes[1] > sizes[2]  # zeros are what the codec takes out
     narrow, _ = shrunk_copy(lenet, SHAPE, 0.5)
-    assert compressed_weight_bytes(narrow) < sizes[0]
+    assert compressed_weight_bytes(narrow, PACK) < sizes[0]
     assert stored_weights(lenet) == weights  # copies were pruned, not the model
 
 
 @pytest.mark.parametrize("fraction", [0.97, 0.6])
 def test_search_keeps_the_structure_storing_most_weights_within_the_budget(lenet, fraction):
     fixed = 1500.0
-    teacher_kib = flash_estimate(fixed)(lenet)
+    teacher_kib = flash_estimate(fixed, PACK)(lenet)
     budget = Budget.parse(f"flash_kb={teacher_kib * fraction:.4f}")
-    r = search_flash(lenet, SHAPE, budget, fixed)
+    r = search_flash(lenet, SHAPE, budget, fixed, PACK)
     assert r.budget == budget and r.teacher_value == teacher_kib
     assert r.value <= budget.limit * (1 - FLASH_MARGIN)  # the margin is held back
     kept, predicted = r.choice["stored_weights"], r.choice["predicted_kib"]
@@ -67,17 +75,18 @@ def test_search_keeps_the_structure_storing_most_weights_within_the_budget(lenet
     else:
         student = sparse_copy(lenet, r.weight_sparsity)
     assert (
-        flash_estimate(fixed)(student) == r.value and stored_weights(student) == kept[r.structure]
+        flash_estimate(fixed, PACK)(student) == r.value
+        and stored_weights(student) == kept[r.structure]
     )
     # one grid step less of either kind does not fit
     wider, _ = shrunk_copy(lenet, SHAPE, max(0.0, r.channel_sparsity - 1 / 64))
-    assert r.channel_sparsity == 0 or flash_estimate(fixed)(wider) > budget.limit * 0.97
+    assert r.channel_sparsity == 0 or flash_estimate(fixed, PACK)(wider) > budget.limit * 0.97
     d = r.to_dict()
     assert d["structure"] == r.structure and d["choice"]["margin"] == FLASH_MARGIN
 
 
 def test_teacher_within_the_budget_is_kept_whole(lenet):
-    r = search_flash(lenet, SHAPE, Budget.parse("flash_kb=1000"), 1500.0)
+    r = search_flash(lenet, SHAPE, Budget.parse("flash_kb=1000"), 1500.0, PACK)
     assert (r.structure, r.channel_sparsity, r.weight_sparsity) == (CHANNELS, 0.0, 0.0)
 
 
@@ -126,7 +135,8 @@ def test_flash_budget_is_met_by_the_measured_bytes_of_the_export(tiny_run, tmp_p
         teacher=str(tiny_run), adversary="fgsm", epochs=1, finetune_epochs=1, batch_size=128
     )
     limit_kib = 2.3
-    m = compress_to_budget(cfg, Budget.parse(f"flash_kb={limit_kib}"), out, eval_attacks=("fgsm",))
+    budget = Budget.parse(f"flash_kb={limit_kib}")
+    m = compress_to_budget(cfg, budget, out, MEASURES, eval_attacks=("fgsm",))
     b = m["budget"]
     measured, teacher = b["measured"], b["teacher_measured"]
     assert teacher["flash_bytes"] > limit_kib * 1024  # the budget asks for a smaller file
@@ -138,3 +148,82 @@ def test_flash_budget_is_met_by_the_measured_bytes_of_the_export(tiny_run, tmp_p
     assert b["tries"][-1]["measured"] == b["student"]
     assert m["structured"] == (b["structure"] == CHANNELS)
     assert read_json(out / "metrics.json")["budget"] == b  # recorded with the run
+
+
+class FakeExports:
+    """Flash measures without exporting: the teacher's file is its compressed int8 weights plus
+    ``fixed`` bytes; a student's is the same plus ``extra[k]`` bytes on its k-th measurement
+    (what the estimate missed), recorded in ``students``."""
+
+    def __init__(self, fixed: float, extra=(0,)):
+        self.fixed, self.extra, self.students = fixed, list(extra), []
+
+    def pack(self, raw: bytes) -> bytes:
+        return PACK(raw)
+
+    def model_flash(self, model, spec, data_name, data_dir):
+        flash = compressed_weight_bytes(model, PACK) + self.fixed
+        return {"format": "tflite-int8", "flash_bytes": int(flash), "model_bytes": 10**6}
+
+    def run_flash(self, run):
+        from robustedge.models import load_model
+
+        student, _ = load_model(run)
+        k = min(len(self.students), len(self.extra) - 1)
+        flash = int(compressed_weight_bytes(student, PACK) + self.fixed + self.extra[k])
+        self.students.append(flash)
+        return {"format": "tflite-int8", "flash_bytes": flash, "model_bytes": 10**6, "how": "x"}
+
+
+def test_flash_retry_widens_the_estimate_by_the_excess_measured(lenet, tmp_path):
+    """Teacher calibrated at 1500 B around its weights; a student measured 256 B (0.25 KiB)
+    over its prediction moves the estimate's fixed part to 1500 + 256 = 1756 B, and the next
+    search aims with it."""
+    budget = Budget.parse("flash_kb=10")
+    exports = FakeExports(1500.0, extra=(256,))
+    teacher = Teacher(lenet, None, "digits", None, SHAPE)
+    s = FlashStrategy(budget, teacher, exports)
+    assert s.aim() == {}  # flash records predicted / measured per try, no margin
+    s.prepare()
+    assert s.fixed == 1500.0  # teacher's measured flash bytes less its compressed weights
+    first = s.search()
+    assert first.choice["fixed_bytes"] == 1500.0 and first.value <= 10 * (1 - FLASH_MARGIN)
+    # a student with exactly the predicted weights, measured with 256 B the estimate missed
+    exports.run_flash = lambda run: {"flash_bytes": int(first.value * 1024) + 256}
+    measured = s.measure_student(tmp_path)
+    assert measured == first.value + 0.25
+    assert s.widen(first, measured) is True and s.fixed == 1756.0
+    second = s.search()
+    assert second.choice["fixed_bytes"] == 1756.0
+    assert second.value <= 10 * (1 - FLASH_MARGIN) and second.value < first.value
+    narrower = _student_of(lenet, second)
+    assert second.value == flash_estimate(1500.0, PACK)(narrower) + 0.25
+    assert s.measure(narrower) == second.value  # the strategy measures with the corrected part
+
+
+def _student_of(model, r):
+    if r.structure == CHANNELS:
+        return shrunk_copy(model, SHAPE, r.channel_sparsity)[0]
+    return sparse_copy(model, r.weight_sparsity)
+
+
+def test_flash_student_over_its_budget_is_trained_again_with_the_estimate_corrected(
+    tiny_run, tmp_path
+):
+    """The real training loop on fake exports: the first student measures 400 B more than its
+    weights plus the calibrated part (over the budget), the second search adds the excess
+    recorded in the first try to the estimate's fixed part, and its student fits."""
+    cfg = CompressConfig(
+        teacher=str(tiny_run), adversary="none", epochs=1, finetune_epochs=1, batch_size=128
+    )
+    exports = FakeExports(1000.0, extra=(400, 0))
+    m = compress_to_budget(cfg, Budget.parse("flash_kb=2"), tmp_path / "s", exports, ("fgsm",))
+    b = m["budget"]
+    first, second = b["tries"]
+    assert first["measured"] > 2.0 >= second["measured"] == b["student"]
+    assert [t["measured"] * 1024 for t in b["tries"]] == exports.students
+    excess = (first["measured"] - first["predicted"]) * 1024
+    assert b["choice"]["fixed_bytes"] == pytest.approx(1000.0 + excess)
+    assert second["predicted"] < first["predicted"] and b["met"]
+    assert b["measured"]["how"] == "x" and b["teacher_measured"]["flash_bytes"] > 1000
+    assert read_json(tmp_path / "s" / "metrics.json")["budget"] == b

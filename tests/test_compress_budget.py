@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
+import tomllib
 
 from robustedge.compress import CompressConfig
-from robustedge.compress.budget import (
-    GRID,
-    Budget,
-    Quantity,
-    flash_measure,
-    int8_weight_bytes,
-    macs_measure,
-    search_structure,
-    shrunk_copy,
-)
-from robustedge.compress.budget_train import compress_to_budget
+from robustedge.compress.budget import GRID, Budget, Quantity, compress_to_budget, search_structure
+from robustedge.compress.budget.measures import flash_measure, int8_weight_bytes, macs_measure
+from robustedge.compress.budget.search import Candidate, bisect, shrunk_copy
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json
 from robustedge.models import ModelSpec, build_model, count_macs, load_model
@@ -120,10 +116,78 @@ def test_cli_refuses_latency_on_emulated_target_and_bad_budgets(tiny_run, tmp_pa
 @pytest.mark.slow
 def test_latency_probe_times_a_candidate_on_the_local_board(tiny_run):
     from robustedge.models import load_spec
-    from robustedge.recipe.latency_probe import latency_probe
+    from robustedge.recipe.budget_measures import BoardMeasures
 
     spec, _ = load_spec(tiny_run)
     model, _ = load_model(tiny_run)
-    measure = latency_probe("local")(spec, "digits", None)
+    measure = BoardMeasures().latency("local", spec, "digits", None)
     p50 = measure(model.eval())
     assert 0 < p50 < 100  # ms: one int8 inference of a tiny CNN, timed by the board runner
+
+
+def test_bisection_picks_the_first_index_that_meets_a_hand_made_monotone_measure():
+    """value(i) = 64 - i against a limit of 40.5: i = 24 is the first to meet (40 <= 40.5;
+    i = 23 gives 41). From (lo 0 fails, hi 63 meets) the midpoints are 31 (meets), 15 (fails),
+    23 (fails), 27, 25, 24 (meet)."""
+    probed = []
+
+    def probe(i):
+        probed.append(i)
+        value = 64.0 - i
+        return Candidate(i / GRID, {}, value, value <= 40.5)
+
+    best = bisect(probe, 0, 63, probe(63))
+    assert probed == [63, 31, 15, 23, 27, 25, 24]
+    assert (best.channel_sparsity, best.value) == (24 / 64, 40.0)
+
+
+def test_channel_search_picks_the_expected_fraction_on_a_hand_made_measure():
+    """The tiny CNN has one prunable layer of 16 channels; removing i/64 of them keeps
+    16 - round(16 i / 64) (at least 1). Measured by that width against a limit of 10 channels:
+    i = 22 keeps 16 - round(5.5) = 10, i = 21 keeps 16 - round(5.25) = 11, so the search
+    returns 22/64, after probing 0, 63, then 31, 15, 23, 19, 21, 22."""
+    shape = (1, 8, 8)
+    model = build_model(ModelSpec("tiny", shape, 10)).eval()
+
+    def width(student):
+        return float(student[3].out_channels)
+
+    limit = Budget(Quantity.MACS, 10.0)  # any quantity: the measure is the width
+    r = search_structure(model, shape, limit, width)
+    assert r.channel_sparsity == 22 / 64 == 0.34375
+    assert (r.value, r.teacher_value) == (10.0, 16.0)
+    probed = [c.channel_sparsity * 64 for c in r.candidates]
+    assert probed == [0, 63, 31, 15, 23, 19, 21, 22]
+    assert [c.value for c in r.candidates] == [16, 1, 8, 12, 10, 11, 11, 10]
+    assert [c.widths["3"] for c in r.candidates] == [16, 1, 8, 12, 10, 11, 11, 10]
+
+
+def _imports(path):
+    """Every module ``path`` imports, at the top or inside a function."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def test_compress_imports_neither_export_nor_device_not_even_lazily():
+    """The budget code's flash and latency measures come from above (recipe/budget_measures);
+    the import-linter contract says so and every compress module keeps it."""
+    src = Path(__file__).resolve().parents[1] / "src" / "robustedge" / "compress"
+    found = [
+        (p.name, m)
+        for p in sorted(src.rglob("*.py"))
+        for m in _imports(p)
+        if m.split(".")[:2] in (["robustedge", "export"], ["robustedge", "device"])
+    ]
+    assert found == []
+    assert (src / "budget" / "strategies.py").is_file()  # the package was scanned
+    pyproject = tomllib.loads((src.parents[2] / "pyproject.toml").read_text())
+    contracts = pyproject["tool"]["importlinter"]["contracts"]
+    assert any(
+        c["type"] == "forbidden"
+        and c["source_modules"] == ["robustedge.compress"]
+        and set(c["forbidden_modules"]) == {"robustedge.export", "robustedge.device"}
+        for c in contracts
+    )

@@ -167,3 +167,45 @@ def test_summary_takes_a_budget_students_kind_from_its_finished_metrics(tmp_path
     assert planned["structured"] is True  # the plan's entry is not modified in place
     teacher = {**planned, "role": "teacher"}
     assert as_trained(tmp_path, teacher) == teacher
+
+
+@pytest.mark.parametrize(
+    "budget,target,resume,message",
+    [
+        (None, "local", False, "--budget-target needs --budget latency_ms=..."),
+        ("macs=2M", None, True, "--resume is not supported with --budget"),
+        (
+            "latency_ms=2",
+            "qemu-aarch64",
+            False,
+            "cannot be measured on qemu-aarch64: it is emulated",
+        ),
+        ("latency_ms=2", "vm-aarch64", False, "cannot be measured on vm-aarch64: it is emulated"),
+    ],
+)
+def test_compress_student_refuses_before_loading_the_teacher(
+    tmp_path, budget, target, resume, message
+):
+    """The one place that chooses sparsity or budget refuses in one line, before the teacher
+    (here a folder that does not exist) is read or anything is written."""
+    from robustedge.compress import CompressConfig
+    from robustedge.errors import RobustEdgeError
+    from robustedge.recipe.students import compress_student
+
+    cfg = CompressConfig(teacher=str(tmp_path / "no-teacher"))
+    out = tmp_path / "out"
+    with pytest.raises(RobustEdgeError) as info:
+        compress_student(cfg, out, budget, target, resume=resume)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_resolve_budget_takes_a_string_or_a_budget():
+    from robustedge.compress.budget import Budget, Quantity
+    from robustedge.recipe.students import resolve_budget
+
+    assert resolve_budget("macs=2M") == Budget(Quantity.MACS, 2e6)
+    b = Budget(Quantity.LATENCY_MS, 2.0, "local")
+    assert resolve_budget(b) is b and resolve_budget("latency_ms=2", "local") == b
+    with pytest.raises(ValueError, match="names target 'local', not 'ssh://pi@board'"):
+        resolve_budget(b, "ssh://pi@board")

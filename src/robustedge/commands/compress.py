@@ -313,27 +313,12 @@ def run_compress(
     suite: Optional[str] = None,
 ) -> Dict[str, Any]:
     """compress_run, or compress_to_budget when a budget is given (``suite``: also the worst
-    case per image over that attack suite in the student's metrics)."""
-    from robustedge.compress import compress_run
-    from robustedge.errors import RobustEdgeError
+    case per image over that attack suite in the student's metrics):
+    :func:`robustedge.recipe.students.compress_student`."""
+    from robustedge.recipe.students import compress_student
 
-    if budget is None:
-        if target is not None:
-            raise RobustEdgeError("--budget-target needs --budget latency_ms=...")
-        return compress_run(cfg, out, eval_attacks=attacks, resume=resume, eval_suite=suite)
-    if resume:
-        raise RobustEdgeError("--resume is not supported with --budget (each try is short)")
-    from robustedge.compress.budget import Budget, Quantity
-    from robustedge.compress.budget_train import compress_to_budget
-
-    parsed = Budget.parse(budget, target)
-    factory = None
-    if parsed.quantity is Quantity.LATENCY_MS:
-        from robustedge.recipe.latency_probe import latency_probe
-
-        factory = latency_probe(parsed.target)  # refuses emulated targets before training
-    return compress_to_budget(
-        cfg, parsed, out, eval_attacks=attacks, measure_factory=factory, eval_suite=suite
+    return compress_student(
+        cfg, out, budget, target, eval_attacks=attacks, eval_suite=suite, resume=resume
     )
 
 
@@ -349,25 +334,33 @@ def report(metrics: Dict[str, Any], out: Path) -> None:
     )
     b = metrics.get("budget")
     if b:
-        where = f" on {b['target']}" if b.get("target") else ""
-        how = (
-            f"{100 * b['weight_sparsity']:.0f}% of weights zeroed"
-            if b.get("structure") == "weights"
-            else f"{100 * b['channel_sparsity']:.2f}% of channels removed per layer"
-        )
-        click.echo(
-            f"budget {b['quantity']} <= {b['limit']:g} {b['unit']}{where}: student "
-            f"{b['student']:.6g} (teacher {b['teacher']:.6g}; {how}) -> "
-            f"{'met' if b['met'] else 'NOT met'}"
-        )
-        if b.get("measured"):
-            m, t = b["measured"], b["teacher_measured"]
-            click.echo(
-                f"  measured on the {m['format']} export: {m['flash_bytes']:,} flash bytes "
-                f"({m['flash_codec']}; teacher {t['flash_bytes']:,}), model bytes "
-                f"{m['model_bytes']:,} (teacher {t['model_bytes']:,})"
-            )
+        report_budget(b)
     click.echo(f"run folder: {out}")
+
+
+def report_budget(b: Dict[str, Any]) -> None:
+    """The budget's lines: limit, the student's measure against the teacher's, how the
+    structure was made smaller, and (flash) the sizes measured on the exports."""
+    from robustedge.compress.budget import WEIGHTS
+
+    where = f" on {b['target']}" if b.get("target") else ""
+    how = (
+        f"{100 * b['weight_sparsity']:.0f}% of weights zeroed"
+        if b.get("structure") == WEIGHTS
+        else f"{100 * b['channel_sparsity']:.2f}% of channels removed per layer"
+    )
+    click.echo(
+        f"budget {b['quantity']} <= {b['limit']:g} {b['unit']}{where}: student "
+        f"{b['student']:.6g} (teacher {b['teacher']:.6g}; {how}) -> "
+        f"{'met' if b['met'] else 'NOT met'}"
+    )
+    if b.get("measured"):
+        m, t = b["measured"], b["teacher_measured"]
+        click.echo(
+            f"  measured on the {m['format']} export: {m['flash_bytes']:,} flash bytes "
+            f"({m['flash_codec']}; teacher {t['flash_bytes']:,}), model bytes "
+            f"{m['model_bytes']:,} (teacher {t['model_bytes']:,})"
+        )
 
 
 COMMANDS = [compress]

@@ -32,7 +32,7 @@ def flash_sizes(path: Path) -> Dict[str, Any]:
     """The board's sizes of an exported file: ``flash_bytes`` (what a bundle stores: the file
     compressed with the bundle's default codec) and ``model_bytes`` (what the interpreter
     loads); the third size, peak RSS, is measured on the board."""
-    from robustedge.device.bundle_format import DEFAULT_CODEC, compress_bytes
+    from robustedge.device.board.bundle_format import DEFAULT_CODEC, compress_bytes
 
     raw = path.read_bytes()
     packed = compress_bytes(raw, DEFAULT_CODEC)

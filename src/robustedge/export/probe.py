@@ -1,10 +1,11 @@
 """Export a model that has no run folder yet (a budget search's candidate), and measure the
 flash bytes of an exported file as the ledger and the bundle count them.
 
-Used by the budget search (:mod:`robustedge.compress.budget`: the flash of the teacher and of
-the trained student) and by the latency probe (:mod:`robustedge.recipe.latency_probe`). The
-parity gate is off and the transfer set is one PGD step: only the file is asked for here; the
-run's own export (``robustedge export``, the recipe's export stage) checks parity.
+Used by the budget measures (:mod:`robustedge.recipe.budget_measures`: the flash of the
+teacher and of the trained student, and the latency of a candidate), which the budget code in
+:mod:`robustedge.compress.budget` is given from above. The parity gate is off and the transfer
+set is one PGD step: only the file is asked for here; the run's own export (``robustedge
+export``, the recipe's export stage) checks parity.
 """
 
 from __future__ import annotations

@@ -58,9 +58,16 @@ class TeacherSpec:
             raise ValueError("give exactly one of 'train' (a TrainConfig) or 'load' (a run folder)")
 
 
-# ``budget:`` keys of a compress entry: one quantity (robustedge.compress.budget.Quantity), and
-# the board a latency budget is measured on.
-BUDGET_KEYS = ("macs", "flash_kb", "latency_ms", "target")
+# the ``budget:`` key naming the board a latency budget is measured on; the other keys are the
+# quantities (robustedge.compress.budget.Quantity), one of them per budget: budget_keys()
+BUDGET_TARGET_KEY = "target"
+
+
+def budget_keys() -> Tuple[str, ...]:
+    """The ``budget:`` keys of a compress entry: the quantities, then the target."""
+    from robustedge.compress.budget import Quantity
+
+    return (*(q.value for q in Quantity), BUDGET_TARGET_KEY)
 
 
 @dataclass(frozen=True)
@@ -375,28 +382,30 @@ def _compress(value: Any, seed: int, loc: Located) -> Tuple[CompressSpec, ...]:
 
 def _budget(value: Any, path: str, loc: Located) -> BudgetSpec:
     """``{macs: 2M}`` / ``{flash_kb: 64}`` / ``{latency_ms: 2, target: local}`` -> BudgetSpec."""
-    from robustedge.compress.budget import Budget
-    from robustedge.recipe.latency_probe import refuse_emulated
+    from robustedge.compress.budget import Budget, Quantity
+    from robustedge.recipe.budget_measures import refuse_emulated
 
     if not isinstance(value, dict):
         raise loc.error(
             path, "expected a mapping: {macs: 2M}, {flash_kb: 64} or {latency_ms: 2, target: local}"
         )
-    check_keys(value, BUDGET_KEYS, path, loc, "budget")
-    given = [k for k in BUDGET_KEYS[:-1] if k in value]
+    keys = budget_keys()
+    check_keys(value, keys, path, loc, "budget")
+    given = [k for k in keys if k in value and k != BUDGET_TARGET_KEY]
     if len(given) != 1:
-        raise loc.error(path, "give exactly one of macs, flash_kb, latency_ms")
+        raise loc.error(path, f"give exactly one of {', '.join(q.value for q in Quantity)}")
     key = given[0]
-    target = value.get("target")
+    target = value.get(BUDGET_TARGET_KEY)
     if target is not None:
+        where = join(path, BUDGET_TARGET_KEY)
         if not isinstance(target, str):
-            raise loc.error(join(path, "target"), f"expected a target name, got {target!r}")
+            raise loc.error(where, f"expected a target name, got {target!r}")
         try:
             TargetSpec(target=target)
-            if key == "latency_ms":
+            if key == Quantity.LATENCY_MS.value:
                 refuse_emulated(target)
         except (FieldError, RobustEdgeError) as e:
-            raise loc.error(join(path, "target"), str(e)) from None
+            raise loc.error(where, str(e)) from None
     raw = value[key]
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise loc.error(join(path, key), f"expected a number, got {raw!r}")

@@ -255,26 +255,17 @@ def _copy_run(src: Path, run: Path, names: List[str]) -> None:
 
 
 def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
-    from robustedge.compress import CompressConfig, compress_run
+    """The student stage: a sparsity or (``opts["budget"]``, a BudgetSpec's fields) a budget,
+    chosen by :func:`robustedge.recipe.students.compress_student`."""
+    from robustedge.compress import CompressConfig
+    from robustedge.compress.budget import Budget
+    from robustedge.recipe.students import compress_student
 
     shutil.rmtree(run, ignore_errors=True)
     opts = dict(opts)
     budget = opts.pop("budget", None)
-    if budget is None:
-        compress_run(CompressConfig(teacher=str(teacher), **opts), run)
-        return
-    from robustedge.compress.budget import Budget, Quantity
-    from robustedge.compress.budget_train import compress_to_budget
-
-    b = Budget(**budget)
-    factory = None
-    if b.quantity is Quantity.LATENCY_MS:
-        from robustedge.recipe.latency_probe import latency_probe
-
-        factory = latency_probe(b.target)
-    # the search sets the channel sparsity (structured, per-layer ranking)
-    cfg = CompressConfig(teacher=str(teacher), **{**opts, "sparsity": 0.0, "structured": True})
-    compress_to_budget(cfg, b, run, measure_factory=factory)
+    cfg = CompressConfig(teacher=str(teacher), **opts)
+    compress_student(cfg, run, None if budget is None else Budget(**budget))
 
 
 def eval_plan(recipe: Recipe) -> Any:

@@ -1,0 +1,64 @@
+"""Compression to a budget: find the structure that fits what the board allows, train it,
+measure it again.
+
+- :mod:`.spec`: the budget (:class:`Budget`, :class:`Quantity`, :meth:`Budget.parse`).
+- :mod:`.measures`: measures of a candidate (MACs computed here) and :class:`BudgetMeasures`,
+  what the caller passes in for the rest (the bundle's codec, exports' flash bytes, latency on
+  a board): compress imports neither export nor device.
+- :mod:`.search`: bisection over channel fractions (:func:`search_structure`).
+- :mod:`.flash`: the calibrated flash estimate and the search of both ways, channels removed
+  or weights zeroed (:func:`search_flash`).
+- :mod:`.strategies`: one strategy per quantity (MACs, flash, latency) with one interface:
+  measure a candidate, search, re-measure the trained student, widen and retry.
+- :mod:`.train`: :func:`compress_to_budget` (search -> train -> re-measure -> retry once).
+"""
+
+from robustedge.compress.budget.flash import FLASH_MARGIN, SPARSITY_GRID, search_flash
+from robustedge.compress.budget.measures import BudgetMeasures, Measure
+from robustedge.compress.budget.search import (
+    CHANNELS,
+    GRID,
+    WEIGHTS,
+    Candidate,
+    SearchResult,
+    search_structure,
+)
+from robustedge.compress.budget.spec import UNITS, Budget, Quantity
+from robustedge.compress.budget.strategies import (
+    LATENCY_MARGIN,
+    STRATEGIES,
+    BudgetStrategy,
+    FlashStrategy,
+    LatencyStrategy,
+    MacsStrategy,
+    Teacher,
+    make_strategy,
+)
+from robustedge.compress.budget.train import compress_to_budget, student_config
+
+__all__ = [
+    "Budget",
+    "Quantity",
+    "UNITS",
+    "BudgetMeasures",
+    "Measure",
+    "Candidate",
+    "SearchResult",
+    "CHANNELS",
+    "WEIGHTS",
+    "GRID",
+    "SPARSITY_GRID",
+    "FLASH_MARGIN",
+    "LATENCY_MARGIN",
+    "search_structure",
+    "search_flash",
+    "BudgetStrategy",
+    "MacsStrategy",
+    "FlashStrategy",
+    "LatencyStrategy",
+    "STRATEGIES",
+    "Teacher",
+    "make_strategy",
+    "compress_to_budget",
+    "student_config",
+]

@@ -1,0 +1,85 @@
+"""The budget: one limit on the student, ``quantity <= limit``.
+
+``macs=2M`` (multiply-accumulates per inference), ``flash_kb=64`` (what the board stores, KiB)
+or ``latency_ms=2`` (p50 of one inference, measured on a named target).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+class Quantity(str, enum.Enum):
+    MACS = "macs"
+    FLASH_KB = "flash_kb"
+    LATENCY_MS = "latency_ms"
+
+
+UNITS = {Quantity.MACS: "MACs", Quantity.FLASH_KB: "KiB", Quantity.LATENCY_MS: "ms"}
+FORMS = "macs=N[k|M|G] | flash_kb=N | latency_ms=N"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One limit on the student: ``quantity <= limit`` (in :data:`UNITS`); latency budgets
+    name the ``target`` they are measured on."""
+
+    quantity: Quantity
+    limit: float
+    target: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "quantity", Quantity(self.quantity))
+        except ValueError:
+            raise ValueError(
+                f"unknown budget '{self.quantity}' (known: {', '.join(q.value for q in Quantity)})"
+            ) from None
+        if not (math.isfinite(self.limit) and self.limit > 0):
+            raise ValueError(f"budget {self.quantity.value} must be a positive number")
+        if self.quantity is Quantity.LATENCY_MS and not self.target:
+            raise ValueError(
+                "a latency budget is measured on a board: give --budget-target "
+                "(local or ssh://user@host)"
+            )
+        if self.quantity is not Quantity.LATENCY_MS and self.target:
+            raise ValueError(f"a {self.quantity.value} budget needs no target (it is computed)")
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str] = None) -> Budget:
+        """``"macs=2M"``, ``"flash_kb=64"`` or ``"latency_ms=2"`` (ValueError, one line)."""
+        key, sep, value = str(text).strip().partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"bad budget '{text}' (want {FORMS})")
+        scale = 1.0
+        if key == Quantity.MACS.value and value[-1] in SUFFIXES:
+            value, scale = value[:-1], SUFFIXES[value[-1]]
+        try:
+            limit = float(value) * scale
+        except ValueError:
+            raise ValueError(
+                f"bad budget '{text}': '{value}' is not a number (want {FORMS})"
+            ) from None
+        return cls(key, limit, target)  # type: ignore[arg-type]
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.quantity]
+
+    def aimed(self, margin: float) -> Budget:
+        """The same budget with ``margin`` of its limit held back (what a search aims at)."""
+        return Budget(self.quantity, self.limit * (1.0 - margin), self.target)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "quantity": self.quantity.value,
+            "limit": self.limit,
+            "unit": self.unit,
+            "target": self.target,
+        }

@@ -1,0 +1,131 @@
+"""The measures of flash and latency budgets, passed down to
+:func:`robustedge.compress.budget.compress_to_budget` (:class:`BoardMeasures`).
+
+They compose export and device, so they live above both; the budget code in
+:mod:`robustedge.compress.budget` only sees the
+:class:`~robustedge.compress.budget.BudgetMeasures` object.
+
+- flash: the bundle's codec (the estimate the search uses), the teacher's ``tflite-int8``
+  export measured once (the estimate's calibration) and the trained student's export measured
+  (flash bytes: the file compressed with the bundle's codec; model bytes: what is loaded).
+- latency: a candidate (a shrunk copy of the teacher) becomes a throw-away run folder, is
+  exported to the benchmark format (int8 TFLite by default; parity gate off: only its speed is
+  asked here), put in a bundle and run by the unchanged board runner on the target, which
+  returns its p50.
+
+Emulated targets are refused: emulated latency is 7-150x off and says nothing about a board.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from robustedge.errors import RobustEdgeError
+
+logger = logging.getLogger(__name__)
+
+BENCH_FORMAT = "tflite-int8"
+PROBE_RUNS = 200  # the runner's minimum number of timed invokes
+# how the trained student's flash bytes were measured (its export's format goes in front)
+FLASH_HOW = (
+    "exported with default calibration, parity gate off "
+    "(the run's own export re-checks parity and records the same sizes in its ledger)"
+)
+
+
+def refuse_emulated(target: str, emulated: bool = False) -> None:
+    """One-line RobustEdgeError when ``target`` is emulated (a ``qemu-*`` userland or a
+    ``vm-*`` full-system VM)."""
+    if emulated or target.startswith(("qemu-", "vm-")):
+        raise RobustEdgeError(
+            f"latency budgets cannot be measured on {target}: it is emulated, and emulated "
+            "latency says nothing about a board (use local or ssh://user@host)"
+        )
+
+
+def latency_measure(
+    target: str,
+    spec: Any,
+    data_name: str,
+    data_dir: Optional[str] = None,
+    fmt: str = BENCH_FORMAT,
+    runs: int = PROBE_RUNS,
+    threads: int = 1,
+    ssh_options: Sequence[str] = (),
+) -> Callable[[Any], float]:
+    """``model -> p50 ms`` of one inference of ``model`` (architecture ``spec``, possibly
+    shrunk) on ``target``, as the board runner measures it (``fmt``, ``threads``)."""
+    from robustedge.device.host.targets import make_target
+
+    refuse_emulated(target)
+    board = make_target(target, ssh_options=list(ssh_options))
+    refuse_emulated(board.name, board.emulated)
+
+    def measure(model: Any) -> float:
+        from robustedge.device.host.bundle import build_bundle
+        from robustedge.export.probe import export_model
+
+        tmp = Path(tempfile.mkdtemp(prefix="robustedge-probe-"))
+        try:
+            export_model(model, spec, data_name, data_dir, fmt, tmp)
+            bundle = build_bundle(tmp / "candidate", tmp / "bundle", [fmt])
+            args = ["--format", fmt, "--threads", str(threads), "--runs", str(runs)]
+            results = board.bench(bundle, args + ["--square-queries", "0"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        latency = results.get("latency") or {}
+        if "p50_ms" not in latency:
+            raise RobustEdgeError(f"{target} returned no latency for the candidate")
+        return float(latency["p50_ms"])
+
+    return measure
+
+
+@dataclass(frozen=True)
+class BoardMeasures:
+    """:class:`~robustedge.compress.budget.BudgetMeasures` on real exports and boards: the
+    bundle's codec, ``tflite-int8`` exports measured as the ledger measures them, and the p50
+    of the board runner on a target (``fmt``, ``runs``, ``threads``, ``ssh_options``)."""
+
+    fmt: str = BENCH_FORMAT
+    runs: int = PROBE_RUNS
+    threads: int = 1
+    ssh_options: Tuple[str, ...] = ()
+
+    def pack(self, raw: bytes) -> bytes:
+        """``raw`` compressed with the bundle's default codec (what a board stores)."""
+        from robustedge.device.board.bundle_format import compress_bytes
+
+        return compress_bytes(raw)
+
+    def model_flash(
+        self, model: Any, spec: Any, data_name: str, data_dir: Optional[str]
+    ) -> Dict[str, Any]:
+        """The sizes of ``model``'s ``tflite-int8`` export (parity gate off)."""
+        from robustedge.export.probe import FLASH_FORMAT, export_model, measured_flash
+
+        with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
+            rep = export_model(model, spec, data_name, data_dir, FLASH_FORMAT, tmp, "dense")
+            return measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
+
+    def run_flash(self, run: Path) -> Dict[str, Any]:
+        """The sizes of the run folder ``run``'s ``tflite-int8`` export, and how it was made."""
+        from robustedge.export.probe import FLASH_FORMAT, export_flash
+
+        with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
+            sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "export")
+        return {**sizes, "how": f"{FLASH_FORMAT} {FLASH_HOW}"}
+
+    def latency(
+        self, target: str, spec: Any, data_name: str, data_dir: Optional[str]
+    ) -> Callable[[Any], float]:
+        """``model -> p50 ms`` on ``target`` (:func:`latency_measure`); refuses an emulated
+        target."""
+        return latency_measure(
+            target, spec, data_name, data_dir, self.fmt, self.runs, self.threads, self.ssh_options
+        )
