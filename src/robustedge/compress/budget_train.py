@@ -29,7 +29,7 @@ from robustedge.compress.budget import (
     search_flash,
     search_structure,
 )
-from robustedge.compress.config import CompressConfig, Method, Scope
+from robustedge.compress.config import PRUNERS, CompressConfig, Scope
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json
 
@@ -56,10 +56,10 @@ def compress_to_budget(
     ``tflite-int8`` file's flash bytes, compressed with the bundle's codec)."""
     from robustedge.compress.pipeline import load_teacher
 
-    if cfg.method not in (Method.PROX, Method.MAGNITUDE):
+    if not cfg.pruner.structured:
+        able = " or ".join(m for m, p in PRUNERS.items() if p.structured)
         raise RobustEdgeError(
-            f"--budget trains a structured student: use --method prox or magnitude, "
-            f"not {cfg.method.value}"
+            f"--budget trains a structured student: use --method {able}, not {cfg.method}"
         )
     teacher, spec, t_cfg, data = load_teacher(cfg)
     data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
