@@ -261,7 +261,7 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
     opts = dict(opts)
     budget = opts.pop("budget", None)
     if budget is None:
-        compress_run(CompressConfig(teacher=str(teacher), **opts), run)
+        compress_run(CompressConfig.from_keys(teacher=str(teacher), **opts), run)
         return
     from robustedge.compress.budget import Budget, Quantity
     from robustedge.compress.budget_train import compress_to_budget
@@ -273,7 +273,9 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
 
         factory = latency_probe(b.target)
     # the search sets the channel sparsity (structured, per-layer ranking)
-    cfg = CompressConfig(teacher=str(teacher), **{**opts, "sparsity": 0.0, "structured": True})
+    cfg = CompressConfig.from_keys(
+        teacher=str(teacher), **{**opts, "sparsity": 0.0, "structured": True}
+    )
     compress_to_budget(cfg, b, run, measure_factory=factory)
 
 
