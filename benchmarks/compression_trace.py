@@ -51,7 +51,7 @@ def main() -> None:
     from robustedge.training.evaluate import accuracy, robust_accuracy
 
     kw = {"adversary": "pgd", "eps": args.eps, "steps": args.steps, **VARIANTS[variant]}
-    cfg = CompressConfig(
+    cfg = CompressConfig.from_keys(
         teacher=args.teacher,
         sparsity=args.sparsity,
         epochs=args.epochs,
@@ -109,7 +109,7 @@ def main() -> None:
 
     ctx.on_epoch_end = on_epoch_end
     t0 = time.perf_counter()
-    outcome = PRUNERS.get(cfg.method.value)(ctx)
+    outcome = PRUNERS.get(cfg.method)(ctx)
     masked_finetune(ctx, outcome.masks, outcome.finetune_epochs)
     final = masks_seen[-1]
     differs = [
