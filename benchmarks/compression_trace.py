@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import tradeoff  # noqa: E402
 from _common import hardware, write_result  # noqa: E402
 from compression_diagnosis import VARIANTS, add_variant  # noqa: E402
 
@@ -37,77 +38,17 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
+    tradeoff.METHODS.update(VARIANTS)  # the trade-off methods and the diagnosis's variants
     variant = add_variant(args.variant)
 
     import torch
 
-    from robustedge.attacks import AttackSpec
-    from robustedge.compress import PRUNERS, CompressConfig, PruneContext, make_kd_task_loss
-    from robustedge.compress.common import masked_finetune, steps_per_epoch
-    from robustedge.compress.pipeline import build_student, load_teacher, make_adversary
-    from robustedge.compress.prox import topk_masks
-    from robustedge.compress.targets import prunable_params
-    from robustedge.training import epoch_batches
-    from robustedge.training.evaluate import accuracy, robust_accuracy
+    from robustedge.compress import PRUNERS
+    from robustedge.compress.common import masked_finetune
 
-    kw = {"adversary": "pgd", "eps": args.eps, "steps": args.steps, **VARIANTS[variant]}
-    cfg = CompressConfig.from_keys(
-        teacher=args.teacher,
-        sparsity=args.sparsity,
-        epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
-        seed=args.seed,
-        **kw,
-    )
-    teacher, t_spec, _, data = load_teacher(cfg)
-    adversary = make_adversary(cfg, data)
-    torch.manual_seed(cfg.seed)
-    _, student = build_student(cfg, teacher, t_spec, data)
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    xs, ys = torch.as_tensor(data.x_test), torch.as_tensor(data.y_test)
-    params = prunable_params(student, cfg.include_first, cfg.include_last)
-    ctx = PruneContext(
-        model=student,
-        cfg=cfg,
-        batches=epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
-        steps_per_epoch=steps_per_epoch(len(xt), cfg.batch_size),
-        adversary=adversary,
-        task_loss=make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp),
-        params=params,
-        input_shape=data.input_shape,
-    )
-    trace, masks_seen, prev = [], [], [None]
-    pgd = AttackSpec("pgd", args.eps, steps=10)
-    counter = [0]
-
-    def on_epoch_end(epoch, record):
-        counter[0] += 1
-        mask = topk_masks({n: p.detach().abs() for n, p in params.items()}, cfg.sparsity)
-        churn = 0 if prev[0] is None else sum(int((mask[n] ^ prev[0][n]).sum()) for n in mask)
-        prev[0] = mask
-        masks_seen.append(mask)
-        row = {
-            "epoch": counter[0],
-            **{k: v for k, v in record.items() if k != "epoch"},
-            "zeros": {n: round(float((p == 0).float().mean()), 4) for n, p in params.items()},
-            "topk_layers": {n: round(1 - float(m.float().mean()), 4) for n, m in mask.items()},
-            "mask_churn": churn,
-        }
-        if counter[0] % args.eval_every == 0:
-            was = student.training
-            row["clean"] = accuracy(student, xs, ys)
-            row["pgd10"] = robust_accuracy(student, xs, ys, pgd)
-            student.train(was)
-        trace.append(row)
-        print(
-            f"  {row['phase']} {counter[0]}: loss {row['loss']:.3f} churn {churn} "
-            f"topk {row['topk_layers']} zeros {row['zeros']}"
-            + (f" clean {row['clean']:.3f} pgd10 {row['pgd10']:.3f}" if "clean" in row else "")
-            + "".join(f" {k} {row[k]:.4g}" for k in ("rho", "admm_residual") if k in row),
-            flush=True,
-        )
-
-    ctx.on_epoch_end = on_epoch_end
+    cfg, ctx, test = build(args, variant)
+    trace, masks_seen = [], []
+    ctx.on_epoch_end = tracer(args, ctx, test, trace, masks_seen)
     t0 = time.perf_counter()
     outcome = PRUNERS.get(cfg.method)(ctx)
     masked_finetune(ctx, outcome.masks, outcome.finetune_epochs)
@@ -133,6 +74,84 @@ def main() -> None:
     }
     name = args.name or f"trace_{variant}_{args.sparsity:g}_s{args.seed}"
     print(f"wrote {write_result(name, payload)}")
+
+
+def build(args, variant: str):
+    """(config, PruneContext, (x_test, y_test)) of the traced run: the pipeline's pieces."""
+    import torch
+
+    from robustedge.compress import CompressConfig, PruneContext, make_kd_task_loss
+    from robustedge.compress.common import steps_per_epoch
+    from robustedge.compress.pipeline import build_student, load_teacher, make_adversary
+    from robustedge.compress.targets import prunable_params
+    from robustedge.training import epoch_batches
+
+    kw = {"adversary": "pgd", "eps": args.eps, "steps": args.steps, **tradeoff.METHODS[variant]}
+    cfg = CompressConfig.from_keys(
+        teacher=args.teacher,
+        sparsity=args.sparsity,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        seed=args.seed,
+        **kw,
+    )
+    teacher, t_spec, _, data = load_teacher(cfg)
+    adversary = make_adversary(cfg, data)
+    torch.manual_seed(cfg.seed)
+    _, student = build_student(cfg, teacher, t_spec, data)
+    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    ctx = PruneContext(
+        model=student,
+        cfg=cfg,
+        batches=epoch_batches(xt, yt, cfg.batch_size, cfg.seed),
+        steps_per_epoch=steps_per_epoch(len(xt), cfg.batch_size),
+        adversary=adversary,
+        task_loss=make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp),
+        params=prunable_params(student, cfg.include_first, cfg.include_last),
+        input_shape=data.input_shape,
+    )
+    return cfg, ctx, (torch.as_tensor(data.x_test), torch.as_tensor(data.y_test))
+
+
+def tracer(args, ctx, test, trace: list, masks_seen: list):
+    """The ``on_epoch_end`` hook: appends each epoch's row to ``trace`` and the mask the
+    method would end with to ``masks_seen`` (clean / PGD-10 accuracy every eval_every)."""
+    from robustedge.attacks import AttackSpec
+    from robustedge.compress.prox import topk_masks
+    from robustedge.training.evaluate import accuracy, robust_accuracy
+
+    params, student, (xs, ys) = ctx.params, ctx.model, test
+    pgd = AttackSpec("pgd", args.eps, steps=10)
+    prev, counter = [None], [0]
+
+    def on_epoch_end(epoch, record):
+        counter[0] += 1
+        mask = topk_masks({n: p.detach().abs() for n, p in params.items()}, ctx.cfg.sparsity)
+        churn = 0 if prev[0] is None else sum(int((mask[n] ^ prev[0][n]).sum()) for n in mask)
+        prev[0] = mask
+        masks_seen.append(mask)
+        row = {
+            "epoch": counter[0],
+            **{k: v for k, v in record.items() if k != "epoch"},
+            "zeros": {n: round(float((p == 0).float().mean()), 4) for n, p in params.items()},
+            "topk_layers": {n: round(1 - float(m.float().mean()), 4) for n, m in mask.items()},
+            "mask_churn": churn,
+        }
+        if counter[0] % args.eval_every == 0:
+            was = student.training
+            row["clean"] = accuracy(student, xs, ys)
+            row["pgd10"] = robust_accuracy(student, xs, ys, pgd)
+            student.train(was)
+        trace.append(row)
+        print(
+            f"  {row['phase']} {counter[0]}: loss {row['loss']:.3f} churn {churn} "
+            f"topk {row['topk_layers']} zeros {row['zeros']}"
+            + (f" clean {row['clean']:.3f} pgd10 {row['pgd10']:.3f}" if "clean" in row else "")
+            + "".join(f" {k} {row[k]:.4g}" for k in ("rho", "admm_residual") if k in row),
+            flush=True,
+        )
+
+    return on_epoch_end
 
 
 if __name__ == "__main__":

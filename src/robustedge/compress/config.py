@@ -30,6 +30,7 @@ from robustedge.config import (
     ConfigMixin,
     FieldError,
     Optim,
+    check_positive,
     default_of,
     enum_value,
     plain,
@@ -53,11 +54,12 @@ METHOD_DEFAULTS: Mapping[str, Any] = MappingProxyType({"adversary": "pgd", "kd_a
 
 
 def positive(obj: Any, *names: str) -> None:
-    """FieldError naming the first of ``names`` whose value on ``obj`` is not > 0."""
+    """:func:`~robustedge.config.check_positive` as a FieldError naming the field."""
     for n in names:
-        v = getattr(obj, n)
-        if not (v > 0):
-            raise FieldError(n, f"{n} must be > 0, got {v}")
+        try:
+            check_positive(obj, n)
+        except ValueError as e:
+            raise FieldError(n, str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -166,49 +166,9 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     if cfg.structured:
         return _structured(ctx, optimizer, ramp, start)
     params = ctx.params
-    lam = Lam(cfg, ramp)
-    clock = {"t": 0}
+    step = ProxStep(cfg, params, optimizer, start, ramp)
+    lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
-    # lazy prox: residual = dense iterate minus its projection (what the projection removed)
-    residual = {n: torch.zeros_like(p) for n, p in params.items()} if opts.lazy_prox else {}
-
-    def project(wanted: float) -> None:
-        scores = {n: p.detach().abs() for n, p in params.items()}
-        masks = topk_masks(scores, wanted, cfg.scope.value)
-        if residual:
-            with torch.no_grad():
-                for n, p in params.items():
-                    residual[n].copy_(p * ~masks[n])
-        apply_masks(params, masks)
-
-    def after_step(model: torch.nn.Module) -> None:
-        clock["t"] += 1
-        if clock["t"] <= start:  # warm start: dense robust training before the ramp
-            return
-        if residual:  # back to the dense iterate: the step moved the projection by its update
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.add_(residual[n])
-        if opts.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
-            lam.t += 1
-            project(cubic_ramp(lam.t, ramp, cfg.sparsity))
-            return
-        u = {n: zero_scores(p, opts.penalty == "reweighted") for n, p in params.items()}
-        step = lam.next_step(u, global_sparsity(params.values()), optimizer)
-        if step is None:
-            return
-        with torch.no_grad():
-            for n, p in params.items():
-                st = step[n] if isinstance(step, dict) else step
-                if opts.penalty == "reweighted":
-                    p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
-                else:
-                    p.copy_(soft_threshold(p, st))
-        if opts.lam_schedule == "ball":  # L0-ball part of the prox: top-k onto the ramp
-            project(cubic_ramp(lam.t, ramp, cfg.sparsity))
-        elif residual:
-            project(0.0)
-
     warm = (
         ADMMWarmStart(ctx, start, start // ctx.steps_per_epoch, clock) if opts.admm_warm else None
     )
@@ -218,7 +178,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
             optimizer,
             cfg.epochs,
             "prox",
-            after_step=after_step,
+            after_step=step,
             task_loss=warm.task_loss(ctx.task_loss) if warm is not None else None,
             method_state=lambda: list(residual.values()) + (warm.tensors() if warm else []),
             epoch_hook=warm.epoch_end if warm is not None else None,
@@ -239,6 +199,62 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     return PruneOutcome(
         masks, cfg.finetune_epochs, {"prox_sparsity": reached, "final_lam": lam.lam}
     )
+
+
+class ProxStep:
+    """prox's step on the unstructured weights, called after every optimizer step: dense
+    until ``start`` (the warm start), then the penalty's prox (and the L0-ball projection onto
+    the ramp's sparsity). With ``lazy_prox`` it works on the dense iterate: ``residual`` (what
+    the last projection removed) is added back first."""
+
+    def __init__(self, cfg: CompressConfig, params, optimizer, start: int, ramp: int) -> None:
+        self.cfg, self.opts = cfg, cfg.options
+        self.params, self.optimizer, self.start, self.ramp = params, optimizer, start, ramp
+        self.lam = Lam(cfg, ramp)
+        self.clock = {"t": 0}
+        # lazy prox: residual = dense iterate minus its projection (what the projection removed)
+        lazy = self.opts.lazy_prox
+        self.residual = {n: torch.zeros_like(p) for n, p in params.items()} if lazy else {}
+
+    def project(self, wanted: float) -> None:
+        """Top-k projection onto sparsity ``wanted`` (the residual keeps what it removed)."""
+        params, residual = self.params, self.residual
+        scores = {n: p.detach().abs() for n, p in params.items()}
+        masks = topk_masks(scores, wanted, self.cfg.scope.value)
+        if residual:
+            with torch.no_grad():
+                for n, p in params.items():
+                    residual[n].copy_(p * ~masks[n])
+        apply_masks(params, masks)
+
+    def __call__(self, model: torch.nn.Module) -> None:
+        params, residual, opts, lam = self.params, self.residual, self.opts, self.lam
+        self.clock["t"] += 1
+        if self.clock["t"] <= self.start:  # warm start: dense robust training before the ramp
+            return
+        if residual:  # back to the dense iterate: the step moved the projection by its update
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.add_(residual[n])
+        if opts.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
+            lam.t += 1
+            self.project(cubic_ramp(lam.t, self.ramp, self.cfg.sparsity))
+            return
+        u = {n: zero_scores(p, opts.penalty == "reweighted") for n, p in params.items()}
+        step = lam.next_step(u, global_sparsity(params.values()), self.optimizer)
+        if step is None:
+            return
+        with torch.no_grad():
+            for n, p in params.items():
+                st = step[n] if isinstance(step, dict) else step
+                if opts.penalty == "reweighted":
+                    p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
+                else:
+                    p.copy_(soft_threshold(p, st))
+        if opts.lam_schedule == "ball":  # L0-ball part of the prox: top-k onto the ramp
+            self.project(cubic_ramp(lam.t, self.ramp, self.cfg.sparsity))
+        elif residual:
+            self.project(0.0)
 
 
 def _pull_hooks(params, residual, rho: float):
