@@ -170,8 +170,17 @@ def test_registration_refuses_options_that_clash():
     class OtherRho(MethodOptions):
         admm_rho: float = setting(0.5, help="ADMM's rho with another default")
 
-    for options in (Shadows, OtherRho, dict):
-        with pytest.raises(ValueError):
+    @dataclass(frozen=True)
+    class NoDefault(MethodOptions):
+        toy_x: int = setting(help="an option without a default")
+
+    for options, why in (
+        (Shadows, "is a shared setting"),
+        (OtherRho, "differs from AdmmOptions's"),
+        (NoDefault, "needs a default"),
+        (dict, "must subclass MethodOptions"),
+    ):
+        with pytest.raises(ValueError, match=why):
             register_method("clash", options=options)(prune)
     with pytest.raises(ValueError, match="defaults for adversary, kd_alpha only"):
         register_method("clash", defaults={"epochs": 3})(prune)

@@ -131,7 +131,8 @@ def register_method(
 
 def check_options(cls: Type[MethodOptions]) -> None:
     """ValueError unless options class ``cls`` fits beside the shared settings and the
-    registered methods' options (one type and one default per option name)."""
+    registered methods' options (every option has a default; one type and one default per
+    option name)."""
     if not (isinstance(cls, type) and issubclass(cls, MethodOptions)):
         raise ValueError(f"a method's options must subclass MethodOptions, got {cls!r}")
     shared = {f.name for f in fields(CompressConfig)}
@@ -140,6 +141,8 @@ def check_options(cls: Type[MethodOptions]) -> None:
     for f in fields(cls):
         if f.name in shared:
             raise ValueError(f"option '{f.name}' of {cls.__name__} is a shared setting")
+        if default_of(cls, f.name) is dataclasses.MISSING:
+            raise ValueError(f"option '{f.name}' of {cls.__name__} needs a default")
         if f.name in known:
             owner, other = known[f.name]
             if hints[f.name] != typing.get_type_hints(owner)[f.name] or default_of(
