@@ -83,24 +83,16 @@ LEGACY = {
     "gmp_frequency": 100,
     "gmp_power": 3.0,
 }
-PROX_KEYS = ("penalty", "lam_schedule", "lam0", "ramp_start", "ramp_end", "lazy_prox", "prox_pull")
-PROX_KEYS += ("admm_warm",)
-GMP_KEYS = ("gmp_initial_sparsity", "gmp_begin_step", "gmp_end_step", "gmp_frequency")
-GMP_KEYS += ("gmp_power",)
 
 
 def unused_keys(cfg: Dict[str, Any]) -> set:
-    """Config keys a run with ``cfg`` never reads (they cannot change its result)."""
-    method = cfg["method"]
-    skip = {"device"}
-    if method != "prox":
-        skip.update(PROX_KEYS)
-    if method != "gmp":
-        skip.update(GMP_KEYS)
-    if method != "admm" and not (method == "prox" and cfg.get("admm_warm")):
-        skip.add("admm_rho")
-    if method != "hydra":
-        skip.add("score_lr")
+    """Config keys a run with ``cfg`` (a flat config) never reads (they cannot change its
+    result): the other methods' options and those its method ignores in this setting (from
+    the method registry: ``CompressConfig.unused_keys``), the device, KD's settings without
+    KD and TRADES' beta without TRADES."""
+    from robustedge.compress import CompressConfig
+
+    skip = {"device", *CompressConfig.from_dict(cfg).unused_keys()}
     if not cfg.get("kd_alpha"):
         skip.update(("kd_temp", "kd_target"))
     if cfg.get("adversary") != "trades":
@@ -112,8 +104,9 @@ def same_run(saved: Dict[str, Any], wanted: Dict[str, Any]) -> bool:
     """True when a saved (resolved) config.yaml describes the run ``wanted`` asks for."""
     if saved.get("method") != wanted["method"]:
         return False
+    skip = unused_keys(wanted)
     for k, v in wanted.items():
-        if k in unused_keys(wanted):
+        if k in skip:
             continue
         if k == "teacher":
             if Path(saved.get(k, "")).resolve() != Path(v).resolve():
@@ -141,7 +134,7 @@ def build_config(args, teacher: Path, method: str, sparsity: float, seed: int):
         data=args.data if args.data_dir else None,
         data_dir=args.data_dir,
     )
-    return CompressConfig(**{**shared, **METHODS[method]})
+    return CompressConfig.from_keys(**{**shared, **METHODS[method]})
 
 
 def find_cached(roots: Sequence[Path], wanted: Dict[str, Any], prefer: str = "") -> Optional[Path]:

@@ -69,7 +69,7 @@ def test_bad_gamma_and_bad_config_are_refused():
             AWP(build_adversary("pgd", 0.1, 3), gamma)
     with pytest.raises(ValueError, match="awp_gamma"):
         CompressConfig(teacher="t", awp_gamma=1.5)
-    with pytest.raises(ValueError, match="hydra trains scores"):
+    with pytest.raises(ValueError, match="method hydra trains none"):
         CompressConfig(teacher="t", method="hydra", awp_gamma=0.01)
     assert CompressConfig(teacher="t").awp_gamma == 0.0  # off by default (it did not help)
 

@@ -181,7 +181,7 @@ def test_lam_controller_follows_ramp():
 )
 def test_config_validates(kwargs):
     with pytest.raises((ValueError, KeyError)):
-        CompressConfig(teacher="t", **kwargs)
+        CompressConfig.from_keys(teacher="t", **kwargs)
 
 
 def test_config_resolves_method_defaults():
@@ -208,7 +208,7 @@ def test_erk_budgets_exact_and_favour_small_fan_in(sparsity):
 
 
 def test_ramp_window_delays_and_ends_the_ramp():
-    cfg = CompressConfig(teacher="t", epochs=10, ramp_start=0.2, ramp_end=0.8)
+    cfg = CompressConfig.from_keys(teacher="t", epochs=10, ramp_start=0.2, ramp_end=0.8)
     assert ramp_window(cfg, 10) == (20, 60)  # starts at step 20, reaches target at step 80
     assert ramp_window(CompressConfig(teacher="t", epochs=10), 10) == (0, 75)  # default
 

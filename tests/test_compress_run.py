@@ -28,7 +28,7 @@ def teacher(tmp_path_factory) -> Path:
 
 
 def _compress(teacher: Path, out: Path, **kw) -> dict:
-    cfg = CompressConfig(teacher=str(teacher), **{**FAST, **kw})
+    cfg = CompressConfig.from_keys(teacher=str(teacher), **{**FAST, **kw})
     return compress_run(cfg, out, eval_attacks=("fgsm",))
 
 
@@ -225,7 +225,7 @@ def test_default_prox_keeps_accuracy_at_95_percent(lenet_teacher, tmp_path):
     """Regression: the old default (lam tracking the ramp's k-th magnitude, now
     ``lam_schedule='track'``) shrank every surviving weight by that threshold each step and
     fell to chance (0.098) here; the default ``ball`` schedule keeps ~0.42."""
-    assert CompressConfig(teacher="t").lam_schedule == "ball"
+    assert CompressConfig(teacher="t").options.lam_schedule == "ball"
     m = _compress(lenet_teacher, tmp_path / "p95", sparsity=0.95, epochs=5, finetune_epochs=3)
     assert m["method"] == "prox" and m["sparsity"]["global"] == pytest.approx(0.95, abs=1e-3)
     assert m["notes"]["prox_sparsity"] == pytest.approx(0.95, abs=1e-3)

@@ -48,15 +48,16 @@ def test_pruning_turns():
 )
 def test_config_rejects_bad_gmp_settings(kwargs):
     with pytest.raises(ValueError, match="gmp"):
-        CompressConfig(teacher="t", method="gmp", **kwargs)
+        CompressConfig.from_keys(teacher="t", method="gmp", **kwargs)
 
 
 def test_gmp_defaults():
     cfg = CompressConfig(teacher="t", method="gmp")
     assert "gmp" in PRUNERS.names()
     assert cfg.adversary == "pgd" and cfg.kd_alpha == 0.0  # a baseline: no distillation
-    assert (cfg.gmp_initial_sparsity, cfg.gmp_begin_step, cfg.gmp_frequency) == (0.0, 0, 100)
-    assert cfg.gmp_end_step is None and cfg.gmp_power == 3.0
+    opts = cfg.options
+    assert (opts.gmp_initial_sparsity, opts.gmp_begin_step, opts.gmp_frequency) == (0.0, 0, 100)
+    assert opts.gmp_end_step is None and opts.gmp_power == 3.0
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def teacher(tmp_path_factory) -> Path:
     "adversary,scope", [("none", "layer"), ("fgsm", "global")], ids=["tfmot-plain", "adv"]
 )
 def test_gmp_meets_sparsity_and_follows_the_schedule(teacher, tmp_path, adversary, scope):
-    cfg = CompressConfig(
+    cfg = CompressConfig.from_keys(
         teacher=str(teacher),
         method="gmp",
         sparsity=0.8,

@@ -184,7 +184,7 @@ def test_prox_step_reaches_every_prunable_layer(digits):
     model = build_model(ModelSpec("lenet5", digits.input_shape, digits.num_classes))
     n = 320
     x, y = torch.as_tensor(digits.x_train[:n]), torch.as_tensor(digits.y_train[:n])
-    cfg = CompressConfig(  # paper 1's prox: reweighted L1 soft threshold + top-k ball
+    cfg = CompressConfig.from_keys(  # paper 1's prox: reweighted L1 soft threshold + top-k ball
         teacher="unused",
         sparsity=0.8,
         epochs=2,

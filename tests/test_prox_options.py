@@ -35,7 +35,7 @@ def teacher(tmp_path_factory) -> Path:
     ids=["lazy-reweighted", "default", "greedy-warm-start", "paper1", "erk"],
 )
 def test_prox_options_meet_sparsity(teacher, tmp_path, kw):
-    cfg = CompressConfig(teacher=str(teacher), method="prox", sparsity=0.8, **FAST, **kw)
+    cfg = CompressConfig.from_keys(teacher=str(teacher), method="prox", sparsity=0.8, **FAST, **kw)
     m = compress_run(cfg, tmp_path / "p", eval_attacks=("fgsm",))
     masks = read_masks(tmp_path / "p")
     total = sum(v.numel() for v in masks.values())
@@ -46,7 +46,7 @@ def test_prox_options_meet_sparsity(teacher, tmp_path, kw):
         assert torch.all(state[name][~mask] == 0)
     assert m["notes"]["prox_sparsity"] == pytest.approx(0.8, abs=0.01)
     phases = m["memory"]["phases"]
-    if cfg.lazy_prox:  # one weight-sized residual of extra state
+    if cfg.options.lazy_prox:  # one weight-sized residual of extra state
         assert phases["prox"]["method_state"] == 4 * total
     else:
         assert phases["prox"]["method_state"] == 0
@@ -80,7 +80,7 @@ def test_warm_start_trains_dense_first(teacher):
     from robustedge.compress import PRUNERS
     from robustedge.compress.targets import global_sparsity
 
-    cfg = CompressConfig(teacher=str(teacher), sparsity=0.8, ramp_start=0.5, **FAST)
+    cfg = CompressConfig.from_keys(teacher=str(teacher), sparsity=0.8, ramp_start=0.5, **FAST)
     ctx = _prox_ctx(teacher, cfg)
     seen = []
     ctx.on_epoch_end = lambda e, r: seen.append(global_sparsity(ctx.params.values()))
@@ -106,7 +106,7 @@ def test_admm_warm_start_pulls_the_weights_outside_the_target_mask(teacher):
 
     shares, records = {}, {}
     for warm in (False, True):
-        cfg = CompressConfig(
+        cfg = CompressConfig.from_keys(
             teacher=str(teacher),
             sparsity=0.8,
             ramp_start=0.5,
@@ -131,9 +131,9 @@ def test_admm_warm_start_pulls_the_weights_outside_the_target_mask(teacher):
 
 def test_admm_warm_needs_a_dense_warm_start_and_prox_pull_is_not_negative():
     with pytest.raises(ValueError, match="admm_warm needs ramp_start > 0"):
-        CompressConfig(teacher="t", admm_warm=True)
+        CompressConfig.from_keys(teacher="t", admm_warm=True)
     with pytest.raises(ValueError, match="prox_pull must be >= 0"):
-        CompressConfig(teacher="t", prox_pull=-0.1)
+        CompressConfig.from_keys(teacher="t", prox_pull=-0.1)
 
 
 def test_prox_pull_adds_rho_times_the_residual_to_the_gradient_and_is_removed_after(teacher):
@@ -150,7 +150,7 @@ def test_prox_pull_adds_rho_times_the_residual_to_the_gradient_and_is_removed_af
     for h in hooks:
         h.remove()
     assert _pull_hooks({"w": p}, {"w": r}, 0.0) == [] and _pull_hooks({"w": p}, {}, 1.0) == []
-    cfg = CompressConfig(teacher=str(teacher), sparsity=0.8, prox_pull=0.5, **FAST)
+    cfg = CompressConfig.from_keys(teacher=str(teacher), sparsity=0.8, prox_pull=0.5, **FAST)
     ctx = _prox_ctx(teacher, cfg)
     PRUNERS.get("prox")(ctx)
     assert all(not prm._backward_hooks for prm in ctx.params.values())

@@ -109,7 +109,7 @@ ADMM_WARM = {"admm_warm": True, "ramp_start": 0.6}
 
 
 def compress_cfg(teacher: Path, method: str, finetune: int, extra=None) -> CompressConfig:
-    return CompressConfig(
+    return CompressConfig.from_keys(
         **(extra or {}),
         teacher=str(teacher),
         method=method,

@@ -1,62 +1,30 @@
-"""`robustedge compress`: robust pruning of a teacher run into a student run folder."""
+"""`robustedge compress`: robust pruning of a teacher run into a student run folder.
+
+The options are generated from :class:`~robustedge.compress.CompressConfig` (the shared
+settings) and from the options of every registered pruning method
+(``robustedge.compress.PRUNERS``): :func:`build_compress_command` builds the command, so a
+command built after a method was registered offers that method's options too.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import click
 
-from robustedge.commands import device_option, parse_kv, print_table
+from robustedge.commands import parse_kv, print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
+from robustedge.commands.options import config_options, field_option, option_name, stack
 from robustedge.commands.train import suite_option
 
-# CLI values that are not CompressConfig fields (every other option is one, by name)
-NOT_CONFIG = ("attacks", "suite", "out", "budget", "budget_target", "resume")
+# CompressConfig settings listed first (what to prune, and how much), before the budget options
+STUDENT = ("teacher", "method", "sparsity", "structured", "scope")
 
-
-def options(*decorators: Callable) -> Callable:
-    """Apply click options in the order listed (as stacked decorators would show them)."""
-
-    def apply(f: Callable) -> Callable:
-        for deco in reversed(decorators):
-            f = deco(f)
-        return f
-
-    return apply
-
-
-# What to prune, and how much (or to which budget).
-STUDENT = options(
-    click.option(
-        "--teacher",
-        required=True,
-        type=click.Path(path_type=Path),
-        help="Run folder of the (robust) teacher.",
-    ),
-    click.option(
-        "--method", default="prox", show_default=True, help="prox | magnitude | admm | hydra | gmp."
-    ),
-    click.option(
-        "--sparsity",
-        default=0.9,
-        show_default=True,
-        type=float,
-        help="Fraction of prunable weights to remove, in [0, 1) (of output channels "
-        "with --structured).",
-    ),
-    click.option(
-        "--structured",
-        is_flag=True,
-        help="Group lasso over output channels, then physical channel removal.",
-    ),
-    click.option(
-        "--scope",
-        default=None,
-        type=click.Choice(["global", "layer", "erk"]),
-        help="Rank weights across or per layer (erk: per layer with Erdos-Renyi-Kernel "
-        "budgets) [default: global; layer with --structured].",
-    ),
+# What the board allows, in place of --sparsity.
+BUDGET = stack(
     click.option(
         "--budget",
         default=None,
@@ -72,176 +40,8 @@ STUDENT = options(
     ),
 )
 
-# The training adversary.
-ADVERSARY = options(
-    click.option(
-        "--adversary",
-        default=None,
-        help="Training adversary: none | fgsm | pgd | trades | ... "
-        "[default: pgd; trades for hydra].",
-    ),
-    click.option(
-        "--adversary-opt",
-        "adversary_opts",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Extra adversary option (repeatable), e.g. manifold=RUN.",
-    ),
-    click.option("--eps", default=0.1, show_default=True, type=float, help="Linf budget."),
-    click.option("--steps", default=10, show_default=True, type=int, help="Adversary steps."),
-    click.option(
-        "--awp-gamma",
-        default=0.0,
-        show_default=True,
-        type=float,
-        help="Adversarial weight perturbation (Wu et al. 2020) of relative size gamma, e.g. "
-        "0.005, on top of the adversary (0: off; it lowered robust accuracy on digits).",
-    ),
-)
-
-# Knowledge distillation from the teacher.
-DISTILL = options(
-    click.option(
-        "--kd-alpha",
-        default=None,
-        type=float,
-        help="Distillation weight a in [0, 1] [default: 0.5 for prox, 0 otherwise].",
-    ),
-    click.option(
-        "--kd-temp", default=1.0, show_default=True, type=float, help="Distillation temperature."
-    ),
-    click.option(
-        "--kd-target",
-        default="clean",
-        show_default=True,
-        type=click.Choice(["adv", "clean"]),
-        help="With --kd-alpha > 0 (any method): the teacher answers on the student's "
-        "adversarial example (adv) or on the clean image (clean: robust soft labels, ARD/RSLAD).",
-    ),
-)
-
-# Epochs and optimizer.
-TRAINING = options(
-    click.option("--epochs", default=10, show_default=True, type=int, help="Pruning-phase epochs."),
-    click.option(
-        "--finetune-epochs",
-        default=5,
-        show_default=True,
-        type=int,
-        help="Masked fine-tune epochs (magnitude fine-tunes for epochs + these).",
-    ),
-    click.option(
-        "--batch-size",
-        default=16,
-        show_default=True,
-        type=int,
-        help="Global batch. On small data sets the optimizer steps, not the epochs, limit the "
-        "student: 16 instead of 64 gave every method 2-15 points of worst-case accuracy on "
-        "digits for about 2.2x the time (README); on large data sets 64-128 is enough.",
-    ),
-    click.option("--lr", default=1e-3, show_default=True, type=float),
-    click.option(
-        "--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"])
-    ),
-)
-
-# prox's penalty and lam schedule.
-PROX = options(
-    click.option(
-        "--lam-schedule",
-        default="ball",
-        show_default=True,
-        type=click.Choice(["ball", "track", "feedback"]),
-        help="prox: small fixed lam plus top-k projection onto the ramp's sparsity (ball); "
-        "lam set each step so the threshold alone zeroes the ramp's sparsity (track; collapses "
-        "at high sparsity); or lam steered multiplicatively from --lam0 (feedback).",
-    ),
-    click.option(
-        "--lam0",
-        default=None,
-        type=float,
-        help="lam for --lam-schedule ball / initial lam for feedback [default: automatic].",
-    ),
-    click.option(
-        "--penalty",
-        default="l0",
-        show_default=True,
-        type=click.Choice(["reweighted", "l1", "l0"]),
-        help="prox: reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
-    ),
-    click.option(
-        "--lazy-prox/--no-lazy-prox",
-        default=True,
-        show_default=True,
-        help="prox: project a dense iterate kept beside the weights (dual averaging), so "
-        "pruned weights can come back; one weight-sized tensor of extra state.",
-    ),
-    click.option(
-        "--admm-warm/--no-admm-warm",
-        default=False,
-        show_default=True,
-        help="prox: ADMM's pull towards the target's top-k (rho 0.01, growing as in --method "
-        "admm) during the dense warm start (needs --ramp-start > 0): the layer budgets become "
-        "ADMM's, the training stays prox's. Two more weight-sized tensors (Z, U) in the phase.",
-    ),
-    click.option(
-        "--ramp-start",
-        default=0.0,
-        show_default=True,
-        type=float,
-        help="prox: share of the pruning phase trained dense before the sparsity ramp.",
-    ),
-    click.option(
-        "--ramp-end",
-        default=0.75,
-        show_default=True,
-        type=float,
-        help="prox: share of the pruning phase at which the ramp reaches the target.",
-    ),
-)
-
-# gmp's sparsity schedule.
-GMP = options(
-    click.option(
-        "--gmp-initial-sparsity",
-        default=0.0,
-        show_default=True,
-        type=float,
-        help="gmp: sparsity at begin step (TF-MOT PolynomialDecay, power 3).",
-    ),
-    click.option(
-        "--gmp-begin-step", default=0, show_default=True, type=int, help="gmp: first step."
-    ),
-    click.option(
-        "--gmp-end-step",
-        default=None,
-        type=int,
-        help="gmp: step the final sparsity is due [default: end of the pruning phase].",
-    ),
-    click.option(
-        "--gmp-frequency",
-        default=100,
-        show_default=True,
-        type=int,
-        help="gmp: steps between masks.",
-    ),
-)
-
-# Which layers, which student architecture, which data.
-LAYERS = options(
-    click.option("--include-first", is_flag=True, help="Also prune the first conv."),
-    click.option("--include-last", is_flag=True, help="Also prune the final linear layer."),
-    click.option(
-        "--model",
-        default=None,
-        help="Student model [default: the teacher's, initialised from its weights].",
-    ),
-    click.option("--data", default=None, help="Data set [default: the teacher's]."),
-    click.option("--data-dir", default=None, help="Folder with local data files."),
-)
-
-# Evaluation, seed, device and the output folder.
-RUN = options(
+# Evaluation and the output folder.
+RUN = stack(
     click.option(
         "--attack",
         "attacks",
@@ -251,8 +51,6 @@ RUN = options(
         help="Evaluation attack (repeatable).",
     ),
     suite_option(" Run on the student at --eps."),
-    click.option("--seed", default=0, show_default=True, type=int),
-    device_option(),
     click.option(
         "--out", required=True, type=click.Path(path_type=Path), help="Student run folder."
     ),
@@ -260,36 +58,68 @@ RUN = options(
 )
 
 
-@click.command()
-@STUDENT
-@ADVERSARY
-@DISTILL
-@TRAINING
-@PROX
-@GMP
-@LAYERS
-@RUN
-@nproc_option
-def compress(**opts: Any) -> None:
-    """Prune TEACHER into a robust sparse (or shrunk) student run folder OUT."""
-    cfg = compress_config(opts)
-    metrics = run_compress(
-        cfg,
-        opts["budget"],
-        opts["budget_target"],
-        opts["attacks"],
-        opts["out"],
-        opts["resume"],
-        suite=opts["suite"],
+def shared_options() -> Callable:
+    """The options of CompressConfig's settings (the budget options after the STUDENT ones);
+    the help of a setting a method may default names the methods' own defaults."""
+    from robustedge.compress import CompressConfig
+    from robustedge.compress.config import METHOD_DEFAULTS, method_defaults_help
+
+    overrides: Dict[str, Dict[str, Any]] = {"teacher": {"required": True}}
+    for name in METHOD_DEFAULTS:
+        overrides[name] = {"help_suffix": " " + method_defaults_help(name)}
+    return stack(
+        config_options(CompressConfig, only=STUDENT, overrides=overrides),
+        BUDGET,
+        config_options(CompressConfig, exclude=STUDENT, overrides=overrides),
     )
-    if is_main_rank():
-        report(metrics, opts["out"])
+
+
+def method_options() -> Callable:
+    """One option per option of every registered method (once for an option two methods
+    share), its help naming the methods that read it."""
+    from robustedge.compress.config import option_fields, option_owners
+
+    owners = option_owners()
+    decos = []
+    for name, (cls, f) in option_fields().items():
+        suffix = f" (--method {' / '.join(owners[name])})"
+        decos.append(field_option(f, typing.get_type_hints(cls)[name], help_suffix=suffix))
+    return stack(*decos)
+
+
+def build_compress_command() -> click.Command:
+    """The `compress` command, offering the options of the methods registered now."""
+
+    @click.command("compress")
+    @shared_options()
+    @method_options()
+    @RUN
+    @nproc_option
+    def compress(**opts: Any) -> None:
+        """Prune TEACHER into a robust sparse (or shrunk) student run folder OUT."""
+        cfg = compress_config(opts)
+        metrics = run_compress(
+            cfg,
+            opts["budget"],
+            opts["budget_target"],
+            opts["attacks"],
+            opts["out"],
+            opts["resume"],
+            suite=opts["suite"],
+        )
+        if is_main_rank():
+            report(metrics, opts["out"])
+
+    return compress
 
 
 def compress_config(opts: Dict[str, Any]):
-    """The CompressConfig of the parsed options (evaluation attacks checked first)."""
+    """The CompressConfig of the parsed options (evaluation attacks checked first): the
+    shared settings and the chosen method's options (other methods' options must be at their
+    defaults)."""
     from robustedge.attacks import ATTACKS
     from robustedge.compress import CompressConfig
+    from robustedge.compress.config import flat_key_types
 
     for name in opts["attacks"]:
         ATTACKS.get(name)
@@ -297,10 +127,13 @@ def compress_config(opts: Dict[str, Any]):
         from robustedge.attacks.suite import check_suite
 
         check_suite(opts["suite"])
-    fields = {k: v for k, v in opts.items() if k not in NOT_CONFIG}
-    fields["teacher"] = str(opts["teacher"])
-    fields["adversary_opts"] = parse_kv(opts["adversary_opts"], "--adversary-opt")
-    return CompressConfig(**fields)
+    keys = {k: v for k, v in opts.items() if k in flat_key_types()}
+    keys["teacher"] = str(opts["teacher"])
+    hints = typing.get_type_hints(CompressConfig)
+    for f in dataclasses.fields(CompressConfig):  # KEY=VALUE pairs into mappings
+        if typing.get_origin(hints[f.name]) is dict and f.name in keys:
+            keys[f.name] = parse_kv(keys[f.name] or (), option_name(f) or f.name)
+    return CompressConfig.from_keys(**keys)
 
 
 def run_compress(
@@ -363,4 +196,5 @@ def report_budget(b: Dict[str, Any]) -> None:
         )
 
 
+compress = build_compress_command()
 COMMANDS = [compress]

@@ -1,9 +1,10 @@
 """What every pruning method shares: its inputs, memory ledger, optimizer and masked fine-tune.
 
-A method is a function ``prune(ctx) -> PruneOutcome`` registered in ``PRUNERS``; it runs its
-own pruning phase and returns masks. The pipeline (:mod:`robustedge.compress.pipeline`) then
-runs the common masked fine-tune ("debias", paper 1; "retraining" in ADMM; "fine-tune" in
-HYDRA) with the same robust objective.
+A method is a function ``prune(ctx) -> PruneOutcome`` registered in ``PRUNERS`` with its own
+options class (:func:`robustedge.compress.config.register_method`; ``ctx.cfg.options`` holds
+them); it runs its own pruning phase and returns masks. The pipeline
+(:mod:`robustedge.compress.pipeline`) then runs the common masked fine-tune ("debias", paper 1;
+"retraining" in ADMM; "fine-tune" in HYDRA) with the same robust objective.
 
 Resume: :meth:`PruneContext.fit` writes ``checkpoint`` at every epoch end (weights, optimizer,
 scheduler, the method's tensors -- ADMM Z/U, HYDRA scores, masks -- and the scalars a method
@@ -26,7 +27,10 @@ import torch
 import torch.nn as nn
 
 from robustedge import distributed
-from robustedge.compress.config import CompressConfig
+from robustedge.compress.config import (
+    PRUNERS,  # noqa: F401  (re-exported: the registry)
+    CompressConfig,
+)
 from robustedge.compress.ema import WeightEMA
 from robustedge.compress.targets import (
     MaskKeeper,
@@ -36,14 +40,12 @@ from robustedge.compress.targets import (
     tensor_bytes,
 )
 from robustedge.errors import CheckpointError
-from robustedge.registry import Registry
 from robustedge.training.adversaries import TaskLoss, TrainingAdversary
 from robustedge.training.loop import fit, set_rng_state
 from robustedge.training.loop import make_optimizer as optimizer_for
 from robustedge.training.run import save_checkpoint
 
 logger = logging.getLogger(__name__)
-PRUNERS: Registry = Registry("pruning method")
 
 
 class MemoryLedger:

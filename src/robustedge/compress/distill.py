@@ -8,6 +8,7 @@ scales comparable across temperatures. With ``a = 0`` it is plain cross-entropy.
 
 from __future__ import annotations
 
+import enum
 from typing import Optional
 
 import torch
@@ -36,7 +37,14 @@ def kd_loss(
     return (1.0 - alpha) * ce + alpha * temp * temp * kl
 
 
-KD_TARGETS = ("adv", "clean")
+class KDTarget(str, enum.Enum):
+    """What the teacher answers on (see :class:`KDTaskLoss`)."""
+
+    ADV = "adv"
+    CLEAN = "clean"
+
+
+KD_TARGETS = tuple(t.value for t in KDTarget)
 
 
 class KDTaskLoss:

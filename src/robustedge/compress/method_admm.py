@@ -13,17 +13,34 @@ state, which the memory ledger records.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 
-from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.config import MethodOptions, positive, register_method
 from robustedge.compress.prox import project_topk, topk_masks
 from robustedge.compress.targets import apply_masks
+from robustedge.config import setting
 
 logger = logging.getLogger(__name__)
 RHO_GROWTH = 1.3
 RHO_UPDATES = 10  # rho grows by at most RHO_GROWTH ** RHO_UPDATES over the ADMM phase
+RHO_HELP = (
+    "ADMM's initial penalty weight rho (it grows at most 1.3^10-fold over the phase; prox uses "
+    "it with --admm-warm)."
+)
+
+
+@dataclass(frozen=True)
+class AdmmOptions(MethodOptions):
+    """ADMM's own setting."""
+
+    admm_rho: float = setting(0.01, help=RHO_HELP)
+
+    def __post_init__(self) -> None:
+        positive(self, "admm_rho")
 
 
 class ADMMState:
@@ -75,15 +92,17 @@ class ADMMState:
 
 def admm_state(ctx: PruneContext, epochs: int) -> ADMMState:
     """ADMM's state for ``epochs`` epochs of pull (rho's growth spread over them), its rho
-    registered for checkpoints."""
+    registered for checkpoints. rho is ``ctx.cfg.options.admm_rho`` (ADMM's own, or prox's
+    for its ADMM warm start)."""
     cfg = ctx.cfg
     growth = RHO_GROWTH ** min(1.0, RHO_UPDATES / max(1, epochs))
-    state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, cfg.admm_rho, growth)
+    rho = cfg.options.admm_rho
+    state = ADMMState(ctx.params, cfg.sparsity, cfg.scope.value, rho, growth)
     ctx.keep_state("admm", lambda: state.rho, lambda rho: setattr(state, "rho", float(rho)))
     return state
 
 
-@PRUNERS.register("admm")
+@register_method("admm", options=AdmmOptions)
 def admm_prune(ctx: PruneContext) -> PruneOutcome:
     cfg = ctx.cfg
     state = admm_state(ctx, cfg.epochs)

@@ -16,26 +16,68 @@ pruning turn); the pipeline's masked fine-tune follows.
 from __future__ import annotations
 
 import logging
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
-from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.config import CompressConfig, MethodOptions, register_method
 from robustedge.compress.prox import topk_masks
 from robustedge.compress.schedule import polynomial_sparsity, should_prune
 from robustedge.compress.targets import MaskKeeper, apply_masks, global_sparsity
+from robustedge.config import FieldError, setting
 
 logger = logging.getLogger(__name__)
 
 
-def gmp_steps(cfg, steps_per_epoch: int) -> Tuple[int, int]:
+@dataclass(frozen=True)
+class GmpOptions(MethodOptions):
+    """GMP's schedule: TF-MOT's ``PolynomialDecay`` from ``gmp_initial_sparsity`` at
+    ``gmp_begin_step`` to the target at ``gmp_end_step``, a mask every ``gmp_frequency`` steps."""
+
+    gmp_initial_sparsity: float = setting(
+        0.0, help="Sparsity at the begin step (TF-MOT PolynomialDecay)."
+    )
+    gmp_begin_step: int = setting(0, help="First step of the schedule.")
+    gmp_end_step: Optional[int] = setting(
+        None, help="Step the final sparsity is due [default: end of the pruning phase]."
+    )
+    gmp_frequency: int = setting(100, help="Steps between masks.")
+    gmp_power: float = setting(3.0, help="Power of the polynomial decay (TF-MOT's 3: cubic).")
+
+    def __post_init__(self) -> None:
+        for key, bad in (
+            ("gmp_begin_step", self.gmp_begin_step < 0),
+            ("gmp_frequency", self.gmp_frequency < 1),
+            ("gmp_power", not (self.gmp_power > 0)),
+        ):
+            if bad:
+                raise FieldError(key, "gmp needs begin_step >= 0, frequency >= 1 and power > 0")
+        if self.gmp_end_step is not None and self.gmp_end_step < self.gmp_begin_step:
+            raise FieldError(
+                "gmp_end_step",
+                f"gmp end_step ({self.gmp_end_step}) is before begin_step ({self.gmp_begin_step})",
+            )
+
+    def check(self, cfg: CompressConfig) -> None:
+        if not (0.0 <= self.gmp_initial_sparsity <= cfg.sparsity):
+            raise FieldError(
+                "gmp_initial_sparsity",
+                f"gmp initial sparsity must lie in [0, sparsity], got {self.gmp_initial_sparsity}",
+            )
+
+
+def gmp_steps(cfg: CompressConfig, steps_per_epoch: int) -> Tuple[int, int]:
     """(begin_step, end_step) of the schedule in optimizer steps of the pruning phase."""
+    opts = cfg.options
     total = cfg.epochs * steps_per_epoch
-    end = cfg.gmp_end_step if cfg.gmp_end_step is not None else total
-    return cfg.gmp_begin_step, end
+    end = opts.gmp_end_step if opts.gmp_end_step is not None else total
+    return opts.gmp_begin_step, end
 
 
-@PRUNERS.register("gmp")
+@register_method("gmp", options=GmpOptions)
 def gmp_prune(ctx: PruneContext) -> PruneOutcome:
     cfg = ctx.cfg
+    opts: GmpOptions = cfg.options  # type: ignore[assignment]
     params = ctx.params
     begin, end = gmp_steps(cfg, ctx.steps_per_epoch)
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
@@ -54,17 +96,17 @@ def gmp_prune(ctx: PruneContext) -> PruneOutcome:
         # TF-MOT's step counter: the mask update of step t happens before batch t's forward;
         # after our step t - 1 is the same point.
         t = state["step"] = state["step"] + 1
-        if should_prune(t, begin, end, cfg.gmp_frequency):
+        if should_prune(t, begin, end, opts.gmp_frequency):
             target = polynomial_sparsity(
-                t, cfg.gmp_initial_sparsity, cfg.sparsity, begin, end, cfg.gmp_power
+                t, opts.gmp_initial_sparsity, cfg.sparsity, begin, end, opts.gmp_power
             )
             keeper.masks = topk_masks(scores(), target, cfg.scope.value)
             updates.append((t, target))
         keeper(model)
 
-    if should_prune(0, begin, end, cfg.gmp_frequency):  # step 0 is a pruning turn too
+    if should_prune(0, begin, end, opts.gmp_frequency):  # step 0 is a pruning turn too
         target = polynomial_sparsity(
-            0, cfg.gmp_initial_sparsity, cfg.sparsity, begin, end, cfg.gmp_power
+            0, opts.gmp_initial_sparsity, cfg.sparsity, begin, end, opts.gmp_power
         )
         keeper.masks = topk_masks(scores(), target, cfg.scope.value)
         apply_masks(params, keeper.masks)

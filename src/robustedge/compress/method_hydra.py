@@ -11,15 +11,28 @@ weights are fine-tuned (pipeline). Scores are one weight-sized tensor of extra s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.config import MethodOptions, positive, register_method
 from robustedge.compress.prox import topk_masks
 from robustedge.compress.targets import apply_masks
+from robustedge.config import setting
+
+
+@dataclass(frozen=True)
+class HydraOptions(MethodOptions):
+    """HYDRA's own setting."""
+
+    score_lr: float = setting(0.01, help="Learning rate of HYDRA's importance scores.")
+
+    def __post_init__(self) -> None:
+        positive(self, "score_lr")
 
 
 class _STEMask(torch.autograd.Function):
@@ -79,7 +92,8 @@ def _owner(model: nn.Module, pname: str):
     return model.get_submodule(mod_name) if mod_name else model
 
 
-@PRUNERS.register("hydra")
+# HYDRA trains scores with frozen weights (no weight perturbation), robustly with TRADES
+@register_method("hydra", options=HydraOptions, awp=False, defaults={"adversary": "trades"})
 def hydra_prune(ctx: PruneContext) -> PruneOutcome:
     cfg = ctx.cfg
     scoreset = ScoreSet(ctx.params, cfg.sparsity, cfg.scope.value).to(ctx.device)
@@ -89,7 +103,7 @@ def hydra_prune(ctx: PruneContext) -> PruneOutcome:
     owners = [_owner(ctx.model, n) for n in ctx.params]
     for i, mod in enumerate(owners):
         parametrize.register_parametrization(mod, "weight", _Masked(scoreset, i))
-    optimizer = make_optimizer(scoreset.parameters(), cfg, lr=cfg.score_lr)
+    optimizer = make_optimizer(scoreset.parameters(), cfg, lr=cfg.options.score_lr)
     try:
         ctx.fit(
             optimizer, cfg.epochs, "hydra-scores", method_state=lambda: list(scoreset.parameters())

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome
+from robustedge.compress.common import PruneContext, PruneOutcome
+from robustedge.compress.config import register_method
 from robustedge.compress.prox import topk_masks
 from robustedge.compress.structured import channel_groups, channel_keep_masks, shrink
 from robustedge.compress.targets import apply_masks
@@ -18,7 +19,7 @@ from robustedge.compress.targets import apply_masks
 logger = logging.getLogger(__name__)
 
 
-@PRUNERS.register("magnitude")
+@register_method("magnitude", structured=True)
 def magnitude_prune(ctx: PruneContext) -> PruneOutcome:
     cfg = ctx.cfg
     if cfg.structured:

@@ -32,14 +32,17 @@ from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`.
 
 from __future__ import annotations
 
+import enum
 import logging
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Optional
 
 import torch
 
-from robustedge.compress.common import PRUNERS, PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
+from robustedge.compress.config import CompressConfig, MethodOptions, positive, register_method
 from robustedge.compress.distill import KDTaskLoss, RememberClean
-from robustedge.compress.method_admm import ADMMWarmStart
+from robustedge.compress.method_admm import RHO_HELP, AdmmOptions, ADMMWarmStart
 from robustedge.compress.prox import (
     REL_EPS,
     reweighted_steps,
@@ -57,6 +60,7 @@ from robustedge.compress.structured import (
     zero_channels,
 )
 from robustedge.compress.targets import apply_masks, global_sparsity
+from robustedge.config import FieldError, default_of, setting
 
 logger = logging.getLogger(__name__)
 OVERSHOOT = 0.01  # skip the prox step while sparsity exceeds the schedule by this much
@@ -64,70 +68,117 @@ OVERSHOOT = 0.01  # skip the prox step while sparsity exceeds the schedule by th
 BALL_SHRINK = 0.25
 
 
-@PRUNERS.register("prox")
+class Penalty(str, enum.Enum):
+    """prox's penalty: reweighted L1, L1 (soft threshold) or L0 (top-k projection)."""
+
+    REWEIGHTED = "reweighted"
+    L1 = "l1"
+    L0 = "l0"
+
+
+class LamSchedule(str, enum.Enum):
+    """How prox sets lam (see :class:`Lam`)."""
+
+    BALL = "ball"
+    TRACK = "track"
+    FEEDBACK = "feedback"
+
+
+@dataclass(frozen=True)
+class ProxOptions(MethodOptions):
+    """prox's penalty, lam schedule, sparsity ramp, lazy prox and ADMM warm start."""
+
+    penalty: Penalty = setting(
+        Penalty.L0,
+        help="Reweighted L1, L1 (soft threshold) or L0 (top-k projection every step).",
+    )
+    lam_schedule: LamSchedule = setting(
+        LamSchedule.BALL,
+        help="Small fixed lam plus top-k projection onto the ramp's sparsity (ball); lam set "
+        "each step so the threshold alone zeroes the ramp's sparsity (track; collapses at high "
+        "sparsity); or lam steered multiplicatively from --lam0 (feedback).",
+    )
+    lam0: Optional[float] = setting(
+        None, help="lam for --lam-schedule ball / initial lam for feedback [default: automatic]."
+    )
+    ramp_start: float = setting(
+        0.0, help="Share of the pruning phase trained dense before the sparsity ramp."
+    )
+    ramp_end: float = setting(
+        0.75, help="Share of the pruning phase at which the ramp reaches the target."
+    )
+    lazy_prox: bool = setting(
+        True,
+        help="Project a dense iterate kept beside the weights (dual averaging), so pruned "
+        "weights can come back; one weight-sized tensor of extra state.",
+    )
+    prox_pull: float = setting(
+        0.0, help="Lazy prox: L2 pull (rho) of the pruned part of the dense iterate to 0 (0: off)."
+    )
+    admm_warm: bool = setting(
+        False,
+        cli="--admm-warm/--no-admm-warm",
+        help="ADMM's pull towards the target's top-k (--admm-rho, growing as in --method admm) "
+        "during the dense warm start (needs --ramp-start > 0): the layer budgets become ADMM's, "
+        "the training stays prox's. Two more weight-sized tensors (Z, U) in the phase.",
+    )
+    admm_rho: float = setting(default_of(AdmmOptions, "admm_rho"), help=RHO_HELP)
+
+    def __post_init__(self) -> None:
+        for key, cls in (("penalty", Penalty), ("lam_schedule", LamSchedule)):
+            try:
+                object.__setattr__(self, key, cls(getattr(self, key)))
+            except ValueError:
+                known = ", ".join(m.value for m in cls)
+                raise FieldError(
+                    key, f"{key} must be one of {known}, got '{getattr(self, key)}'"
+                ) from None
+        if not (0.0 <= self.ramp_start < self.ramp_end <= 1.0):
+            raise FieldError(
+                "ramp_end" if self.ramp_start < self.ramp_end else "ramp_start",
+                f"need 0 <= ramp_start < ramp_end <= 1, got {self.ramp_start}, {self.ramp_end}",
+            )
+        if self.prox_pull < 0:
+            raise FieldError("prox_pull", f"prox_pull must be >= 0 (0: off), got {self.prox_pull}")
+        if self.lam0 is not None and not (self.lam0 > 0):
+            raise FieldError("lam0", f"lam0 must be > 0, got {self.lam0}")
+        positive(self, "admm_rho")
+
+    def check(self, cfg: CompressConfig) -> None:
+        if self.admm_warm and (self.ramp_start <= 0 or cfg.structured):
+            raise FieldError("admm_warm", "admm_warm needs ramp_start > 0 and unstructured pruning")
+
+    def unused(self) -> FrozenSet[str]:
+        return frozenset() if self.admm_warm else frozenset({"admm_rho"})
+
+
+@register_method("prox", options=ProxOptions, structured=True, defaults={"kd_alpha": 0.5})
 def prox_prune(ctx: PruneContext) -> PruneOutcome:
     """Prox phase for ``cfg.epochs``, then the exact projection (and removal if structured)."""
     cfg = ctx.cfg
+    opts: ProxOptions = cfg.options  # type: ignore[assignment]
     if cfg.kd_target != "adv" and not isinstance(ctx.adversary, RememberClean):
         if isinstance(ctx.task_loss, KDTaskLoss):  # a context built outside the pipeline
-            ctx.task_loss.target = cfg.kd_target
+            ctx.task_loss.target = cfg.kd_target.value
             ctx.adversary = RememberClean(ctx.adversary, ctx.task_loss)
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
     start, ramp = ramp_window(cfg, ctx.steps_per_epoch)
     if cfg.structured:
         return _structured(ctx, optimizer, ramp, start)
     params = ctx.params
-    lam = Lam(cfg, ramp)
-    clock = {"t": 0}
+    step = ProxStep(cfg, params, optimizer, start, ramp)
+    lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
-    # lazy prox: residual = dense iterate minus its projection (what the projection removed)
-    residual = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.lazy_prox else {}
-
-    def project(wanted: float) -> None:
-        scores = {n: p.detach().abs() for n, p in params.items()}
-        masks = topk_masks(scores, wanted, cfg.scope.value)
-        if residual:
-            with torch.no_grad():
-                for n, p in params.items():
-                    residual[n].copy_(p * ~masks[n])
-        apply_masks(params, masks)
-
-    def after_step(model: torch.nn.Module) -> None:
-        clock["t"] += 1
-        if clock["t"] <= start:  # warm start: dense robust training before the ramp
-            return
-        if residual:  # back to the dense iterate: the step moved the projection by its update
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.add_(residual[n])
-        if cfg.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
-            lam.t += 1
-            project(cubic_ramp(lam.t, ramp, cfg.sparsity))
-            return
-        u = {n: zero_scores(p, cfg.penalty == "reweighted") for n, p in params.items()}
-        step = lam.next_step(u, global_sparsity(params.values()), optimizer)
-        if step is None:
-            return
-        with torch.no_grad():
-            for n, p in params.items():
-                st = step[n] if isinstance(step, dict) else step
-                if cfg.penalty == "reweighted":
-                    p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
-                else:
-                    p.copy_(soft_threshold(p, st))
-        if cfg.lam_schedule == "ball":  # L0-ball part of the prox: top-k onto the ramp
-            project(cubic_ramp(lam.t, ramp, cfg.sparsity))
-        elif residual:
-            project(0.0)
-
-    warm = ADMMWarmStart(ctx, start, start // ctx.steps_per_epoch, clock) if cfg.admm_warm else None
-    hooks = _pull_hooks(params, residual, cfg.prox_pull)
+    warm = (
+        ADMMWarmStart(ctx, start, start // ctx.steps_per_epoch, clock) if opts.admm_warm else None
+    )
+    hooks = _pull_hooks(params, residual, opts.prox_pull)
     try:
         ctx.fit(
             optimizer,
             cfg.epochs,
             "prox",
-            after_step=after_step,
+            after_step=step,
             task_loss=warm.task_loss(ctx.task_loss) if warm is not None else None,
             method_state=lambda: list(residual.values()) + (warm.tensors() if warm else []),
             epoch_hook=warm.epoch_end if warm is not None else None,
@@ -150,6 +201,62 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     )
 
 
+class ProxStep:
+    """prox's step on the unstructured weights, called after every optimizer step: dense
+    until ``start`` (the warm start), then the penalty's prox (and the L0-ball projection onto
+    the ramp's sparsity). With ``lazy_prox`` it works on the dense iterate: ``residual`` (what
+    the last projection removed) is added back first."""
+
+    def __init__(self, cfg: CompressConfig, params, optimizer, start: int, ramp: int) -> None:
+        self.cfg, self.opts = cfg, cfg.options
+        self.params, self.optimizer, self.start, self.ramp = params, optimizer, start, ramp
+        self.lam = Lam(cfg, ramp)
+        self.clock = {"t": 0}
+        # lazy prox: residual = dense iterate minus its projection (what the projection removed)
+        lazy = self.opts.lazy_prox
+        self.residual = {n: torch.zeros_like(p) for n, p in params.items()} if lazy else {}
+
+    def project(self, wanted: float) -> None:
+        """Top-k projection onto sparsity ``wanted`` (the residual keeps what it removed)."""
+        params, residual = self.params, self.residual
+        scores = {n: p.detach().abs() for n, p in params.items()}
+        masks = topk_masks(scores, wanted, self.cfg.scope.value)
+        if residual:
+            with torch.no_grad():
+                for n, p in params.items():
+                    residual[n].copy_(p * ~masks[n])
+        apply_masks(params, masks)
+
+    def __call__(self, model: torch.nn.Module) -> None:
+        params, residual, opts, lam = self.params, self.residual, self.opts, self.lam
+        self.clock["t"] += 1
+        if self.clock["t"] <= self.start:  # warm start: dense robust training before the ramp
+            return
+        if residual:  # back to the dense iterate: the step moved the projection by its update
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.add_(residual[n])
+        if opts.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
+            lam.t += 1
+            self.project(cubic_ramp(lam.t, self.ramp, self.cfg.sparsity))
+            return
+        u = {n: zero_scores(p, opts.penalty == "reweighted") for n, p in params.items()}
+        step = lam.next_step(u, global_sparsity(params.values()), self.optimizer)
+        if step is None:
+            return
+        with torch.no_grad():
+            for n, p in params.items():
+                st = step[n] if isinstance(step, dict) else step
+                if opts.penalty == "reweighted":
+                    p.copy_(weighted_soft_threshold(p, reweighted_steps(p, st)))
+                else:
+                    p.copy_(soft_threshold(p, st))
+        if opts.lam_schedule == "ball":  # L0-ball part of the prox: top-k onto the ramp
+            self.project(cubic_ramp(lam.t, self.ramp, self.cfg.sparsity))
+        elif residual:
+            self.project(0.0)
+
+
 def _pull_hooks(params, residual, rho: float):
     """Lazy prox with ``prox_pull``: the loss gains ``rho/2 ||W - P(W)||^2`` (the dense
     iterate's pruned part pulled to zero, as ADMM pulls W to Z), so a pruned weight comes back
@@ -161,12 +268,12 @@ def _pull_hooks(params, residual, rho: float):
     return [p.register_hook(lambda g, r=residual[n]: g + rho * r) for n, p in params.items()]
 
 
-def ramp_window(cfg, steps_per_epoch: int):
+def ramp_window(cfg: CompressConfig, steps_per_epoch: int):
     """(start, length) in optimizer steps of the sparsity ramp: it begins after
     ``ramp_start`` and reaches the target at ``ramp_end`` (fractions of the pruning phase)."""
     total = cfg.epochs * steps_per_epoch
-    start = int(cfg.ramp_start * total)
-    return start, max(1, int(cfg.ramp_end * total) - start)
+    start = int(cfg.options.ramp_start * total)
+    return start, max(1, int(cfg.options.ramp_end * total) - start)
 
 
 def zero_scores(p: torch.Tensor, reweighted: bool) -> torch.Tensor:
@@ -186,8 +293,9 @@ class Lam:
     so that the prox zeroes exactly the ramp's sparsity ``s(t)`` (per layer with scope=layer).
     ``feedback``: :class:`LamController` from ``lam0`` (multiplicative steering)."""
 
-    def __init__(self, cfg, ramp: int) -> None:
+    def __init__(self, cfg: CompressConfig, ramp: int) -> None:
         self.cfg, self.ramp, self.t, self.lam = cfg, ramp, 0, 0.0
+        self.opts: ProxOptions = cfg.options  # type: ignore[assignment]
         self.ctl: Optional[LamController] = None
 
     def state(self, clock: Dict[str, int]) -> Dict[str, object]:
@@ -203,15 +311,15 @@ class Lam:
         """Prox step ``lr * lam`` (a float, or one per layer), or None to skip this step."""
         lr = optimizer.param_groups[0]["lr"]
         self.t += 1
-        if self.cfg.lam_schedule == "ball":
+        if self.opts.lam_schedule == "ball":
             if self.t == 1:
                 q = kth_value(torch.cat([v.flatten() for v in u.values()]), self.cfg.sparsity)
-                self.lam = self.cfg.lam0 or BALL_SHRINK * q / (lr * self.ramp)
+                self.lam = self.opts.lam0 or BALL_SHRINK * q / (lr * self.ramp)
             return lr * self.lam
-        if self.cfg.lam_schedule == "feedback":
+        if self.opts.lam_schedule == "feedback":
             if self.ctl is None:  # lam0 given, or: a constant shrink reaching the target's
                 # quantile of u by the end of the ramp (gradients aside)
-                lam0 = self.cfg.lam0
+                lam0 = self.opts.lam0
                 if lam0 is None:
                     q = kth_value(torch.cat([v.flatten() for v in u.values()]), self.cfg.sparsity)
                     lam0 = max(q / (lr * self.ramp), 1e-6)
@@ -254,7 +362,7 @@ def _structured(ctx: PruneContext, optimizer, ramp: int, start: int = 0) -> Prun
         for g in groups:
             st = step[g.root] if isinstance(step, dict) else step
             group_prox([g], min(st, 0.5 * float(rms[g.root].max())))
-        if cfg.lam_schedule == "ball":  # group L0-ball part: top-k channels onto the ramp
+        if cfg.options.lam_schedule == "ball":  # group L0-ball: top-k channels onto the ramp
             zero_channels(
                 groups,
                 channel_keep_masks(groups, cubic_ramp(lam.t, ramp, cfg.sparsity), cfg.scope.value),

@@ -151,7 +151,7 @@ def _read_checkpoint(path: Path, resolved: Dict[str, Any], world) -> Optional[Di
     if not path.exists():
         return None
     state = safe_torch_load(path)
-    if not isinstance(state, dict) or state.get("config") != resolved:
+    if not isinstance(state, dict) or not same_config(state.get("config"), resolved):
         raise CheckpointError(f"{path} was written with a different config; start a new --out")
     if state.get("phase") in (None, "start") or "rng" not in state:
         return None  # written before the first epoch ended: nothing to continue
@@ -163,6 +163,18 @@ def _read_checkpoint(path: Path, resolved: Dict[str, Any], world) -> Optional[Di
     return state
 
 
+def same_config(saved: Any, resolved: Dict[str, Any]) -> bool:
+    """True when a checkpoint's config (a flat mapping) is the run's ``resolved`` one; a
+    mapping written before the methods' options were split (every method's keys, the others
+    at their defaults) is compared in today's form."""
+    if saved == resolved:
+        return True
+    try:
+        return CompressConfig.from_dict(saved).to_dict() == resolved
+    except (TypeError, ValueError, KeyError):
+        return False
+
+
 def make_context(cfg, student, teacher, adversary, data, device) -> PruneContext:
     """The :class:`PruneContext` of a compression run (this rank's data shard under torchrun)."""
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
@@ -171,7 +183,7 @@ def make_context(cfg, student, teacher, adversary, data, device) -> PruneContext
     if cfg.kd_target != "adv" and cfg.kd_alpha > 0:
         # the teacher answers on the clean batch, in the pruning phase and in the fine-tune
         # (also when a resumed run starts in the fine-tune)
-        task_loss.target = cfg.kd_target
+        task_loss.target = cfg.kd_target.value
         adversary = RememberClean(adversary, task_loss)
     return PruneContext(
         model=student,
@@ -200,7 +212,7 @@ def _train(ctx: PruneContext, out: Path, state: Optional[Dict[str, Any]]) -> Pru
         if state is not None and state["phase"] == "finetune":
             outcome = _resumed_outcome(ctx, state)
         else:
-            outcome = PRUNERS.get(ctx.cfg.method.value)(ctx)
+            outcome = PRUNERS.get(ctx.cfg.method).prune(ctx)
         ctx.outcome = outcome
         masked_finetune(ctx, outcome.masks, outcome.finetune_epochs)
     except TrainingError as e:
@@ -248,7 +260,7 @@ def _metrics(cfg, ctx, outcome, student, teacher, data, specs, adversary, suites
     notes = {k: v for k, v in outcome.notes.items() if k != "channel_masks"}
     return {
         "kind": "compress",
-        "method": cfg.method.value,
+        "method": cfg.method,
         "structured": cfg.structured,
         "target_sparsity": cfg.sparsity,
         "scope": cfg.scope.value,

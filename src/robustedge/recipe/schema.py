@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from robustedge.config import default_of
 from robustedge.device.board.config import BenchConfig
 from robustedge.device.host.targets import target_class
 from robustedge.errors import RobustEdgeError
@@ -30,7 +31,8 @@ from robustedge.recipe.schema_evaluate import EvalSpec
 
 # Recipe-level settings never repeated inside a stage.
 TRAIN_EXCLUDED = ("data", "data_dir")
-COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity")
+# (a compress entry's keys: CompressConfig's flat keys, its methods' options included)
+COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity", "options")
 TFLITE = ("tflite-float32", "tflite-int8", "tflite-int8-sparse")
 
 
@@ -337,11 +339,12 @@ def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec
 
 
 def _compress(value: Any, seed: int, loc: Located) -> Tuple[CompressSpec, ...]:
-    from robustedge.compress import CompressConfig
+    """The ``compress:`` entries: each validated through CompressConfig (every sparsity)."""
+    from robustedge.compress.config import flat_key_types
 
     if not isinstance(value, list):
         raise loc.error("compress", "expected a list of compression settings")
-    types = field_types(CompressConfig, COMPRESS_EXCLUDED)
+    types = {k: t for k, t in flat_key_types().items() if k not in COMPRESS_EXCLUDED}
     out = []
     for i, item in enumerate(value):
         path = join("compress", i)
@@ -372,12 +375,22 @@ def _compress(value: Any, seed: int, loc: Located) -> Tuple[CompressSpec, ...]:
         opts = {"seed": seed, **check_fields(item, types, path, loc, "compress entry")}
         name = sp.name if "name" in value[i] else _default_name(opts)
         for s in sp.sparsity:
-            try:
-                CompressConfig(teacher="teacher", sparsity=s, **opts)
-            except Exception as e:
-                raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
+            _check_compress(opts, s, path, loc)
         out.append(CompressSpec(name=name, sparsity=sp.sparsity, options=opts))
     return tuple(out)
+
+
+def _check_compress(opts: Dict[str, Any], sparsity: float, path: str, loc: Located) -> None:
+    """The entry's CompressConfig at ``sparsity`` (a refused key is blamed by name)."""
+    from robustedge.compress import CompressConfig
+
+    try:
+        CompressConfig.from_keys(teacher="teacher", sparsity=sparsity, **opts)
+    except FieldError as e:
+        where = join(path, e.key) if e.key in opts else _blame(path, opts, str(e))
+        raise loc.error(where, _msg(e)) from None
+    except Exception as e:
+        raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
 
 
 def _budget(value: Any, path: str, loc: Located) -> BudgetSpec:
@@ -430,19 +443,29 @@ def _check_budget_options(opts: Dict[str, Any], path: str, loc: Located) -> None
         raise loc.error(join(path, "structured"), "a budget makes a structured student")
     if opts.get("scope") not in (None, "layer"):
         raise loc.error(join(path, "scope"), "a budget student ranks channels per layer")
-    if opts.get("method", "prox") not in ("prox", "magnitude"):
+    from robustedge.compress.config import PRUNERS
+
+    method = opts.get("method", default_of(CompressConfig, "method"))
+    able = [m for m, p in PRUNERS.items() if p.structured]
+    if method not in able:
         raise loc.error(
-            join(path, "method"), "a budget trains a structured student: use prox or magnitude"
+            join(path, "method"),
+            f"a budget trains a structured student: use {' or '.join(able)}",
         )
     cfg = {**opts, "structured": True, "scope": "layer"}
     try:
-        CompressConfig(teacher="teacher", sparsity=0.5, **cfg)
+        CompressConfig.from_keys(teacher="teacher", sparsity=0.5, **cfg)
     except Exception as e:
         raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
 
 
 def _default_name(opts: Dict[str, Any]) -> str:
-    return str(opts.get("method", "prox")) + ("-structured" if opts.get("structured") else "")
+    """``prox``, ``magnitude-structured``, ...: the method (CompressConfig's default if not
+    given), and whether it prunes channels."""
+    from robustedge.compress import CompressConfig
+
+    method = opts.get("method", default_of(CompressConfig, "method"))
+    return str(method) + ("-structured" if opts.get("structured") else "")
 
 
 def _blame(path: str, given: Dict[str, Any], message: str) -> str:

@@ -264,7 +264,7 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
     shutil.rmtree(run, ignore_errors=True)
     opts = dict(opts)
     budget = opts.pop("budget", None)
-    cfg = CompressConfig(teacher=str(teacher), **opts)
+    cfg = CompressConfig.from_keys(teacher=str(teacher), **opts)
     compress_student(cfg, run, None if budget is None else Budget(**budget))
 
 

@@ -17,7 +17,7 @@ from robustedge.compress.budget.measures import BudgetMeasures
 from robustedge.compress.budget.search import WEIGHTS, SearchResult
 from robustedge.compress.budget.spec import Budget
 from robustedge.compress.budget.strategies import BudgetStrategy, Teacher, make_strategy
-from robustedge.compress.config import CompressConfig, Method, Scope
+from robustedge.compress.config import PRUNERS, CompressConfig, Scope
 from robustedge.compress.pipeline import compress_run, load_teacher
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json
@@ -54,10 +54,10 @@ def compress_to_budget(
 
     ``measures`` supplies what compress cannot measure itself (a flash budget's codec and
     exports, a latency budget's board): required for those, unused for MACs."""
-    if cfg.method not in (Method.PROX, Method.MAGNITUDE):
+    if not cfg.pruner.structured:
+        able = " or ".join(m for m, p in PRUNERS.items() if p.structured)
         raise RobustEdgeError(
-            f"--budget trains a structured student: use --method prox or magnitude, "
-            f"not {cfg.method.value}"
+            f"--budget trains a structured student: use --method {able}, not {cfg.method}"
         )
     model, spec, t_cfg, data = load_teacher(cfg)
     data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
