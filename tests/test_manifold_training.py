@@ -74,7 +74,8 @@ def test_train_and_eval_cli(vae_run, cli, tmp_path):
     assert row["attack"] == "onmanifold" and row["eps"] == 0.3 and row["steps"] == 5
     assert 0 <= row["acc"] <= 1 and 0 <= ev["corruptions"]["mean"] <= 1
     r = cli("eval", str(out), "--attack", "onmanifold")
-    assert r.returncode == 2 and "needs --manifold" in r.stderr
+    assert r.returncode == 2 and "attack 'onmanifold' needs 'manifold' (--manifold" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_config_validates_ratio():
