@@ -23,7 +23,7 @@ OWN_TESTS = {"onmanifold"}
 NAMES = [n for n in ATTACKS.names() if n not in OWN_TESTS]
 EPS = 0.1
 STEPS = {"pgd": 10, "square": 200}  # spec.steps per attack (square: queries)
-WITH_RESTARTS = [n for n in NAMES if "restarts" in inspect.signature(ATTACKS.get(n)).parameters]
+WITH_RESTARTS = [n for n in NAMES if ATTACKS.get(n).has_restarts]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,39 @@ def acc(model, x, y) -> float:
 def ce(model, x, y) -> float:
     with torch.no_grad():
         return float(nn.functional.cross_entropy(model(x), y))
+
+
+class StubManifold:
+    """Enough of a manifold to build the onmanifold attack (its settings are what we read)."""
+
+    def decode(self, z, y):  # pragma: no cover - never called here
+        raise AssertionError
+
+
+def ran_settings(name: str, spec: AttackSpec):
+    """(steps, restarts) the attack built from ``spec`` runs, read from its attributes."""
+    extra = {"manifold": StubManifold()} if "manifold" in ATTACKS.get(name).needs else {}
+    built = build_attack(nn.Linear(4, 3), spec, **extra)
+    steps = built.n_queries if isinstance(built, Square) else getattr(built, "steps", 0)
+    return steps, getattr(built, "restarts", 1)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_recorded_settings_are_the_ones_that_run(name):
+    """For every registered attack: the default spec (and one with overrides) records the
+    steps and restarts the attack built from it runs; the class says whether it restarts."""
+    cls = ATTACKS.get(name)
+    assert cls.has_restarts == ("restarts" in inspect.signature(cls).parameters)
+    spec = AttackSpec.default(name, EPS)
+    rec = spec.record()
+    assert (rec["steps"], rec["restarts"]) == ran_settings(name, spec)
+    assert (rec["steps"], rec["restarts"]) == (cls.default_steps, cls.default_restarts)
+    spec = AttackSpec.default(name, EPS, steps=3, restarts=2)
+    rec = spec.record()
+    assert (rec["steps"], rec["restarts"]) == ran_settings(name, spec)
+    assert rec["steps"] == (3 if cls.default_steps else 0)
+    assert rec["restarts"] == (2 if cls.has_restarts else 1)
+    assert spec.resolved() == spec
 
 
 def test_model_learned(trained):

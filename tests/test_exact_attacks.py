@@ -18,8 +18,6 @@ import torch.nn as nn
 from robustedge.attacks import ATTACKS, AttackSpec, build_attack, predict
 from robustedge.attacks.base import (
     DEFAULT_EPS,
-    DEFAULT_RESTARTS,
-    DEFAULT_STEPS,
     Attack,
     eps_or_default,
     model_device,
@@ -54,8 +52,18 @@ def half(n: int = 3) -> torch.Tensor:
 
 def test_defaults_are_the_documented_ones():
     assert DEFAULT_EPS == 0.1
-    assert DEFAULT_STEPS == {"fgsm": 0, "pgd": 20, "square": 1000}
-    assert DEFAULT_RESTARTS == {"fgsm": 1, "pgd": 5, "square": 1}
+    got = {n: (c.default_steps, c.default_restarts, c.has_restarts) for n, c in ATTACKS.items()}
+    assert got == {
+        "apgd-ce": (100, 1, True),
+        "apgd-dlr": (100, 1, True),
+        "fgsm": (0, 1, False),
+        "onmanifold": (40, 1, True),
+        "pgd": (20, 5, True),
+        "square": (1000, 1, True),
+        "trades": (10, 1, False),
+    }
+    names = {n: c.short_name for n, c in ATTACKS.items()}
+    assert names["apgd-ce"] == "APGD-CE" and names["square"] == "Square" and names["pgd"] == "PGD"
 
 
 @pytest.mark.parametrize("eps,want", [(None, 0.1), (0, 0.1), (0.0, 0.1), (-1, 0.1), (0.3, 0.3)])
@@ -92,11 +100,28 @@ def test_attack_spec_accepts_boundaries():
 def test_attack_spec_default():
     assert AttackSpec.default("pgd") == AttackSpec("pgd", 0.1, steps=20, restarts=5)
     assert AttackSpec.default("square", 0.2) == AttackSpec("square", 0.2, 1000, 1)
-    assert AttackSpec.default("fgsm", steps=7, restarts=3) == AttackSpec("fgsm", 0.1, 0, 3)
+    # FGSM has neither steps nor restarts, TRADES no restarts: overrides do not apply there
+    assert AttackSpec.default("fgsm", steps=7, restarts=3) == AttackSpec("fgsm", 0.1, 0, 1)
+    assert AttackSpec.default("trades", steps=7, restarts=3) == AttackSpec("trades", 0.1, 7, 1)
     assert AttackSpec.default("fgsm") == AttackSpec("fgsm", 0.1, 0, 1)
     got = AttackSpec.default("pgd", 0.3, steps=3, restarts=2, alpha=0.01)
     assert got == AttackSpec("pgd", 0.3, 3, 2, params={"alpha": 0.01})
-    assert AttackSpec.default("apgd-ce") == AttackSpec("apgd-ce", 0.1, 0, 1)
+    assert AttackSpec.default("apgd-ce") == AttackSpec("apgd-ce", 0.1, 100, 1)
+    assert AttackSpec.default("apgd-ce", 0.1).record()["steps"] == 100
+    with pytest.raises(KeyError, match="unknown attack 'cw'"):
+        AttackSpec.default("cw")
+
+
+def test_spec_settings_refuse_what_the_attack_does_not_run():
+    """A spec asking for a setting its attack lacks is refused, never recorded but not run;
+    steps 0 resolves to the attack's default."""
+    with pytest.raises(ValueError, match="attack 'fgsm' takes no steps, got steps=3"):
+        build_attack(SumModel(), AttackSpec("fgsm", 0.1, steps=3))
+    with pytest.raises(ValueError, match="attack 'trades' has no restarts, got restarts=2"):
+        build_attack(SumModel(), AttackSpec("trades", 0.1, restarts=2))
+    assert AttackSpec("apgd-ce", 0.1).resolved() == AttackSpec("apgd-ce", 0.1, 100, 1)
+    assert AttackSpec("square", 0.1, restarts=2).resolved().steps == 1000
+    assert AttackSpec("pgd", 0.1, steps=3).resolved() == AttackSpec("pgd", 0.1, 3, 1)
 
 
 def test_attack_spec_dicts_and_label():
@@ -377,7 +402,10 @@ class FirstHalf(nn.Module):
 @pytest.mark.parametrize("name", ["fgsm", "pgd"])
 def test_pixels_without_gradient_do_not_move(name):
     x, y = half(2), torch.zeros(2, dtype=torch.long)
-    spec = AttackSpec(name, 0.1, steps=3, params={"random_start": False} if name == "pgd" else {})
+    pgd = name == "pgd"  # FGSM takes no steps
+    spec = AttackSpec(
+        name, 0.1, steps=3 if pgd else 0, params={"random_start": False} if pgd else {}
+    )
     out = build_attack(FirstHalf(), spec).perturb(x, y)
     assert torch.allclose(out.flatten(1)[:, :8], torch.full((2, 8), 0.6))
     assert torch.equal(out.flatten(1)[:, 8:], torch.full((2, 8), 0.5))

@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from robustedge.attacks import ATTACKS, AttackSpec, build_attack
 from robustedge.attacks.on_manifold import OnManifold
 from robustedge.manifold import ManifoldMismatchError, load_manifold
+from robustedge.manifold.train import VAEConfig
 
 ETA = 0.3
 
@@ -171,6 +173,32 @@ def test_vae_cli_run_folder(cli, tmp_path):
     assert spec["data"] == "digits" and spec["input_shape"] == [1, 8, 8]
     assert spec["num_classes"] == 10 and spec["latent_dim"] == 4
     assert isinstance(load_manifold(vae_run), VAEManifold)
+    saved = yaml.safe_load((vae_run / "config.yaml").read_text())
+    assert saved == VAEConfig(epochs=3, latent_dim=4).to_dict()
+
+
+def test_vae_cli_options_come_from_the_config():
+    """`manifold train` has one option per VAEConfig field, with the config's default."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from robustedge.cli import cli
+    from robustedge.config import default_of
+
+    r = CliRunner().invoke(cli, ["manifold", "train", "--help"], terminal_width=10_000)
+    assert r.exit_code == 0, r.output
+    for f in dataclasses.fields(VAEConfig):
+        (line,) = [ln for ln in r.output.splitlines() if ln.strip().startswith(
+            "--" + f.name.replace("_", "-") + " ")]  # fmt: skip
+        default = default_of(VAEConfig, f.name)
+        if default is not None:
+            assert f"[default: {default}]" in line, line
+    assert "digits | fashion-mnist" in r.output  # data sets from the registry
+    with pytest.raises(ValueError, match="latent_dim must be > 0, got 0"):
+        VAEConfig(latent_dim=0)
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        VAEConfig(device="tpu")
 
 
 def test_unknown_manifold_is_clear():

@@ -69,12 +69,19 @@ def test_train_and_eval_cli(vae_run, cli, tmp_path):
     r = cli("eval", str(out), "--attack", "onmanifold", "--manifold", str(vae_run), "--steps",
             "5", "--corruptions")  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert "onmanifold eta=0.3 steps=5 " in r.stdout  # the table names the latent budget
     ev = json.loads((out / "eval.json").read_text())
     (row,) = ev["robust"]
     assert row["attack"] == "onmanifold" and row["eps"] == 0.3 and row["steps"] == 5
     assert 0 <= row["acc"] <= 1 and 0 <= ev["corruptions"]["mean"] <= 1
+    from robustedge.report.collect import attack_key
+
+    assert attack_key(row) == "onmanifold eta=0.3" and attack_key({**row, "attack": "x"}) == (
+        "x eps=0.3"
+    )
     r = cli("eval", str(out), "--attack", "onmanifold")
-    assert r.returncode == 2 and "needs --manifold" in r.stderr
+    assert r.returncode == 2 and "attack 'onmanifold' needs 'manifold' (--manifold" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_config_validates_ratio():

@@ -72,6 +72,15 @@ BAD = [
     ),
     ("export: {formats: [onnx, pdf]}\n", 5, "export.formats[1]: unknown format 'pdf'"),
     ("evaluate: {attacks: [onmanifold]}\n", 5, "needs 'manifold"),
+    ("evaluate:\n  eps: [0]\n", 6, "evaluate.eps[0]: eps must lie in (0, 1], got 0.0"),
+    ("evaluate:\n  eps: [0.1,\n    0]\n", 7, "evaluate.eps[1]: eps must lie in (0, 1], got 0.0"),
+    ("evaluate:\n  attacks:\n    - pgd\n    - cw\n", 8, "evaluate.attacks[1]: unknown attack 'cw'"),
+    ("evaluate:\n  eps: [0.1]\n  pgd_steps: 0\n", 7, "evaluate.pgd_steps: pgd_steps must be >= 1"),
+    (
+        "evaluate: {suite: strongest}\n",
+        5,
+        "evaluate.suite: unknown attack suite 'strongest' (known: worst-case, worst-case-quick)",
+    ),
     ("export: {clean_margin: -1}\n", 5, "clean_margin"),
     ("devices: {targets: [mars]}\nexport: {}\n", 5, "unknown target 'mars'"),
     ("devices: {targets: [local], runs: 10}\nexport: {}\n", 5, "runs must be >= 200"),
@@ -86,6 +95,36 @@ def test_bad_recipes_name_line_and_key(extra, line, fragment):
     assert "\n" not in msg
     assert msg.startswith(f"r.yaml:{line}: "), msg
     assert fragment in msg, msg
+
+
+def test_evaluate_section_is_the_eval_plan(tiny_run, tmp_path):
+    """The recipe's ``evaluate:`` builds the same EvalPlan as `robustedge eval`; a recipe that
+    names its attacks keeps the eval stage's config (and so its cache) of before."""
+    from robustedge.recipe.stages import eval_specs
+    from robustedge.training.evaluate import EvalPlan
+
+    base = BASE.replace("  train: {model: tiny, epochs: 1, adversary: none, eps: 0.0}", "")
+    base += f"  load: {tiny_run}\n"
+    assert parse_recipe(base).evaluate == EvalPlan()  # attacks: fgsm, pgd by default
+    text = base + "evaluate: {attacks: [pgd, apgd-ce], eps: [0.1], pgd_steps: 3, restarts: 1}\n"
+    r = parse_recipe(text)
+    assert isinstance(r.evaluate, EvalPlan)
+    assert [(s.name, s.steps, s.restarts) for s in eval_specs(r)] == [
+        ("pgd", 3, 1),
+        ("apgd-ce", 3, 1),
+    ]
+    (stage,) = [s for s in plan(r, tmp_path / "out")[0] if s.kind == "evaluate"]
+    assert stage.config == {
+        "attacks": ["pgd", "apgd-ce"],
+        "eps": [0.1],
+        "pgd_steps": 3,
+        "square_queries": None,
+        "restarts": 1,
+        "manifold": None,
+        "eta": 0.3,
+        "corruptions": False,
+        "seed": 0,
+    }
 
 
 def test_bad_teacher_config_and_yaml():

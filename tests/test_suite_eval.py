@@ -215,11 +215,42 @@ def test_headline_without_a_suite_is_the_strongest_named_attack(tiny_run, tmp_pa
         load_run(bad)
 
 
-def test_suite_help_text_matches_the_registry():
-    """`--suite`'s help lists every registered suite with its real attacks."""
-    from robustedge.attacks.suite import SUITES, short_label
-    from robustedge.commands.train import SUITE_HELP
+def eval_help() -> str:
+    """`robustedge eval --help`, unwrapped (one line per option)."""
+    from click.testing import CliRunner
 
+    from robustedge.cli import cli
+
+    r = CliRunner().invoke(cli, ["eval", "--help"], terminal_width=10_000, max_content_width=10_000)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def option_help(text: str, option: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.strip().startswith(option + " ")]
+    return line
+
+
+def test_eval_help_lists_every_attack_and_suite_from_the_registries():
+    """`--attack`'s help lists every registered attack (a plugin's too), `--suite`'s every
+    registered suite with its real attacks."""
+    from robustedge.attacks import ATTACKS
+    from robustedge.attacks.fgsm import FGSM
+    from robustedge.attacks.suite import SUITES, short_label
+
+    text = eval_help()
+    attack = option_help(text, "--attack")
+    assert all(f" {n} " in attack.replace("|", " ").replace(".", " ") for n in ATTACKS)
+    assert "apgd-ce | apgd-dlr" in attack and "trades" in attack
+    suite = option_help(text, "--suite")
     for name in SUITES.names():
         attacks = ", ".join(short_label(s) for s in build_suite(name, 0.1).specs)
-        assert f"{name} ({attacks})" in SUITE_HELP
+        assert f"{name} ({attacks})" in suite
+    assert "worst-case (PGD-20x5, APGD-CE-100, APGD-DLR-100, Square-1000)" in suite
+    assert "square" in option_help(text, "--square-queries")
+    assert "square" not in option_help(text, "--pgd-steps")
+    ATTACKS.register("zz-plugin", FGSM)
+    try:
+        assert "zz-plugin" in option_help(eval_help(), "--attack")
+    finally:
+        ATTACKS.unregister("zz-plugin")

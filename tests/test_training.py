@@ -126,6 +126,48 @@ def test_eval_run_writes_json(tiny_run):
     assert pgd["steps"] == 20 and pgd["restarts"] == 5
 
 
+def test_eval_cli_records_the_settings_that_ran(tiny_run, tmp_path):
+    """`robustedge eval --attack apgd-ce` records APGD's 100 steps; --steps sets the steps and
+    Square's queries; a restart count is recorded only where the attack restarts."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from robustedge.cli import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+
+    def rows(*args: str) -> list:
+        r = CliRunner().invoke(cli, ["eval", str(run), "--json", *args])
+        assert r.exit_code == 0, r.output
+        saved = json.loads((run / "eval.json").read_text())
+        return [(x["attack"], x["eps"], x["steps"], x["restarts"]) for x in saved["robust"]]
+
+    assert rows("--attack", "apgd-ce") == [("apgd-ce", 0.1, 100, 1)]
+    got = rows("--attack", "fgsm", "--attack", "square", "--steps", "2", "--restarts", "2")
+    assert got == [("fgsm", 0.1, 0, 1), ("square", 0.1, 2, 2)]
+    got = rows(
+        "--attack", "trades", "--attack", "square", "--pgd-steps", "2", "--square-queries", "3"
+    )
+    assert got == [("trades", 0.1, 2, 1), ("square", 0.1, 3, 1)]
+    r = CliRunner().invoke(cli, ["eval", str(run), "--steps", "2", "--pgd-steps", "3"])
+    assert r.exit_code == 2 and "give --steps or --pgd-steps / --square-queries" in r.output
+
+
+def test_train_metrics_use_the_default_eval_plan(tiny_run):
+    """A run's metrics.json is the default EvalPlan at the run's eps (FGSM and PGD-20x5)."""
+    from robustedge.training.evaluate import EvalPlan
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    want = [s.record() for s in EvalPlan(eps=(0.1,)).specs()]
+    assert [{k: r[k] for k in want[0]} for r in metrics["robust"]] == want
+    assert [(r["attack"], r["steps"], r["restarts"]) for r in metrics["robust"]] == [
+        ("fgsm", 0, 1),
+        ("pgd", 20, 5),
+    ]
+
+
 def test_cli_train_and_eval(tmp_path, cli):
     out = tmp_path / "run"
     r = cli(
@@ -169,7 +211,9 @@ def test_cli_train_and_eval(tmp_path, cli):
         (["train", "--eps", "-1", "--out", "{tmp}/a"], "eps must lie in"),
         (["train", "--epochs", "0", "--out", "{tmp}/a"], "epochs must be > 0"),
         (["eval", "{tmp}/missing"], "run folder not found"),
-        (["eval", "{tmp}", "--attack", "cw"], "unknown attack 'cw'"),
+        (["eval", "{tmp}", "--attack", "cw"], "unknown attack 'cw' (known: apgd-ce, apgd-dlr,"),
+        (["eval", "{tmp}", "--eps", "0"], "eps must lie in (0, 1], got 0.0"),
+        (["eval", "{tmp}", "--restarts", "0"], "restarts must be >= 1, got 0"),
         (["train", "--device", "cuda", "--epochs", "1", "--out", "{tmp}/a"], "no CUDA GPU"),
     ],
 )

@@ -30,7 +30,6 @@ import torch.nn as nn
 
 from robustedge.attacks.base import ATTACKS, Attack, AttackSpec
 
-DEFAULT_STEPS = 100  # AutoAttack's standard version: 100 iterations
 MOMENTUM = 0.75
 RHO = 0.75
 
@@ -74,12 +73,14 @@ class APGD(Attack):
 
     name = "apgd"
     loss = "ce"
+    default_steps = 100  # AutoAttack's standard version: 100 iterations, one run
+    has_restarts = True
 
     def __init__(
         self,
         model: nn.Module,
         eps: float,
-        steps: int = DEFAULT_STEPS,
+        steps: int = default_steps,
         restarts: int = 1,
         norm: str = "linf",
         momentum: float = MOMENTUM,
@@ -99,15 +100,9 @@ class APGD(Attack):
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> APGD:
+        steps, restarts = cls.spec_settings(spec)
         params = {**spec.params, **kwargs}
-        return cls(
-            model,
-            spec.eps,
-            steps=spec.steps or DEFAULT_STEPS,
-            restarts=spec.restarts,
-            norm=spec.norm,
-            **params,
-        )
+        return cls(model, spec.eps, steps=steps, restarts=restarts, norm=spec.norm, **params)
 
     def _loss_grad(
         self, x: torch.Tensor, y: torch.Tensor
@@ -183,6 +178,7 @@ class APGDCE(APGD):
     """APGD on the cross-entropy loss."""
 
     name = "apgd-ce"
+    short_name = "APGD-CE"
     loss = "ce"
 
 
@@ -191,4 +187,5 @@ class APGDDLR(APGD):
     """APGD on the untargeted Difference of Logits Ratio loss (needs >= 3 classes)."""
 
     name = "apgd-dlr"
+    short_name = "APGD-DLR"
     loss = "dlr"

@@ -7,7 +7,7 @@ the valid input range ``[lo, hi]``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -17,11 +17,10 @@ from robustedge.registry import Registry
 
 ATTACKS: Registry = Registry("attack")
 
-# The one place for evaluation defaults. eps: Linf budget in [0, 1] pixel units, also the
-# fallback for runs trained without one. PGD: 20 steps, 5 random restarts; Square: 1000 queries.
+# eps: Linf budget in [0, 1] pixel units, also the fallback for runs trained without one. The
+# other evaluation defaults (steps, restarts) are declared by each attack class
+# (Attack.default_steps / default_restarts) and read through ATTACKS.
 DEFAULT_EPS = 0.1
-DEFAULT_STEPS = {"fgsm": 0, "pgd": 20, "square": 1000}
-DEFAULT_RESTARTS = {"fgsm": 1, "pgd": 5, "square": 1}
 
 
 def eps_or_default(eps: Optional[float]) -> float:
@@ -59,13 +58,20 @@ class AttackSpec:
         restarts: Optional[int] = None,
         **params: Any,
     ) -> AttackSpec:
-        """The evaluation default of attack ``name`` (PGD-20 x 5 restarts, Square-1000);
-        ``steps`` / ``restarts`` override it (FGSM has no steps)."""
+        """The evaluation default of registered attack ``name``: the ``default_steps`` /
+        ``default_restarts`` its class declares (PGD-20 x 5 restarts, APGD-100, Square-1000
+        queries, ...). ``steps`` / ``restarts`` override them where the attack has such a
+        setting and are ignored where it has none (FGSM has neither, TRADES no restarts), so
+        the spec records what the attack runs."""
+        attack = ATTACKS.get(name)
+        takes_steps = attack.default_steps > 0
         return cls(
             name,
             eps,
-            steps=DEFAULT_STEPS.get(name, 0) if steps is None or name == "fgsm" else steps,
-            restarts=DEFAULT_RESTARTS.get(name, 1) if restarts is None else restarts,
+            steps=attack.default_steps if steps is None or not takes_steps else steps,
+            restarts=(
+                attack.default_restarts if restarts is None or not attack.has_restarts else restarts
+            ),
             params=params,
         )
 
@@ -83,6 +89,13 @@ class AttackSpec:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    def resolved(self) -> AttackSpec:
+        """This spec with the steps and restarts its registered attack runs (steps 0 is the
+        attack's ``default_steps``): what results record. A setting the attack does not have
+        is refused (:meth:`Attack.spec_settings`)."""
+        steps, restarts = ATTACKS.get(self.name).spec_settings(self)
+        return replace(self, steps=steps, restarts=restarts)
 
     def record(self, with_params: bool = True) -> Dict[str, Any]:
         """How results name the attack: ``{attack, eps, steps, restarts, norm, **params}``
@@ -106,9 +119,24 @@ class AttackSpec:
 
 
 class Attack:
-    """Base: ``perturb(x, y) -> x_adv`` with ``||x_adv - x|| <= eps`` and ``lo <= x_adv <= hi``."""
+    """Base: ``perturb(x, y) -> x_adv`` with ``||x_adv - x|| <= eps`` and ``lo <= x_adv <= hi``.
+
+    Each registered attack declares its evaluation defaults here, once: ``default_steps``
+    (iterations, or queries for Square: ``steps_name``; 0 = the attack takes no steps),
+    ``default_restarts``, whether it ``has_restarts`` at all, and ``short_name``, its name in
+    compact labels (``PGD-20x5``); ``budget`` names what its eps means and ``needs`` the
+    resources it is given besides the model. :meth:`AttackSpec.default`, :meth:`from_spec`
+    and the evaluation's help texts read them.
+    """
 
     name = "attack"
+    short_name = "attack"
+    default_steps = 0
+    steps_name = "steps"  # what the spec's steps count ("queries" for Square)
+    default_restarts = 1
+    has_restarts = False
+    budget = "eps"  # what AttackSpec.eps means for this attack (on-manifold: latent "eta")
+    needs: Tuple[str, ...] = ()  # resources the evaluation passes to the constructor
 
     def __init__(
         self,
@@ -126,8 +154,21 @@ class Attack:
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> Attack:
-        """Build from a spec; subclasses map steps/restarts/params to their arguments."""
+        """Build from a spec; subclasses map steps/restarts (see :meth:`spec_settings`) and
+        params to their arguments."""
+        cls.spec_settings(spec)
         return cls(model, spec.eps, **{**spec.params, **kwargs})
+
+    @classmethod
+    def spec_settings(cls, spec: AttackSpec) -> Tuple[int, int]:
+        """``(steps, restarts)`` this attack runs for ``spec``: steps 0 means
+        ``default_steps``; a setting the attack does not have (steps of FGSM, restarts of a
+        one-run attack) is refused rather than recorded but not run."""
+        if cls.default_steps == 0 and spec.steps != 0:
+            raise ValueError(f"attack '{spec.name}' takes no steps, got steps={spec.steps}")
+        if not cls.has_restarts and spec.restarts != 1:
+            raise ValueError(f"attack '{spec.name}' has no restarts, got restarts={spec.restarts}")
+        return spec.steps or cls.default_steps, spec.restarts
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
@@ -165,6 +206,12 @@ def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def budget_name(attack: str) -> str:
+    """What an attack's eps is called in labels: ``eps`` (pixels), ``eta`` for on-manifold
+    (latent units); ``eps`` for a name not registered here (old results)."""
+    return ATTACKS[attack].budget if attack in ATTACKS else "eps"
 
 
 def build_attack(model: nn.Module, spec: AttackSpec, **kwargs: Any) -> Attack:

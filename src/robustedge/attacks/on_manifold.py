@@ -12,13 +12,14 @@ Units and outputs differ from pixel attacks:
 - outputs are decoder outputs, not points of an eps-ball around ``x``: ``project`` only
   clamps to the input range. With ``eta = 0`` the output is the reconstruction ``Dec(Enc(x))``.
 
-Defaults: 40 steps of size ``2.5 * eta / steps``, one restart, eta from the caller (the CLI's
-``--eta`` defaults to 0.3). Stutz et al. use eta = 0.3 (class-specific VAEs) and 40 steps on
-Fashion-MNIST; we keep 0.3 as the default for both data sets here, but on digits it is a mild
-budget: against a natural LeNet-5 (90.2 % clean) with an 8-d CVAE (60 epochs), accuracy on the
-reconstructions Dec(Enc(x)) is 97.8 % and after the attack (20 steps) 94.0 % at eta 0.3,
-91.8 % at 0.6, 89.1 % at 1.0 and 76.2 % at 1.5. Use ``--eta 1.0``-``1.5`` on digits for a
-stronger on-manifold test. On ``synthetic`` eta is a fraction of each factor's half-range.
+Defaults: 40 steps of size ``2.5 * eta / steps``, one restart, eta from the caller
+(:data:`DEFAULT_ETA`, 0.3, is `robustedge eval`'s and the manifolds' default). Stutz et al. use
+eta = 0.3 (class-specific VAEs) and 40 steps on Fashion-MNIST; we keep 0.3 as the default for
+both data sets here, but on digits it is a mild budget: against a natural LeNet-5 (90.2 %
+clean) with an 8-d CVAE (60 epochs), accuracy on the reconstructions Dec(Enc(x)) is 97.8 % and
+after the attack (20 steps) 94.0 % at eta 0.3, 91.8 % at 0.6, 89.1 % at 1.0 and 76.2 % at 1.5.
+Use ``--eta 1.0``-``1.5`` on digits for a stronger on-manifold test. On ``synthetic`` eta is a
+fraction of each factor's half-range.
 The manifold is a Manifold object (``robustedge.manifold.load_manifold`` makes one from a VAE
 run folder or ``"synthetic"``), given at construction: ``build_attack(model,
 AttackSpec("onmanifold", 0.3, steps=40, params={"manifold": "runs/vae"}), manifold=obj)``; the
@@ -36,12 +37,16 @@ import torch.nn.functional as F
 from robustedge.attacks.base import ATTACKS, Attack, AttackSpec, model_device
 from robustedge.errors import RobustEdgeError
 
-DEFAULT_STEPS = 40
+DEFAULT_ETA = 0.3  # the one default latent budget eta (latent units; Stutz et al.'s value)
 
 
 @ATTACKS.register("onmanifold")
 class OnManifold(Attack):
     name = "onmanifold"
+    short_name = "OnManifold"
+    default_steps = 40  # Stutz et al.'s 40 steps, one restart
+    has_restarts = True
+    budget = "eta"  # AttackSpec.eps is eta, in latent units
     needs = ("manifold",)  # resources the evaluation passes to the constructor
 
     def __init__(
@@ -49,7 +54,7 @@ class OnManifold(Attack):
         model: nn.Module,
         eps: float,
         manifold: Any = None,
-        steps: int = DEFAULT_STEPS,
+        steps: int = default_steps,
         alpha: Optional[float] = None,
         restarts: int = 1,
         random_start: bool = True,
@@ -71,10 +76,9 @@ class OnManifold(Attack):
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> OnManifold:
+        steps, restarts = cls.spec_settings(spec)
         params = {**spec.params, **kwargs}
-        return cls(
-            model, spec.eps, steps=spec.steps or DEFAULT_STEPS, restarts=spec.restarts, **params
-        )
+        return cls(model, spec.eps, steps=steps, restarts=restarts, **params)
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Decoder outputs ``Dec(z + zeta, y)``; see :meth:`perturb_latent`."""
@@ -150,18 +154,3 @@ class OnManifold(Attack):
             (grad,) = torch.autograd.grad(self._loss(z, zeta, y).sum(), zeta)
             zeta = self._clip(z, zeta.detach() + self.alpha * grad.sign())
         return zeta.detach()
-
-
-def eval_spec(
-    eta: float, manifold: Any, steps: Optional[int] = None, restarts: Optional[int] = None
-) -> AttackSpec:
-    """The spec `robustedge eval --attack onmanifold` uses (40 steps, 1 restart by default)."""
-    if manifold is None:
-        raise RobustEdgeError("--attack onmanifold needs --manifold VAE_RUN (or synthetic)")
-    return AttackSpec(
-        "onmanifold",
-        eta,
-        steps=steps or DEFAULT_STEPS,
-        restarts=restarts or 1,
-        params={"manifold": str(manifold)},
-    )

@@ -18,12 +18,16 @@ from robustedge.attacks.base import ATTACKS, Attack, AttackSpec
 @ATTACKS.register("pgd")
 class PGD(Attack):
     name = "pgd"
+    short_name = "PGD"
+    default_steps = 20  # evaluation default: PGD-20 x 5 random restarts
+    default_restarts = 5
+    has_restarts = True
 
     def __init__(
         self,
         model: nn.Module,
         eps: float,
-        steps: int = 20,
+        steps: int = default_steps,
         alpha: Optional[float] = None,
         restarts: int = 1,
         norm: str = "linf",
@@ -42,15 +46,9 @@ class PGD(Attack):
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> PGD:
+        steps, restarts = cls.spec_settings(spec)
         params = {**spec.params, **kwargs}
-        return cls(
-            model,
-            spec.eps,
-            steps=spec.steps or 20,
-            restarts=spec.restarts,
-            norm=spec.norm,
-            **params,
-        )
+        return cls(model, spec.eps, steps=steps, restarts=restarts, norm=spec.norm, **params)
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         best = x.clone()

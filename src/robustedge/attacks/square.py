@@ -19,8 +19,6 @@ from robustedge.attacks.square_core import P_INIT, SCORE_KINDS, square_linf_nump
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUERIES = 1000
-
 
 @ATTACKS.register("square")
 class Square(Attack):
@@ -31,12 +29,16 @@ class Square(Attack):
     """
 
     name = "square"
+    short_name = "Square"
+    default_steps = 1000  # the spec's steps are Square's queries per sample and restart
+    steps_name = "queries"
+    has_restarts = True
 
     def __init__(
         self,
         model: nn.Module,
         eps: float,
-        n_queries: int = DEFAULT_QUERIES,
+        n_queries: int = default_steps,
         p_init: float = P_INIT,
         restarts: int = 1,
         norm: str = "linf",
@@ -61,15 +63,9 @@ class Square(Attack):
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> Square:
+        queries, restarts = cls.spec_settings(spec)
         params = {**spec.params, **kwargs}
-        return cls(
-            model,
-            spec.eps,
-            n_queries=spec.steps or DEFAULT_QUERIES,
-            restarts=spec.restarts,
-            norm=spec.norm,
-            **params,
-        )
+        return cls(model, spec.eps, n_queries=queries, restarts=restarts, norm=spec.norm, **params)
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         device = x.device

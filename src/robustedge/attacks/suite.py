@@ -22,18 +22,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from robustedge.attacks.base import DEFAULT_EPS, AttackSpec, build_attack, predict
+from robustedge.attacks.base import ATTACKS, DEFAULT_EPS, AttackSpec, build_attack, predict
 from robustedge.registry import Registry
 
 SUITES: Registry = Registry("attack suite")
 DEFAULT_SUITE = "worst-case"
-SHORT_NAMES = {
-    "pgd": "PGD",
-    "fgsm": "FGSM",
-    "square": "Square",
-    "apgd-ce": "APGD-CE",
-    "apgd-dlr": "APGD-DLR",
-}
 
 
 @dataclass(frozen=True)
@@ -73,8 +66,9 @@ class AttackSuite:
 
 def short_label(spec: AttackSpec) -> str:
     """A compact attack name: ``PGD-20x5`` (steps x restarts), ``APGD-CE-100``,
-    ``Square-1000`` (queries), ``FGSM``; an L2 attack gets ``(L2)``."""
-    s = SHORT_NAMES.get(spec.name, spec.name)
+    ``Square-1000`` (queries), ``FGSM``; an L2 attack gets ``(L2)``. The name is the attack
+    class's ``short_name`` (the spec's name for an attack not registered here)."""
+    s = ATTACKS[spec.name].short_name if spec.name in ATTACKS else spec.name
     if spec.steps:
         s += f"-{spec.steps}"
     if spec.restarts > 1:
@@ -243,4 +237,4 @@ def _survivors(
 
 
 def _spec_row(spec: AttackSpec) -> Dict[str, Any]:
-    return spec.record()
+    return spec.resolved().record()

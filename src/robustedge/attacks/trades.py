@@ -20,12 +20,14 @@ from robustedge.attacks.base import ATTACKS, Attack, AttackSpec
 @ATTACKS.register("trades")
 class TradesKL(Attack):
     name = "trades"
+    short_name = "TRADES"
+    default_steps = 10  # one run, no restarts
 
     def __init__(
         self,
         model: nn.Module,
         eps: float,
-        steps: int = 10,
+        steps: int = default_steps,
         bounds: Tuple[float, float] = (0.0, 1.0),
         generator: Optional[torch.Generator] = None,
     ) -> None:
@@ -36,7 +38,8 @@ class TradesKL(Attack):
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: AttackSpec, **kwargs: Any) -> TradesKL:
-        return cls(model, spec.eps, steps=spec.steps or 10, **{**spec.params, **kwargs})
+        steps, _ = cls.spec_settings(spec)
+        return cls(model, spec.eps, steps=steps, **{**spec.params, **kwargs})
 
     def _start(self, x: torch.Tensor) -> torch.Tensor:
         if self.generator is None:

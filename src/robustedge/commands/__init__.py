@@ -8,10 +8,11 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import click
 
+from robustedge.attacks import budget_name
+from robustedge.devices import DEVICES
 from robustedge.errors import RobustEdgeError
 
 MODULES: list = ["train", "manifold", "compress", "export", "device", "run", "report"]
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def device_option(default: Optional[str] = "auto", help: Optional[str] = None) -> Callable:
@@ -47,8 +48,9 @@ def print_table(metrics: dict) -> None:
 
 
 def _label(r: dict) -> str:
-    """``pgd eps=0.1 steps=20 restarts=5`` for an evaluation row."""
-    label = f"{r['attack']} eps={r['eps']:g}"
+    """``pgd eps=0.1 steps=20 restarts=5`` (``onmanifold eta=0.3 steps=40``) for an
+    evaluation row."""
+    label = f"{r['attack']} {budget_name(r['attack'])}={r['eps']:g}"
     if r.get("steps"):
         label += f" steps={r['steps']}"
     if r.get("restarts", 1) > 1:

@@ -12,6 +12,7 @@ from robustedge.commands import print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
 from robustedge.commands.options import config_from_options, config_options, lazy_option
 from robustedge.training.config import TrainConfig
+from robustedge.training.evaluate import EvalPlan
 
 
 def suite_option(where: str) -> Callable:
@@ -61,57 +62,26 @@ def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **op
 
 @click.command("eval")
 @click.argument("run", type=click.Path(path_type=Path))
+@config_options(EvalPlan, exclude=("suite",))
 @click.option(
-    "--attack",
-    "attacks",
-    multiple=True,
-    default=("fgsm", "pgd"),
-    show_default=True,
-    help="Attack name (repeatable): fgsm | pgd | square | onmanifold (needs --manifold).",
+    "--steps",
+    default=None,
+    type=int,
+    help="Shorthand: --pgd-steps and --square-queries both set to STEPS.",
 )
-@click.option(
-    "--eps",
-    "eps_list",
-    multiple=True,
-    type=float,
-    default=(0.1,),
-    show_default=True,
-    help="Linf budget (repeatable).",
-)
-@click.option("--steps", default=None, type=int, help="Override steps (PGD) / queries (Square).")
-@click.option("--restarts", default=None, type=int, help="Override random restarts.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the attacks.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--manifold", default=None, help="VAE run folder or 'synthetic' (onmanifold).")
-@click.option(
-    "--eta",
-    default=0.3,
-    show_default=True,
-    type=float,
-    help="On-manifold latent budget (latent units; replaces --eps for onmanifold).",
-)
-@click.option("--corruptions", is_flag=True, help="Also natural-corruption accuracy (5 levels).")
 @suite_option(" Run at every --eps.")
-def eval_cmd(
-    run, attacks, eps_list, steps, restarts, seed, as_json, manifold, eta, corruptions, suite
-) -> None:
+def eval_cmd(run: Path, steps: Optional[int], seed: int, as_json: bool, **opts: Any) -> None:
     """Clean and robust accuracy of RUN on its test split; writes RUN/eval.json."""
-    from robustedge.training.evaluate import EvalPlan
     from robustedge.training.run import eval_run
 
-    plan = EvalPlan(
-        attacks=tuple(attacks),
-        eps=tuple(eps_list),
-        pgd_steps=steps,
-        square_queries=steps,
-        restarts=restarts,
-        manifold=manifold,
-        eta=eta,
-        corruptions=corruptions,
-        suite=suite,
-    )
-    plan.specs()  # refuses a bad attack setting before anything is loaded
-    resources = {"manifold": _manifold(manifold)} if plan.needs_manifold else None
+    if steps is not None:
+        if opts.get("pgd_steps") is not None or opts.get("square_queries") is not None:
+            raise click.UsageError("give --steps or --pgd-steps / --square-queries, not both")
+        opts = {**opts, "pgd_steps": steps, "square_queries": steps}
+    plan = config_from_options(EvalPlan, opts)  # refuses a bad setting before any loading
+    resources = {"manifold": _manifold(plan.manifold)} if plan.needs_manifold else None
     result = eval_run(run, plan, seed=seed, resources=resources)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from robustedge.attacks.on_manifold import DEFAULT_ETA
 from robustedge.errors import RobustEdgeError
 
 
@@ -28,7 +29,7 @@ class Manifold:
     """Base: ``encode``/``decode`` plus the data it describes and its latent box."""
 
     kind = "manifold"
-    default_eta = 0.3
+    default_eta = DEFAULT_ETA
 
     def __init__(
         self,

@@ -10,15 +10,18 @@ Under torchrun each rank takes its share of every global batch and the gradients
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from robustedge import distributed
+from robustedge.config import ConfigMixin, check_positive, setting
+from robustedge.data import DATASETS
+from robustedge.devices import DEVICES, check_device
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json, write_yaml
 from robustedge.manifold.vae import CVAE, VAEManifold, save_vae
@@ -28,32 +31,29 @@ FIGURE = "reconstructions.png"
 
 
 @dataclass(frozen=True)
-class VAEConfig:
-    """Recipe of a manifold run; saved as config.yaml."""
+class VAEConfig(ConfigMixin):
+    """Recipe of a manifold run; saved as config.yaml. Every field is a setting: the
+    `manifold train` options are generated from them."""
 
-    data: str = "digits"
-    latent_dim: int = 8
-    hidden: int = 128
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 2e-3
-    beta: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    data_dir: Optional[str] = None
+    data: str = setting("digits", help="Data set: {choices}.", choices=DATASETS.names)
+    latent_dim: int = setting(8, help="Latent dimensions of the CVAE.")
+    hidden: int = setting(128, help="MLP width.")
+    epochs: int = setting(100, help="Training epochs.")
+    batch_size: int = setting(64, help="Global batch (split evenly over --nproc processes).")
+    lr: float = setting(2e-3, help="Adam learning rate.")
+    beta: float = setting(1.0, help="KL weight.")
+    seed: int = setting(0, help="Random seed (weights, batches, figure samples).")
+    device: str = setting("auto", help="Where to train: {choices}.", choices=lambda: DEVICES)
+    data_dir: Optional[str] = setting(
+        None, help="Folder with local data files [default: $ROBUSTEDGE_DATA_DIR]."
+    )
 
     def __post_init__(self) -> None:
-        from robustedge.data import DATASETS
-
         DATASETS.get(self.data)
-        for name in ("latent_dim", "hidden", "epochs", "batch_size", "lr"):
-            if not (getattr(self, name) > 0):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_device(self.device)
+        check_positive(self, "latent_dim", "hidden", "epochs", "batch_size", "lr")
         if not (self.beta >= 0):
             raise ValueError(f"beta must be >= 0, got {self.beta}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def fit_vae(

@@ -27,7 +27,7 @@ from robustedge.recipe.loader import (
     join,
     parse_yaml,
 )
-from robustedge.recipe.schema_evaluate import EvalSpec
+from robustedge.training.evaluate import EvalPlan
 
 # Recipe-level settings never repeated inside a stage.
 TRAIN_EXCLUDED = ("data", "data_dir")
@@ -238,7 +238,7 @@ class Recipe:
     data: DataSpec
     teacher: TeacherSpec
     seed: int = 0
-    evaluate: EvalSpec = field(default_factory=EvalSpec)
+    evaluate: EvalPlan = field(default_factory=EvalPlan)
     compress: Tuple[CompressSpec, ...] = ()
     export: Optional[ExportSpec] = None
     devices: Optional[DeviceSpec] = None
@@ -302,7 +302,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         seed=seed,
         data=data,
         teacher=_teacher(raw["teacher"], data, seed, loc),
-        evaluate=build(EvalSpec, raw.get("evaluate"), "evaluate", loc),
+        evaluate=build(EvalPlan, raw.get("evaluate"), "evaluate", loc),
         compress=_compress(raw.get("compress") or [], seed, loc),
         export=_optional(ExportSpec, raw, "export", loc),
         devices=_optional(DeviceSpec, raw, "devices", loc),

@@ -30,6 +30,7 @@ from robustedge.recipe.runner import (
     files_under,
 )
 from robustedge.recipe.schema import Recipe, TargetSpec
+from robustedge.training.evaluate import EvalPlan
 
 logger = logging.getLogger(__name__)
 TRAIN_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json")
@@ -156,7 +157,7 @@ def _downstream(
     ev = recipe.evaluate
     stages = []
     if ev.runs_anything():
-        cfg = {**asdict(ev), "seed": recipe.seed}
+        cfg = {**ev.to_dict(), "seed": recipe.seed}
         if ev.suite is None:
             del cfg["suite"]  # evaluations cached before suites existed stay valid
         stages.append(
@@ -268,11 +269,9 @@ def _compress(teacher: Path, run: Path, opts: Dict[str, Any]) -> None:
     compress_student(cfg, run, None if budget is None else Budget(**budget))
 
 
-def eval_plan(recipe: Recipe) -> Any:
+def eval_plan(recipe: Recipe) -> EvalPlan:
     """The :class:`~robustedge.training.evaluate.EvalPlan` of the recipe's ``evaluate``."""
-    from robustedge.training.evaluate import EvalPlan
-
-    return EvalPlan(**asdict(recipe.evaluate))  # the same fields, validated once more
+    return recipe.evaluate
 
 
 def eval_specs(recipe: Recipe) -> List[Any]:

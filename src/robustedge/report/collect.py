@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from robustedge import jsonsafe
+from robustedge.attacks import budget_name
 from robustedge.errors import RobustEdgeError
 from robustedge.io import safe_path
 
@@ -58,9 +59,9 @@ def _read(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def attack_key(entry: Dict[str, Any]) -> str:
-    """``pgd eps=0.1`` / ``square eps=0.1`` / ``onmanifold eta=0.3``."""
-    budget = "eta" if entry.get("attack") == "onmanifold" else "eps"
-    return f"{entry['attack']} {budget}={entry['eps']:g}"
+    """``pgd eps=0.1`` / ``square eps=0.1`` / ``onmanifold eta=0.3`` (the budget's name is
+    the attack's: :func:`robustedge.attacks.budget_name`)."""
+    return f"{entry['attack']} {budget_name(str(entry['attack']))}={entry['eps']:g}"
 
 
 def suite_key(entry: Dict[str, Any]) -> str:

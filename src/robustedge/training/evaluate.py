@@ -10,42 +10,98 @@ both build; its :meth:`EvalPlan.specs` are typed :class:`AttackSpec` objects end
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from robustedge.attacks import ATTACKS, DEFAULT_EPS, AttackSpec, build_attack, predict
-from robustedge.attacks.on_manifold import eval_spec as onmanifold_spec
-from robustedge.attacks.suite import AttackSuite, build_suite, check_suite, worst_case_accuracy
+from robustedge.attacks.on_manifold import DEFAULT_ETA
+from robustedge.attacks.suite import SUITES, AttackSuite, build_suite, worst_case_accuracy
+from robustedge.config import ConfigMixin, FieldError, setting
+from robustedge.errors import UnknownNameError
 
-DEFAULT_ETA = 0.3  # on-manifold latent budget of `robustedge eval` (latent units)
+
+def _attacks_where(keep: Callable[[Any], bool]) -> Callable[[], List[str]]:
+    """The registered attacks whose class passes ``keep`` (read when help is shown)."""
+    return lambda: [name for name, cls in ATTACKS.items() if keep(cls)]
 
 
 @dataclass(frozen=True)
-class EvalPlan:
+class EvalPlan(ConfigMixin):
     """What to evaluate: ``attacks`` at every ``eps`` (onmanifold at ``eta`` instead), with
-    the attacks' defaults unless ``pgd_steps`` / ``square_queries`` / ``restarts`` override
-    them, plus natural corruptions when ``corruptions`` is set, plus the worst case per image
-    over the attack suite ``suite`` (a :data:`~robustedge.attacks.suite.SUITES` name) at every
-    ``eps``."""
+    the attacks' own defaults unless ``pgd_steps`` / ``square_queries`` / ``restarts``
+    override them, plus natural corruptions when ``corruptions`` is set, plus the worst case
+    per image over the attack suite ``suite`` (a :data:`~robustedge.attacks.suite.SUITES`
+    name) at every ``eps``. `robustedge eval` (its options) and the recipe's ``evaluate:``
+    section (its keys) are both built from these fields."""
 
-    attacks: Tuple[str, ...] = ("fgsm", "pgd")
-    eps: Tuple[float, ...] = (DEFAULT_EPS,)
-    pgd_steps: Optional[int] = None
-    square_queries: Optional[int] = None
-    restarts: Optional[int] = None
-    manifold: Optional[str] = None
-    eta: float = DEFAULT_ETA
-    corruptions: bool = False
-    suite: Optional[str] = None
+    attacks: Tuple[str, ...] = setting(
+        ("fgsm", "pgd"),
+        cli="--attack",
+        metavar="NAME",
+        help="Attack (repeatable): {choices}.",
+        choices=ATTACKS.names,
+    )
+    eps: Tuple[float, ...] = setting(
+        (DEFAULT_EPS,), help="Linf budget in (0, 1] pixel units (repeatable)."
+    )
+    pgd_steps: Optional[int] = setting(
+        None,
+        help="Steps of {choices} [default: each attack's own].",
+        choices=_attacks_where(lambda a: a.default_steps and a.steps_name == "steps"),
+    )
+    square_queries: Optional[int] = setting(
+        None,
+        help="Queries per image of {choices} [default: the attack's own].",
+        choices=_attacks_where(lambda a: a.steps_name == "queries"),
+    )
+    restarts: Optional[int] = setting(
+        None,
+        help="Random restarts of {choices} [default: each attack's own].",
+        choices=_attacks_where(lambda a: a.has_restarts),
+    )
+    manifold: Optional[str] = setting(
+        None,
+        help="VAE run folder or 'synthetic': the manifold that {choices} needs.",
+        choices=_attacks_where(lambda a: "manifold" in a.needs),
+    )
+    eta: float = setting(
+        DEFAULT_ETA,
+        help="Latent budget of {choices} (latent units; replaces eps there).",
+        choices=_attacks_where(lambda a: a.budget == "eta"),
+    )
+    corruptions: bool = setting(
+        False, help="Also natural-corruption accuracy (every corruption at every severity)."
+    )
+    suite: Optional[str] = setting(
+        None,
+        help="Also the worst case per image over an attack suite at every eps: {choices}.",
+        choices=SUITES.names,
+    )
 
     def __post_init__(self) -> None:
-        for name in self.attacks:
-            ATTACKS.get(name)
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
+        for i, name in enumerate(self.attacks):
+            _known(ATTACKS, name, f"attacks[{i}]")
+        if self.needs_manifold and not self.manifold:
+            name = next(n for n in self.attacks if _needs_manifold(n))
+            raise FieldError(
+                "attacks", f"attack '{name}' needs 'manifold' (--manifold VAE_RUN|synthetic)"
+            )
+        for i, e in enumerate(self.eps):
+            if not 0 < e <= 1:
+                raise FieldError(f"eps[{i}]", f"eps must lie in (0, 1], got {e}")
+        for key in ("pgd_steps", "square_queries", "restarts"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise FieldError(key, f"{key} must be >= 1, got {v}")
+        if not (self.eta >= 0):
+            raise FieldError("eta", f"eta must be >= 0 (latent units), got {self.eta}")
         if self.suite is not None:
-            check_suite(self.suite)
+            _known(SUITES, self.suite, "suite")
 
     def suites(self) -> List[AttackSuite]:
         """The plan's attack suite at every eps (none without ``suite``)."""
@@ -53,19 +109,36 @@ class EvalPlan:
 
     @property
     def needs_manifold(self) -> bool:
-        return "onmanifold" in self.attacks
+        """Whether an attack of the plan needs a manifold (``--manifold``)."""
+        return any(_needs_manifold(n) for n in self.attacks)
+
+    def runs_anything(self) -> bool:
+        """Whether the plan asks for any evaluation (the recipe plans no eval stage else)."""
+        return bool(self.attacks or self.corruptions or self.suite)
 
     def specs(self) -> List[AttackSpec]:
+        """One :class:`AttackSpec` per attack and eps (per attack at ``eta`` for latent-budget
+        attacks), with the settings each attack runs."""
         specs: List[AttackSpec] = []
         for name in self.attacks:
-            if name == "onmanifold":
-                specs.append(
-                    onmanifold_spec(self.eta, self.manifold, self.pgd_steps, self.restarts)
-                )
-                continue
-            steps = self.square_queries if name == "square" else self.pgd_steps
-            specs += [AttackSpec.default(name, e, steps, self.restarts) for e in self.eps]
+            cls = ATTACKS[name]
+            steps = self.square_queries if cls.steps_name == "queries" else self.pgd_steps
+            params = {"manifold": str(self.manifold)} if _needs_manifold(name) else {}
+            budgets = (self.eta,) if cls.budget == "eta" else self.eps
+            specs += [AttackSpec.default(name, b, steps, self.restarts, **params) for b in budgets]
         return specs
+
+
+def _needs_manifold(attack: str) -> bool:
+    return "manifold" in ATTACKS[attack].needs
+
+
+def _known(registry: Any, name: str, key: str) -> None:
+    """FieldError ``key`` (listing the registry's names) unless ``name`` is registered."""
+    try:
+        registry.get(name)
+    except UnknownNameError as e:
+        raise FieldError(key, str(e)) from None
 
 
 def suites_at(name: Optional[str], eps: Sequence[float]) -> List[AttackSuite]:
@@ -89,7 +162,7 @@ def robust_accuracy(
     """Fraction of samples classified correctly after the attack (crafted per batch).
     ``resources`` holds what some attacks need besides the model (``manifold``)."""
     gen = torch.Generator().manual_seed(seed)
-    needs = getattr(ATTACKS.get(spec.name), "needs", ())
+    needs = ATTACKS.get(spec.name).needs
     extra = {k: v for k, v in (resources or {}).items() if k in needs}
     attack = build_attack(model, spec, generator=gen, **extra)
     correct = 0
@@ -101,8 +174,8 @@ def robust_accuracy(
 
 
 def robust_row(spec: AttackSpec, acc: float) -> Dict[str, Any]:
-    """One evaluation row: the attack's settings next to its accuracy."""
-    return {**spec.record(), "acc": acc}
+    """One evaluation row: the settings the attack ran with next to its accuracy."""
+    return {**spec.resolved().record(), "acc": acc}
 
 
 def evaluate(

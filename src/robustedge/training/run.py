@@ -219,8 +219,8 @@ def _manifold_kwargs(cfg: TrainConfig, data: Dataset, manifold: Any) -> Dict[str
 
 
 def _train_eval_specs(cfg: TrainConfig) -> Sequence[AttackSpec]:
-    eps = eps_or_default(cfg.eps)
-    return [AttackSpec.default("fgsm", eps), AttackSpec.default("pgd", eps)]
+    """The final model's evaluation: the default :class:`EvalPlan` at the run's eps."""
+    return EvalPlan(eps=(eps_or_default(cfg.eps),)).specs()
 
 
 def eval_run(
