@@ -70,7 +70,7 @@ BAD = [
         7,
         "qemu-armv7 cannot run onnx",
     ),
-    ("export: {formats: [onnx, pdf]}\n", 5, "export.formats[1]: unknown format 'pdf'"),
+    ("export: {formats: [onnx, pdf]}\n", 5, "export.formats[1]: unknown export format 'pdf'"),
     ("evaluate: {attacks: [onmanifold]}\n", 5, "needs 'manifold"),
     ("export: {clean_margin: -1}\n", 5, "clean_margin"),
     ("devices: {targets: [mars]}\nexport: {}\n", 5, "unknown target 'mars'"),
