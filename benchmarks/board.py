@@ -169,7 +169,7 @@ def flash_budget_student(name: str, models: Dict[str, Any], args: argparse.Names
 def finish(model: Dict[str, Any], wl: Dict[str, Any], args: argparse.Namespace) -> None:
     """PGD evaluation (PyTorch) and the export, both cached in the run folder."""
     from robustedge.errors import RobustEdgeError
-    from robustedge.export import export_run
+    from robustedge.export import ExportConfig, export_run
     from robustedge.training.evaluate import EvalPlan
     from robustedge.training.run import eval_run
 
@@ -197,14 +197,14 @@ def finish(model: Dict[str, Any], wl: Dict[str, Any], args: argparse.Namespace) 
         if all(f in have for f in formats):
             break
         try:
-            export_run(
-                run,
-                formats,
+            cfg = ExportConfig(
+                formats=formats,
                 clean_margin=2.0,
                 robust_margin=3.0,
                 transfer_steps=pgd["steps"],
                 transfer_restarts=1,
             )
+            export_run(run, cfg)
         except RobustEdgeError as e:  # a parity failure is a result too: retry without sparse
             model["export_error"] = f"{', '.join(formats)}: {e}"
             if "tflite-int8-sparse" not in formats:

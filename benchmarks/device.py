@@ -54,9 +54,9 @@ def ensure_export(run: Path) -> Path:
 
     path = run / "export" / "export.json"
     if not path.is_file() or "tflite-int8" not in json.loads(path.read_text())["artifacts"]:
-        from robustedge.export import export_run
+        from robustedge.export import ExportConfig, export_run
 
-        export_run(run, "onnx,tflite-int8")
+        export_run(run, ExportConfig(formats="onnx,tflite-int8"))
     return run
 
 

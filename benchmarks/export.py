@@ -69,11 +69,11 @@ def torch_latency(model: Any, x: np.ndarray, reps: int) -> Dict[str, float]:
 
 def bench_run(run: Path, reps: int) -> List[Dict[str, Any]]:
     """Export one run (parity gate on) and time every format."""
-    from robustedge.export import export_run
+    from robustedge.export import ExportConfig, export_run
     from robustedge.export.runners import make_runner
     from robustedge.models import load_model
 
-    report = export_run(run, FORMATS)
+    report = export_run(run, ExportConfig(formats=FORMATS))
     shape = tuple(report.manifest["input_shape_nchw"])
     x = np.load(report.out / "eval_clean.npz")["x"][:1]
     model, _ = load_model(run)

@@ -31,18 +31,18 @@ def resnet8_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_resnet8_synthetic32_exports_through_onnx_and_int8_tflite(resnet8_run):
-    from robustedge.export import export_run
+    from robustedge.export import ExportConfig, export_run
     from robustedge.export.runners import LiteRunner
 
-    report = export_run(
-        resnet8_run,
-        "onnx,tflite-int8",
+    cfg = ExportConfig(
+        formats="onnx,tflite-int8",
         calib_samples=64,
         transfer_steps=2,
         transfer_restarts=1,
         clean_margin=5.0,
         robust_margin=10.0,
     )
+    report = export_run(resnet8_run, cfg)
     for fmt in ("onnx", "tflite-int8"):
         assert report.artifacts[fmt]["parity"]["passed"] is True, report.artifacts[fmt]
     lite = LiteRunner(report.path("tflite-int8"), (3, 32, 32))

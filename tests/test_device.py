@@ -4,7 +4,6 @@ refusal of tampered / mismatched bundles, missing packages, atomic local deploys
 from __future__ import annotations
 
 import errno
-import inspect
 import json
 import shutil
 import subprocess
@@ -27,14 +26,11 @@ GUARD = (
 @pytest.fixture(scope="session")
 def device_export(tiny_run, tmp_path_factory) -> Path:
     """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by device tests)."""
-    from robustedge.export import export_run
+    from robustedge.export import ExportConfig, export_run
 
-    kw = {"transfer_steps": 5, "transfer_restarts": 1}
-    params = inspect.signature(export_run).parameters
-    kw = {k: v for k, v in kw.items() if k in params}
     run = tmp_path_factory.mktemp("device") / "run"
     shutil.copytree(tiny_run, run)
-    export_run(run, "onnx,tflite-int8", **kw)
+    export_run(run, ExportConfig(formats="onnx,tflite-int8", transfer_steps=5, transfer_restarts=1))
     return run
 
 

@@ -15,9 +15,7 @@ import robustedge
 from robustedge.device.board.bundle_format import verify_bundle
 from robustedge.device.board.config import BenchConfig
 from robustedge.device.host.targets import (
-    ALL_FORMATS,
     TARGETS,
-    TFLITE_FORMATS,
     LocalTarget,
     SSHTarget,
     is_emulated,
@@ -163,7 +161,14 @@ def test_bundle_ships_the_board_package_and_no_host_module(bundle, tmp_path):  #
             *(f"lib/robustedge/device/board/{n}" for n in board),
         ]
     )
-    assert LIB_FILES == ("errors.py", "registry.py", "hashing.py", "jsonsafe.py", "config.py")
+    assert LIB_FILES == (
+        "errors.py",
+        "registry.py",
+        "hashing.py",
+        "jsonsafe.py",
+        "config.py",
+        "codec.py",
+    )
     on_disk = [p.name for p in bundle.rglob("*.py")]
     assert not set(host) & set(on_disk) and not (bundle / "lib/robustedge/device/host").exists()
     # the runner measures with no host module importable at all
@@ -201,10 +206,11 @@ def test_square_eps_comes_from_the_manifest_or_the_transfer_attack():
 
 
 def test_target_registry_formats_and_emulation():
-    every, tflite = set(ALL_FORMATS), set(TFLITE_FORMATS)
-    assert tflite == {"tflite-float32", "tflite-int8", "tflite-int8-sparse"}
-    assert every == tflite | {"onnx", "onnx-int8"}
-    assert {n: (c.emulated, set(c.formats)) for n, c in TARGETS.items()} == {
+    from robustedge.export.formats import FORMATS
+
+    tflite = {"tflite-float32", "tflite-int8", "tflite-int8-sparse"}
+    every = tflite | {"onnx", "onnx-int8"}
+    assert {n: (c.emulated, set(c.formats())) for n, c in TARGETS.items()} == {
         "local": (False, every),
         "ssh": (False, every),
         "qemu-aarch64": (True, every),
@@ -212,8 +218,6 @@ def test_target_registry_formats_and_emulation():
         "vm-aarch64": (True, every),
         "vm-armv7": (True, tflite),
     }
-    from robustedge.export.formats import FORMATS
-
     assert every == set(FORMATS)  # the device's format names are export's
 
 
@@ -227,7 +231,7 @@ def test_emulated_formats_follow_the_userland_wheels():
             continue
         spec = vm_image.VM_ARCHES[cls.arch].wheel_spec if name.startswith("vm-") else cls.arch
         ort = any(w.startswith("onnxruntime") for w in qemu.ARCHES[spec].wheels)
-        assert ("onnx" in cls.formats) == ort, name
+        assert ("onnx" in cls.formats()) == ort, name
 
 
 @pytest.mark.parametrize(
@@ -272,11 +276,11 @@ def test_target_help_and_recipe_checks_read_the_registry():
     with pytest.raises(RecipeError, match="qemu-armv7 cannot run onnx \\(it runs tflite-"):
         parse_recipe(bad, "r.yaml")
     # the same check, on what the registry says: a board that runs onnx only
-    toy = type("OnnxOnly", (LocalTarget,), {"name": "onnx-only", "formats": ("onnx",)})
+    toy = type("OnnxOnly", (LocalTarget,), {"name": "onnx-only", "families": ("onnx",)})
     TARGETS.register("onnx-only", toy)
     try:
         with pytest.raises(
-            RecipeError, match="onnx-only cannot run tflite-int8 \\(it runs onnx\\)"
+            RecipeError, match="onnx-only cannot run tflite-int8 \\(it runs onnx-int8, onnx\\)"
         ):
             parse_recipe(RECIPE + "devices: {targets: [onnx-only]}\n", "r.yaml")
         r = parse_recipe(RECIPE + "devices: {targets: [onnx-only], format: onnx}\n", "r.yaml")
@@ -294,7 +298,7 @@ def toy_local():
 
     class ToyLocal(LocalTarget):
         name = "toy-local"
-        formats = ("tflite-int8",)
+        families = ("tflite",)
 
     TARGETS.register("toy-local", ToyLocal)
     yield ToyLocal

@@ -22,9 +22,10 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from robustedge.errors import RobustEdgeError  # noqa: E402
+from robustedge.export import ExportConfig  # noqa: E402
 
 pytestmark = pytest.mark.export
-FAST = {"transfer_steps": 5, "transfer_restarts": 1}
+FAST = ExportConfig(transfer_steps=5, transfer_restarts=1)
 
 
 class ResDW(nn.Module):
@@ -104,14 +105,12 @@ def tiny_export(tiny_run, tmp_path_factory):
     from robustedge.export import export_run
 
     out = tmp_path_factory.mktemp("exp") / "export"
-    return export_run(
-        tiny_run,
-        "onnx,onnx-int8,tflite-float32,tflite-int8",
-        out=out,
+    cfg = FAST.replace(
+        formats="onnx,onnx-int8,tflite-float32,tflite-int8",
         calib_samples=100,
         calib_adv_fraction=0.25,
-        **FAST,
     )
+    return export_run(tiny_run, cfg, out=out)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,8 @@ def resdw_export(tmp_path_factory):
     from robustedge.export import export_run
 
     run = _train_run(tmp_path_factory.mktemp("resdw") / "run", prune=0.6)
-    return export_run(run, "onnx,tflite-int8", clean_margin=5.0, robust_margin=10.0, **FAST)
+    cfg = FAST.replace(formats="onnx,tflite-int8", clean_margin=5.0, robust_margin=10.0)
+    return export_run(run, cfg)
 
 
 def test_export_json_contract(tiny_export):
@@ -218,7 +218,7 @@ def test_parity_gate_catches_bad_calibration(tiny_run, tmp_path):
     x = load_dataset("digits").x_train[:64] * 20.0  # wrong range: inputs are [0, 1]
     out = tmp_path / "export"
     with pytest.raises(RobustEdgeError, match=r"parity gate failed for tflite-int8: clean"):
-        export_run(tiny_run, "onnx,tflite-int8", out=out, calib_x=x, **FAST)
+        export_run(tiny_run, FAST.replace(formats="onnx,tflite-int8"), out=out, calib_x=x)
     assert not out.exists(), "a failed export must not leave RUN/export behind"
     failed = tmp_path / "export.failed"
     assert "parity gate failed" in json.loads((failed / "failure.json").read_text())["error"]
@@ -233,16 +233,19 @@ def test_corrupt_and_mismatched_runs(tiny_run, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_run, bad)
     (bad / "model.safetensors").write_bytes(b"not a model")
+    onnx = ExportConfig(formats="onnx")
     with pytest.raises(RobustEdgeError, match="corrupt weights file"):
-        export_run(bad, "onnx")
+        export_run(bad, onnx)
     shutil.copy2(tiny_run / "model.safetensors", bad / "model.safetensors")
     meta = json.loads((bad / "model.json").read_text())
     meta["spec"]["kwargs"] = {"width": 4}
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(RobustEdgeError, match="do not match the architecture"):
-        export_run(bad, "onnx")
-    with pytest.raises(RobustEdgeError, match="unknown export format 'tflite-int4'"):
-        export_run(tiny_run, "onnx,tflite-int4")
+        export_run(bad, onnx)
+    with pytest.raises(ValueError, match="unknown export format 'tflite-int4'"):
+        export_run(tiny_run, ExportConfig(formats="onnx,tflite-int4"))
+    with pytest.raises(TypeError, match="export_run takes an ExportConfig, got str"):
+        export_run(tiny_run, "onnx")
     assert not (bad / "export").exists() and not (bad / "export.failed").exists()
 
 
@@ -297,7 +300,7 @@ def test_converter_failure_names_stage_and_op(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "executable", str(fake))
     out = tmp_path / "export"
     with pytest.raises(RobustEdgeError) as info:
-        export_run(tiny_run, "onnx,tflite-float32", out=out, check_parity=False, **FAST)
+        export_run(tiny_run, FAST.replace(formats="onnx,tflite-float32", parity=False), out=out)
     msg = str(info.value)
     assert "\n" not in msg and "TFLite conversion (onnx2tf) failed" in msg
     assert "op /features/GridSample_3" in msg and "GridSample is not supported" in msg

@@ -13,9 +13,10 @@ import torch
 import torch.nn as nn
 
 from robustedge.errors import RobustEdgeError
+from robustedge.export import ExportConfig
 
 pytestmark = pytest.mark.export
-FAST = {"transfer_steps": 5, "transfer_restarts": 1}
+FAST = ExportConfig(transfer_steps=5, transfer_restarts=1)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def pruned_run(tmp_path_factory) -> Path:
 def sparse_export(pruned_run):
     from robustedge.export import export_run
 
-    return export_run(pruned_run, "onnx,tflite-int8,tflite-int8-sparse", **FAST)
+    return export_run(pruned_run, FAST.replace(formats="onnx,tflite-int8,tflite-int8-sparse"))
 
 
 def test_sparse_format_is_smaller_and_passes_parity(sparse_export):
@@ -81,7 +82,8 @@ def test_sparse_gate_fails_on_bad_calibration(pruned_run, digits, tmp_path):
     x = digits.x_train[:64] * 20.0  # wrong range: inputs are [0, 1]
     out = tmp_path / "export"
     with pytest.raises(RobustEdgeError, match=r"parity gate failed for tflite-int8-sparse"):
-        export_run(pruned_run, "onnx,tflite-int8-sparse", out=out, calib_x=x, **FAST)
+        cfg = FAST.replace(formats="onnx,tflite-int8-sparse")
+        export_run(pruned_run, cfg, out=out, calib_x=x)
     assert not out.exists()
     error = json.loads((tmp_path / "export.failed" / "failure.json").read_text())["error"]
     assert "tflite-int8-sparse" in error

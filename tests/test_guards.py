@@ -142,14 +142,11 @@ def test_robust_margin_boundary(margins):
 
 
 def test_export_run_passes_both_margins_to_the_gate():
-    """`export_run`'s clean/robust margins reach the gate as Margins(clean, robust)."""
-    import inspect
+    """ExportConfig's clean/robust margins reach the gate as Margins(clean, robust)."""
+    from robustedge.export import ExportConfig
 
-    from robustedge.export import export_run
-
-    params = inspect.signature(export_run).parameters
-    assert params["clean_margin"].default == Margins().clean == 1.0
-    assert params["robust_margin"].default == Margins().robust == 2.0
+    assert ExportConfig().margins() == Margins() == Margins(clean=1.0, robust=2.0)
+    assert ExportConfig(clean_margin=0.5, robust_margin=3.0).margins() == Margins(0.5, 3.0)
 
 
 @pytest.mark.parametrize("fmt,tol", [("onnx", 1e-4), ("tflite-float32", 1e-3)])

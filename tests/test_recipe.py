@@ -70,7 +70,7 @@ BAD = [
         7,
         "qemu-armv7 cannot run onnx",
     ),
-    ("export: {formats: [onnx, pdf]}\n", 5, "export.formats[1]: unknown format 'pdf'"),
+    ("export: {formats: [onnx, pdf]}\n", 5, "export.formats[1]: unknown export format 'pdf'"),
     ("evaluate: {attacks: [onmanifold]}\n", 5, "needs 'manifold"),
     ("evaluate:\n  eps: [0]\n", 6, "evaluate.eps[0]: eps must lie in (0, 1], got 0.0"),
     ("evaluate:\n  eps: [0.1,\n    0]\n", 7, "evaluate.eps[1]: eps must lie in (0, 1], got 0.0"),

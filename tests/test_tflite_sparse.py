@@ -28,13 +28,11 @@ def test_sparse_int8_is_smaller_and_agrees_with_dense_int8(digits, tmp_path):
     calib = digits.x_train[:64].transpose(0, 2, 3, 1)
     found = convert_tflite(onnx, tmp_path / "conv", INPUT_NAME, calib, saved_model=True)
     sparse = convert_tflite_sparse(found["saved_model"], tmp_path / "sparse.tflite", calib)
-    dense_bytes, sparse_bytes = found["tflite-int8"].stat().st_size, sparse.stat().st_size
+    dense_bytes, sparse_bytes = found["int8"].stat().st_size, sparse.stat().st_size
     assert sparse_bytes < 0.7 * dense_bytes  # measured 17,272 vs 31,944 B
     assert not list(tmp_path.glob("sparse.tflite.*"))  # no temporary left behind
 
-    dense_rt, sparse_rt = (
-        LiteRunner(p, digits.input_shape) for p in (found["tflite-int8"], sparse)
-    )
+    dense_rt, sparse_rt = (LiteRunner(p, digits.input_shape) for p in (found["int8"], sparse))
     assert sparse_rt.input.dtype == sparse_rt.output.dtype == "int8"  # full-integer, like int8
     assert sparse_rt.input.scale == pytest.approx(dense_rt.input.scale)
     x = digits.x_test[:100]

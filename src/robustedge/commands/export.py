@@ -3,100 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Optional
 
 import click
 
-from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
+from robustedge.commands.options import config_from_options, config_options
+from robustedge.config import default_of
+from robustedge.export.config import ExportConfig
+
+# --formats stays one comma list (the field is a tuple: repeatable otherwise)
+FORMATS_OPTION = {
+    "multiple": False,
+    "type": str,
+    "default": ",".join(default_of(ExportConfig, "formats")),
+}
 
 
 @click.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option(
-    "--formats",
-    default="onnx,tflite-float32,tflite-int8",
-    show_default=True,
-    help="Comma list of: onnx, onnx-int8, tflite-float32, tflite-int8, tflite-int8-sparse "
-    "(onnx is always made: the others come from it).",
-)
-@click.option(
-    "--calib-samples",
-    default=DEFAULT_CALIB_SAMPLES,
-    show_default=True,
-    type=int,
-    help="Training inputs used to calibrate int8 formats.",
-)
-@click.option(
-    "--calib-adv-fraction",
-    default=0.0,
-    show_default=True,
-    type=float,
-    help="Fraction of calibration inputs replaced by their PGD versions.",
-)
-@click.option(
-    "--clean-margin",
-    default=1.0,
-    show_default=True,
-    type=float,
-    help="Allowed clean-accuracy loss of int8 formats, in points.",
-)
-@click.option(
-    "--robust-margin",
-    default=2.0,
-    show_default=True,
-    type=float,
-    help="Allowed transfer (robust) accuracy loss of int8 formats, in points.",
-)
-@click.option(
-    "--no-parity",
-    is_flag=True,
-    help="Skip the parity gate (ONNX is still checked against PyTorch).",
-)
-@click.option(
-    "--transfer-steps", default=None, type=int, help="PGD steps of the transfer set (default 20)."
-)
-@click.option(
-    "--transfer-restarts",
-    default=None,
-    type=int,
-    help="PGD restarts of the transfer set (default 5).",
-)
-@click.option("--seed", default=0, show_default=True, type=int)
+@config_options(ExportConfig, overrides={"formats": FORMATS_OPTION})
 @click.option(
     "--out",
     default=None,
     type=click.Path(path_type=Path),
     help="Export folder (default RUN/export).",
 )
-def export_cmd(
-    run,
-    formats,
-    calib_samples,
-    calib_adv_fraction,
-    clean_margin,
-    robust_margin,
-    no_parity,
-    transfer_steps,
-    transfer_restarts,
-    seed,
-    out,
-) -> None:
+def export_cmd(run: Path, out: Optional[Path], **opts: Any) -> None:
     """Export RUN and check every artifact against PyTorch; writes export.json + ledger.json."""
     from robustedge.export import export_run
     from robustedge.export.ledger import format_table
 
-    report = export_run(
-        run,
-        formats,
-        out=out,
-        calib_samples=calib_samples,
-        calib_adv_fraction=calib_adv_fraction,
-        clean_margin=clean_margin,
-        robust_margin=robust_margin,
-        check_parity=not no_parity,
-        seed=seed,
-        transfer_steps=transfer_steps,
-        transfer_restarts=transfer_restarts,
-    )
+    report = export_run(run, config_from_options(ExportConfig, opts), out=out)
     click.echo(
         f"{'format':<16} {'file':<22} {'bytes':>9} {'clean':>8} {'transfer':>9} "
         f"{'max|dlogit|':>11}  gate"

@@ -23,14 +23,14 @@ if TYPE_CHECKING:  # torch loads only when an export runs
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CALIB_SAMPLES = 200
+DEFAULT_CALIB_SAMPLES = 200  # ExportConfig.calib_samples' default
 
 
 def transfer_attack(
     eps: float, steps: Optional[int] = None, restarts: Optional[int] = None
 ) -> AttackSpec:
     """The attack that crafts the transfer set: PGD-Linf with the evaluation defaults
-    (20 steps, 5 restarts) unless overridden."""
+    (:meth:`~robustedge.attacks.AttackSpec.default`) unless overridden."""
     from robustedge.attacks import AttackSpec
 
     return AttackSpec.default("pgd", eps, steps, restarts)
@@ -82,8 +82,8 @@ class Calibration:
     """How int8 formats are calibrated: ``samples`` training inputs, ``adv_fraction`` of them
     replaced by PGD versions; or the caller's own inputs ``x`` (N x C x H x W in [0, 1])."""
 
-    samples: int = DEFAULT_CALIB_SAMPLES
-    adv_fraction: float = 0.0
+    samples: int
+    adv_fraction: float
     x: Optional[np.ndarray] = None
 
     def inputs(self, ctx: Any, attack: AttackSpec, seed: int) -> Tuple[np.ndarray, Dict]:

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from robustedge.export.formats import FORMATS, SPARSE_OF, Family
+
 logger = logging.getLogger(__name__)
 
 STRUCTURED = "physically smaller (structured: channels removed)"
@@ -32,7 +34,7 @@ def flash_sizes(path: Path) -> Dict[str, Any]:
     """The board's sizes of an exported file: ``flash_bytes`` (what a bundle stores: the file
     compressed with the bundle's default codec) and ``model_bytes`` (what the interpreter
     loads); the third size, peak RSS, is measured on the board."""
-    from robustedge.device.board.bundle_format import DEFAULT_CODEC, compress_bytes
+    from robustedge.codec import DEFAULT_CODEC, compress_bytes
 
     raw = path.read_bytes()
     packed = compress_bytes(raw, DEFAULT_CODEC)
@@ -223,3 +225,53 @@ def format_table(ledger: Dict[str, Any]) -> str:
             f"({v['saved_bytes']:,} B saved by the sparse encoding)"
         )
     return "\n".join(lines)
+
+
+def build_ledger(ctx: Any, made: Dict[str, Path]) -> Dict[str, Any]:
+    """Ledger rows: teacher (if any), the run's PyTorch model, then every artifact.
+    ``ctx``: the run (:class:`robustedge.export.context.RunContext`)."""
+    teacher_row = _teacher_row(ctx)
+    rows: List[Dict[str, Any]] = [teacher_row] if teacher_row else []
+    student = torch_stage(
+        stage_name(ctx.meta, ctx.teacher_dir() is not None),
+        ctx.model,
+        ctx.spec.input_shape,
+        ctx.run_dir / "model.safetensors",
+    )
+    rows.append(student)
+    for fmt, path in made.items():
+        onnx = FORMATS[fmt].family is Family.ONNX
+        row = onnx_stage(path, student["macs"]) if onnx else tflite_stage(path, student["macs"])
+        row["stage"] = f"{fmt} ({path.name})"
+        row["format"] = fmt
+        row["zeros_survived"] = zeros_survived(student, row)
+        row.update(flash_sizes(path))
+        rows.append(row)
+    return {
+        "run": str(ctx.run_dir),
+        "structure": structure_of(ctx.meta),
+        "stages": rows,
+        "verdict": verdict(ctx.meta, student),
+        "student_vs_teacher": ratios(teacher_row, student) if teacher_row else None,
+        "sparse_encoding": sparse_savings(made, dict(SPARSE_OF)),
+        "notes": "MACs counted on the PyTorch graph (Conv2d/Linear, batch 1); weight "
+        "zeros counted in rank>=2 weight tensors (int8 tensors for int8 formats).",
+    }
+
+
+def _teacher_row(ctx: Any) -> Optional[Dict[str, Any]]:
+    """The dense teacher's row when the run names a loadable teacher (informative only)."""
+    from robustedge.errors import RobustEdgeError
+    from robustedge.models import load_model
+
+    teacher = ctx.teacher_dir()
+    if teacher is None:
+        return None
+    try:
+        t_model, _ = load_model(teacher)
+        return torch_stage(
+            "PyTorch dense teacher", t_model, ctx.spec.input_shape, teacher / "model.safetensors"
+        )
+    except (RobustEdgeError, OSError, RuntimeError) as e:  # the teacher row is informative
+        logger.warning("teacher %s not added to the ledger: %s", teacher, e)
+        return None

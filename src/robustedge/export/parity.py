@@ -1,9 +1,10 @@
 """The parity gate: every artifact against PyTorch on the clean test split and the transfer set.
 
 Float formats must reproduce the PyTorch logits: max |logit difference| on real inputs at most
-``FLOAT_REL_TOL[format] * max(1, max |PyTorch logit|)`` (1e-4 for ONNX; 1e-3 for TFLite float,
-whose TensorFlow kernels sum in another order). Int8 formats may lose at most ``clean`` points
-of clean accuracy and ``robust`` points of transfer accuracy (defaults 1 and 2).
+``logit_tol * max(1, max |PyTorch logit|)``, ``logit_tol`` from the format's descriptor (1e-4
+for ONNX; 1e-3 for TFLite float, whose TensorFlow kernels sum in another order). Int8 formats
+may lose at most ``clean`` points of clean accuracy and ``robust`` points of transfer accuracy
+(defaults :data:`CLEAN_MARGIN` and :data:`ROBUST_MARGIN`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from typing import Any, Dict
 
 import numpy as np
 
-from robustedge.export.formats import is_quantized
+from robustedge.export.formats import FORMATS, is_quantized
 
-FLOAT_REL_TOL = {"onnx": 1e-4, "tflite-float32": 1e-3}
+CLEAN_MARGIN = 1.0  # allowed clean-accuracy loss of an int8 format, points
+ROBUST_MARGIN = 2.0  # allowed transfer-accuracy loss of an int8 format, points
 
 
 @dataclass(frozen=True)
 class Margins:
     """Allowed accuracy loss in percentage points (clean, transfer/robust)."""
 
-    clean: float = 1.0
-    robust: float = 2.0
+    clean: float = CLEAN_MARGIN
+    robust: float = ROBUST_MARGIN
 
     def __post_init__(self) -> None:
         if not (self.clean >= 0 and self.robust >= 0):
@@ -64,7 +66,7 @@ def parity(
         and rec["transfer_drop_pts"] <= margins.robust + 1e-9
     )
     if not is_quantized(fmt):
-        gate["max_abs_logit_diff"] = FLOAT_REL_TOL.get(fmt, 1e-3) * scale
+        gate["max_abs_logit_diff"] = FORMATS[fmt].logit_tol * scale
         ok = ok and diff <= gate["max_abs_logit_diff"]
     rec["margins"] = gate
     rec["passed"] = bool(ok)

@@ -13,27 +13,22 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from robustedge.errors import RobustEdgeError
-from robustedge.export import evalsets
+from robustedge.export import builders, evalsets
+from robustedge.export.config import ExportConfig
 from robustedge.export.context import RunContext
-from robustedge.export.formats import (
-    DEFAULT_FORMATS,
-    FILES,
-    FORMATS,
-    INTERPRETERS,
-    is_quantized,
-    parse_formats,
-)
+from robustedge.export.formats import INTERPRETERS, ROOT, is_quantized
+from robustedge.export.ledger import build_ledger
 from robustedge.export.parity import Margins, failure_message, parity
 from robustedge.hashing import sha256_file
 from robustedge.io import PathLike, staging_dir, write_json
 
 logger = logging.getLogger(__name__)
-__all__ = ["FILES", "FORMATS", "ExportReport", "export_run", "parse_formats"]
+__all__ = ["ExportConfig", "ExportReport", "export_run"]
 
 
 @dataclass
@@ -56,40 +51,32 @@ class ExportReport:
 
 def export_run(
     run_dir: PathLike,
-    formats: Sequence[str] | str = DEFAULT_FORMATS,
+    cfg: ExportConfig = ExportConfig(),
     out: Optional[PathLike] = None,
-    calib_samples: int = evalsets.DEFAULT_CALIB_SAMPLES,
-    calib_adv_fraction: float = 0.0,
-    clean_margin: float = 1.0,
-    robust_margin: float = 2.0,
-    check_parity: bool = True,
-    seed: int = 0,
-    transfer_steps: Optional[int] = None,
-    transfer_restarts: Optional[int] = None,
+    *,
     calib_x: Optional[np.ndarray] = None,
     model: Any = None,
 ) -> ExportReport:
-    """Export the model of ``run_dir`` to ``formats`` in ``out`` (default ``RUN/export``).
+    """Export the model of ``run_dir`` as ``cfg`` says, into ``out`` (default ``RUN/export``).
 
     ``calib_x`` (N x C x H x W float32) replaces the default calibration draw of
-    ``calib_samples`` training inputs (``calib_adv_fraction`` of them PGD-perturbed).
-    ``transfer_steps`` / ``transfer_restarts`` override the PGD defaults (20 steps, 5
-    restarts) of the transfer set; the settings used are recorded in export.json.
-    ``model`` may be given when the run's architecture cannot be rebuilt from its spec.
+    ``cfg.calib_samples`` training inputs (``cfg.calib_adv_fraction`` of them PGD-perturbed).
+    The transfer set's attack is recorded in export.json. ``model`` may be given when the
+    run's architecture cannot be rebuilt from its spec.
     """
     from robustedge.export.context import load_context
 
+    if not isinstance(cfg, ExportConfig):
+        raise TypeError(f"export_run takes an ExportConfig, got {type(cfg).__name__}")
     run_dir = Path(run_dir)
-    fmts = parse_formats(formats)
-    margins = Margins(clean_margin, robust_margin)
     ctx = load_context(run_dir, model)
     out = Path(out) if out is not None else run_dir / "export"
     failed = out.with_name(out.name + ".failed")
     with staging_dir(out) as stage:
         try:
-            attack = evalsets.transfer_attack(ctx.eps, transfer_steps, transfer_restarts)
-            calib = evalsets.Calibration(calib_samples, calib_adv_fraction, calib_x)
-            report = _build(stage, ctx, fmts, margins, check_parity, seed, attack, calib)
+            attack = evalsets.transfer_attack(ctx.eps, cfg.transfer_steps, cfg.transfer_restarts)
+            calib = evalsets.Calibration(cfg.calib_samples, cfg.calib_adv_fraction, calib_x)
+            report = _build(stage, ctx, cfg, attack, calib)
         except RobustEdgeError as e:
             _keep_failed(stage, failed, str(e))
             raise RobustEdgeError(f"{e} (reports kept in {failed})") from None
@@ -109,26 +96,20 @@ class EvalSets:
 
 
 def _build(
-    stage: Path,
-    ctx: RunContext,
-    fmts: List[str],
-    margins: Margins,
-    check: bool,
-    seed: int,
-    attack: Any,
-    calib: evalsets.Calibration,
+    stage: Path, ctx: RunContext, cfg: ExportConfig, attack: Any, calib: evalsets.Calibration
 ) -> ExportReport:
     """Transfer set -> artifacts -> parity per format -> export.json + ledger.json."""
-    from robustedge.export import builders
-
     timings: Dict[str, float] = {}
-    sets = _transfer_set(stage, ctx, attack, seed, timings)
+    fmts = list(cfg.made())
+    sets = _transfer_set(stage, ctx, attack, cfg.seed, timings)
     calib_x, calib_note = None, None
     if any(is_quantized(f) for f in fmts):
-        calib_x, calib_note = calib.inputs(ctx, attack, seed)
+        calib_x, calib_note = calib.inputs(ctx, attack, cfg.seed)
     made, info = builders.build_artifacts(stage, ctx, fmts, calib_x, timings)
-    artifacts, failures = _check_artifacts(ctx, fmts, made, sets, margins, check, timings)
-    ledger = builders.build_ledger(ctx, made)
+    artifacts, failures = _check_artifacts(
+        ctx, fmts, made, sets, cfg.margins(), cfg.parity, timings
+    )
+    ledger = build_ledger(ctx, made)
     manifest = {
         "run": str(ctx.run_dir),
         "data": ctx.data.name,
@@ -142,10 +123,10 @@ def _build(
         "calibration": calib_note,
         "onnx_export": info["onnx_export"],
         "interpreters": INTERPRETERS,
-        "parity_gate": "on" if check else "off",
+        "parity_gate": "on" if cfg.parity else "off",
         "passed": not failures,
         "failures": failures,
-        "seed": seed,
+        "seed": cfg.seed,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     write_json(stage / "export.json", manifest)
@@ -188,7 +169,7 @@ def _check_artifacts(
         t = time.perf_counter()
         runner = make_runner(fmt, made[fmt], ctx.spec.input_shape)
         rec: Dict[str, Any] = {"skipped": True, "passed": None}
-        if check or fmt == "onnx":  # ONNX is always checked against PyTorch
+        if check or fmt == ROOT:  # ONNX is always checked against PyTorch
             clean, adv = runner.logits(sets.x), runner.logits(sets.x_adv)
             rec = parity(fmt, clean, adv, torch_clean, torch_adv, sets.y, margins)
             if not rec["passed"]:

@@ -14,6 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from robustedge.config import default_of
+from robustedge.export.config import ExportConfig
+from robustedge.export.formats import board_choice
 from robustedge.export.ledger import flash_sizes
 from robustedge.export.pipeline import ExportReport, export_run
 from robustedge.hashing import sha256_file
@@ -21,7 +24,10 @@ from robustedge.io import PathLike, write_yaml
 
 logger = logging.getLogger(__name__)
 
-FLASH_FORMAT = "tflite-int8"  # the default bench format: what a board stores by default
+# What a board stores by default: the format it runs out of a default export (tflite-int8).
+FLASH_FORMAT = board_choice(default_of(ExportConfig, "formats"))
+# Only the file is asked for: no parity gate, a one-step transfer set.
+PROBE = ExportConfig(parity=False, transfer_steps=1, transfer_restarts=1)
 
 
 def export_model(
@@ -40,22 +46,13 @@ def export_model(
     run = Path(work) / "candidate"
     save_model(run, model, spec, extra={"structure": structure})
     write_yaml(run / "config.yaml", {"data": data_name, "data_dir": data_dir})
-    return export_run(
-        run,
-        ["onnx", fmt],
-        check_parity=False,
-        transfer_steps=1,
-        transfer_restarts=1,
-        model=model,
-    )
+    return export_run(run, PROBE.replace(formats=(fmt,)), model=model)
 
 
 def export_flash(run: PathLike, fmt: str = FLASH_FORMAT, out: Optional[PathLike] = None) -> Dict:
     """Export the run folder ``run`` to ``fmt`` in ``out`` (parity gate off) and measure the
     file: :func:`measured_flash`."""
-    rep = export_run(
-        run, ["onnx", fmt], out=out, check_parity=False, transfer_steps=1, transfer_restarts=1
-    )
+    rep = export_run(run, PROBE.replace(formats=(fmt,)), out=out)
     return measured_flash(rep.path(fmt), fmt)
 
 

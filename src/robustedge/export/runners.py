@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from robustedge.errors import RobustEdgeError
+from robustedge.export.formats import FORMATS, Family
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +165,8 @@ def lite_tensor_info(d: Dict[str, Any], layout: Optional[str]) -> TensorInfo:
 def make_runner(
     fmt: str, path: Path, nchw: Tuple[int, int, int], threads: int = 1, reference: bool = True
 ) -> Runner:
-    """The proper interpreter for an export format."""
-    if fmt.startswith("onnx"):
+    """The interpreter of an export format's family (its descriptor in ``FORMATS``)."""
+    if FORMATS[fmt].family is Family.ONNX:
         return OrtRunner(path, threads)
     return LiteRunner(path, nchw, threads, reference)
 

@@ -45,12 +45,12 @@ def convert_tflite(
     sample_nhwc: Optional[np.ndarray] = None,
     saved_model: bool = False,
 ) -> Dict[str, Path]:
-    """Run onnx2tf; returns ``{"tflite-float32": path[, "tflite-int8": path]}``.
+    """Run onnx2tf; returns ``{"float32": path[, "int8": path][, "saved_model": folder]}``.
 
     ``calib_nhwc`` (N x H x W x C float32 in [0, 1]) turns on full-integer int8 output with
     per-channel weights. ``sample_nhwc`` (real inputs, NHWC) stands in for the sample images
     onnx2tf would otherwise download for 3-channel models. ``saved_model`` also writes the
-    TensorFlow SavedModel (``-osd``; returned as ``"saved_model"``, a folder) that
+    TensorFlow SavedModel (``-osd``; ``"saved_model"``, a folder) that
     :func:`convert_tflite_sparse` converts. The converter log goes to ``workdir/onnx2tf.log``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
@@ -79,9 +79,9 @@ def convert_tflite(
         ]
     log = _run(cmd, workdir / "onnx2tf.log")
     stem = onnx_path.stem
-    found = {"tflite-float32": out / f"{stem}_float32.tflite"}
+    found = {"float32": out / f"{stem}_float32.tflite"}
     if calib_nhwc is not None:
-        found["tflite-int8"] = out / f"{stem}_full_integer_quant.tflite"
+        found["int8"] = out / f"{stem}_full_integer_quant.tflite"
     if saved_model:
         found["saved_model"] = out / SAVED_MODEL_PB
     missing = [k for k, p in found.items() if not p.is_file()]

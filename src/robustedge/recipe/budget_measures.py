@@ -99,7 +99,7 @@ class BoardMeasures:
 
     def pack(self, raw: bytes) -> bytes:
         """``raw`` compressed with the bundle's default codec (what a board stores)."""
-        from robustedge.device.board.bundle_format import compress_bytes
+        from robustedge.codec import compress_bytes
 
         return compress_bytes(raw)
 

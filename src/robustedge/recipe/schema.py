@@ -16,7 +16,8 @@ from robustedge.config import default_of
 from robustedge.device.board.config import BenchConfig
 from robustedge.device.host.targets import target_class
 from robustedge.errors import RobustEdgeError
-from robustedge.export.evalsets import DEFAULT_CALIB_SAMPLES
+from robustedge.export.config import ExportConfig
+from robustedge.export.formats import ROOT, Family, board_choice, of_family
 from robustedge.recipe.loader import (
     FieldError,
     Located,
@@ -33,7 +34,8 @@ from robustedge.training.evaluate import EvalPlan
 TRAIN_EXCLUDED = ("data", "data_dir")
 # (a compress entry's keys: CompressConfig's flat keys, its methods' options included)
 COMPRESS_EXCLUDED = ("teacher", "data", "data_dir", "sparsity", "options")
-TFLITE = ("tflite-float32", "tflite-int8", "tflite-int8-sparse")
+EXPORT_EXCLUDED = ("seed",)  # the recipe's seed fills ExportConfig.seed
+TFLITE = of_family(Family.TFLITE)
 
 
 @dataclass(frozen=True)
@@ -140,38 +142,6 @@ class CompressSpec:
 
 
 @dataclass(frozen=True)
-class ExportSpec:
-    formats: Tuple[str, ...] = ("onnx", "tflite-int8")
-    clean_margin: float = 1.0
-    robust_margin: float = 2.0
-    calib_samples: int = DEFAULT_CALIB_SAMPLES
-    calib_adv_fraction: float = 0.0
-    parity: bool = True
-    transfer_steps: Optional[int] = None
-    transfer_restarts: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        from robustedge.export.formats import FORMATS
-
-        for i, f in enumerate(self.formats):
-            if f not in FORMATS:
-                raise FieldError(f"formats[{i}]", f"unknown format '{f}' (known: {FORMATS})")
-        for key in ("clean_margin", "robust_margin"):
-            if getattr(self, key) < 0:
-                raise FieldError(key, f"{key} must be >= 0 (accuracy points)")
-        if self.calib_samples < 1:
-            raise FieldError("calib_samples", "calib_samples must be >= 1")
-        if not 0 <= self.calib_adv_fraction <= 1:
-            raise FieldError("calib_adv_fraction", "calib_adv_fraction must lie in [0, 1]")
-
-    def made(self) -> Tuple[str, ...]:
-        """Formats actually produced (onnx always: the others come from it)."""
-        from robustedge.export.formats import parse_formats
-
-        return tuple(parse_formats(self.formats))
-
-
-@dataclass(frozen=True)
 class TargetSpec:
     """A board: a target of ``robustedge.device.host.targets.TARGETS`` (``local``,
     ``qemu-aarch64``, ``vm-armv7``, ..., ``ssh://user@host`` or a path). ``square_queries`` /
@@ -240,19 +210,18 @@ class Recipe:
     seed: int = 0
     evaluate: EvalPlan = field(default_factory=EvalPlan)
     compress: Tuple[CompressSpec, ...] = ()
-    export: Optional[ExportSpec] = None
+    export: Optional[ExportConfig] = None
     devices: Optional[DeviceSpec] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def bench_format(self) -> str:
-        """The format the boards run: ``devices.format`` or the first exported of
-        tflite-int8-sparse, tflite-int8, tflite-float32, onnx-int8, onnx."""
+        """The format the boards run: ``devices.format``, else the exported format a board
+        prefers (lowest ``board_rank`` in the FORMATS registry)."""
         if self.devices and self.devices.format:
             return self.devices.format
-        made = self.export.made() if self.export else ("onnx",)
-        return next(f for f in (*reversed(TFLITE), "onnx-int8", "onnx") if f in made)
+        return board_choice(self.export.made() if self.export else (ROOT,))
 
     def with_device(self, device: str) -> Recipe:
         """The same recipe with every training stage (teacher, students) on ``device``."""
@@ -304,7 +273,7 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         teacher=_teacher(raw["teacher"], data, seed, loc),
         evaluate=build(EvalPlan, raw.get("evaluate"), "evaluate", loc),
         compress=_compress(raw.get("compress") or [], seed, loc),
-        export=_optional(ExportSpec, raw, "export", loc),
+        export=_export(raw.get("export"), seed, loc),
         devices=_optional(DeviceSpec, raw, "devices", loc),
     )
     _cross_check(recipe, loc)
@@ -314,6 +283,20 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
 def _optional(cls: Any, raw: Dict[str, Any], key: str, loc: Located) -> Any:
     """A section that may be absent (None); present but empty means all defaults."""
     return None if raw.get(key) is None else build(cls, raw[key], key, loc)
+
+
+def _export(value: Any, seed: int, loc: Located) -> Optional[ExportConfig]:
+    """``export:`` ExportConfig fields (seed from the recipe); absent or null: no export."""
+    if value is None:
+        return None
+    types = field_types(ExportConfig, EXPORT_EXCLUDED)
+    given = check_fields(value, types, "export", loc, "export (ExportConfig)")
+    try:
+        return ExportConfig(**given, seed=seed)
+    except FieldError as e:
+        raise loc.error(join("export", e.key), str(e)) from None
+    except ValueError as e:
+        raise loc.error("export", _msg(e)) from None
 
 
 def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec:
@@ -497,7 +480,7 @@ def _cross_check(r: Recipe, loc: Located) -> None:
         )
     fmt = r.bench_format()
     for i, t in enumerate(r.devices.targets):
-        runnable = target_class(t.target).formats
+        runnable = target_class(t.target).formats()
         if fmt not in runnable:
             raise loc.error(
                 join(join("devices.targets", i), "target"),

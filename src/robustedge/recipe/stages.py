@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from robustedge.device.board.bundle_format import DEFAULT_CODEC
+from robustedge.codec import DEFAULT_CODEC
 from robustedge.device.board.config import BenchConfig
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json, write_json
@@ -172,12 +172,11 @@ def _downstream(
         )
     if recipe.export is None:
         return stages
-    ex = recipe.export
     stages.append(
         Stage(
             f"export-{name}",
             "export",
-            {**asdict(ex), "seed": recipe.seed},
+            recipe.export.to_dict(),  # the recipe's seed included (ExportConfig.seed)
             lambda: _export(run, recipe),
             lambda: files_under(run / "export"),
             upstream=(model_id,),
@@ -291,19 +290,7 @@ def _evaluate(run: Path, recipe: Recipe) -> None:
 def _export(run: Path, recipe: Recipe) -> None:
     from robustedge.export import export_run
 
-    ex = recipe.export
-    export_run(
-        run,
-        ex.formats,
-        calib_samples=ex.calib_samples,
-        calib_adv_fraction=ex.calib_adv_fraction,
-        clean_margin=ex.clean_margin,
-        robust_margin=ex.robust_margin,
-        check_parity=ex.parity,
-        seed=recipe.seed,
-        transfer_steps=ex.transfer_steps,
-        transfer_restarts=ex.transfer_restarts,
-    )
+    export_run(run, recipe.export)
 
 
 def bench_config(recipe: Recipe, target: TargetSpec) -> BenchConfig:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
 
 from robustedge import jsonsafe
+from robustedge.codec import CODECS, DEFAULT_CODEC, compress_bytes  # noqa: F401 (re-exported)
 from robustedge.errors import RobustEdgeError
 from robustedge.hashing import sha256_file
 
@@ -44,8 +45,6 @@ CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth")
 # every int8 .tflite measured, dense and sparse-encoded (1.5-12 % below gzip -9;
 # benchmarks/bundle_compression.py, benchmarks/measured/bundle_compression.json); gzip inflates
 # faster and stays available (``robustedge bundle --codec gzip``).
-CODECS = {"xz": ".xz", "gzip": ".gz"}
-DEFAULT_CODEC = "xz"
 CHUNK = 1 << 16
 MAX_MODEL_BYTES = 1 << 30  # a compressed model may not claim to inflate to more than 1 GiB
 
@@ -168,19 +167,6 @@ def model_name(art: Dict[str, Any]) -> str:
     name = art.get("model_file") if art.get("codec") is not None else None
     name = name or str(art.get("file", ""))
     return name.rsplit("/", 1)[-1]
-
-
-def compress_bytes(raw: bytes, codec: str = DEFAULT_CODEC) -> bytes:
-    """``raw`` compressed with ``codec`` (deterministic: no time stamp in the gzip header)."""
-    if codec == "xz":
-        import lzma
-
-        return lzma.compress(raw, format=lzma.FORMAT_XZ, preset=9)
-    if codec == "gzip":
-        import gzip
-
-        return gzip.compress(raw, compresslevel=9, mtime=0)
-    raise ValueError(f"unknown codec '{codec}' (known: {', '.join(CODECS)})")
 
 
 def inflate_model(

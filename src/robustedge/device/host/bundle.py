@@ -42,6 +42,7 @@ from robustedge.device.board.bundle_format import (
     swap_in_bundle,
 )
 from robustedge.errors import CheckpointError, RobustEdgeError, UnsafePathError
+from robustedge.export.formats import board_order
 from robustedge.hashing import sha256_file
 from robustedge.io import safe_path
 
@@ -51,9 +52,7 @@ PKG = Path(robustedge.__file__).parent
 SQUARE_SRC = PKG / "attacks" / SQUARE
 BOARD_PKG = ("device", "board")  # the board code: shipped whole, and nothing else of device/
 # the stdlib-only floor files the board code imports (import-linter keeps it to these)
-LIB_FILES = ("errors.py", "registry.py", "hashing.py", "jsonsafe.py", "config.py")
-# the formats a bundle can carry, best first (the default a board runs is the first bundled)
-FORMAT_ORDER = ("tflite-int8-sparse", "tflite-int8", "tflite-float32", "onnx-int8", "onnx")
+LIB_FILES = ("errors.py", "registry.py", "hashing.py", "jsonsafe.py", "config.py", "codec.py")
 NO_CODEC = "none"  # BundleConfig.codec: model files stored as exported
 PathLike = Union[str, os.PathLike]
 
@@ -131,7 +130,9 @@ def choose_formats(export: Dict[str, Any], formats: Optional[Sequence[str]]) -> 
 
 
 def _format_rank(fmt: str) -> int:
-    return FORMAT_ORDER.index(fmt) if fmt in FORMAT_ORDER else len(FORMAT_ORDER)
+    """A board's preference for ``fmt`` (the export format registry's order; unknown last)."""
+    order = board_order()
+    return order.index(fmt) if fmt in order else len(order)
 
 
 def build_bundle(

@@ -4,9 +4,10 @@ an emulated userland under qemu-user), ``vm-aarch64`` / ``vm-armv7`` (a full-sys
 reached over SSH on a loopback port).
 
 ``TARGETS`` is the only list of target names: each entry is a :class:`Target` class that says
-whether it is emulated, which export formats it can run and which target strings besides its
-name it takes (``ssh://...``, local paths). :func:`target_class` resolves a target string
-without building anything (the recipe validates through it); :func:`make_target` builds it.
+whether it is emulated, which interpreter families (so which export formats) it can run and
+which target strings besides its name it takes (``ssh://...``, local paths).
+:func:`target_class` resolves a target string without building anything (the recipe
+validates through it); :func:`make_target` builds it.
 
 Every target installs atomically: the bundle goes to a temporary folder beside its final place,
 is verified there (sha256 of every file), and only then renamed into place, so an interrupted
@@ -36,8 +37,8 @@ from robustedge import jsonsafe
 from robustedge.device.board.bundle_format import ENTRY, swap_in_bundle, verify_bundle
 from robustedge.device.board.config import BenchConfig
 from robustedge.device.host import qemu, vm
-from robustedge.device.host.bundle import FORMAT_ORDER
 from robustedge.errors import RobustEdgeError, UnknownNameError
+from robustedge.export.formats import FORMATS, Family, board_order
 from robustedge.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ logger = logging.getLogger(__name__)
 TARGETS: Registry[Type[Target]] = Registry("target")
 RESULTS = "results.json"
 NO_PYTHON = "robustedge-probe: no python"
-ALL_FORMATS = FORMAT_ORDER  # every format a bundle can carry
-TFLITE_FORMATS = tuple(f for f in FORMAT_ORDER if f.startswith("tflite"))
+ALL_FAMILIES = tuple(f.value for f in Family)  # interpreter families (onnxruntime, TFLite)
 BenchSettings = Union[BenchConfig, Sequence[str], None]
 
 
@@ -54,18 +54,24 @@ class Target:
     """A place that can hold a bundle (``deploy``) and run it (``run``).
 
     Class attributes describe the kind of target before one is built (``target_class``):
-    ``emulated`` (its latency is not a board's), ``formats`` (the export formats its
-    interpreters run), ``ssh_settings`` (whether ssh options apply), and two that only the
+    ``emulated`` (its latency is not a board's), ``families`` (the interpreter families it
+    runs, hence :meth:`formats`: the registered export formats of those families),
+    ``ssh_settings`` (whether ssh options apply), and two that only the
     class declaring them has (a subclass registered under its own name does not inherit them):
     ``prefixes`` (target strings it takes besides its name) and ``usage`` (how to write it, for
     help texts; default: the name)."""
 
     name = "target"
     emulated: ClassVar[bool] = False
-    formats: ClassVar[Tuple[str, ...]] = ALL_FORMATS
+    families: ClassVar[Tuple[str, ...]] = ALL_FAMILIES
     prefixes: ClassVar[Tuple[str, ...]] = ()
     usage: ClassVar[str] = ""
     ssh_settings: ClassVar[bool] = False
+
+    @classmethod
+    def formats(cls) -> Tuple[str, ...]:
+        """The registered export formats this target can run, a board's preference first."""
+        return tuple(f for f in board_order() if FORMATS[f].family.value in cls.families)
 
     @classmethod
     def from_spec(cls, spec: str, **kw: Any) -> Target:
@@ -434,7 +440,7 @@ class QemuAarch64(QemuTarget):
 @TARGETS.register("qemu-armv7")
 class QemuArmv7(QemuTarget):
     arch = "armv7"
-    formats = TFLITE_FORMATS
+    families = (Family.TFLITE.value,)
 
 
 @TARGETS.register("vm-aarch64")
@@ -446,7 +452,7 @@ class VMAarch64(VMTarget):
 @TARGETS.register("vm-armv7")
 class VMArmv7(VMTarget):
     arch = "armv7"
-    formats = TFLITE_FORMATS
+    families = (Family.TFLITE.value,)
     usage = "vm-armv7 (full-system VM over SSH)"
 
 
