@@ -47,6 +47,7 @@ def ddp_worker(args: argparse.Namespace) -> None:
     from robustedge.data import load_dataset
     from robustedge.models import ModelSpec, build_model
     from robustedge.training import build_adversary, epoch_batches, fit, make_optimizer
+    from robustedge.training.loop import FitHooks
 
     torch.set_num_threads(1)
     with distributed.session(torch.device("cpu")) as world:
@@ -66,9 +67,8 @@ def ddp_worker(args: argparse.Namespace) -> None:
             times.append(now - t[0])
             t[0] = now
 
-        fit(
-            model, epoch_batches(x, y, args.batch, 0), adv, opt, args.epochs, on_epoch_end=epoch_end
-        )
+        batches = epoch_batches(x, y, args.batch, 0)
+        fit(model, batches, adv, opt, args.epochs, hooks=FitHooks(on_epoch_end=epoch_end))
         if world.main:
             Path(args.result).write_text(
                 json.dumps({"epoch_seconds": times, "world_size": world.size})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -82,14 +83,14 @@ def test_resume_continues_from_checkpoint(tmp_path):
     calls = {"n": 0}
     real_fit = run_mod.fit
 
-    def crashing_fit(*a, on_epoch_end=None, **kw):
+    def crashing_fit(*a, hooks=None, **kw):
         def hook(epoch, rec):
-            on_epoch_end(epoch, rec)
+            hooks.on_epoch_end(epoch, rec)
             calls["n"] += 1
             if calls["n"] == 2:
                 raise KeyboardInterrupt
 
-        return real_fit(*a, on_epoch_end=hook, **kw)
+        return real_fit(*a, hooks=dataclasses.replace(hooks, on_epoch_end=hook), **kw)
 
     run_mod.fit = crashing_fit
     try:

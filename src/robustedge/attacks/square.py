@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from robustedge.attacks.base import ATTACKS, Attack, AttackSpec
-from robustedge.attacks.square_core import P_INIT, SCORE_KINDS, square_linf_numpy
+from robustedge.attacks.square_core import N_QUERIES, P_INIT, SCORE_KINDS, square_linf_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Square(Attack):
 
     name = "square"
     short_name = "Square"
-    default_steps = 1000  # the spec's steps are Square's queries per sample and restart
+    default_steps = N_QUERIES  # the spec's steps are Square's queries per sample and restart
     steps_name = "queries"
     has_restarts = True
 

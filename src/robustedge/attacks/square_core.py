@@ -33,6 +33,7 @@ RngLike = Union[np.random.Generator, int, None]
 MAX_RESAMPLES = 10  # tries to find a window proposal that changes the current image
 PROB_FLOOR = 1e-45  # smallest float32 denormal: log(0) is avoided for "probs" scores
 SCORE_KINDS = ("logits", "probs")
+N_QUERIES = 1000  # the one default of Square's queries per image and restart (Square-1000)
 P_INIT = 0.8  # the one default of the initial fraction of pixels changed (paper's Linf setting)
 
 
@@ -86,7 +87,7 @@ def square_linf_numpy(
     x: np.ndarray,
     y: np.ndarray,
     eps: float,
-    n_queries: int = 1000,
+    n_queries: int = N_QUERIES,
     p_init: float = P_INIT,
     rng: RngLike = None,
     restarts: int = 1,

@@ -19,6 +19,7 @@ from robustedge.commands import parse_kv, print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
 from robustedge.commands.options import config_options, field_option, option_name, stack
 from robustedge.commands.train import suite_option
+from robustedge.training.evaluate import EvalPlan
 
 # CompressConfig settings listed first (what to prune, and how much), before the budget options
 STUDENT = ("teacher", "method", "sparsity", "structured", "scope")
@@ -42,14 +43,7 @@ BUDGET = stack(
 
 # Evaluation and the output folder.
 RUN = stack(
-    click.option(
-        "--attack",
-        "attacks",
-        multiple=True,
-        default=("fgsm", "pgd"),
-        show_default=True,
-        help="Evaluation attack (repeatable).",
-    ),
+    config_options(EvalPlan, only=["attacks"]),
     suite_option(" Run on the student at --eps."),
     click.option(
         "--out", required=True, type=click.Path(path_type=Path), help="Student run folder."

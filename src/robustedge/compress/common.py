@@ -41,7 +41,7 @@ from robustedge.compress.targets import (
 )
 from robustedge.errors import CheckpointError
 from robustedge.training.adversaries import TaskLoss, TrainingAdversary
-from robustedge.training.loop import fit, set_rng_state
+from robustedge.training.loop import FitHooks, fit, set_rng_state
 from robustedge.training.loop import make_optimizer as optimizer_for
 from robustedge.training.run import save_checkpoint
 
@@ -170,10 +170,8 @@ class PruneContext:
             start_epoch=start,
             task_loss=task_loss or self.task_loss,
             scheduler=scheduler,
-            after_step=hook,
-            on_epoch_end=epoch_end,
+            hooks=FitHooks(after_step=hook, on_epoch_end=epoch_end, consistency=consistency),
             device=self.device,
-            consistency=consistency,
         )
 
     def save(self, phase, epoch, optimizer, scheduler, method_state, world) -> None:

@@ -33,6 +33,7 @@ from robustedge.compress.common import (
 from robustedge.compress.config import CompressConfig
 from robustedge.compress.distill import RememberClean, make_kd_task_loss
 from robustedge.compress.targets import count_nonzero, prunable_params, sparsity_report
+from robustedge.config import default_of
 from robustedge.data import Dataset
 from robustedge.devices import resolve_device
 from robustedge.errors import CheckpointError, RobustEdgeError, TrainingError
@@ -42,7 +43,7 @@ from robustedge.models.checkpoint import safe_torch_load
 from robustedge.runs import check_out_dir, load_run, read_config, run_data
 from robustedge.training.adversaries import build_adversary
 from robustedge.training.awp import AWP
-from robustedge.training.evaluate import evaluate, suites_at
+from robustedge.training.evaluate import EvalPlan, evaluate, suites_at
 from robustedge.training.loop import epoch_batches
 from robustedge.training.run import scale_record, seed_everything
 
@@ -96,7 +97,7 @@ def build_student(
 def compress_run(
     cfg: CompressConfig,
     out: Path,
-    eval_attacks: Sequence[Union[str, AttackSpec]] = ("fgsm", "pgd"),
+    eval_attacks: Optional[Sequence[Union[str, AttackSpec]]] = None,
     resume: bool = False,
     eval_suite: Optional[str] = None,
 ) -> Dict[str, Any]:
@@ -118,6 +119,8 @@ def _compress(cfg, out, eval_attacks, resume, device, world, suites=()) -> Dict[
     adversary = make_adversary(cfg, data)
     adversary.seed(cfg.seed, world.rank)
     eps = eps_or_default(cfg.eps)
+    if eval_attacks is None:  # the evaluation default of every run (EvalPlan's attacks)
+        eval_attacks = default_of(EvalPlan, "attacks")
     specs = [a if isinstance(a, AttackSpec) else AttackSpec.default(a, eps) for a in eval_attacks]
     seed_everything(cfg.seed)
     spec, student = build_student(cfg, teacher, t_spec, data)

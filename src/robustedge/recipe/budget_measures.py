@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from robustedge.device.board.config import MIN_RUNS, BenchConfig
+from robustedge.device.host.targets import is_emulated
 from robustedge.errors import RobustEdgeError
+from robustedge.export.probe import FLASH_FORMAT
 
 logger = logging.getLogger(__name__)
 
-BENCH_FORMAT = "tflite-int8"
-PROBE_RUNS = 200  # the runner's minimum number of timed invokes
+# How a candidate's latency is measured: the int8 file a board would run, the runner's fewest
+# timed invokes, no on-board attack (only its speed is asked).
+PROBE_BENCH = BenchConfig(format=FLASH_FORMAT, runs=MIN_RUNS, square_queries=0)
 # how the trained student's flash bytes were measured (its export's format goes in front)
 FLASH_HOW = (
     "exported with default calibration, parity gate off "
@@ -39,9 +43,9 @@ FLASH_HOW = (
 
 
 def refuse_emulated(target: str, emulated: bool = False) -> None:
-    """One-line RobustEdgeError when ``target`` is emulated (a ``qemu-*`` userland or a
-    ``vm-*`` full-system VM)."""
-    if emulated or target.startswith(("qemu-", "vm-")):
+    """One-line RobustEdgeError when ``target`` is emulated (its registered target class says
+    so: a qemu-user userland, a full-system VM, ...)."""
+    if emulated or is_emulated(target):
         raise RobustEdgeError(
             f"latency budgets cannot be measured on {target}: it is emulated, and emulated "
             "latency says nothing about a board (use local or ssh://user@host)"
@@ -53,13 +57,12 @@ def latency_measure(
     spec: Any,
     data_name: str,
     data_dir: Optional[str] = None,
-    fmt: str = BENCH_FORMAT,
-    runs: int = PROBE_RUNS,
-    threads: int = 1,
+    bench: BenchConfig = PROBE_BENCH,
     ssh_options: Sequence[str] = (),
 ) -> Callable[[Any], float]:
     """``model -> p50 ms`` of one inference of ``model`` (architecture ``spec``, possibly
-    shrunk) on ``target``, as the board runner measures it (``fmt``, ``threads``)."""
+    shrunk) on ``target``, as the board runner measures it with ``bench`` (its format,
+    threads and timed runs)."""
     from robustedge.device.host.targets import make_target
 
     refuse_emulated(target)
@@ -72,10 +75,9 @@ def latency_measure(
 
         tmp = Path(tempfile.mkdtemp(prefix="robustedge-probe-"))
         try:
-            export_model(model, spec, data_name, data_dir, fmt, tmp)
-            bundle = build_bundle(tmp / "candidate", tmp / "bundle", [fmt])
-            args = ["--format", fmt, "--threads", str(threads), "--runs", str(runs)]
-            results = board.bench(bundle, args + ["--square-queries", "0"])
+            export_model(model, spec, data_name, data_dir, bench.format, tmp)
+            bundle = build_bundle(tmp / "candidate", tmp / "bundle", [bench.format])
+            results = board.bench(bundle, bench)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         latency = results.get("latency") or {}
@@ -90,11 +92,9 @@ def latency_measure(
 class BoardMeasures:
     """:class:`~robustedge.compress.budget.BudgetMeasures` on real exports and boards: the
     bundle's codec, ``tflite-int8`` exports measured as the ledger measures them, and the p50
-    of the board runner on a target (``fmt``, ``runs``, ``threads``, ``ssh_options``)."""
+    of the board runner on a target (``bench``: how it measures; ``ssh_options``)."""
 
-    fmt: str = BENCH_FORMAT
-    runs: int = PROBE_RUNS
-    threads: int = 1
+    bench: BenchConfig = PROBE_BENCH
     ssh_options: Tuple[str, ...] = ()
 
     def pack(self, raw: bytes) -> bytes:
@@ -107,7 +107,7 @@ class BoardMeasures:
         self, model: Any, spec: Any, data_name: str, data_dir: Optional[str]
     ) -> Dict[str, Any]:
         """The sizes of ``model``'s ``tflite-int8`` export (parity gate off)."""
-        from robustedge.export.probe import FLASH_FORMAT, export_model, measured_flash
+        from robustedge.export.probe import export_model, measured_flash
 
         with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
             rep = export_model(model, spec, data_name, data_dir, FLASH_FORMAT, tmp, "dense")
@@ -115,7 +115,7 @@ class BoardMeasures:
 
     def run_flash(self, run: Path) -> Dict[str, Any]:
         """The sizes of the run folder ``run``'s ``tflite-int8`` export, and how it was made."""
-        from robustedge.export.probe import FLASH_FORMAT, export_flash
+        from robustedge.export.probe import export_flash
 
         with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
             sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "export")
@@ -126,6 +126,4 @@ class BoardMeasures:
     ) -> Callable[[Any], float]:
         """``model -> p50 ms`` on ``target`` (:func:`latency_measure`); refuses an emulated
         target."""
-        return latency_measure(
-            target, spec, data_name, data_dir, self.fmt, self.runs, self.threads, self.ssh_options
-        )
+        return latency_measure(target, spec, data_name, data_dir, self.bench, self.ssh_options)

@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -39,6 +40,19 @@ def make_optimizer(
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+@dataclass
+class FitHooks:
+    """What :func:`fit` calls besides training: ``after_step(model)`` after every optimizer
+    step (a prox operator, a mask), ``on_epoch_end(epoch, record)`` (checkpoints),
+    ``consistency()`` (the tensors that must agree on every rank under torchrun; default: the
+    parameters) and a progress bar when ``progress``."""
+
+    after_step: Optional[Callable[[nn.Module], None]] = None
+    on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None
+    consistency: Optional[Callable[[], Sequence[torch.Tensor]]] = None
+    progress: bool = False
+
+
 def fit(
     model: nn.Module,
     batches: Callable[[int], Iterable],
@@ -49,11 +63,8 @@ def fit(
     start_epoch: int = 0,
     task_loss: TaskLoss = ce_task_loss,
     scheduler: Optional[object] = None,
-    after_step: Optional[Callable[[nn.Module], None]] = None,
-    on_epoch_end: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    hooks: Optional[FitHooks] = None,
     device: torch.device = torch.device("cpu"),
-    progress: bool = False,
-    consistency: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
 ) -> List[Dict[str, float]]:
     """Train ``model`` for epochs ``start_epoch .. epochs-1``; ``batches(epoch)`` yields (x, y)
     (this rank's share of each global batch under torchrun).
@@ -62,58 +73,71 @@ def fit(
     and, under torchrun, when the ranks' ``consistency()`` tensors (default: the parameters)
     stop agreeing.
     """
-    world = distributed.world()
+    hooks = hooks or FitHooks()
+    loop = _Loop(model, adversary, optimizer, task_loss, hooks, device)
     history = []
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-
-    def check(what: str) -> None:
-        if world.parallel:
-            tensors = consistency() if consistency is not None else list(model.parameters())
-            distributed.check_identical(tensors, what)
-
-    check("initial weights")
+    loop.check("initial weights")
     for epoch in range(start_epoch, epochs):
-        model.train()
-        t0, total, n = time.perf_counter(), 0.0, 0
         it = batches(epoch)
-        if progress:
+        if hooks.progress:
             from tqdm import tqdm
 
             it = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
-        for x, y in it:
-            x, y = x.to(device), y.to(device)
-            loss = adversary.loss(model, x, y, task_loss)
-            if not math.isfinite(loss.item()):
-                raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch + 1}; "
-                    "the last good checkpoint is kept (try a smaller learning rate)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world.parallel:
-                distributed.average_gradients(params)
-            optimizer.step()
-            if after_step is not None:
-                after_step(model)
-                check(f"weights or masks after a step of epoch {epoch + 1}")
-            total += loss.item() * len(x)
-            n += len(x)
+        record = loop.epoch(epoch, it)
         if scheduler is not None:
             scheduler.step()
-        if world.parallel:
-            distributed.average_buffers(model)
-            total, n = distributed.all_sum([total, n], device)
-        record = {
-            "epoch": epoch + 1,
-            "loss": total / max(n, 1),
-            "seconds": time.perf_counter() - t0,
-        }
         logger.info("epoch %d: loss %.4f (%.1fs)", epoch + 1, record["loss"], record["seconds"])
         history.append(record)
-        check(f"weights at the end of epoch {epoch + 1}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+        loop.check(f"weights at the end of epoch {epoch + 1}")
+        if hooks.on_epoch_end is not None:
+            hooks.on_epoch_end(epoch, record)
     return history
+
+
+class _Loop:
+    """One :func:`fit`'s steps: loss, backward, gradient averaging, step, hooks, checks."""
+
+    def __init__(self, model, adversary, optimizer, task_loss, hooks: FitHooks, device) -> None:
+        self.model, self.adversary, self.optimizer = model, adversary, optimizer
+        self.task_loss, self.hooks, self.device = task_loss, hooks, device
+        self.world = distributed.world()
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def check(self, what: str) -> None:
+        if self.world.parallel:
+            get = self.hooks.consistency
+            tensors = get() if get is not None else list(self.model.parameters())
+            distributed.check_identical(tensors, what)
+
+    def epoch(self, epoch: int, it: Iterable) -> Dict[str, float]:
+        """Train one epoch over ``it``; the epoch's record (mean loss over every rank)."""
+        self.model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        for x, y in it:
+            x, y = x.to(self.device), y.to(self.device)
+            total += self.step(epoch, x, y) * len(x)
+            n += len(x)
+        if self.world.parallel:
+            distributed.average_buffers(self.model)
+            total, n = distributed.all_sum([total, n], self.device)
+        return {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
+
+    def step(self, epoch: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        loss = self.adversary.loss(self.model, x, y, self.task_loss)
+        if not math.isfinite(loss.item()):
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}; "
+                "the last good checkpoint is kept (try a smaller learning rate)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world.parallel:
+            distributed.average_gradients(self.params)
+        self.optimizer.step()
+        if self.hooks.after_step is not None:
+            self.hooks.after_step(self.model)
+            self.check(f"weights or masks after a step of epoch {epoch + 1}")
+        return loss.item()
 
 
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):

@@ -21,7 +21,12 @@ import torch.nn as nn
 
 from robustedge.attacks.on_manifold import OnManifold
 from robustedge.errors import RobustEdgeError
-from robustedge.training.adversaries import ADVERSARIES, PGDAdversary, TrainingAdversary
+from robustedge.training.adversaries import (
+    ADVERSARIES,
+    TRAIN_STEPS,
+    PGDAdversary,
+    TrainingAdversary,
+)
 
 
 @ADVERSARIES.register("onmanifold")
@@ -33,7 +38,7 @@ class OnManifoldAdversary(TrainingAdversary):
     def __init__(
         self,
         eps: float = 0.0,
-        steps: int = 10,
+        steps: int = TRAIN_STEPS,
         manifold: Any = None,
         ratio: float = 0.5,
         eta: Optional[float] = None,
@@ -92,7 +97,7 @@ class MixedAdversary(OnManifoldAdversary):
 
     name = "mixed"
 
-    def __init__(self, eps: float = 0.0, steps: int = 10, **kwargs: Any) -> None:
+    def __init__(self, eps: float = 0.0, steps: int = TRAIN_STEPS, **kwargs: Any) -> None:
         super().__init__(eps, steps, **kwargs)
         if not self.eps > 0:
             raise ValueError("adversary 'mixed' needs a pixel eps > 0 for its PGD part")

@@ -30,6 +30,7 @@ from robustedge.training.adversaries import build_adversary
 from robustedge.training.config import TrainConfig
 from robustedge.training.evaluate import EvalPlan, evaluate, evaluate_plan, suites_at
 from robustedge.training.loop import (
+    FitHooks,
     epoch_batches,
     fit,
     make_optimizer,
@@ -93,9 +94,11 @@ def _train(cfg, out, resume, progress, manifold, device, world, suites=()) -> Di
         cfg.epochs,
         start_epoch=start,
         scheduler=job.scheduler,
-        on_epoch_end=lambda epoch, record: job.checkpoint(out / CKPT, epoch, record),
+        hooks=FitHooks(
+            on_epoch_end=lambda epoch, record: job.checkpoint(out / CKPT, epoch, record),
+            progress=progress and world.main,
+        ),
         device=device,
-        progress=progress and world.main,
     )
     return job.finish(out, data, suites)
 

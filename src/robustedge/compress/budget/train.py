@@ -43,7 +43,7 @@ def compress_to_budget(
     budget: Budget,
     out: Path,
     measures: Optional[BudgetMeasures] = None,
-    eval_attacks: Sequence[Any] = ("fgsm", "pgd"),
+    eval_attacks: Optional[Sequence[Any]] = None,
     eval_suite: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Search the structure that meets ``budget``, train the most robust student of that
