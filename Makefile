@@ -29,7 +29,7 @@ system-deps:
 	else echo "not root: skipping scripts/install-system-deps.sh (QEMU/SSH tests will skip)"; fi
 
 test: lint system-deps
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@bash scripts/demo-board.sh $(BIN)/robustedge

@@ -5,8 +5,9 @@ and :class:`ExportConfig`; the formats are the ``FORMATS`` registry (:mod:`.form
 Heavy libraries (torch, onnx, onnxruntime, TensorFlow via onnx2tf) load only inside functions.
 """
 
+from typing import Any
+
 from robustedge.export import builders  # noqa: F401  (registers the built-in formats)
-from robustedge.export.config import ExportConfig
 from robustedge.export.formats import (
     FILES,
     FORMATS,
@@ -15,7 +16,23 @@ from robustedge.export.formats import (
     parse_formats,
     register_format,
 )
-from robustedge.export.pipeline import ExportReport, export_run
+
+# Loaded on first use (PEP 562): the format registry must stay importable without torch (the
+# host's device code reads it), while the config and the pipeline need the attacks.
+_LAZY = {
+    "ExportConfig": "robustedge.export.config",
+    "ExportReport": "robustedge.export.pipeline",
+    "export_run": "robustedge.export.pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'robustedge.export' has no attribute {name!r}")
+
 
 __all__ = [
     "FILES",
