@@ -140,13 +140,14 @@ def run_compress(
     suite: Optional[str] = None,
 ) -> Dict[str, Any]:
     """compress_run, or compress_to_budget when a budget is given (``suite``: also the worst
-    case per image over that attack suite in the student's metrics):
-    :func:`robustedge.recipe.students.compress_student`."""
-    from robustedge.recipe.students import compress_student
+    case per image over that attack suite in the student's metrics): :func:`robustedge.api.
+    compress`, returning the student's metrics."""
+    from robustedge import api
 
-    return compress_student(
-        cfg, out, budget, target, eval_attacks=attacks, eval_suite=suite, resume=resume
+    result = api.compress(
+        cfg, out=out, budget=budget, target=target, attacks=attacks, suite=suite, resume=resume
     )
+    return result.to_json()
 
 
 def report(metrics: Dict[str, Any], out: Path) -> None:

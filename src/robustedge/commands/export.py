@@ -30,10 +30,10 @@ FORMATS_OPTION = {
 )
 def export_cmd(run: Path, out: Optional[Path], **opts: Any) -> None:
     """Export RUN and check every artifact against PyTorch; writes export.json + ledger.json."""
-    from robustedge.export import export_run
+    from robustedge import api
     from robustedge.export.ledger import format_table
 
-    report = export_run(run, config_from_options(ExportConfig, opts), out=out)
+    report = api.export(run, config_from_options(ExportConfig, opts), out=out)
     click.echo(
         f"{'format':<16} {'file':<22} {'bytes':>9} {'clean':>8} {'transfer':>9} "
         f"{'max|dlogit|':>11}  gate"
@@ -52,7 +52,7 @@ def export_cmd(run: Path, out: Optional[Path], **opts: Any) -> None:
         )
     first = next(iter(report.artifacts.values()))["parity"]
     if not first.get("skipped"):
-        att = report.manifest["transfer_attack"]
+        att = report.extra["transfer_attack"]
         click.echo(
             f"PyTorch: clean {100 * first['torch_clean_acc']:.2f}%, transfer "
             f"{100 * first['torch_transfer_acc']:.2f}% ({att['attack']} eps={att['eps']:g} "

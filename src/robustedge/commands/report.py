@@ -21,9 +21,9 @@ import click
 def report_cmd(runs: Tuple[Path, ...], out: Path, title: Optional[str]) -> None:
     """Report on RUNS (recipe output folders, run folders, or folders holding run folders):
     accuracy vs sparsity, export ledger, on-device results, Pareto view."""
-    from robustedge.report import build_report
+    from robustedge import api
 
-    rep = build_report(list(runs), out, title)
+    rep = api.report(list(runs), out, title)
     click.echo(rep.summary)
     click.echo(f"report: {rep.html_path}")
     click.echo(f"summary: {rep.md_path}")

@@ -39,23 +39,16 @@ def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **op
 
     Data-parallel: ``--nproc N`` (or ``torchrun --nproc-per-node N -m robustedge.cli train``);
     ``--batch-size`` is then the global batch, split evenly over the processes."""
-    from robustedge.training.run import train_run
+    from robustedge import api
 
     cfg = config_from_options(TrainConfig, opts)
-    metrics = train_run(
-        cfg,
-        out,
-        resume=resume,
-        progress=not no_progress,
-        manifold=_manifold(cfg.manifold, cfg.data_dir),
-        suite=suite,
-    )
+    result = api.train(cfg, out=out, resume=resume, progress=not no_progress, suite=suite)
     if is_main_rank():
-        print_table(metrics)
-        if metrics.get("world_size", 1) > 1:
+        print_table(result.to_json())
+        if result.world_size > 1:
             click.echo(
-                f"data-parallel: {metrics['world_size']} processes, "
-                f"global batch {metrics['global_batch_size']}"
+                f"data-parallel: {result.world_size} processes, "
+                f"global batch {result.global_batch_size}"
             )
         click.echo(f"run folder: {out}")
 
@@ -74,28 +67,18 @@ def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **op
 @suite_option(" Run at every --eps.")
 def eval_cmd(run: Path, steps: Optional[int], seed: int, as_json: bool, **opts: Any) -> None:
     """Clean and robust accuracy of RUN on its test split; writes RUN/eval.json."""
-    from robustedge.training.run import eval_run
+    from robustedge import api
 
     if steps is not None:
         if opts.get("pgd_steps") is not None or opts.get("square_queries") is not None:
             raise click.UsageError("give --steps or --pgd-steps / --square-queries, not both")
         opts = {**opts, "pgd_steps": steps, "square_queries": steps}
     plan = config_from_options(EvalPlan, opts)  # refuses a bad setting before any loading
-    resources = {"manifold": _manifold(plan.manifold)} if plan.needs_manifold else None
-    result = eval_run(run, plan, seed=seed, resources=resources)
+    result = api.evaluate(run, plan, seed=seed).to_json()
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         print_table(result)
-
-
-def _manifold(source: Optional[str], data_dir: Optional[str] = None):
-    """The Manifold object of ``--manifold`` (None when not given)."""
-    if source is None:
-        return None
-    from robustedge.manifold import load_manifold
-
-    return load_manifold(source, data_dir=data_dir)
 
 
 COMMANDS = [train, eval_cmd]

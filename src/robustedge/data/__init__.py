@@ -8,10 +8,12 @@ from typing import Optional
 from robustedge.data import cifar as _cifar  # noqa: F401  (registers)
 from robustedge.data import digits as _digits  # noqa: F401  (registers)
 from robustedge.data import idx as _idx  # noqa: F401  (registers)
+from robustedge.data import imagefolder as _imagefolder  # noqa: F401  (registers)
 from robustedge.data import npz as _npz  # noqa: F401  (registers)
 from robustedge.data import synthetic as _synthetic  # noqa: F401  (registers)
 from robustedge.data.base import DATASETS, Dataset, check_arrays, stratified_split
 from robustedge.data.files import DATA_DIR_ENV
+from robustedge.data.memory import from_arrays, from_torch, register_dataset
 
 __all__ = [
     "DATASETS",
@@ -20,6 +22,9 @@ __all__ = [
     "check_arrays",
     "stratified_split",
     "load_dataset",
+    "from_arrays",
+    "from_torch",
+    "register_dataset",
 ]
 
 

@@ -1,0 +1,76 @@
+"""What the API accepts, turned into what the stages take: configs from objects or keyword
+settings, model and data objects into the ``MODELS`` / ``DATASETS`` registries."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, Optional, Tuple, Type, TypeVar, Union
+
+from robustedge.data import Dataset, from_torch, register_dataset
+from robustedge.errors import RobustEdgeError
+from robustedge.models.checkpoint import load_spec
+from robustedge.models.instance import register_model
+
+__all__ = ["DataLike", "ModelLike", "build_config", "data_name", "model_name", "run_model"]
+
+C = TypeVar("C")
+# a registered name, a robustedge Dataset, or a (train, test) pair of torch Datasets/DataLoaders
+DataLike = Union[str, Dataset, Tuple[Any, Any]]
+# a registered name, "module.path:factory", or an nn.Module object
+ModelLike = Any
+
+
+def build_config(cls: Type[C], config: Any, settings: Mapping[str, Any]) -> C:
+    """``cls`` from ``config`` (an instance, a mapping, or None) with ``settings`` on top;
+    an unknown setting is one line naming the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    from_keys = getattr(cls, "from_keys", None)  # CompressConfig: flat keys, method options
+    if config is not None and not isinstance(config, (cls, Mapping)):
+        raise RobustEdgeError(f"config must be a {cls.__name__} or a mapping, not {config!r}")
+    if isinstance(config, cls) and not settings:
+        return config
+    if from_keys is not None:
+        base = config.to_dict() if isinstance(config, cls) else dict(config or {})
+        return from_keys(**{**base, **settings})
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise RobustEdgeError(
+            f"unknown {cls.__name__} setting(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    if isinstance(config, cls):
+        return dataclasses.replace(config, **settings) if settings else config  # type: ignore
+    return cls.from_dict({**dict(config or {}), **settings})  # type: ignore[attr-defined]
+
+
+def data_name(data: Optional[DataLike]) -> Optional[str]:
+    """The ``DATASETS`` name of ``data``: a name as is; a Dataset (or a (train, test) pair of
+    torch data sets / DataLoaders, copied into memory) registered under its name."""
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        data = from_torch(*data)
+    if not isinstance(data, Dataset):
+        raise RobustEdgeError(
+            "data must be a data set name, a robustedge Dataset or a (train, test) pair of "
+            f"torch Datasets / DataLoaders, not {type(data).__name__}"
+        )
+    return register_dataset(data)
+
+
+def model_name(model: ModelLike) -> Optional[str]:
+    """The ``MODELS`` name of ``model``: a name (or ``module:factory``) as is; an nn.Module
+    object registered under its class name."""
+    if model is None or isinstance(model, str):
+        return model
+    return register_model(model)
+
+
+def run_model(run: Union[str, Path], model: ModelLike) -> None:
+    """Make a run's recorded model name build ``model`` (an nn.Module object given again to
+    reload a run whose architecture is the user's own): registered under that name."""
+    if model is None:
+        return
+    spec, _ = load_spec(run)
+    register_model(model, spec.name)

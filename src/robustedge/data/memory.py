@@ -1,0 +1,147 @@
+"""A user's own data in memory: arrays, torch data sets, and their entry in ``DATASETS``.
+
+:func:`from_arrays` and :func:`from_torch` build a :class:`~robustedge.data.Dataset` (NCHW
+float32 in [0, 1], int64 labels) from numpy arrays or from map-style ``torch.utils.data``
+data sets / ``DataLoader``\\ s. :func:`register_dataset` puts such a data set in the
+``DATASETS`` registry under its name, so every stage (train, compress, export, bench's
+evaluation sets) finds it by that name in this process. A run folder records the name; a later
+process registers the same data again (or passes ``data=`` to ``load_run``).
+
+The samples are copied into one preallocated array: the data must fit in memory as float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+from robustedge.data.base import DATASETS, Dataset
+from robustedge.data.npz import to_labels, to_nchw
+from robustedge.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InMemory", "from_arrays", "from_torch", "register_dataset"]
+
+
+class InMemory:
+    """A ``DATASETS`` entry holding one :class:`Dataset` object (``data_dir`` is ignored)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, data_dir: Optional[object] = None) -> Dataset:
+        return self.dataset
+
+
+def register_dataset(dataset: Dataset, name: Optional[str] = None) -> str:
+    """Register ``dataset`` in ``DATASETS`` under ``name`` (default: its own name) and return
+    the name. A name held by another in-memory data set is taken over; a built-in or file-based
+    data set's name is refused."""
+    if not isinstance(dataset, Dataset):
+        raise DataError(
+            f"register_dataset takes a robustedge Dataset, got {type(dataset).__name__} "
+            "(build one with from_arrays or from_torch)"
+        )
+    name = name or dataset.name
+    if name in DATASETS:
+        entry = DATASETS.get(name)
+        if not isinstance(entry, InMemory):
+            raise DataError(
+                f"data set name '{name}' is a registered data set; give your data another name"
+            )
+        if entry.dataset is dataset:
+            return name
+        DATASETS.unregister(name)
+    DATASETS.register(name, InMemory(dataset))
+    return name
+
+
+def from_arrays(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    name: str = "arrays",
+    num_classes: Optional[int] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> Dataset:
+    """A Dataset of numpy arrays (or tensors): images NCHW, NHWC or NHW, uint8 (divided by 255)
+    or float in [0, 1]; integer labels. ``num_classes`` defaults to the largest label + 1."""
+    xs, ys = [], []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        xa = to_nchw(np.asarray(x), f"{name} x_{split}")
+        xs.append(xa)
+        ys.append(to_labels(np.asarray(y), len(xa), f"{name} y_{split}"))
+    k = num_classes if num_classes is not None else int(max(ys[0].max(), ys[1].max())) + 1
+    return Dataset(
+        name=name,
+        x_train=xs[0],
+        y_train=ys[0],
+        x_test=xs[1],
+        y_test=ys[1],
+        num_classes=int(k),
+        class_names=None if class_names is None else [str(c) for c in class_names],
+    )
+
+
+def _batches(source: Any) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) numpy batches of a DataLoader (any iterable of pairs of batches) or,
+    one sample at a time, of a map-style data set (``len`` and ``[i] -> (image, label)``)."""
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        for i in range(len(source)):
+            x, y = _pair(source[i], i)
+            yield np.asarray(x)[None], np.asarray(y).reshape(1)
+        return
+    if not isinstance(source, Iterable):
+        raise DataError(
+            f"expected a torch Dataset (len and [i]) or a DataLoader, got {type(source).__name__}"
+        )
+    for i, item in enumerate(source):
+        x, y = _pair(item, i)
+        yield np.asarray(x), np.asarray(y).reshape(-1)
+
+
+def _pair(item: Any, i: int) -> Tuple[Any, Any]:
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise DataError(f"item {i} is {type(item).__name__}; expected (image, label)")
+    x, y = item[0], item[1]
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    return x, y
+
+
+def _collect(source: Any, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """All samples of ``source`` as (float32 NCHW in [0, 1], int64 labels), copied batch by
+    batch into one array (sized from ``len`` when the source has one)."""
+    xs, ys, total = [], [], 0
+    for xb, yb in _batches(source):
+        xb = xb if xb.ndim == 4 else (xb[:, None] if xb.ndim == 3 else xb)
+        if xb.ndim != 4:
+            raise DataError(f"{what}: images must be C x H x W (batches N x C x H x W)")
+        xs.append(to_nchw(xb, what))
+        ys.append(to_labels(yb.astype(np.int64, copy=False), len(xb), what))
+        total += len(xb)
+    if not total:
+        raise DataError(f"{what}: no samples")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def from_torch(
+    train: Any,
+    test: Any,
+    name: str = "torch",
+    num_classes: Optional[int] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> Dataset:
+    """A Dataset of two map-style ``torch.utils.data.Dataset``\\ s (``[i] -> (image, label)``,
+    image C x H x W as a tensor or array, float in [0, 1] or uint8) or two ``DataLoader``\\ s
+    yielding ``(images, labels)`` batches; every sample is copied into memory once."""
+    x_tr, y_tr = _collect(train, f"{name} train")
+    x_te, y_te = _collect(test, f"{name} test")
+    logger.info("%s: %d train / %d test samples from torch", name, len(y_tr), len(y_te))
+    return from_arrays(x_tr, y_tr, x_te, y_te, name, num_classes, class_names)
