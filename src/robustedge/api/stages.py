@@ -66,6 +66,7 @@ def train(
     progress: bool = False,
     suite: Optional[str] = None,
     manifold: Any = None,
+    download: bool = False,
     **settings: Any,
 ) -> TrainResult:
     """Train a (robust) model into the run folder ``out`` (what `robustedge train` does).
@@ -76,11 +77,16 @@ def train(
     (``"imagefolder"`` with ``data_dir=ROOT``...), a :class:`~robustedge.data.Dataset`, or a
     ``(train, test)`` pair of torch Datasets / DataLoaders. ``suite``: also evaluate under an
     attack suite. ``manifold``: the Manifold object on-manifold adversaries use (default:
-    loaded from the ``manifold`` setting)."""
+    loaded from the ``manifold`` setting). ``download``: fetch MNIST / Fashion-MNIST /
+    CIFAR-10 into ``data_dir`` (default $ROBUSTEDGE_DATA_DIR or ~/.cache/robustedge/data)
+    first, each archive's sha256 checked (:func:`robustedge.data.download`)."""
+    from robustedge.data import download as fetch
     from robustedge.training.run import train_run
 
     given = {"model": model_name(model), "data": data_name(data)}
     cfg = build_config(TrainConfig, config, {**settings, **_set(given)})
+    if download:
+        cfg = cfg.replace(data_dir=str(fetch(cfg.data, cfg.data_dir)))
     if model is not None and not isinstance(model, str):
         d = load_dataset(cfg.data, cfg.data_dir)
         check_output(model, d.input_shape, d.num_classes)

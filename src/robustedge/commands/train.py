@@ -11,6 +11,7 @@ import click
 from robustedge.commands import print_table
 from robustedge.commands.launch import is_main_rank, nproc_option
 from robustedge.commands.options import config_from_options, config_options, lazy_option
+from robustedge.data import DOWNLOADS
 from robustedge.training.config import TrainConfig
 from robustedge.training.evaluate import EvalPlan
 
@@ -32,9 +33,17 @@ def suite_option(where: str) -> Callable:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/last.pt.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--download",
+    is_flag=True,
+    help=f"First fetch --data ({DOWNLOADS.known(' | ')}) into --data-dir [default: "
+    "$ROBUSTEDGE_DATA_DIR or ~/.cache/robustedge/data], each archive's sha256 checked.",
+)
 @suite_option(" Run on the final model at --eps.")
 @nproc_option
-def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **opts: Any) -> None:
+def train(
+    out: Path, resume: bool, no_progress: bool, download: bool, suite: Optional[str], **opts: Any
+) -> None:
     """Train a (robust) model; writes weights, config.yaml and metrics.json to OUT.
 
     Data-parallel: ``--nproc N`` (or ``torchrun --nproc-per-node N -m robustedge.cli train``);
@@ -42,7 +51,9 @@ def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **op
     from robustedge import api
 
     cfg = config_from_options(TrainConfig, opts)
-    result = api.train(cfg, out=out, resume=resume, progress=not no_progress, suite=suite)
+    result = api.train(
+        cfg, out=out, resume=resume, progress=not no_progress, suite=suite, download=download
+    )
     if is_main_rank():
         print_table(result.to_json())
         if result.world_size > 1:

@@ -12,11 +12,14 @@ from robustedge.data import imagefolder as _imagefolder  # noqa: F401  (register
 from robustedge.data import npz as _npz  # noqa: F401  (registers)
 from robustedge.data import synthetic as _synthetic  # noqa: F401  (registers)
 from robustedge.data.base import DATASETS, Dataset, check_arrays, stratified_split
+from robustedge.data.download import DOWNLOADS, download
 from robustedge.data.files import DATA_DIR_ENV
 from robustedge.data.memory import from_arrays, from_torch, register_dataset
 
 __all__ = [
     "DATASETS",
+    "DOWNLOADS",
+    "download",
     "DATA_DIR_ENV",
     "Dataset",
     "check_arrays",
