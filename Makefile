@@ -19,9 +19,12 @@ $(STAMP): $(REQS) pyproject.toml
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
+	# the public API, strictly typed (no cache: mypy 1.18 cannot serialize some torch types)
+	$(BIN)/python -m mypy --strict --follow-imports=silent --ignore-missing-imports \
+		--cache-dir=/dev/null src/robustedge/api
 
 # ARM emulation + a loopback sshd for the device tests: installed when root (CI is root).
 system-deps:

@@ -4,9 +4,10 @@ settings, model and data objects into the ``MODELS`` / ``DATASETS`` registries."
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple, Type, TypeVar, Union
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union
 
+from robustedge.config import ConfigMixin
 from robustedge.data import Dataset, from_torch, register_dataset
 from robustedge.errors import RobustEdgeError
 from robustedge.models.checkpoint import load_spec
@@ -14,7 +15,7 @@ from robustedge.models.instance import register_model
 
 __all__ = ["DataLike", "ModelLike", "build_config", "data_name", "model_name", "run_model"]
 
-C = TypeVar("C")
+C = TypeVar("C", bound=ConfigMixin)
 # a registered name, a robustedge Dataset, or a (train, test) pair of torch Datasets/DataLoaders
 DataLike = Union[str, Dataset, Tuple[Any, Any]]
 # a registered name, "module.path:factory", or an nn.Module object
@@ -30,9 +31,12 @@ def build_config(cls: Type[C], config: Any, settings: Mapping[str, Any]) -> C:
         raise RobustEdgeError(f"config must be a {cls.__name__} or a mapping, not {config!r}")
     if isinstance(config, cls) and not settings:
         return config
+    given: Dict[str, Any] = dict(config) if isinstance(config, Mapping) else {}
     if from_keys is not None:
-        base = config.to_dict() if isinstance(config, cls) else dict(config or {})
-        return from_keys(**{**base, **settings})
+        if isinstance(config, cls):
+            given = config.to_dict()
+        built: C = from_keys(**{**given, **settings})
+        return built
     unknown = sorted(set(settings) - known)
     if unknown:
         raise RobustEdgeError(
@@ -40,8 +44,10 @@ def build_config(cls: Type[C], config: Any, settings: Mapping[str, Any]) -> C:
             f"(known: {', '.join(sorted(known))})"
         )
     if isinstance(config, cls):
-        return dataclasses.replace(config, **settings) if settings else config  # type: ignore
-    return cls.from_dict({**dict(config or {}), **settings})  # type: ignore[attr-defined]
+        changed: C = dataclasses.replace(config, **settings)  # type: ignore[type-var]
+        return changed
+    made: C = cls.from_dict({**given, **settings})
+    return made
 
 
 def data_name(data: Optional[DataLike]) -> Optional[str]:
@@ -67,7 +73,7 @@ def model_name(model: ModelLike) -> Optional[str]:
     return register_model(model)
 
 
-def run_model(run: Union[str, Path], model: ModelLike) -> None:
+def run_model(run: Union[str, os.PathLike[str]], model: ModelLike) -> None:
     """Make a run's recorded model name build ``model`` (an nn.Module object given again to
     reload a run whose architecture is the user's own): registered under that name."""
     if model is None:

@@ -155,7 +155,7 @@ class ExportResult(JsonResult):
 
     def path(self, fmt: str) -> Path:
         """The file of format ``fmt`` (e.g. ``"tflite-int8"``)."""
-        return self.out / self.artifacts[fmt]["file"]
+        return self.out / str(self.artifacts[fmt]["file"])
 
 
 @dataclass(frozen=True)

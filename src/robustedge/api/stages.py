@@ -8,9 +8,10 @@ sets, a Manifold) as well as run folders, and returns a typed result
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 from robustedge.api.inputs import DataLike, ModelLike, build_config, data_name, model_name
 from robustedge.api.inputs import run_model as use_run_model
@@ -86,7 +87,8 @@ def train(
     given = {"model": model_name(model), "data": data_name(data)}
     cfg = build_config(TrainConfig, config, {**settings, **_set(given)})
     if download:
-        cfg = cfg.replace(data_dir=str(fetch(cfg.data, cfg.data_dir)))
+        where = None if cfg.data_dir is None else Path(cfg.data_dir)
+        cfg = cfg.replace(data_dir=str(fetch(cfg.data, where)))
     if model is not None and not isinstance(model, str):
         d = load_dataset(cfg.data, cfg.data_dir)
         check_output(model, d.input_shape, d.num_classes)
@@ -259,7 +261,10 @@ def report(
     (what `robustedge report` does)."""
     from robustedge.report import build_report
 
-    paths = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(p) for p in runs]
+    if isinstance(runs, (str, os.PathLike)):
+        paths = [Path(runs)]
+    else:
+        paths = [Path(p) for p in runs]
     rep = build_report(paths, Path(out), title)
     return ReportResult(rep.html_path, rep.md_path, rep.summary)
 
@@ -275,11 +280,11 @@ def load_run(
     return load_run_folder(run, model=model, data=dataset)
 
 
-def _set(values: Mapping[str, Any]) -> dict:
+def _set(values: Mapping[str, Any]) -> Dict[str, Any]:
     """The entries that were given (not None)."""
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _tuples(settings: Mapping[str, Any]) -> dict:
+def _tuples(settings: Mapping[str, Any]) -> Dict[str, Any]:
     """Lists as tuples (config fields hold tuples)."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
