@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import statistics
 import sys
@@ -19,10 +20,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ensure_trained, hardware, loadavg, table, write_result  # noqa: E402
+from _common import ensure_trained, hardware, loadavg, table  # noqa: E402
 from robustedge import api  # noqa: E402
 from robustedge.cli import main as cli_main  # noqa: E402
 from robustedge.training.config import TrainConfig  # noqa: E402
+
+MEASURED = Path(__file__).resolve().parent / "measured"
 
 
 def digest(run: Path) -> str:
@@ -67,20 +70,24 @@ def main() -> None:
     ]
     print(table(["path", *(f"rep {i + 1} s" for i in range(a.reps)), "median s"], rows))
     print(f"students bit-identical across all runs: {len(digests) == 1}")
-    path = write_result(
-        "api_overhead",
-        {
-            "what": "robustedge compress (in-process click) vs robustedge.api.compress, same "
-            "teacher (lenet5 on digits, 2 epochs PGD-3) and seed; lenet5 student, prox method "
-            "defaults",
-            "settings": vars(a),
-            "seconds": times,
-            "median_s": {h: statistics.median(ts) for h, ts in times.items()},
-            "bit_identical": len(digests) == 1,
-            "hardware": hardware(),
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-        },
+    path = MEASURED / "api_overhead.json"
+    path.write_text(
+        json.dumps(
+            {
+                "what": "robustedge compress (in-process click) vs robustedge.api.compress, same "
+                "teacher (lenet5 on digits, 2 epochs PGD-3) and seed; lenet5 student, prox method "
+                "defaults",
+                "settings": vars(a),
+                "seconds": times,
+                "median_s": {h: statistics.median(ts) for h, ts in times.items()},
+                "bit_identical": len(digests) == 1,
+                "hardware": hardware(),
+                "loadavg_before": load_before,
+                "loadavg_after": loadavg(),
+            },
+            indent=2,
+        )
+        + "\n"
     )
     print(f"wrote {path}")
 
