@@ -137,3 +137,20 @@ def test_top_level_names_are_the_api_and_subpackages_stay_subpackages():
     assert set(robustedge.API_NAMES) <= set(api.__all__)
     with pytest.raises(AttributeError):
         robustedge.no_such_name  # noqa: B018
+
+
+@pytest.mark.export
+def test_export_bundle_bench_report_return_their_files(teachers, tmp_path):
+    root, _ = teachers
+    x = api.export(root / "api", formats=("onnx",))
+    assert x.passed and x.to_json() == json.loads((x.out / "export.json").read_text())
+    assert x.path("onnx").is_file() and x.ledger == json.loads((x.out / "ledger.json").read_text())
+    b = api.bundle(root / "api", tmp_path / "bundle")
+    assert b.formats == ["onnx"] and b.files + 1 == sum(1 for p in b.path.rglob("*") if p.is_file())
+    res = api.bench(b.path, "local", runs=0, square_n=4, out=tmp_path / "results.json")
+    assert res.to_json() == json.loads((tmp_path / "results.json").read_text())
+    assert res.target == "local" and set(res.accuracy) == {"clean", "transfer"}
+    assert res.accuracy["clean"] == pytest.approx(x.artifacts["onnx"]["parity"]["clean_acc"])
+    assert res.latency is None  # runs=0: accuracy only
+    rep = api.report([root / "api"], tmp_path / "report.html")
+    assert rep.html_path.is_file() and rep.md_path.is_file() and "model(s)" in rep.summary

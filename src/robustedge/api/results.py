@@ -160,7 +160,8 @@ class ExportResult(JsonResult):
 
 @dataclass(frozen=True)
 class BundleResult:
-    """`bundle`: where it was written and the formats it holds (its manifest's order)."""
+    """`bundle`: where it was written, the formats it holds (its manifest's order) and how
+    many files its manifest lists (every file but the manifest; 0 for a .tar)."""
 
     path: Path
     formats: List[str]
