@@ -154,3 +154,17 @@ def test_export_bundle_bench_report_return_their_files(teachers, tmp_path):
     assert res.latency is None  # runs=0: accuracy only
     rep = api.report([root / "api"], tmp_path / "report.html")
     assert rep.html_path.is_file() and rep.md_path.is_file() and "model(s)" in rep.summary
+
+
+def test_run_recipe_returns_the_summary(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: t\ndata: {name: digits}\n"
+        "teacher:\n  train: {model: tiny, epochs: 1, adversary: none, eps: 0.0}\n"
+    )
+    started = []
+    res = api.run_recipe(recipe, tmp_path / "out", on_start=started.append)
+    assert res.to_json() == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert res.recipe == "t" and started and {s["status"] for s in res.stages} == {"done"}
+    again = api.run_recipe(recipe, tmp_path / "out")
+    assert {s["status"] for s in again.stages} == {"cached"}
