@@ -118,3 +118,16 @@ def test_built_in_names_cannot_be_taken(registered):
     assert MODELS.get("QuadrantNet").module is second  # an object's own name is taken over
     with pytest.raises(RobustEdgeError, match="takes no model arguments"):
         MODELS.get("QuadrantNet")((1, 8, 8), 3, width=2)
+
+
+def test_giving_a_model_for_a_run_that_reloads_by_path_is_refused(tmp_path):
+    from robustedge.api.inputs import run_model
+    from robustedge.models import ModelSpec, build_model, save_model
+
+    spec = ModelSpec("tiny", (1, 8, 8), 10)
+    save_model(tmp_path, build_model(spec), spec)
+    with pytest.raises(
+        RobustEdgeError, match="trained with the model 'tiny', which reloads by path"
+    ):
+        run_model(tmp_path, QuadrantNet())
+    assert MODELS.get("tiny") is not None and "QuadrantNet" not in MODELS

@@ -10,8 +10,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union
 from robustedge.config import ConfigMixin
 from robustedge.data import Dataset, from_torch, register_dataset
 from robustedge.errors import RobustEdgeError
+from robustedge.models import MODELS
 from robustedge.models.checkpoint import load_spec
-from robustedge.models.instance import register_model
+from robustedge.models.instance import ModuleEntry, register_model
 
 __all__ = ["DataLike", "ModelLike", "build_config", "data_name", "model_name", "run_model"]
 
@@ -75,8 +76,13 @@ def model_name(model: ModelLike) -> Optional[str]:
 
 def run_model(run: Union[str, os.PathLike[str]], model: ModelLike) -> None:
     """Make a run's recorded model name build ``model`` (an nn.Module object given again to
-    reload a run whose architecture is the user's own): registered under that name."""
+    reload a run whose architecture is the user's own): registered under that name. A run of
+    a built-in or importable model reloads by path: ``model`` is then refused."""
     if model is None:
         return
     spec, _ = load_spec(run)
+    if ":" in spec.name or (spec.name in MODELS and not isinstance(MODELS[spec.name], ModuleEntry)):
+        raise RobustEdgeError(
+            f"{run} was trained with the model '{spec.name}', which reloads by path: give no model"
+        )
     register_model(model, spec.name)

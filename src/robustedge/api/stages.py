@@ -164,20 +164,21 @@ def export(
     *,
     out: Optional[PathLike] = None,
     model: ModelLike = None,
+    data: Optional[DataLike] = None,
     calib_x: Any = None,
     **settings: Any,
 ) -> ExportResult:
     """Export ``run`` to ONNX / TFLite (``formats=...``), each file checked against PyTorch
     (what `robustedge export` does); writes ``export.json`` and ``ledger.json`` to ``out``
-    (default ``RUN/export``). ``model``: your nn.Module again when the run's architecture is
-    your own; ``calib_x``: the int8 calibration inputs (N x C x H x W float32)."""
+    (default ``RUN/export``). ``model`` / ``data``: your nn.Module and data (under the name
+    the run recorded) again when they were your own; ``calib_x``: the int8 calibration inputs
+    (N x C x H x W float32)."""
     from robustedge.export import export_run
     from robustedge.export.config import ExportConfig
 
     cfg = build_config(ExportConfig, config, settings)
-    if model is not None and not isinstance(model, str):
-        use_run_model(run, model)
-    rep = export_run(run, cfg, out=out, calib_x=calib_x)
+    data_name(data)  # registered under its name, which the run's config records
+    rep = export_run(run, cfg, out=out, calib_x=calib_x, model=model)
     return ExportResult.from_json(
         rep.manifest, out=rep.out, ledger=rep.ledger, passed=rep.passed, failures=rep.failures
     )
