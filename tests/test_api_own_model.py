@@ -45,7 +45,7 @@ def quadrants(n: int, seed: int):
 def registered():
     """Forget what a test registered (as a new process would)."""
     yield
-    for registry, name in ((MODELS, "QuadrantNet"), (DATASETS, "quadrants")):
+    for registry, name in ((MODELS, "QuadrantNet"), (DATASETS, "quadrants"), (DATASETS, "torch")):
         if name in registry:
             registry.unregister(name)
 

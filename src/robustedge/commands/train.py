@@ -33,10 +33,10 @@ def suite_option(where: str) -> Callable:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint/last.pt.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@click.option(
+@lazy_option(
     "--download",
     is_flag=True,
-    help=f"First fetch --data ({DOWNLOADS.known(' | ')}) into --data-dir [default: "
+    help_fn=lambda: f"First fetch --data ({DOWNLOADS.known(' | ')}) into --data-dir [default: "
     "$ROBUSTEDGE_DATA_DIR or ~/.cache/robustedge/data], each archive's sha256 checked.",
 )
 @suite_option(" Run on the final model at --eps.")
