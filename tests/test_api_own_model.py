@@ -45,7 +45,8 @@ def quadrants(n: int, seed: int):
 def registered():
     """Forget what a test registered (as a new process would)."""
     yield
-    for registry, name in ((MODELS, "QuadrantNet"), (DATASETS, "quadrants"), (DATASETS, "torch")):
+    names = ((MODELS, "QuadrantNet"), (MODELS, "StemAndHead"), (DATASETS, "quadrants"))
+    for registry, name in (*names, (DATASETS, "torch")):
         if name in registry:
             registry.unregister(name)
 
@@ -131,3 +132,26 @@ def test_giving_a_model_for_a_run_that_reloads_by_path_is_refused(tmp_path):
     ):
         run_model(tmp_path, QuadrantNet())
     assert MODELS.get("tiny") is not None and "QuadrantNet" not in MODELS
+
+
+class StemAndHead(nn.Module):
+    """Only a first conv and a last linear layer: nothing the pruning policy prunes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+        self.head = nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.stem(x)).flatten(1))
+
+
+def test_a_model_with_nothing_to_prune_is_refused_naming_its_layers(tmp_path, registered):
+    train, test, _ = torch_splits()
+    data = from_torch(train, test, name="quadrants")
+    t = api.train(out=tmp_path / "t", model=StemAndHead(), data=data, epochs=1, adversary="none")
+    with pytest.raises(
+        RobustEdgeError, match=r"no layer to prune.*stem \(Conv2d\), head \(Linear\)"
+    ):
+        api.compress(teacher=str(t.run), out=tmp_path / "s", sparsity=0.5, epochs=1)
+    assert not (tmp_path / "s").exists()
