@@ -145,12 +145,32 @@ def _board_groups(runs: Sequence[RunInfo]) -> Dict[str, Dict[str, dict]]:
     return groups
 
 
+def _win_marks(runs: Sequence[RunInfo]) -> set:
+    return {(w.student, w.target, w.format, w.metric) for w in teacher_wins(runs)}
+
+
+def _board_cells(r: RunInfo, d: dict, marks: set) -> List[Cell]:
+    """A model's robust figure, p50, flash kB and peak RSS on one board; a star marks each
+    metric on which the student beats the teacher (same target and format)."""
+
+    def star(key: str, text: str) -> str:
+        won = (r.name, plots.target_label(d), d.get("format"), key) in marks
+        return f"{text} \u2605" if won else text
+
+    p50 = board_value(d, "p50_ms")
+    return [
+        board_robust_notes(d)[0],
+        star("p50_ms", "-" if p50 is None else f"{p50:.3g}"),
+        star("flash_bytes", _kb(board_value(d, "flash_bytes"))),
+        star("peak_rss_mb", f"{d.get('peak_rss_mb', '-')}"),
+    ]
+
+
 def headline_table(runs: Sequence[RunInfo]) -> Table:
     """One row per model: what it is, its size, clean and robust accuracy (the attack suite
     stated once, in the legend), and per board its robust figure, p50, flash and peak RSS,
-    with the metrics on which it beats the teacher."""
-    groups = _board_groups(runs)
-    won = _wins_by_row(runs)
+    starred where the student beats the teacher."""
+    groups, won, marks = _board_groups(runs), _wins_by_row(runs), _win_marks(runs)
     per = ["robust %", "p50 ms", "flash kB", "RSS MiB"]
     header = ["model", "method", "sparsity %", "MACs", "smallest file kB", "clean %", "robust %"]
     rows = []
@@ -162,13 +182,8 @@ def headline_table(runs: Sequence[RunInfo]) -> Table:
         beats = []
         for key, models in groups.items():
             d = models.get(r.name)
-            if d is None:
-                row += ["-"] * len(per)
-                continue
-            p50 = board_value(d, "p50_ms")
-            row += [board_robust_notes(d)[0], "-" if p50 is None else f"{p50:.3g}"]
-            row += [_kb(board_value(d, "flash_bytes")), f"{d.get('peak_rss_mb', '-')}"]
-            win = won.get((r.name, plots.target_label(d), d.get("format")))
+            row += ["-"] * len(per) if d is None else _board_cells(r, d, marks)
+            win = d is not None and won.get((r.name, plots.target_label(d), d.get("format")))
             beats += [f"{key}: {win}"] if win else []
         rows.append(row + ["; ".join(beats) or "-"])
     header += [f"{key} {p}" for key in groups for p in per] + ["beats teacher"]
@@ -177,10 +192,12 @@ def headline_table(runs: Sequence[RunInfo]) -> Table:
         header,
         rows,
         "robust %: the model's headline figure on the host (PyTorch) and, per board, the worst "
-        "case per image on that board; each is named in the legend. kB = 1,000 bytes. 'beats "
-        "teacher': board metrics where the student beats the teacher on the same target and "
-        "format (latency and RSS only beyond their noise margins).",
-        groups=[("", 7), *[(k, len(per)) for k in groups], ("", 1)],
+        "case per image on that board; each is named in the legend. kB = 1,000 bytes. \u2605: "
+        "the student beats the teacher on that metric on the same target and format (latency "
+        "and RSS only beyond their noise margins). EMULATED boards ran under qemu: their "
+        "latency is emulation cost, not a board's.",
+        html_hide=("beats teacher",),
+        groups=[("", 7), *[(k, len(per)) for k in groups]],
         short=[*header[:7], *per * len(groups), "beats teacher"],
     )
 
@@ -453,7 +470,7 @@ def render_table_html(t: Table) -> List[str]:
     """A table with each long description (Note) stated once, in a legend under it."""
     e = html.escape
     keep = [i for i, h in enumerate(t.header) if h not in t.html_hide]
-    names = t.short or t.header
+    names = t.short or t.header  # short names index like header
     legend: Dict[str, str] = {}
     out = ["<table>"]
     if t.groups and any(g for g, _ in t.groups):

@@ -201,15 +201,21 @@ def model_colors(names: Sequence[str]) -> Dict[str, Tuple[float, ...]]:
 
 
 def pareto(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
+    """:func:`pareto_figure` as PNG bytes (or robust accuracy vs smallest export when nothing
+    ran on a board)."""
+    fig = pareto_figure(runs, robust)
+    return _pareto_exports(runs, robust) if fig is None else _png(fig)
+
+
+def pareto_figure(runs: Sequence[RunInfo], robust: str):
     """Robust accuracy vs each board metric (flash kB, p50 latency, peak RSS), one row of
     panels per target. Each model has one colour, named once in the legend (no labels on the
     points, so none overlap); the teacher is a square, a student that beats the teacher on a
     panel's metric (``teacher_wins``) a star there, others circles; Pareto-optimal models over
-    all three metrics have a thick black outline. Without board results: robust accuracy vs
-    smallest export."""
+    all three metrics have a thick black outline. None without board results."""
     groups = board_points(runs, robust)
     if not groups:
-        return _pareto_exports(runs, robust)
+        return None
     wins = {(w.student, (w.target, w.format), w.metric) for w in teacher_wins(runs)}
     keys = [(k, label) for k, label, _unit, _m in BOARD_METRICS]
     colors = model_colors([p[0] for pts in groups.values() for p in pts])
@@ -234,11 +240,11 @@ def pareto(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
             ax.set_ylabel("robust accuracy %")
             ax.set_title(f"{tgt}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
-    _pareto_legend(fig, plt, colors)
-    return _png(fig)
+    _pareto_legend(fig, colors)
+    return fig
 
 
-def _pareto_legend(fig, plt, colors: Dict[str, Tuple[float, ...]]) -> None:
+def _pareto_legend(fig, colors: Dict[str, Tuple[float, ...]]) -> None:
     """Model colours and marker meanings, once, above the panels."""
     from matplotlib.lines import Line2D
 
