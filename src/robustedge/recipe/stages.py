@@ -309,3 +309,6 @@ def _bench(run: Path, where: Path, target: TargetSpec, recipe: Recipe) -> None:
     results = _make_target(target).bench(bundle, cfg)
     results["run"] = run.name
     write_json(where / "results.json", results)
+    from robustedge.recipe.model_card import write_model_card
+
+    write_model_card(run, where, results, run.name)  # next to the bundle: issue 27
