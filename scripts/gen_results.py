@@ -2,14 +2,18 @@
 
     .venv/bin/python scripts/gen_results.py          # (re)write both
     .venv/bin/python scripts/gen_results.py --check  # exit 1 when either is out of date
-    .venv/bin/python scripts/gen_results.py --stamp  # record the commit of new measurements
+    .venv/bin/python scripts/gen_results.py --stamp  # after committing new or changed JSON
 
 Every number on the page is read from a committed measurement: nothing is typed by hand, so a
 figure cannot drift from its JSON (tests/test_results_doc.py runs ``--check``). Each file's
 section says when it was measured, on what hardware, under what load and at which commit.
 Where a JSON does not record its own date or commit (the older benchmarks), the commit that
-added it is taken from ``benchmarks/provenance.json`` (written by ``--stamp`` from git, once
-per new file), so the page never depends on the clone's history.
+last changed it is taken from ``benchmarks/provenance.json`` (written by ``--stamp`` from git
+with each file's sha256; ``--check`` fails on a file that is new or changed since), so the page
+never depends on the clone's history.
+
+After adding or re-running a benchmark: commit its JSON, run ``--stamp``, then the script, and
+commit ``benchmarks/provenance.json``, ``docs/results.md`` and ``README.md``.
 """
 
 from __future__ import annotations
@@ -135,20 +139,36 @@ def provenance(name: str, d: Json, prov: Json) -> List[str]:
     ]
 
 
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unstamped(prov: Json) -> List[str]:
+    """Measured files with no recorded commit, or changed since their commit was recorded."""
+    return [
+        p.name
+        for p in sorted(MEASURED.glob("*.json"))
+        if prov.get(p.name, {}).get("sha256") != sha256(p)
+    ]
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+
 def stamp(prov: Json) -> Json:
-    """Record, for each measured JSON that has no entry, the commit that last changed it."""
-    for path in sorted(MEASURED.glob("*.json")):
-        if path.name in prov:
-            continue
-        out = subprocess.run(
-            ["git", "log", "-1", "--format=%h %cs", "--", str(path.relative_to(ROOT))],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+    """Record, for each measured JSON that is new or changed, the commit that last changed it
+    (refused while the file has uncommitted changes: that commit would not hold it)."""
+    for name in unstamped(prov):
+        rel = str((MEASURED / name).relative_to(ROOT))
+        if _git("status", "--porcelain", "--", rel).strip():
+            sys.exit(f"{name}: not committed yet; commit the measurement, then --stamp")
+        out = _git("log", "-1", "--format=%h %cs", "--", rel).split()
         if len(out) != 2:
-            sys.exit(f"{path.name}: not committed yet; commit the measurement, then --stamp")
-        prov[path.name] = {"commit": out[0], "committed": out[1]}
+            sys.exit(f"{name}: no commit holds it (is this a git checkout?)")
+        prov[name] = {"commit": out[0], "committed": out[1], "sha256": sha256(MEASURED / name)}
     return prov
 
 

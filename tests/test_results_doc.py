@@ -49,6 +49,8 @@ def test_a_changed_measurement_changes_the_page(gen, tmp_path, monkeypatch):
     after = gen.results_page(prov), gen.readme_block()
     assert before[0] != after[0] and before[1] != after[1]
     assert "| 51.2 |" in after[0] and "worst case 51.2 %" in after[1]
+    # and its recorded commit no longer holds it: --check asks for --stamp after a commit
+    assert gen.unstamped(prov) == ["demo_student.json"]
 
 
 def test_formatting_by_hand(gen):
