@@ -193,7 +193,7 @@ def _downstream(
                 "bench",
                 cfg,
                 lambda t=target, w=where: _bench(run, w, t, recipe),
-                lambda w=where: [w / "results.json"],
+                lambda w=where: [w / "results.json", w / "MODEL_CARD.md"],
                 upstream=(f"export-{name}",),
                 optional_note=skip,
                 lock=f"target:{target.slug}",  # one bench at a time per board
