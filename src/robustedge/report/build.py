@@ -450,8 +450,8 @@ CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
 max-width:1340px}
 h1{margin-bottom:0}.stamp{color:#777;margin-top:4px}
-table{border-collapse:collapse;margin:8px 0 4px;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;margin:8px 0 4px;font-size:12.5px}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:right}
 td{white-space:nowrap}th{background:#f0f3f7;font-weight:600}th[colspan]{text-align:center}
 td:first-child,th:first-child{text-align:left}
 tr:nth-child(even) td{background:#fafafa}sup{color:#1f5fa8;font-weight:600}
