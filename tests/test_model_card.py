@@ -33,7 +33,10 @@ def test_card_figures_come_from_the_json(done):
     assert "Compressed from the teacher `teacher` by `prox`" in card
     assert f"achieved {100 * metrics['sparsity']['global']:.1f} %" in card
     assert f"Parameters {metrics['params']:,} ({metrics['nonzero_params']:,} non-zero)" in card
-    assert f"MACs {metrics['macs']['nonzero']:,} (dense {metrics['macs']['dense']:,})" in card
+    macs = metrics["macs"]
+    assert f"MACs {macs['nonzero']:,} on non-zero weights (dense {macs['dense']:,}" in card
+    p50 = res["latency"]["p50_ms"]
+    assert f"latency p50 / p99: {p50:.3g} / " in card
     assert f"clean {100 * metrics['clean_acc']:.1f} %" in card
     gate = "pass" if parity["passed"] else "FAIL"
     assert f"| onnx | {onnx['bytes']:,} | {gate}" in card

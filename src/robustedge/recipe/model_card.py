@@ -29,6 +29,10 @@ def _num(v: Any) -> str:
     return f"{v:,}" if isinstance(v, (int, float)) else "-"
 
 
+def _ms(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, (int, float)) else "-"
+
+
 def _rows(pairs: List[List[Any]]) -> List[str]:
     return [f"| {' | '.join(str(c) for c in p)} |" for p in pairs]
 
@@ -53,7 +57,8 @@ def _size(info: RunInfo, metrics: Dict[str, Any]) -> List[str]:
     macs = metrics.get("macs") or {}
     lines = [
         f"Parameters {_num(info.params)} ({_num(info.nonzero or info.params)} non-zero); MACs "
-        f"{_num(macs.get('nonzero', info.macs))} (dense {_num(macs.get('dense', info.macs))}).",
+        f"{_num(macs.get('nonzero', info.macs))} on non-zero weights (dense "
+        f"{_num(macs.get('dense', info.macs))}: what an interpreter's dense kernels run).",
         "",
         "| format | file bytes | parity gate | clean | transfer (PGD crafted on PyTorch) |",
         "|---|---|---|---|---|",
@@ -107,7 +112,7 @@ def _board(d: Dict[str, Any]) -> List[str]:
         f"- clean: {_pct((d.get('accuracy') or {}).get('clean'))}",
         f"- robust (worst case per image): {worst}",
         f"- transfer: {transfer}; Square on the board: {square}",
-        f"- latency p50 / p99: {lat.get('p50_ms', '-')} / {lat.get('p99_ms', '-')} ms "
+        f"- latency p50 / p99: {_ms(lat.get('p50_ms'))} / {_ms(lat.get('p99_ms'))} ms "
         f"({lat.get('runs', '-')} runs); flash {_num(d.get('flash_bytes'))} B "
         f"({d.get('codec', 'plain')}); model {_num(d.get('model_bytes'))} B; peak RSS "
         f"{d.get('peak_rss_mb', '-')} MiB",
