@@ -50,6 +50,24 @@ def test_card_figures_come_from_the_json(done):
     assert "Evaluated on the `digits` test split only" in card
 
 
+def test_cards_follow_the_json_on_every_run(done, tmp_path):
+    """Cards are derived data: a rerun with every stage cached writes them again from the
+    current JSON (a deleted card comes back)."""
+    import shutil
+
+    from _recipe_run import _CACHE
+    from robustedge.recipe import load_recipe
+    from robustedge.recipe.stages import run_recipe
+
+    out = shutil.copytree(done, tmp_path / "out")
+    card = out / "students/prox-s0.8/device/local/MODEL_CARD.md"
+    before = card.read_text()
+    card.unlink()
+    summary = run_recipe(load_recipe(_CACHE["recipe"]), out)
+    assert {s["status"] for s in summary["stages"]} == {"cached"}
+    assert card.read_text() == before
+
+
 def test_teacher_card_says_it_is_dense(done):
     card = (done / "teacher/device/local/MODEL_CARD.md").read_text()
     assert "A dense model trained by `robustedge train`" in card

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from robustedge.io import write_text
+from robustedge.io import read_json, write_text
 from robustedge.report.build import board_robust_cells
 from robustedge.report.collect import RunInfo, device_label, headline, load_run
 
@@ -154,3 +154,17 @@ def write_model_card(run: Path, where: Path, results: Dict[str, Any], name: str)
     path = Path(where) / CARD
     write_text(path, model_card(run, results, name))
     return path
+
+
+def write_model_cards(out: Path, runs: List[Dict[str, Any]]) -> List[Path]:
+    """A card next to every benched bundle of a recipe's runs (``runs``: the plan's index,
+    paths relative to ``out``); models without a finished run or bench are left out."""
+    written = []
+    for r in runs:
+        run = Path(out) / r["path"]
+        if not (run / "metrics.json").is_file():
+            continue
+        for res in sorted(run.glob("device/*/results.json")):
+            results = read_json(res)
+            written.append(write_model_card(run, res.parent, results, r["name"]))
+    return written

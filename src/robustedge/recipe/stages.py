@@ -21,6 +21,7 @@ from robustedge.device.board.config import BenchConfig
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json, write_json
 from robustedge.recipe.executors import ExecutorSpec, run_stages
+from robustedge.recipe.model_card import write_model_cards
 from robustedge.recipe.runner import (
     Stage,
     StageResult,
@@ -55,6 +56,7 @@ def run_recipe(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "recipe.json", recipe.to_dict())
     results = run_stages(StageRunner(out, on_result, on_start), stages, executor)
+    write_model_cards(out, runs)  # from the JSON, refreshed on every run (cached stages too)
     summary = {
         "schema": "robustedge.recipe.summary/1",
         "recipe": recipe.name,
@@ -193,7 +195,7 @@ def _downstream(
                 "bench",
                 cfg,
                 lambda t=target, w=where: _bench(run, w, t, recipe),
-                lambda w=where: [w / "results.json", w / "MODEL_CARD.md"],
+                lambda w=where: [w / "results.json"],
                 upstream=(f"export-{name}",),
                 optional_note=skip,
                 lock=f"target:{target.slug}",  # one bench at a time per board
@@ -309,6 +311,3 @@ def _bench(run: Path, where: Path, target: TargetSpec, recipe: Recipe) -> None:
     results = _make_target(target).bench(bundle, cfg)
     results["run"] = run.name
     write_json(where / "results.json", results)
-    from robustedge.recipe.model_card import write_model_card
-
-    write_model_card(run, where, results, run.name)  # next to the bundle: issue 27
