@@ -31,7 +31,7 @@ def test_card_figures_come_from_the_json(done):
     parity = onnx["parity"]
     assert card.startswith("# Model card: prox-s0.8\n")
     assert "Compressed from the teacher `teacher` by `prox`" in card
-    assert f"achieved {100 * metrics['sparsity']['global']:.1f} %" in card
+    assert f"{100 * metrics['sparsity']['global']:.1f} % of the prunable weights zeroed" in card
     assert f"Parameters {metrics['params']:,} ({metrics['nonzero_params']:,} non-zero)" in card
     macs = metrics["macs"]
     assert f"MACs {macs['nonzero']:,} on non-zero weights (dense {macs['dense']:,}" in card

@@ -26,6 +26,8 @@ def _pct(v: Optional[float]) -> str:
 
 
 def _num(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
     return f"{v:,}" if isinstance(v, (int, float)) else "-"
 
 
@@ -44,10 +46,21 @@ def _made(info: RunInfo, metrics: Dict[str, Any]) -> List[str]:
                 f"{metrics.get('adversary', '?')}, eps {metrics.get('eps', '?')})."]  # fmt: skip
     teacher = Path(str((metrics.get("teacher") or {}).get("run", "?"))).name
     how = "structured (whole channels removed)" if info.structured else "unstructured"
+    target = "fraction of channels removed per layer" if info.structured else "target sparsity"
+    removed = (
+        "of the teacher's weights removed" if info.structured else "of the prunable weights zeroed"
+    )
+    budget = metrics.get("budget") or {}
+    made_to = (
+        f" made to the budget {budget.get('quantity')} <= {_num(budget.get('limit'))} "
+        f"{budget.get('unit', '')} (predicted {_num(budget.get('predicted'))}),"
+        if budget
+        else ""
+    )
     return [
         f"Compressed from the teacher `{teacher}` by `{metrics.get('method')}` ({how}, scope "
-        f"{metrics.get('scope', '-')}): target sparsity {metrics.get('target_sparsity')}, "
-        f"achieved {100 * info.sparsity:.1f} % of the weights removed; adversarial training "
+        f"{metrics.get('scope', '-')}),{made_to} {target} {metrics.get('target_sparsity')}: "
+        f"{100 * info.sparsity:.1f} % {removed}; adversarial training "
         f"{metrics.get('adversary')} at eps {metrics.get('eps')} ({metrics.get('steps')} steps); "
         f"distillation weight {metrics.get('kd_alpha')} at temperature {metrics.get('kd_temp')}.",
     ]
