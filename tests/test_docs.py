@@ -53,11 +53,11 @@ def test_readme_opens_with_what_and_the_two_commands():
 
 def test_readme_sections_in_order():
     titles = re.findall(r"^## (.+)$", README, re.M)
-    order = ["Quick start", "A 5-minute tour", "Target a real Raspberry Pi over SSH"]
-    assert titles[:3] == order
-    assert "Measured results" in titles
-    measured = README.split("## Measured results", 1)[1]
-    assert "<!-- measured -->" in measured
+    order = ["Quick start", "A 5-minute tour", "Your own model and data"]
+    assert titles[:5] == [*order, "Deploy to a Raspberry Pi", "CI under QEMU"]
+    assert "Where the numbers are" in titles
+    measured = README.split("## Where the numbers are", 1)[1]
+    assert "<!-- results:headline -->" in measured
 
 
 def test_readme_links_resolve():

@@ -21,6 +21,7 @@ from robustedge.device.board.config import BenchConfig
 from robustedge.errors import RobustEdgeError
 from robustedge.io import read_json, write_json
 from robustedge.recipe.executors import ExecutorSpec, run_stages
+from robustedge.recipe.model_card import write_model_cards
 from robustedge.recipe.runner import (
     Stage,
     StageResult,
@@ -55,6 +56,7 @@ def run_recipe(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "recipe.json", recipe.to_dict())
     results = run_stages(StageRunner(out, on_result, on_start), stages, executor)
+    write_model_cards(out, runs)  # from the JSON, refreshed on every run (cached stages too)
     summary = {
         "schema": "robustedge.recipe.summary/1",
         "recipe": recipe.name,

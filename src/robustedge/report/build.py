@@ -10,9 +10,9 @@ import base64
 import html
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from robustedge.io import write_text
 from robustedge.report import plots
@@ -20,6 +20,7 @@ from robustedge.report.collect import (
     BOARD_METRICS,
     RunInfo,
     Win,
+    board_value,
     find_runs,
     headline,
     headline_pgd,
@@ -33,12 +34,36 @@ from robustedge.report.collect import (
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Note:
+    """A cell whose long description is stated once: the HTML page shows ``value`` with a
+    marker and defines ``note`` once under its table; the Markdown keeps ``md`` in the cell
+    (``value (note)`` unless given), so each Markdown row stays self-describing."""
+
+    value: str
+    note: str
+    md: str = ""
+
+    def __str__(self) -> str:
+        return self.md or f"{self.value} ({self.note})"
+
+
+Cell = Union[str, Note]
+
+
 @dataclass
 class Table:
+    """Header + rows of cells, rendered to HTML and Markdown. ``html_hide``: columns the HTML
+    leaves out (their content is in a Note); ``groups``: HTML header groups as (label, number
+    of columns), with ``short`` the HTML column names under them."""
+
     title: str
     header: List[str]
-    rows: List[List[str]]
+    rows: List[List[Cell]]
     note: str = ""
+    html_hide: Tuple[str, ...] = ()
+    groups: List[Tuple[str, int]] = field(default_factory=list)
+    short: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +105,7 @@ def models_table(runs: Sequence[RunInfo]) -> Table:
                 _num(r.params),
                 _num(r.nonzero),
                 _num(r.macs),
-                _pct(head.acc if head else None),
+                Note(_pct(head.acc), head.label, _pct(head.acc)) if head else "-",
                 head.label if head else "-",
                 *[_pct(plots.value(r, c)) for c in cols],
             ]
@@ -94,7 +119,87 @@ def models_table(runs: Sequence[RunInfo]) -> Table:
         + "".join(f"; {k} = {suite_label(e)}" for k, e in sorted(suites.items()))
         + "."
     )
-    return Table("Accuracy vs compression (PyTorch, test split)", header, rows, note)
+    return Table(
+        "Accuracy vs compression (PyTorch, test split)",
+        header,
+        rows,
+        note,
+        html_hide=("headline attack",),
+    )
+
+
+def _kb(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v / 1000:,.1f}"
+
+
+def _board_groups(runs: Sequence[RunInfo]) -> Dict[str, Dict[str, dict]]:
+    """{target (and format where a target ran several): {model: its results.json}}."""
+    fmts: Dict[str, set] = {}
+    for _r, d in plots.device_rows(runs):
+        fmts.setdefault(plots.target_label(d), set()).add(d.get("format"))
+    groups: Dict[str, Dict[str, dict]] = {}
+    for r, d in plots.device_rows(runs):
+        tgt = plots.target_label(d)
+        key = tgt if len(fmts[tgt]) == 1 else f"{tgt} {d.get('format')}"
+        groups.setdefault(key, {})[r.name] = d
+    return groups
+
+
+def _win_marks(runs: Sequence[RunInfo]) -> set:
+    return {(w.student, w.target, w.format, w.metric) for w in teacher_wins(runs)}
+
+
+def _board_cells(r: RunInfo, d: dict, marks: set) -> List[Cell]:
+    """A model's robust figure, p50, flash kB and peak RSS on one board; a star marks each
+    metric on which the student beats the teacher (same target and format)."""
+
+    def star(key: str, text: str) -> str:
+        won = (r.name, plots.target_label(d), d.get("format"), key) in marks
+        return f"{text} \u2605" if won else text
+
+    p50 = board_value(d, "p50_ms")
+    return [
+        board_robust_notes(d)[0],
+        star("p50_ms", "-" if p50 is None else f"{p50:.3g}"),
+        star("flash_bytes", _kb(board_value(d, "flash_bytes"))),
+        star("peak_rss_mb", f"{d.get('peak_rss_mb', '-')}"),
+    ]
+
+
+def headline_table(runs: Sequence[RunInfo]) -> Table:
+    """One row per model: what it is, its size, clean and robust accuracy (the attack suite
+    stated once, in the legend), and per board its robust figure, p50, flash and peak RSS,
+    starred where the student beats the teacher."""
+    groups, won, marks = _board_groups(runs), _wins_by_row(runs), _win_marks(runs)
+    per = ["robust %", "p50 ms", "flash kB", "RSS MiB"]
+    header = ["model", "method", "sparsity %", "MACs", "smallest file kB", "clean %", "robust %"]
+    rows = []
+    for r in runs:
+        head = headline(r)
+        size = min((a["bytes"] for a in r.export.values() if a.get("bytes")), default=None)
+        row: List[Cell] = [r.name, r.family, f"{100 * r.sparsity:.1f}", _num(r.macs), _kb(size)]
+        row += [_pct(r.clean), Note(_pct(head.acc), head.label) if head else "-"]
+        beats = []
+        for key, models in groups.items():
+            d = models.get(r.name)
+            row += ["-"] * len(per) if d is None else _board_cells(r, d, marks)
+            win = d is not None and won.get((r.name, plots.target_label(d), d.get("format")))
+            beats += [f"{key}: {win}"] if win else []
+        rows.append(row + ["; ".join(beats) or "-"])
+    header += [f"{key} {p}" for key in groups for p in per] + ["beats teacher"]
+    return Table(
+        "Headline",
+        header,
+        rows,
+        "robust %: the model's headline figure on the host (PyTorch) and, per board, the worst "
+        "case per image on that board; each is named in the legend. kB = 1,000 bytes. \u2605: "
+        "the student beats the teacher on that metric on the same target and format (latency "
+        "and RSS only beyond their noise margins). EMULATED boards ran under qemu: their "
+        "latency is emulation cost, not a board's.",
+        html_hide=("beats teacher",),
+        groups=[("", 7), *[(k, len(per)) for k in groups]],
+        short=[*header[:7], *per * len(groups), "beats teacher"],
+    )
 
 
 def export_table(runs: Sequence[RunInfo]) -> Table:
@@ -167,9 +272,9 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
                 r.name,
                 plots.target_label(d),
                 d.get("format", "-"),
-                f"{d.get('backend', '-')} {d.get('backend_version', '')} ({d.get('kernels', '')})",
+                _backend(d),
                 _pct(d.get("accuracy", {}).get("clean")),
-                *board_robust_cells(d),
+                *board_robust_notes(d),
                 *[f"{lat[k]:.4g}" if k in lat else "-" for k in ("p50_ms", "p90_ms", "p99_ms")],
                 _num(d.get("flash_bytes", d.get("model_bytes"))),
                 _num(d.get("model_bytes")),
@@ -193,32 +298,43 @@ def device_table(runs: Sequence[RunInfo]) -> Table:
     )
 
 
+def _backend(d: dict) -> Note:
+    name = f"{d.get('backend', '-')} {d.get('backend_version', '')}".strip()
+    return Note(name, f"{name} kernels: {d.get('kernels', '')}", f"{name} ({d.get('kernels', '')})")
+
+
 def board_robust_cells(d: dict) -> List[str]:
     """The device table's robust cells (worst case, transfer, Square), each naming its attack
     and budget, and the 'weaker than default' label where it applies."""
+    return [str(c) for c in board_robust_notes(d)]
+
+
+def board_robust_notes(d: dict) -> List[Cell]:
+    """:func:`board_robust_cells` as Notes: the figure, and its attack, budget and images
+    (with 'weaker than default' where it applies) as the description."""
     from robustedge.device.board.measure import square_name, weaker_than_default
 
     acc = d.get("accuracy", {})
     n_total = (d.get("n_eval") or {}).get("clean")
     sq = next((a for a in d.get("robust", []) if a.get("attack") == "square"), None)
     wc = d.get("worst_case")
-    worst = "-"
+    worst: Cell = "-"
     if wc:
-        worst = f"{100 * wc['acc']:.1f} ({wc['label']})" + (
-            f"; {wc['weaker']}" if wc.get("weaker") else ""
-        )
+        weak = f"; {wc['weaker']}" if wc.get("weaker") else ""
+        value = f"{100 * wc['acc']:.1f}"
+        worst = Note(value, f"{wc['label']}{weak}", f"{value} ({wc['label']}){weak}")
     tr = acc.get("transfer")
     t_name = (wc or {}).get("transfer_name") or "PGD transfer"  # the transfer set is PGD's
-    transfer = "-" if tr is None else f"{100 * tr:.1f} ({t_name}, n={n_total})"
-    square = "-"
+    transfer: Cell = "-" if tr is None else Note(f"{100 * tr:.1f}", f"{t_name}, n={n_total}")
+    square: Cell = "-"
     if sq:
         q, restarts = int(sq["n_queries"]), int(sq.get("restarts") or 1)
         name = sq.get("name") or square_name(q, restarts)
         total = sq.get("n_total") or n_total or sq["n"]
         weaker = sq.get("weaker", weaker_than_default(q, restarts, sq["n"], total))
-        square = f"{100 * sq['acc']:.1f} ({name} on-board, n={sq['n']} of {total})" + (
-            f"; {weaker}" if weaker else ""
-        )
+        value, what = f"{100 * sq['acc']:.1f}", f"{name} on-board, n={sq['n']} of {total}"
+        weak = f"; {weaker}" if weaker else ""
+        square = Note(value, what + weak, f"{value} ({what}){weak}")
     return [worst, transfer, square]
 
 
@@ -238,7 +354,7 @@ def build_report(paths: Sequence[Path], out: Path, title: Optional[str] = None) 
     runs = find_runs(paths)
     notes = recipe_notes(paths)
     robust = robust_key(runs)
-    tables = [models_table(runs), export_table(runs), device_table(runs)]
+    tables = [headline_table(runs), models_table(runs), export_table(runs), device_table(runs)]
     figures = _figures(runs, robust)
     title = title or "robustedge report"
     out = Path(out)
@@ -332,37 +448,74 @@ def _win_text(w: Win) -> str:
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
-max-width:1200px}
+max-width:1340px}
 h1{margin-bottom:0}.stamp{color:#777;margin-top:4px}
-table{border-collapse:collapse;margin:8px 0 4px;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
-tr:nth-child(even) td{background:#fafafa}
-.note{color:#555;font-size:12px}img{max-width:100%;border:1px solid #eee;margin:6px 0}
-pre{background:#f6f8fa;padding:10px;font-size:12px}
+table{border-collapse:collapse;margin:8px 0 4px;font-size:12.5px}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:right}
+td{white-space:nowrap}th{background:#f0f3f7;font-weight:600}th[colspan]{text-align:center}
+td:first-child,th:first-child{text-align:left}
+tr:nth-child(even) td{background:#fafafa}sup{color:#1f5fa8;font-weight:600}
+.note{color:#555;font-size:12px;max-width:1300px}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}
+ul.legend{font-size:12px;color:#333;margin:2px 0 8px;padding-left:18px;max-width:1300px}
 """
 
 
+def _marker(i: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa: the legend's marks."""
+    return _marker(i // 26 - 1) + chr(97 + i % 26) if i >= 26 else chr(97 + i)
+
+
+def render_table_html(t: Table) -> List[str]:
+    """A table with each long description (Note) stated once, in a legend under it."""
+    e = html.escape
+    keep = [i for i, h in enumerate(t.header) if h not in t.html_hide]
+    names = t.short or t.header  # short names index like header
+    legend: Dict[str, str] = {}
+    out = ["<table>"]
+    if t.groups and any(g for g, _ in t.groups):
+        out.append(
+            "<tr>" + "".join(f"<th colspan='{n}'>{e(g)}</th>" for g, n in t.groups) + "</tr>"
+        )
+    out.append("<tr>" + "".join(f"<th>{e(names[i])}</th>" for i in keep) + "</tr>")
+    for row in t.rows:
+        cells = []
+        for i in keep:
+            c = row[i]
+            if isinstance(c, Note):
+                mark = legend.setdefault(c.note, _marker(len(legend)))
+                cells.append(f"<td>{e(c.value)}<sup>{mark}</sup></td>")
+            else:
+                cells.append(f"<td>{e(c)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    if legend:
+        items = "".join(f"<li><sup>{m}</sup> {e(n)}</li>" for n, m in legend.items())
+        out.append(f"<ul class='legend'>{items}</ul>")
+    return out + ([f"<p class='note'>{e(t.note)}</p>"] if t.note else [])
+
+
 def render_html(title, stamp, summary, tables, figures, notes) -> str:
+    """The page: the headline table first, then the figures, then the detailed tables."""
     e = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{e(title)}</h1><p class='stamp'>generated {e(stamp)} from the runs' JSON files</p>",
-        f"<pre>{e(chr(10).join(summary))}</pre>",
+        f"<h1>{e(title)}</h1><p class='stamp'>generated {e(stamp)} from the runs' JSON files; "
+        f"{e(summary[0])}</p>",
     ]
+    head, rest = (tables[0], tables[1:]) if tables else (None, [])
+    for t in [head] if head else []:
+        parts += [f"<h2>{e(t.title)}</h2>", *render_table_html(t)]
     for cap, png in figures:
         data = base64.b64encode(png).decode()
         parts.append(f"<h2>{e(cap)}</h2><img alt='{e(cap)}' src='data:image/png;base64,{data}'>")
-    for t in tables:
+    for t in rest:
         parts.append(f"<h2>{e(t.title)}</h2>")
         if not t.rows:
             parts.append("<p class='note'>none in these runs</p>")
             continue
-        parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr>")
-        for row in t.rows:
-            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>" + (f"<p class='note'>{e(t.note)}</p>" if t.note else ""))
+        parts += render_table_html(t)
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     parts.append("</body></html>")
@@ -370,6 +523,9 @@ def render_html(title, stamp, summary, tables, figures, notes) -> str:
 
 
 def render_md(title, stamp, summary, tables, notes, html_name) -> str:
+    """The Markdown companion: the terminal summary, then the detailed tables with every
+    description in its cell (rows stay self-describing for grep and diff), then the headline
+    table that opens the HTML page."""
     lines = [
         f"# {title}",
         "",
@@ -380,14 +536,14 @@ def render_md(title, stamp, summary, tables, notes, html_name) -> str:
         "```",
         "",
     ]
-    for t in tables:
+    for t in [*tables[1:], *tables[:1]]:
         lines += [f"## {t.title}", ""]
         if not t.rows:
             lines += ["none in these runs", ""]
             continue
         lines.append("| " + " | ".join(t.header) + " |")
         lines.append("|" + "---|" * len(t.header))
-        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in t.rows]
+        lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in t.rows]
         lines += (["", f"{t.note}"] if t.note else []) + [""]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]

@@ -38,16 +38,29 @@ def _png(fig) -> bytes:
 
 
 def _xscale(ax, values: Sequence[float]) -> None:
-    """Log x axis only when the values span more than 10x; plain tick labels either way."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Log x axis only when the values span more than 10x; plain tick labels either way, on
+    at most 1-2-5 ticks per decade (labels never run into each other)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     vals = [v for v in values if v > 0]
+    plain = FuncFormatter(lambda v, _: f"{v:,.4g}")
     if vals and max(vals) / min(vals) > 10:
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.xaxis.set_major_formatter(plain)
+
+
+def display_unit(key: str, values: Sequence[float]) -> Tuple[str, float]:
+    """The axis unit for a board metric and the factor from its stored unit: flash in kB
+    (1,000 bytes), latency in us when every value is under 1 ms, else ms; RSS in MiB."""
+    if key == "flash_bytes":
+        return "kB", 1e-3
+    if key == "p50_ms":
+        return ("us", 1e3) if values and max(values) < 1.0 else ("ms", 1.0)
+    return "MiB", 1.0
 
 
 def metric_columns(runs: Sequence[RunInfo]) -> List[str]:
@@ -179,56 +192,75 @@ def board_points(runs: Sequence[RunInfo], robust: str) -> Dict[str, List[BoardPo
     return groups
 
 
+def model_colors(names: Sequence[str]) -> Dict[str, Tuple[float, ...]]:
+    """One colour per model, the same in every panel (tab20: up to 20 distinct)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(dict.fromkeys(names))}
+
+
 def pareto(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
-    """Robust accuracy vs each board metric (flash bytes, p50 latency, peak RSS), one row of
-    panels per target. The teacher is a black square; a student that beats the teacher on a
-    panel's metric (``teacher_wins``) is a green star there; Pareto-optimal models over all
-    three metrics are outlined. Without board results: robust accuracy vs smallest export."""
+    """:func:`pareto_figure` as PNG bytes (or robust accuracy vs smallest export when nothing
+    ran on a board)."""
+    fig = pareto_figure(runs, robust)
+    return _pareto_exports(runs, robust) if fig is None else _png(fig)
+
+
+def pareto_figure(runs: Sequence[RunInfo], robust: str):
+    """Robust accuracy vs each board metric (flash kB, p50 latency, peak RSS), one row of
+    panels per target. Each model has one colour, named once in the legend (no labels on the
+    points, so none overlap); the teacher is a square, a student that beats the teacher on a
+    panel's metric (``teacher_wins``) a star there, others circles; Pareto-optimal models over
+    all three metrics have a thick black outline. None without board results."""
     groups = board_points(runs, robust)
     if not groups:
-        return _pareto_exports(runs, robust)
+        return None
     wins = {(w.student, (w.target, w.format), w.metric) for w in teacher_wins(runs)}
-    keys = [(k, label, unit) for k, label, unit, _m in BOARD_METRICS]
-    fig, axes = _plt().subplots(
-        len(groups), len(keys), figsize=(5.0 * len(keys), 4.0 * len(groups)), squeeze=False
+    keys = [(k, label) for k, label, _unit, _m in BOARD_METRICS]
+    colors = model_colors([p[0] for pts in groups.values() for p in pts])
+    plt = _plt()
+    fig, axes = plt.subplots(
+        len(groups), len(keys), figsize=(4.6 * len(keys), 3.6 * len(groups)), squeeze=False
     )
     for row, (tgt, pts) in zip(axes, groups.items()):
-        front = set(pareto_front([(a, *(m[k] for k, *_ in keys)) for _, _, a, m, _ in pts]))
-        for ax, (key, label, unit) in zip(row, keys):
+        front = set(pareto_front([(a, *(m[k] for k, _ in keys)) for _, _, a, m, _ in pts]))
+        for ax, (key, label) in zip(row, keys):
+            unit, factor = display_unit(key, [p[3][key] for p in pts])
             for i, (name, is_teacher, a, m, where) in enumerate(pts):
                 beat = (name, where, key) in wins
-                marker, color = ("*", "#2ca02c") if beat else ("o", "#bbb")
-                if is_teacher:
-                    marker, color = "s", "k"
+                marker = "s" if is_teacher else ("*" if beat else "o")
                 ax.scatter(
-                    m[key],
-                    100 * a,
-                    s=160 if beat else 60,
-                    marker=marker,
-                    color=color,
-                    edgecolors=COLORS[1] if i in front else "none",
-                    linewidths=1.5,
-                    zorder=3,
-                )
-                tag = " beats teacher" if beat else ""
-                if is_teacher and "teacher" not in name:
-                    tag = " (teacher)"
-                ax.annotate(
-                    name + tag, (m[key], 100 * a), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points",
+                    factor * m[key], 100 * a, s=170 if beat else 70, marker=marker,
+                    color=colors[name], edgecolors="k" if i in front else "none",
+                    linewidths=1.6, zorder=3,
                 )  # fmt: skip
-            _xscale(ax, [p[3][key] for p in pts])
+            _xscale(ax, [factor * p[3][key] for p in pts])
             ax.set_xlabel(f"{label} ({unit}), lower is better")
-            ax.set_ylabel(f"robust accuracy % ({robust})")
+            ax.set_ylabel("robust accuracy %")
             ax.set_title(f"{tgt}: {label}", fontsize=9)
             ax.grid(alpha=0.3)
-    fig.suptitle(
-        "black square: teacher; green star: student beats the teacher on that metric; "
-        "red outline: Pareto-optimal (robust acc, flash, p50, peak RSS)",
-        fontsize=9,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _png(fig)
+    _pareto_legend(fig, colors)
+    return fig
+
+
+def _pareto_legend(fig, colors: Dict[str, Tuple[float, ...]]) -> None:
+    """Model colours and marker meanings, once, above the panels."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", ms=8, color=c, label=n) for n, c in colors.items()]
+    handles += [
+        Line2D([], [], ls="", marker=m, ms=9, color="#777", mec=e, mew=1.6, label=t)
+        for m, e, t in (
+            ("s", "none", "square: the teacher"),
+            ("*", "none", "star: beats the teacher on this metric"),
+            ("o", "k", "outline: Pareto-optimal"),
+        )
+    ]
+    ncol = min(4, len(handles))
+    rows = -(-len(handles) // ncol)
+    fig.legend(handles=handles, loc="upper center", ncol=ncol, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.045 * rows * 3.6 / fig.get_figheight()))
 
 
 def _pareto_exports(runs: Sequence[RunInfo], robust: str) -> Optional[bytes]:
