@@ -33,6 +33,9 @@ ERROR_LINE = re.compile(r"^(error: .*|[A-Za-z_.]*(Error|Exception|Interrupt)\b.*
 PREFIX_TEMPLATE = "[${role_name}${rank}]:"
 LAUNCH_PARAMS = ("nproc", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id")
 SECONDARY = ("Connection closed", "Connection reset", "ProcessGroup", "SIGTERM", "Signal")
+TORCH_RANK = re.compile(r"^\[rank\d+\]:")  # torch's own prefix of a rank's traceback
+AGENT_ERROR = re.compile(r"(\w*(?:Error|Exception)): (.*)$")
+CXX_PREFIX = re.compile(r"^(\w*(?:Error|Exception): )?\[[^\]]+\.(?:cc|cpp|h|hpp):\d+\] ")
 
 
 @dataclass(frozen=True)
@@ -259,26 +262,38 @@ class JobLog:
     def read(self, line: str) -> None:
         found = RANK_LINE.match(line)
         if found:
-            rank, text = int(found.group(1)), found.group(2).strip()
+            rank, text = int(found.group(1)), TORCH_RANK.sub("", found.group(2)).strip()
             if ERROR_LINE.match(text):
-                self.errors.append(f"rank {rank}: {text.removeprefix('error: ')}")
+                self.errors.append(f"rank {rank}: {short(text.removeprefix('error: '))}")
         elif ERROR_LINE.match(line.strip()) and "ChildFailedError" not in line:
             self.agent.append(line.strip())
 
     def failure(self, nodes: Nodes, rc: int) -> str:
-        """The one line a failed job ends with."""
+        """The one line a failed job ends with: the first rank's own error; else, what this
+        node lost (the rendezvous, or its peers: another node stopped first)."""
         head = f"{nodes.describe()} job failed"
         own = [e for e in self.errors if not any(s in e for s in SECONDARY)]
         if own:
             return f"{head}: {own[0]}"
         lost = [a for a in self.agent if "Rendezvous" in a or "DistStore" in a]
         if lost:
-            name, _, text = lost[0].rpartition(".")[2].partition(": ")
-            text = text.split(". See inner")[0]
-            return f"{head}: this node lost the rendezvous ({name}: {text}; its host stopped?)"
+            found = AGENT_ERROR.search(lost[-1])
+            what = f"{found.group(1)}: {short(found.group(2))}" if found else short(lost[-1])
+            return (
+                f"{head}: this node lost the rendezvous at {nodes.endpoint} ({what}); "
+                "the node hosting it stopped?"
+            )
         if self.errors:
             peer = "another node" if nodes.nnodes > 1 else "another process"
             return f"{head}: {self.errors[0]} ({peer} stopped first)"
         if self.agent:
-            return f"{head}: torchrun: {self.agent[-1]}"
+            return f"{head}: torchrun: {short(self.agent[-1])}"
         return f"{head} (torchrun exit code {rc}; rerun with -v for its log)"
+
+
+def short(text: str) -> str:
+    """An error message without a C++ source prefix and torch's advice that follows it."""
+    text = CXX_PREFIX.sub("", text.strip())
+    for cut in (". This is typically", ". See inner", ". Did the remote"):
+        text = text.split(cut)[0]
+    return text.rstrip(".")
