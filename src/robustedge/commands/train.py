@@ -55,7 +55,8 @@ def train(out: Path, resume: bool, no_progress: bool, suite: Optional[str], **op
         if metrics.get("world_size", 1) > 1:
             click.echo(
                 f"data-parallel: {metrics['world_size']} processes, "
-                f"global batch {metrics['global_batch_size']}"
+                + (f"{metrics['nodes']} nodes, " if metrics.get("nodes", 1) > 1 else "")
+                + f"global batch {metrics['global_batch_size']}"
             )
         click.echo(f"run folder: {out}")
 

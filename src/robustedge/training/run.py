@@ -193,7 +193,8 @@ def restore_checkpoint(
     size = state.get("world_size", 1)
     if state.get("rng") is not None and size != world.size:
         raise CheckpointError(
-            f"{path} was written by {size} process(es); resume it with --nproc {size}"
+            f"{path} was written by {size} process(es); resume it with --nproc {size} "
+            "(over several machines: --nnodes x --nproc processes in all)"
         )
     try:
         model.load_state_dict(state["model"])
