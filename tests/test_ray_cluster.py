@@ -175,16 +175,39 @@ def cluster_run(cluster: LoopbackCluster, recipe: Path, out: Path) -> subprocess
     )
 
 
+VOLATILE = {"seconds", "finished", "rss_peak_bytes", "memory"}
+
+
+def normalised(path: Path, out: Path):
+    """A file's content with the output folder's path and timings taken out."""
+    text = path.read_bytes().replace(str(out).encode(), b"OUT")
+    if path.suffix != ".json":
+        return text
+
+    def drop(v):
+        if isinstance(v, dict):
+            return {k: drop(x) for k, x in v.items() if k not in VOLATILE}
+        if isinstance(v, list):
+            return [drop(x) for x in v]
+        return v
+
+    return drop(json.loads(text))
+
+
 def same_outputs(serial: Path, other: Path) -> None:
-    """Every stage of ``other`` recorded the serial run's input hash and output hashes."""
+    """Every stage of ``other`` has the serial run's outputs: weights and masks byte for byte,
+    the other files but for timings; its input hash is the serial one wherever its upstream
+    stages' digests are (timings in metrics files make digests differ run to run)."""
     s_rec, o_rec = records(serial), records(other)
     assert s_rec.keys() == o_rec.keys() and len(s_rec) == 8
     for sid, rec in s_rec.items():
-        assert o_rec[sid]["input_hash"] == rec["input_hash"], sid
+        if o_rec[sid]["upstream"] == rec["upstream"]:
+            assert o_rec[sid]["input_hash"] == rec["input_hash"], sid
         assert o_rec[sid]["outputs"].keys() == rec["outputs"].keys(), sid
         for rel, sha in rec["outputs"].items():
             if rel.endswith(".safetensors"):  # weights and masks: the same bytes
                 assert o_rec[sid]["outputs"][rel] == sha, (sid, rel)
+            assert normalised(serial / rel, serial) == normalised(other / rel, other), rel
 
 
 def ran_on(stderr: str) -> Dict[str, str]:
@@ -235,8 +258,11 @@ def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, tmp_path):
     lines = err.strip().splitlines()
     if proc.returncode != 0:  # allowed: one line naming the stage, nothing half-recorded
         assert lines[-1].startswith("error: stage "), err[-3000:]
-        for sid, rec in records(tmp_path / "ray").items():
-            assert rec["outputs"] == records(tmp_path / "serial")[sid]["outputs"], sid
+        serial = records(tmp_path / "serial")
+        for sid, rec in records(tmp_path / "ray").items():  # what is recorded is whole
+            for rel, sha in rec["outputs"].items():
+                if rel.endswith(".safetensors"):
+                    assert serial[sid]["outputs"][rel] == sha, (sid, rel)
         return
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"])
