@@ -214,6 +214,13 @@ def ran_on(stderr: str) -> Dict[str, str]:
     return dict(NODE_LINE.findall(stderr))
 
 
+def _per_node(stderr: str) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for node in ran_on(stderr).values():
+        counts[node[:8]] = counts.get(node[:8], 0) + 1
+    return counts
+
+
 @pytest.fixture
 def recipe(tmp_path, tiny_run) -> Path:
     path = tmp_path / "sweep.yaml"
@@ -256,6 +263,7 @@ def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, tmp_path):
                 proc.kill()
                 proc.wait()
     lines = err.strip().splitlines()
+    print(f"after the kill: exit {proc.returncode}, stages per node {_per_node(err)}")
     if proc.returncode != 0:  # allowed: one line naming the stage, nothing half-recorded
         assert lines[-1].startswith("error: stage "), err[-3000:]
         serial = records(tmp_path / "serial")
