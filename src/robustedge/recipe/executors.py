@@ -277,11 +277,11 @@ class RayBackend(Backend):
             except Exception as e:  # noqa: BLE001 - best effort while stopping
                 logger.info("cancel failed: %s", e)
 
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
 
 def _last_line(e: BaseException) -> str:
     lines = [x for x in str(e).strip().splitlines() if x.strip()]
     return lines[-1].strip() if lines else type(e).__name__
-
-    def close(self) -> None:
-        if self.started:
-            self.ray.shutdown()
