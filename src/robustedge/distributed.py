@@ -1,7 +1,10 @@
 """Data parallelism on ``torchrun``: process group, sharding, gradient averaging, rank checks.
 
 ``torchrun --nproc-per-node N -m robustedge.cli train ...`` (or ``robustedge train --nproc N``)
-starts N processes with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in their environment.
+starts N processes with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in their environment; over
+several machines (``--nnodes M``) torchrun also sets ``GROUP_RANK`` / ``GROUP_WORLD_SIZE``
+(this node's rank, the number of nodes), and the ranks' host names are gathered once when
+they join (:func:`node_record`: what results record about the nodes).
 :func:`session` joins the process group (gloo on CPU, NCCL on CUDA, with a timeout so that a
 dead rank ends the job instead of hanging it) and leaves it again; outside torchrun every
 function here is a no-op for a world of one.
@@ -22,8 +25,9 @@ import datetime
 import importlib
 import logging
 import os
+import socket
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -41,6 +45,8 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    nodes: int = 1  # machines in the job (torchrun's GROUP_WORLD_SIZE)
+    node_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -57,11 +63,17 @@ def env_world() -> World:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+        node = int(os.environ.get("GROUP_RANK", "0"))
     except ValueError as e:
         raise RobustEdgeError(f"bad torchrun environment (RANK/WORLD_SIZE): {e}") from None
     if size < 1 or not 0 <= rank < size:
         raise RobustEdgeError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={size}")
-    return World(rank, size, local)
+    if not 1 <= nodes <= size or not 0 <= node < nodes:
+        raise RobustEdgeError(
+            f"bad torchrun environment: GROUP_RANK={node}, GROUP_WORLD_SIZE={nodes}"
+        )
+    return World(rank, size, local, nodes, node)
 
 
 def world() -> World:
@@ -69,8 +81,30 @@ def world() -> World:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), env_world().local_rank)
+        env = env_world()
+        return World(
+            dist.get_rank(), dist.get_world_size(), env.local_rank, env.nodes, env.node_rank
+        )
     return World()
+
+
+# (node rank, host name) of every rank, gathered when the ranks join (empty outside a session)
+_hosts: List[Tuple[int, str]] = []
+
+
+def node_record(w: Optional[World] = None) -> Dict[str, Any]:
+    """What results record about the machines: the number of nodes and, over several, each
+    node's host name (node rank order) and the ranks it ran."""
+    w = w or world()
+    if w.nodes == 1:
+        return {"nodes": 1}
+    hosts: Dict[int, str] = {}
+    ranks: Dict[int, List[int]] = {}
+    for rank, (node, host) in enumerate(_hosts):
+        hosts.setdefault(node, host)
+        ranks.setdefault(node, []).append(rank)
+    table = [{"node": n, "host": hosts[n], "ranks": ranks[n]} for n in sorted(hosts)]
+    return {"nodes": w.nodes, "node_hosts": table}
 
 
 def timeout_s() -> float:
@@ -117,10 +151,15 @@ def session(device: torch.device) -> Iterator[World]:
     importlib.import_module("torch._dynamo")
 
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s()))
-    logger.info("rank %d of %d joined (%s)", env.rank, env.size, backend)
+    logger.info(
+        "rank %d of %d joined (%s, node %d of %d)", env.rank, env.size, backend,
+        env.node_rank, env.nodes,
+    )  # fmt: skip
     try:
+        _hosts[:] = gather_objects((env.node_rank, socket.gethostname()))
         yield world()
     finally:
+        _hosts.clear()
         dist.destroy_process_group()
 
 
@@ -228,6 +267,20 @@ def check_identical(tensors: Sequence[torch.Tensor], what: str) -> None:
     for r, other in enumerate(gathered):
         if not torch.equal(other, gathered[0]):
             raise TrainingError(f"ranks diverged: {what} differ between rank 0 and rank {r}")
+
+
+def agree(value: Any, what: str) -> None:
+    """Raise :class:`TrainingError` on every rank unless every rank holds the same ``value``
+    (a small picklable object; a no-op in a world of one). ``what`` names it in the error."""
+    w = world()
+    if not w.parallel:
+        return
+    values = gather_objects(value)
+    for r, other in enumerate(values):
+        if other != values[0]:
+            raise TrainingError(
+                f"ranks disagree on {what}: rank 0 has {values[0]!r}, rank {r} has {other!r}"
+            )
 
 
 def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:

@@ -57,9 +57,11 @@ def train(
     if is_main_rank():
         print_table(result.to_json())
         if result.world_size > 1:
+            nodes = result.to_json().get("nodes", 1)
             click.echo(
                 f"data-parallel: {result.world_size} processes, "
-                f"global batch {result.global_batch_size}"
+                + (f"{nodes} nodes, " if nodes > 1 else "")
+                + f"global batch {result.global_batch_size}"
             )
         click.echo(f"run folder: {out}")
 

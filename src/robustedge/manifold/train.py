@@ -149,6 +149,7 @@ def _train_vae(cfg: VAEConfig, out: Path, device: torch.device, world) -> Dict:
     xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     history = fit_vae(vae, xt, yt, cfg, device)
     scale = {"world_size": world.size, "global_batch_size": cfg.batch_size}
+    scale.update(distributed.node_record(world))
     if not world.main:
         return {"kind": "manifold", "rank": world.rank, **scale, "history": history}
     vae = vae.cpu().eval()

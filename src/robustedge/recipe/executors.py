@@ -33,6 +33,7 @@ from robustedge.recipe.runner import SkipStage, Stage, StageResult, StageRunner
 logger = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 COMPUTE_KINDS = ("train", "compress", "evaluate", "export")
+RAY_RETRIES = 3  # times Ray reruns a stage whose worker process or node died
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,16 @@ def stage_resources(stage: Stage, cluster_gpus: float = 0) -> Dict[str, float]:
     return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
 
 
-def _execute(fn: Callable[[], None]) -> float:
-    """The body of a Ray task: run one stage (one thread per task for torch); its seconds."""
+def _execute(fn: Callable[[], None]) -> Tuple[float, str]:
+    """The body of a Ray task: run one stage (one thread per task for torch); its seconds and
+    the id of the Ray node it ran on."""
+    import ray
     import torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, ray.get_runtime_context().get_node_id()
 
 
 class RayBackend(Backend):
@@ -232,26 +235,40 @@ class RayBackend(Backend):
                 raise RobustEdgeError(f"cannot start Ray on {where}: {e}") from None
             self.started = True
         self.gpus = float(ray.cluster_resources().get("GPU", 0))
-        self.task = ray.remote(max_retries=0)(_execute)
+        # a task whose worker or node died is retried (elsewhere); a stage's own error is not
+        self.task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False)(_execute)
+        self.stage_of: Dict[Any, str] = {}
+        self.nodes: Dict[str, str] = {}  # stage id -> the Ray node id it finished on
 
     def submit(self, stage: Stage) -> Any:
         opts = stage_resources(stage, self.gpus)
-        return self.task.options(**opts, name=stage.id).remote(stage.execute)
+        handle = self.task.options(**opts, name=stage.id).remote(stage.execute)
+        self.stage_of[handle] = stage.id
+        return handle
 
     def wait(self, handles: Sequence[Any]) -> List[Any]:
         done, _ = self.ray.wait(list(handles), num_returns=1)
         return list(done)
 
     def result(self, handle: Any) -> Optional[float]:
-        from ray.exceptions import RayTaskError
+        from ray.exceptions import RayError, RayTaskError
 
+        sid = self.stage_of.pop(handle, "?")
         try:
-            return float(self.ray.get(handle))
+            seconds, node = self.ray.get(handle)
         except RayTaskError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, BaseException):
                 raise cause from None
-            raise RobustEdgeError(f"a Ray task failed: {str(e).strip().splitlines()[-1]}") from None
+            raise RobustEdgeError(f"stage {sid}: its Ray task failed: {_last_line(e)}") from None
+        except RayError as e:  # the worker or node died more often than Ray retries
+            raise RobustEdgeError(
+                f"stage {sid} failed on the Ray cluster after {RAY_RETRIES} retries "
+                f"({type(e).__name__}: {_last_line(e)})"
+            ) from None
+        self.nodes[sid] = node
+        logger.info("stage %s ran on Ray node %s", sid, node)
+        return float(seconds)
 
     def cancel(self, handles: Sequence[Any]) -> None:
         for h in handles:
@@ -263,3 +280,8 @@ class RayBackend(Backend):
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    return lines[-1].strip() if lines else type(e).__name__

@@ -79,6 +79,8 @@ def _train(cfg, out, resume, progress, manifold, device, world, suites=()) -> Di
         start, job.history, rng = restore_checkpoint(
             out / CKPT, cfg.to_dict(), world, job.model, job.optimizer, job.scheduler
         )
+    if resume:  # every node must see the run folder (a shared filesystem, or a copy)
+        distributed.agree(start, f"the epoch to resume {out} from")
     distributed.barrier()  # every rank has checked and read --out before rank 0 writes
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -159,12 +161,13 @@ class _TrainJob:
         return metrics
 
 
-def scale_record(batch_size: int, world: distributed.World) -> Dict[str, int]:
-    """What results record about data parallelism: processes and the global batch."""
+def scale_record(batch_size: int, world: distributed.World) -> Dict[str, Any]:
+    """What results record about data parallelism: processes, the global batch, the nodes."""
     return {
         "world_size": world.size,
         "global_batch_size": batch_size,
         "batch_per_rank": batch_size // world.size,
+        **distributed.node_record(world),
     }
 
 
@@ -190,7 +193,8 @@ def restore_checkpoint(
     size = state.get("world_size", 1)
     if state.get("rng") is not None and size != world.size:
         raise CheckpointError(
-            f"{path} was written by {size} process(es); resume it with --nproc {size}"
+            f"{path} was written by {size} process(es); resume it with --nproc {size} "
+            "(over several machines: --nnodes x --nproc processes in all)"
         )
     try:
         model.load_state_dict(state["model"])

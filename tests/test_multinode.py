@@ -1,0 +1,252 @@
+"""Two torchrun nodes on one machine (two agents on 127.0.0.1, one rendezvous): train and
+compress give the one-process weights; a node that dies mid-job ends the job with one line on
+the surviving node and leaves a checkpoint that resumes to the uninterrupted run's weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from robustedge.commands.launch import JobLog, Nodes
+from robustedge.training.config import TrainConfig
+from robustedge.training.run import train_run
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTEDGE_DIST_TIMEOUT": "120"}
+TRAIN = ["--model", "lenet5", "--batch-size", "64", "--lr", "0.01", "--device", "cpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    """Digits cut to 512 training images (a multiple of 2 x 64: no sampler padding) and 64
+    test images (a short final evaluation)."""
+    from robustedge.data import load_dataset
+
+    d = load_dataset("digits")
+    path = tmp_path_factory.mktemp("nodes") / "digits512.npz"
+    np.savez(
+        path, x_train=d.x_train[:512], y_train=d.y_train[:512], x_test=d.x_test[:64],
+        y_test=d.y_test[:64],
+    )  # fmt: skip
+    return str(path)
+
+
+def descendants(pid: int) -> List[int]:
+    """``pid`` and every process below it (torchrun starts its workers in new sessions)."""
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a node: its launcher, torchrun agent and workers (a machine switched off)."""
+    for p in descendants(proc.pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+class TwoNodes:
+    """``robustedge ARGS --nnodes 2 ...`` started twice, as two nodes; every process they
+    started is killed on leaving, whatever happened."""
+
+    def __init__(self, args: Sequence[str], node_args: Sequence[Sequence[str]]) -> None:
+        self.args, self.node_args = list(args), node_args
+        self.procs: List[subprocess.Popen] = []
+
+    def __enter__(self) -> TwoNodes:
+        for extra in self.node_args:
+            cmd = [sys.executable, "-m", "robustedge.cli", *self.args, "--nnodes", "2", *extra]
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+                )
+            )
+            time.sleep(2.0)  # the first node hosts the c10d store
+        return self
+
+    def results(self, timeout: float = 600) -> List[Tuple[int, str, str]]:
+        outs = [p.communicate(timeout=timeout) for p in self.procs]
+        return [(p.returncode, o, e) for p, (o, e) in zip(self.procs, outs)]
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                kill_tree(p)
+
+
+def c10d(port: int) -> List[List[str]]:
+    return [["--rdzv-endpoint", f"127.0.0.1:{port}"]] * 2
+
+
+def static(port: int) -> List[List[str]]:
+    return [["--rdzv-endpoint", f"127.0.0.1:{port}", "--node-rank", str(r)] for r in (0, 1)]
+
+
+def weights(run: Path):
+    return load_file(str(run / "model.safetensors"))
+
+
+def assert_close_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        # float sums in another order (gloo's all-reduce): 1e-5-level differences
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=5e-5)
+
+
+def test_torchrun_options_per_layout():
+    assert Nodes(2).torchrun_args(["x"]) == ["--standalone", "--nproc-per-node=2"]
+    c = Nodes(1, 2, endpoint="10.0.0.1:29400").torchrun_args(["train"])
+    assert "--rdzv-backend=c10d" in c and "--rdzv-endpoint=10.0.0.1:29400" in c
+    assert c[-1] == Nodes(1, 2, endpoint="h:1").torchrun_args(["train"])[-1]  # id: the argv
+    s = Nodes(2, 3, node_rank=2, endpoint="[::1]:29400").torchrun_args(["train"])
+    assert "--node-rank=2" in s and "--master-addr=::1" in s and "--master-port=29400" in s
+    for bad, match in [
+        (dict(nnodes=2), "needs --rdzv-endpoint"),
+        (dict(nnodes=1, endpoint="h:1"), "--nnodes > 1"),
+        (dict(nnodes=2, endpoint="h:99999"), "HOST:PORT"),
+        (dict(nnodes=2, endpoint="h:1", node_rank=2), r"0\.\.1"),
+        (dict(nnodes=2, endpoint="h:1", node_rank=0, rdzv_id="x"), "leave it out"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            Nodes(**bad)
+
+
+def test_a_lost_node_is_one_line():
+    """The surviving node's line, read from what torchrun printed (both ways a node is lost)."""
+    nodes = Nodes(1, 2, endpoint="127.0.0.1:29632")
+    peer = JobLog()
+    for line in [
+        "[default0]:[rank0]: Traceback (most recent call last):",
+        "[default0]:[rank0]: RuntimeError: [/w/gloo/transport/tcp/pair.cc:537] Read error "
+        "[127.0.0.1]:46991: Connection reset by peer. This is typically caused by a remote",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+    ]:
+        peer.read(line)
+    assert peer.failure(nodes, 1) == (
+        "2-node x 1-process job failed: rank 0: Read error [127.0.0.1]:46991: Connection "
+        "reset by peer (another node stopped first)"
+    )
+    store = JobLog()
+    store.read(
+        "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: The connection "
+        "to the C10d store has failed. See inner exception for details."
+    )
+    assert "lost the rendezvous at 127.0.0.1:29632 (RendezvousConnectionError: The " in (
+        store.failure(nodes, 1)
+    )
+
+
+@pytest.mark.slow
+def test_two_nodes_train_and_compress_give_the_one_process_weights(tmp_path, data):
+    train = ["train", "--data", "npz", "--data-dir", data, *TRAIN, "--adversary", "none"]
+    train += ["--epochs", "2", "--no-progress", "--out", str(tmp_path / "nodes")]
+    with TwoNodes(train, c10d(free_port())) as job:
+        results = job.results()
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert sum(o.count("run folder:") for _, o, _ in results) == 1  # global rank 0 only
+    cfg = TrainConfig(
+        data="npz", data_dir=data, model="lenet5", adversary="none", epochs=2,
+        batch_size=64, lr=0.01, device="cpu",
+    )  # fmt: skip
+    one = train_run(cfg, tmp_path / "one")
+    assert_close_weights(tmp_path / "nodes", tmp_path / "one")
+    m = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
+    assert (m["world_size"], m["global_batch_size"], m["nodes"]) == (2, 64, 2)
+    assert [h["ranks"] for h in m["node_hosts"]] == [[0], [1]]
+    assert m["node_hosts"][0]["host"] == socket.gethostname()
+    assert one["nodes"] == 1 and "node_hosts" not in one
+
+    compress = ["compress", "--teacher", str(tmp_path / "one"), "--method", "magnitude"]
+    compress += ["--sparsity", "0.8", "--epochs", "1", "--finetune-epochs", "1"]
+    compress += ["--adversary", "none", "--attack", "fgsm", *TRAIN[2:]]
+    with TwoNodes(compress + ["--out", str(tmp_path / "c-nodes")], static(free_port())) as job:
+        for rc, _, err in job.results():
+            assert rc == 0, err[-3000:]
+    r = subprocess.run(
+        [sys.executable, "-m", "robustedge.cli", *compress, "--out", str(tmp_path / "c-one")],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert_close_weights(tmp_path / "c-nodes", tmp_path / "c-one")
+    m = json.loads((tmp_path / "c-nodes" / "metrics.json").read_text())
+    assert (m["world_size"], m["nodes"]) == (2, 2)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data) -> Tuple[List[str], Path]:
+    """PGD-AT for 3 epochs with 2 processes on one node (the same 2 global ranks)."""
+    args = ["train", "--data", "npz", "--data-dir", data, *TRAIN, "--adversary", "pgd"]
+    args += ["--steps", "1", "--epochs", "3", "--no-progress"]
+    out = tmp_path_factory.mktemp("full") / "run"
+    r = subprocess.run(
+        [sys.executable, "-m", "robustedge.cli", *args, "--nproc", "2", "--out", str(out)],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return args, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["store-host", "other"])
+def test_a_dying_node_ends_the_job_and_the_checkpoint_resumes(tmp_path, uninterrupted, victim):
+    """Kill one node (SIGKILL: launcher, agent, worker) after the first checkpoint: the other
+    ends with one line; the checkpoint, resumed on two nodes, gives the uninterrupted run."""
+    args, full = uninterrupted
+    out = tmp_path / "run"
+    ckpt = out / "checkpoint" / "last.pt"
+    with TwoNodes([*args, "--out", str(out)], c10d(free_port())) as job:
+        deadline = time.monotonic() + 600
+        while not ckpt.exists() and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in job.procs), "a node ended early"
+            time.sleep(0.05)
+        dead = job.procs[0 if victim == "store-host" else 1]
+        kill_tree(dead)
+        t0 = time.monotonic()
+        [(rc, _, err)] = [r for p, r in zip(job.procs, job.results()) if p is not dead]
+        took = time.monotonic() - t0
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("error: 2-node x 1-process job failed: "), lines[0]
+    assert "lost the rendezvous" in lines[0] or "another node stopped first" in lines[0]
+    assert took < 110  # ended by the lost peer, not by the 120 s collective timeout
+    epoch = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= epoch < 3, "the job was not cut mid-way"
+    assert not (out / "model.safetensors").exists()
+    with TwoNodes([*args, "--out", str(out), "--resume"], c10d(free_port())) as job:
+        for rc, _, err in job.results():
+            assert rc == 0, err[-3000:]
+    a, b = weights(full), weights(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
