@@ -1,0 +1,375 @@
+"""Hand-computed references for the algorithms whose realistic bugs the other tests missed.
+
+Each test computes one step (or one result) independently of the implementation, on small
+tensors, and compares: ADMM's Z / U / rho update (the dual sign), HYDRA's mask following its
+scores, APGD against a per-sample re-implementation that records its restarts from the best
+point, TRADES' and FGSM's steps, KD's loss, the latency percentiles against numpy on known
+data, the bundle's full sha256 comparison, the epoch-seeded shuffle, a recipe target's own
+Square settings and ONNX int8's calibration on every input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------- ADMM
+
+
+def test_admm_update_by_hand():
+    """Z = top-k(W + U), U <- U + W - Z (the scaled dual's sign), rho *= growth; penalty
+    rho/2 ||W - Z + U||^2, all on a 4-weight layer at 50 % sparsity (global scope)."""
+    from robustedge.compress.method_admm import ADMMState
+
+    w = nn.Parameter(torch.tensor([[0.5, -2.0, 0.1, 1.0]]))
+    st = ADMMState({"w": w}, sparsity=0.5, scope="global", rho=0.1, growth=2.0)
+    assert st.Z["w"].tolist() == [[0.0, -2.0, 0.0, 1.0]]  # the 2 largest |w| kept
+    assert st.U["w"].tolist() == [[0.0, 0.0, 0.0, 0.0]]
+    # penalty = 0.05 * (0.5^2 + 0.1^2) = 0.05 * 0.26
+    assert float(st.penalty().detach()) == pytest.approx(0.013)
+    with torch.no_grad():  # a training step moved the weights
+        w.copy_(torch.tensor([[1.5, -0.5, 0.2, 1.0]]))
+    st.update()
+    # W + U = W (U = 0): top-2 of |1.5, 0.5, 0.2, 1.0| -> 1.5 and 1.0
+    assert st.Z["w"].tolist() == [[1.5, 0.0, 0.0, 1.0]]
+    # U = 0 + W - Z = [0, -0.5, 0.2, 0]
+    assert torch.allclose(st.U["w"], torch.tensor([[0.0, -0.5, 0.2, 0.0]]))
+    assert st.rho == pytest.approx(0.2)
+    # second update: W + U = [1.5, -1.0, 0.4, 1.0]; the top-2 magnitudes tie between
+    # -1.0 and 1.0, so move the weights to break the tie: W = [1.5, -0.6, 0.2, 1.0]
+    with torch.no_grad():
+        w.copy_(torch.tensor([[1.5, -0.6, 0.2, 1.0]]))
+    st.update()  # W + U = [1.5, -1.1, 0.4, 1.0] -> Z = [1.5, -1.1, 0, 0]
+    assert torch.allclose(st.Z["w"], torch.tensor([[1.5, -1.1, 0.0, 0.0]]))
+    # U = [0, -0.5, 0.2, 0] + [1.5, -0.6, 0.2, 1.0] - [1.5, -1.1, 0, 0] = [0, 0, 0.4, 1.0]
+    assert torch.allclose(st.U["w"], torch.tensor([[0.0, 0.0, 0.4, 1.0]]), atol=1e-6)
+    assert st.rho == pytest.approx(0.4)
+    # penalty = 0.2 * ||W - Z + U||^2 = 0.2 * ||[0, 0.5, 0.6, 2.0]||^2 = 0.2 * 4.61
+    assert float(st.penalty().detach()) == pytest.approx(0.922, rel=1e-5)
+    # residual ||W - Z|| / ||W|| = sqrt(0.5^2 + 0.2^2 + 1) / sqrt(1.5^2 + 0.6^2 + 0.2^2 + 1)
+    assert st.residual() == pytest.approx(math.sqrt(1.29 / 3.65), rel=1e-5)
+
+
+def test_admm_growth_is_spread_over_long_phases():
+    """rho grows 1.3x per epoch for <= 10 epochs, and at most 1.3^10 in all over longer ones."""
+    from robustedge.compress.method_admm import RHO_GROWTH, RHO_UPDATES
+
+    assert (RHO_GROWTH, RHO_UPDATES) == (1.3, 10)
+    for epochs, per_epoch in ((4, 1.3), (10, 1.3), (40, 1.3**0.25)):
+        growth = RHO_GROWTH ** min(1.0, RHO_UPDATES / max(1, epochs))
+        assert growth == pytest.approx(per_epoch)
+
+
+# ---------------------------------------------------------------- HYDRA
+
+
+def test_hydra_masks_follow_their_scores():
+    """The cached top-k mask must be recomputed whenever a score changes (in place, as an
+    optimizer step does), and the init is sqrt(6 / fan_in) * W / max|W|."""
+    from robustedge.compress.method_hydra import ScoreSet
+
+    w = nn.Parameter(torch.tensor([[4.0, -1.0], [2.0, 0.5]]))
+    ss = ScoreSet({"w": w}, sparsity=0.5, scope="global")
+    fan_in = 2
+    want = math.sqrt(6.0 / fan_in) * torch.tensor([[1.0, -0.25], [0.5, 0.125]])
+    assert torch.allclose(ss.scores[0].detach(), want)
+    assert ss.masks()["w"].tolist() == [[True, False], [True, False]]
+    opt = torch.optim.SGD(ss.parameters(), lr=1.0)
+    ss.scores[0].grad = torch.tensor([[2.0, -3.0], [0.0, 0.0]])  # pushes |s_01| above s_00
+    opt.step()  # scores: [[1.732 - 2, -0.433 + 3], [0.866, 0.217]]
+    assert ss.masks()["w"].tolist() == [[False, True], [True, False]]
+    with torch.no_grad():
+        ss.scores[0][1, 1] = 10.0
+    assert ss.masks()["w"].tolist() == [[False, True], [False, True]]
+
+
+# ---------------------------------------------------------------- APGD
+
+
+def _apgd_reference(model, x, y, eps, steps, seed):
+    """APGD-CE, one restart, sample by sample in plain Python control flow (Croce & Hein 2020):
+    returns (points, number of reductions where the current point was not the best one)."""
+    from robustedge.attacks.apgd import checkpoints
+
+    gen = torch.Generator().manual_seed(seed)
+    t = 2 * torch.rand(x.shape, generator=gen, dtype=torch.float32).to(x.dtype) - 1
+    checks = set(checkpoints(steps))
+
+    def proj(z, x0):
+        return torch.clamp(x0 + torch.clamp(z - x0, -eps, eps), 0.0, 1.0)
+
+    def lg(z, y0):
+        z = z.clone().requires_grad_(True)
+        logits = model(z[None])
+        loss = F.cross_entropy(logits, y0[None])
+        (g,) = torch.autograd.grad(loss, z)
+        return float(loss), g, int(logits.argmax()) != int(y0)
+
+    out, restarts_from_best = [], 0
+    for k in range(len(x)):
+        x0, y0 = x[k], y[k]
+        tk = t[k] / t[k].abs().max()
+        cur = proj(x0 + eps * tk, x0)
+        loss, g, fooled = lg(cur, y0)
+        first_fool = cur.clone() if fooled else None
+        best, best_g, best_loss = cur.clone(), g.clone(), loss
+        eta, prev, prev_loss, ups = 2 * eps, cur.clone(), loss, 0
+        best_at_check, reduced_at_check, last = best_loss, True, 0
+        for i in range(steps):
+            a = 0.75 if i > 0 else 1.0
+            z = proj(cur + eta * g.sign(), x0)
+            nxt = proj(cur + a * (z - cur) + (1 - a) * (cur - prev), x0)
+            prev, cur = cur, nxt
+            loss, g, f = lg(cur, y0)
+            if f and first_fool is None:
+                first_fool = cur.clone()
+            ups += loss > prev_loss
+            prev_loss = loss
+            if loss > best_loss:
+                best, best_g, best_loss = cur.clone(), g.clone(), loss
+            if i + 1 in checks:
+                reduce = ups < 0.75 * (i + 1 - last) or (
+                    not reduced_at_check and best_at_check >= best_loss
+                )
+                if reduce:
+                    eta /= 2
+                    if not torch.equal(cur, best):
+                        restarts_from_best += 1
+                    cur, g = best.clone(), best_g.clone()
+                reduced_at_check, best_at_check, ups, last = reduce, best_loss, 0, i + 1
+        out.append(first_fool if first_fool is not None else best)
+    return torch.stack(out), restarts_from_best
+
+
+def test_apgd_matches_a_per_sample_reference_with_restarts_from_the_best_point():
+    from robustedge.attacks import build_attack
+    from robustedge.attacks.base import AttackSpec
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
+    model.eval()
+    x = torch.rand(8, 1, 2, 3)
+    y = torch.randint(0, 4, (8,))
+    eps, steps = 0.4, 30
+    want, restarts = _apgd_reference(model, x, y, eps, steps, seed=5)
+    assert restarts > 0, "the data must exercise a restart from a point that is not the best"
+    spec = AttackSpec("apgd-ce", eps, steps=steps, restarts=1)
+    got = build_attack(model, spec, generator=torch.Generator().manual_seed(5)).perturb(x, y)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+# ---------------------------------------------------------------- FGSM / TRADES / KD
+
+
+class _Lin(nn.Module):
+    """logits = x.flatten() @ W: the input gradient is known in closed form."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+def test_fgsm_step_by_hand():
+    """CE gradient of a linear model: W (softmax - onehot); FGSM adds eps * sign of it, then
+    clips to [0, 1]."""
+    from robustedge.attacks import FGSM
+
+    w = torch.tensor([[1.0, -1.0], [-2.0, 0.5], [0.0, 0.0]])
+    model = _Lin(w)
+    x = torch.tensor([[0.5, 0.95, 0.3]])
+    y = torch.tensor([0])
+    p = torch.softmax(x @ w, 1)
+    grad = (p - F.one_hot(y, 2).float()) @ w.T  # d CE / d x
+    want = torch.clamp(x + 0.1 * grad.sign(), 0, 1)
+    got = FGSM(model, 0.1).perturb(x, y)
+    assert torch.allclose(got, want)
+    assert got[0, 2] == x[0, 2]  # zero gradient: the pixel does not move
+    assert got[0, 1] == pytest.approx(1.0)  # clipped at the top of the range
+
+
+def test_trades_attack_one_step_and_objective_by_hand():
+    """One TRADES step: x + 0.001 noise (from the generator), then 2.5 eps / steps along the
+    sign of grad KL(f(x) || f(x')); the training objective is CE(f(x)) + beta KL(f(x)||f(x'))."""
+    from robustedge.attacks.trades import TradesKL
+    from robustedge.training import build_adversary
+
+    w = torch.tensor([[1.0, -1.0, 0.5], [-2.0, 0.5, 1.0]])
+    model = _Lin(w)
+    x = torch.tensor([[0.4, 0.6]])
+    gen = torch.Generator().manual_seed(1)
+    start = torch.clamp(
+        x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1)), 0, 1
+    )
+    p = torch.softmax(x @ w, 1)
+    q = torch.softmax(start @ w, 1)
+    # d/dx' sum p log(p/q(x')) = W (q - p)
+    grad = (q - p) @ w.T
+    eps = 0.2
+    want = torch.clamp(torch.clamp(start + 2.5 * eps * grad.sign(), x - eps, x + eps), 0, 1)
+    got = TradesKL(model, eps, steps=1, generator=gen).perturb(x, torch.zeros(1).long())
+    assert torch.allclose(got, want, atol=1e-7)
+
+    adv = build_adversary("trades", eps=eps, steps=1, beta=6.0)
+    x_adv = torch.tensor([[0.5, 0.5]])
+    y = torch.tensor([2])
+    pa = torch.softmax(x_adv @ w, 1)
+    kl = float((p * (p.log() - pa.log())).sum())
+    ce = float(-torch.log_softmax(x @ w, 1)[0, 2])
+    from robustedge.training.adversaries import ce_task_loss
+
+    got_obj = adv.objective(model, x, y, x_adv, ce_task_loss)
+    assert float(got_obj) == pytest.approx(ce + 6.0 * kl, rel=1e-5)
+
+
+def test_kd_loss_by_hand():
+    """(1 - a) CE + a t^2 KL(softmax(T/t) || softmax(S/t)), batch mean, on two samples."""
+    from robustedge.compress.distill import kd_loss
+
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
+    t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([0, 2])
+    a, temp = 0.3, 2.0
+    ce = sum(-math.log(math.exp(s[i, y[i]]) / sum(math.exp(v) for v in s[i])) for i in range(2)) / 2
+    kl = 0.0
+    for i in range(2):
+        ps = [math.exp(v / temp) for v in s[i].tolist()]
+        pt = [math.exp(v / temp) for v in t[i].tolist()]
+        ps = [v / sum(ps) for v in ps]
+        pt = [v / sum(pt) for v in pt]
+        kl += sum(b * math.log(b / c) for b, c in zip(pt, ps))
+    kl /= 2
+    want = (1 - a) * ce + a * temp * temp * kl
+    assert float(kd_loss(s, t, y, a, temp)) == pytest.approx(want, rel=1e-6)
+
+
+# ---------------------------------------------------------------- latency summary
+
+
+def test_latency_percentiles_are_the_numpy_ones_on_known_data():
+    """1..100 ms: p50 = 50.5, p90 = 90.1, p99 = 99.01 (linear interpolation), mean 50.5,
+    min 1; shuffled input gives the same numbers."""
+    from robustedge.device.board.measure import summarize
+
+    times = np.random.default_rng(0).permutation(np.arange(1, 101)) / 1e3
+    lat = summarize(times, warmup=3, threads=1, emulated=False)
+    assert (lat.p50_ms, lat.p90_ms, lat.p99_ms) == pytest.approx((50.5, 90.1, 99.01))
+    assert lat.mean_ms == pytest.approx(50.5) and lat.min_ms == pytest.approx(1.0)
+    assert (lat.warmup, lat.runs, lat.threads) == (3, 100, 1)
+    # two slow outliers in 200 runs moves p99 (the 99th percentile), not p50
+    times = np.full(200, 0.002)
+    times[-2:] = 1.0  # np.percentile index 0.99 * 199 = 197.01: 1 % of the way to 1000 ms
+    lat = summarize(times, 0, 1, False)
+    assert lat.p50_ms == pytest.approx(2.0) and lat.p90_ms == pytest.approx(2.0)
+    assert lat.p99_ms == pytest.approx(float(np.percentile(times * 1e3, 99)))
+    assert lat.p99_ms == pytest.approx(2.0 + 0.01 * 998.0)
+
+
+# ---------------------------------------------------------------- bundle integrity
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "upper", "missing"])
+def test_bundle_sha256_compared_in_full(bundle, how):
+    import json
+
+    from robustedge.device.board.bundle_format import BundleError, verify_bundle
+
+    verify_bundle(bundle)
+    man_path = bundle / "manifest.json"
+    man = json.loads(man_path.read_text())
+    rel = sorted(man["files"])[0]
+    sha = man["files"][rel]["sha256"]
+    man["files"][rel]["sha256"] = {
+        "truncated": sha[:16],
+        "empty": "",
+        "upper": sha[:-1] + ("0" if sha[-1] != "0" else "1"),
+        "missing": None,
+    }[how]
+    man_path.write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="sha256|manifest"):
+        verify_bundle(bundle)
+
+
+# ---------------------------------------------------------------- data order
+
+
+def test_epoch_batches_reshuffle_every_epoch_and_follow_the_seed():
+    from robustedge.training import epoch_batches
+
+    x = torch.arange(40).float().view(40, 1)
+    y = torch.arange(40)
+    order = lambda b, e: torch.cat([yy for _, yy in b(e)]).tolist()  # noqa: E731
+    b0 = epoch_batches(x, y, 8, seed=0)
+    e0, e1, e0b = order(b0, 0), order(b0, 1), order(b0, 0)
+    assert sorted(e0) == list(range(40)) and sorted(e1) == list(range(40))
+    assert e0 == e0b  # resumable: the order is a function of (seed, epoch)
+    assert e0 != e1  # a fresh shuffle every epoch
+    assert order(epoch_batches(x, y, 8, seed=1), 0) != e0
+    # torch's DistributedSampler with seed * 100003, one replica
+    g = torch.Generator().manual_seed(0 * 100003 + 1)
+    assert e1 == torch.randperm(40, generator=g).tolist()
+    assert [len(yy) for _, yy in b0(0)] == [8] * 5
+
+
+# ---------------------------------------------------------------- recipe per-target overrides
+
+
+def test_recipe_target_overrides_apply_to_that_target_only():
+    from robustedge.recipe import parse_recipe
+    from robustedge.recipe.stages import bench_config
+
+    text = """\
+name: t
+data: {name: digits}
+teacher:
+  train: {model: tiny, epochs: 1, adversary: none, eps: 0.0}
+export: {formats: [onnx]}
+devices:
+  square_queries: 300
+  square_n: 40
+  runs: 250
+  targets:
+    - {target: local, square_queries: 50}
+    - {target: qemu-aarch64, square_n: 7}
+"""
+    r = parse_recipe(text)
+    local, qemu = r.devices.targets
+    a, b = bench_config(r, local), bench_config(r, qemu)
+    assert (a.square_queries, a.square_n, a.runs) == (50, 40, 250)
+    assert (b.square_queries, b.square_n, b.runs) == (300, 7, 250)
+    assert a.format == b.format == r.bench_format()
+
+
+# ---------------------------------------------------------------- ONNX int8 calibration
+
+
+def test_onnx_int8_calibrates_on_every_input(tmp_path):
+    """The input's activation range comes from all calibration inputs: only the last one of
+    30 reaches 1.0 (the rest stay below 0.1), so the input's QDQ scale must cover 1.0."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    from robustedge.export.onnx_quant import quantize_onnx
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    src = tmp_path / "m.onnx"
+    torch.onnx.export(model, torch.zeros(1, 1, 2, 2), str(src), input_names=["input"], dynamo=False)
+    calib = np.random.default_rng(0).uniform(0, 0.1, size=(30, 1, 2, 2)).astype(np.float32)
+    calib[-1] = 1.0
+    out = quantize_onnx(src, tmp_path / "q.onnx", "input", calib)
+    g = onnx.load(str(out)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    q_in = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    scale = float(inits[q_in.input[1]])
+    zero = int(inits[q_in.input[2]]) if len(q_in.input) > 2 else 0
+    top = (127 - zero) * scale  # the largest value int8 represents
+    assert top >= 0.99, f"calibration missed the inputs that reach 1.0 (range up to {top})"
+    assert top < 1.1
