@@ -564,6 +564,33 @@ def load_avg() -> Optional[List[float]]:
         return None
 
 
+def summarize(rows: Sequence[dict]) -> dict:
+    counted = [r for r in rows if r["status"] in ("killed", "survived")]
+    killed = sum(r["status"] == "killed" for r in counted)
+    return {
+        "bugs": len(rows),
+        "killed": killed,
+        "survived": len(counted) - killed,
+        "other": len(rows) - len(counted),
+        "kill_ratio": round(killed / len(counted), 4) if counted else None,
+    }
+
+
+def save(out: Path, rows: List[dict], meta: dict, merge: bool) -> dict:
+    """Write the record (after every bug, so an interrupted run keeps what it measured); a
+    partial run (``--only``) is merged into the existing record."""
+    if merge and out.exists():
+        by_name = {r["name"]: r for r in json.loads(out.read_text()).get("bugs", [])}
+        by_name.update({r["name"]: r for r in rows})
+        rows = [by_name[b.name] for b in BUGS if b.name in by_name]
+    record = {**meta, "load_after": load_avg(), "summary": summarize(rows), "bugs": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(out)
+    return record
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="bug names to run (default: all)")
@@ -581,53 +608,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for b in bugs:
             print(f"{b.name:32s} {b.cls:10s} {b.file:32s} {b.what}")
         return 0
-    rows, load0 = [], load_avg()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    meta = {
+        "what": "realistic planted bugs, one at a time, each against its related tests",
+        "commit": commit + (" + working tree" if args.worktree else ""),
+        "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}",
+        "load_before": load_avg(),
+    }
+    rows: List[dict] = []
     for b in bugs:
         row = measure_one(b, args.worktree, args.baseline)
         rows.append(row)
         print(f"{row['status']:14s} {row['seconds']:7.1f}s  {b.name:32s} {row['detail'][:90]}")
-    counted = [r for r in rows if r["status"] in ("killed", "survived")]
-    killed = sum(r["status"] == "killed" for r in counted)
-    summary = {
-        "bugs": len(rows),
-        "killed": killed,
-        "survived": len(counted) - killed,
-        "other": len(rows) - len(counted),
-        "kill_ratio": round(killed / len(counted), 4) if counted else None,
-    }
-    print(json.dumps(summary))
+        if not args.baseline:
+            save(args.out, rows, meta, merge=bool(args.only))
+    print(json.dumps(summarize(rows)))
     if args.baseline:
         return 0 if all(r["status"] == "passes" for r in rows) else 1
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    record = {
-        "what": "realistic planted bugs, one at a time, each against its related tests",
-        "commit": commit + (" + working tree" if args.worktree else ""),
-        "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}",
-        "load_before": load0,
-        "load_after": load_avg(),
-        "summary": summary,
-        "bugs": rows,
-    }
-    if args.only and args.out.exists():  # merge a partial run into the full record
-        old = json.loads(args.out.read_text())
-        by_name = {r["name"]: r for r in old.get("bugs", [])}
-        by_name.update({r["name"]: r for r in rows})
-        record["bugs"] = [by_name[b.name] for b in BUGS if b.name in by_name]
-        ok = [r for r in record["bugs"] if r["status"] in ("killed", "survived")]
-        k = sum(r["status"] == "killed" for r in ok)
-        record["summary"] = {
-            "bugs": len(record["bugs"]),
-            "killed": k,
-            "survived": len(ok) - k,
-            "other": len(record["bugs"]) - len(ok),
-            "kill_ratio": round(k / len(ok), 4) if ok else None,
-        }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(args.out)
     return 0
 
 
