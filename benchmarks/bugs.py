@@ -225,7 +225,7 @@ BUGS: List[Bug] = [
         "    )\n    apply_masks",
         "{n: -p.detach().abs() for n, p in ctx.params.items()}, cfg.sparsity, cfg.scope.value\n"
         "    )\n    apply_masks",
-        ["tests/test_compress_methods.py", "tests/test_compress_run.py"],
+        ["tests/test_reference.py", "tests/test_compress_methods.py"],
         "magnitude pruning keeps the smallest weights",
     ),
     # ------------------------------------------------------------ algorithms: attacks / training

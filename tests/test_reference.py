@@ -108,7 +108,7 @@ def _apgd_reference(model, x, y, eps, steps, seed):
         logits = model(z[None])
         loss = F.cross_entropy(logits, y0[None])
         (g,) = torch.autograd.grad(loss, z)
-        return float(loss), g, int(logits.argmax()) != int(y0)
+        return float(loss.detach()), g, int(logits.argmax()) != int(y0)
 
     out, restarts_from_best = [], 0
     for k in range(len(x)):
@@ -146,20 +146,43 @@ def _apgd_reference(model, x, y, eps, steps, seed):
     return torch.stack(out), restarts_from_best
 
 
-def test_apgd_matches_a_per_sample_reference_with_restarts_from_the_best_point():
+class _Recorder(nn.Module):
+    """Calls ``net`` and records every input it is queried at (the attack's trajectory)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+def test_apgd_follows_a_per_sample_reference_step_by_step():
+    """Every point APGD-CE queries (start, 30 momentum steps, restarts from the best point after
+    each step halving) equals the per-sample reference's, on a model that is right on every
+    input (labels = its own predictions), at an eps where only some inputs get fooled."""
     from robustedge.attacks import build_attack
     from robustedge.attacks.base import AttackSpec
 
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
-    model.eval()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)).eval()
     x = torch.rand(8, 1, 2, 3)
-    y = torch.randint(0, 4, (8,))
-    eps, steps = 0.4, 30
-    want, restarts = _apgd_reference(model, x, y, eps, steps, seed=5)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps, steps = 0.1, 30
+    ref = _Recorder(net)
+    want, restarts = _apgd_reference(ref, x, y, eps, steps, seed=5)
     assert restarts > 0, "the data must exercise a restart from a point that is not the best"
+    assert 0 < int((net(want).argmax(1) != y).sum()) < len(x)
+    impl = _Recorder(net)
     spec = AttackSpec("apgd-ce", eps, steps=steps, restarts=1)
-    got = build_attack(model, spec, generator=torch.Generator().manual_seed(5)).perturb(x, y)
+    got = build_attack(impl, spec, generator=torch.Generator().manual_seed(5)).perturb(x, y)
+    assert len(impl.seen) == steps + 1 and all(len(q) == len(x) for q in impl.seen)
+    per_sample = torch.stack(ref.seen).view(len(x), steps + 1, *x.shape[1:])
+    for k in range(len(x)):
+        for i in range(steps + 1):
+            assert torch.allclose(impl.seen[i][k], per_sample[k, i], atol=1e-6), (k, i)
     assert torch.allclose(got, want, atol=1e-6)
 
 
@@ -373,3 +396,55 @@ def test_onnx_int8_calibrates_on_every_input(tmp_path):
     top = (127 - zero) * scale  # the largest value int8 represents
     assert top >= 0.99, f"calibration missed the inputs that reach 1.0 (range up to {top})"
     assert top < 1.1
+
+
+# ---------------------------------------------------------------- magnitude pruning
+
+
+def _ctx(model, cfg, x, y):
+    from robustedge.compress.common import PruneContext, steps_per_epoch
+    from robustedge.compress.targets import prunable_params
+    from robustedge.training import epoch_batches
+    from robustedge.training.adversaries import build_adversary, ce_task_loss
+
+    return PruneContext(
+        model=model,
+        cfg=cfg,
+        batches=epoch_batches(x, y, 16, 0),
+        steps_per_epoch=steps_per_epoch(len(x), 16),
+        adversary=build_adversary("none"),
+        task_loss=ce_task_loss,
+        params=prunable_params(model),
+        input_shape=tuple(x.shape[1:]),
+    )
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_magnitude_keeps_the_largest_weights(digits, scope):
+    """The real ``PRUNERS['magnitude']`` on LeNet-5: the survivors are exactly the top
+    ``keep_count`` magnitudes (over all prunable layers, or per layer), computed here by
+    sorting; the fine-tune epochs are the phase's plus the fine-tune's."""
+    from robustedge.compress.common import PRUNERS
+    from robustedge.compress.config import CompressConfig
+    from robustedge.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("lenet5", digits.input_shape, digits.num_classes))
+    x, y = torch.as_tensor(digits.x_train[:32]), torch.as_tensor(digits.y_train[:32])
+    cfg = CompressConfig.from_keys(
+        teacher="unused", method="magnitude", sparsity=0.7, scope=scope, epochs=2,
+        finetune_epochs=3,
+    )  # fmt: skip
+    ctx = _ctx(model, cfg, x, y)
+    before = {n: p.detach().clone() for n, p in ctx.params.items()}
+    out = PRUNERS.get("magnitude")(ctx)
+    assert out.finetune_epochs == 5
+    groups = [list(before)] if scope == "global" else [[n] for n in before]
+    for names in groups:
+        flat = torch.cat([before[n].abs().flatten() for n in names])
+        keep = flat.numel() - round(0.7 * flat.numel())
+        threshold = flat.sort(descending=True).values[keep - 1]
+        for n in names:
+            want = before[n].abs() >= threshold  # no ties among random float weights
+            assert torch.equal(out.masks[n], want), n
+            assert torch.equal(ctx.params[n].detach(), before[n] * want), n
