@@ -235,10 +235,13 @@ def test_trades_attack_one_step_and_objective_by_hand():
     q = torch.softmax(start @ w, 1)
     # d/dx' sum p log(p/q(x')) = W (q - p)
     grad = (q - p) @ w.T
-    eps = 0.2
-    want = torch.clamp(torch.clamp(start + 2.5 * eps * grad.sign(), x - eps, x + eps), 0, 1)
-    got = TradesKL(model, eps, steps=1, generator=gen).perturb(x, torch.zeros(1).long())
-    assert torch.allclose(got, want, atol=1e-7)
+    eps, steps = 0.2, 5  # step 2.5 eps / steps = 0.1, inside the ball
+    want = torch.clamp(torch.clamp(start + 0.1 * grad.sign(), x - eps, x + eps), 0, 1)
+    rec = _Recorder(model)
+    TradesKL(rec, eps, steps=steps, generator=gen).perturb(x, torch.zeros(1).long())
+    # queries: the clean input, the start, then one per step
+    assert len(rec.seen) == steps + 1 and torch.equal(rec.seen[0], x)
+    assert torch.allclose(rec.seen[1], start) and torch.allclose(rec.seen[2], want, atol=1e-7)
 
     adv = build_adversary("trades", eps=eps, steps=1, beta=6.0)
     x_adv = torch.tensor([[0.5, 0.5]])
@@ -448,3 +451,36 @@ def test_magnitude_keeps_the_largest_weights(digits, scope):
             want = before[n].abs() >= threshold  # no ties among random float weights
             assert torch.equal(out.masks[n], want), n
             assert torch.equal(ctx.params[n].detach(), before[n] * want), n
+
+
+# ---------------------------------------------------------------- FGSM-AT (Wong et al. 2020)
+
+
+def test_fgsm_at_examples_by_hand():
+    """FGSM-AT: a uniform start in [-eps, eps] drawn from the adversary's seeded generator,
+    one signed step of 1.25 eps from there, projected back onto the eps-ball and [0, 1]."""
+    from robustedge.training import build_adversary
+
+    x = torch.full((2, 1, 2, 2), 0.5)
+    x[1, 0, 0, 0] = 0.02  # near the bottom of the range: the start is clipped there
+    y = torch.tensor([0, 1])
+    eps = 0.1
+    adv = build_adversary("fgsm", eps=eps)
+    adv.seed(3)
+    g = torch.Generator()
+    g.manual_seed(3 * 1_000_003 + 1)  # the stream of (seed 3, rank 0)
+    u = torch.rand(x.shape, generator=g)
+    x0 = torch.clamp(x + (2 * u - 1) * eps, 0, 1)
+    # a model without input gradient: FGSM's step is sign(0) = 0, the example is the start
+    flat = _Lin(torch.zeros(4, 2))
+    assert torch.allclose(adv.examples(flat, x, y), x0)
+    assert float((x0 - x).min()) < -0.03 and float((x0 - x).max()) > 0.03  # both directions
+    # a linear model: d CE / dx = W (p - onehot); the step is 1.25 eps along its sign
+    w = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [2.0, 0.0], [0.0, -3.0]])
+    adv.seed(3)
+    got = adv.examples(_Lin(w), x, y)
+    p = torch.softmax(x0.flatten(1) @ w, 1)
+    grad = ((p - F.one_hot(y, 2).float()) @ w.T).view(x.shape)
+    step = torch.clamp(x0 + 1.25 * eps * grad.sign(), 0, 1)
+    want = torch.clamp(torch.min(torch.max(step, x - eps), x + eps), 0, 1)
+    assert torch.allclose(got, want, atol=1e-7)
