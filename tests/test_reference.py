@@ -484,3 +484,30 @@ def test_fgsm_at_examples_by_hand():
     step = torch.clamp(x0 + 1.25 * eps * grad.sign(), 0, 1)
     want = torch.clamp(torch.min(torch.max(step, x - eps), x + eps), 0, 1)
     assert torch.allclose(got, want, atol=1e-7)
+
+
+# ---------------------------------------------------------------- Square
+
+
+def test_square_counts_exactly_the_queries_it_makes():
+    """The per-image query counts Square reports add up to the rows its model really scored
+    (each row is one query of one image), images fooled early stop being queried, and every
+    image fooled is reported with margin <= 0 at its returned point."""
+    from robustedge.attacks.square_core import margin_loss, square_linf_numpy
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3 * 6 * 6, 5)).astype(np.float32)
+    x = rng.uniform(size=(20, 3, 6, 6)).astype(np.float32)
+    y = (x.reshape(20, -1) @ w).argmax(1)
+    rows = [0]
+
+    def predict(batch):
+        rows[0] += len(batch)
+        return batch.reshape(len(batch), -1) @ w
+
+    x_adv, q = square_linf_numpy(predict, x, y, 0.1, n_queries=60, rng=1, restarts=2)
+    assert int(q.sum()) == rows[0]
+    fooled = margin_loss(x_adv.reshape(20, -1) @ w, y) <= 0
+    assert 0 < fooled.sum() < 20  # some fooled early, some never: both kinds counted
+    assert q[fooled].min() < q[~fooled].min()
+    assert q[~fooled].tolist() == [1 + 2 * 60] * int((~fooled).sum())  # every budget used
