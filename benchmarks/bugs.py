@@ -338,13 +338,13 @@ BUGS: List[Bug] = [
         "AWP's perturbation not relative to the layer's weight norm",
     ),
     bug(
-        "macs-per-input",
+        "macs-ignore-groups",
         "numbers",
         "models/macs.py",
-        "macs = out[0].numel() * per_output",
-        "macs = out.numel() * per_output",
-        ["tests/test_models.py", "tests/test_budget_latency_margin.py"],
-        "MACs counted per batch element of the batch dimension (off when batch != 1)",
+        "per_output = w[0].numel()",
+        "per_output = (mod.in_channels * w[0, 0].numel()) if w.dim() == 4 else w.shape[1]",
+        ["tests/test_reference.py", "tests/test_models.py"],
+        "MACs of grouped / depthwise convolutions counted as dense convolutions",
     ),
     # ------------------------------------------------------------ numbers, units, labels
     bug(

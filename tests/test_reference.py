@@ -511,3 +511,28 @@ def test_square_counts_exactly_the_queries_it_makes():
     assert 0 < fooled.sum() < 20  # some fooled early, some never: both kinds counted
     assert q[fooled].min() < q[~fooled].min()
     assert q[~fooled].tolist() == [1 + 2 * 60] * int((~fooled).sum())  # every budget used
+
+
+# ---------------------------------------------------------------- MACs
+
+
+def test_macs_by_hand_with_groups_stride_and_zeros():
+    """conv 2->4 3x3 pad 1 on 5x5: 4*25*(2*9) = 1800; depthwise 4 groups 3x3 stride 2 pad 1 on
+    5x5 -> 3x3: 4*9*9 = 324; linear 36 -> 3: 108. ``nonzero`` scales each layer by its density
+    (half the linear weights zeroed: 54)."""
+    from robustedge.models.macs import count_macs
+
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4),
+        nn.Flatten(),
+        nn.Linear(36, 3),
+    )
+    with torch.no_grad():
+        for m in net:
+            if hasattr(m, "weight"):
+                m.weight.fill_(0.5)
+        net[3].weight[:, :18] = 0.0
+    got = count_macs(net, (2, 5, 5))
+    assert got == {"dense": 1800 + 324 + 108, "nonzero": 1800 + 324 + 54}
+    assert net.training  # the mode is restored
