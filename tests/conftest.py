@@ -92,3 +92,45 @@ def run_copy(tiny_run, sb) -> Path:
     dst = sb.root / "run"
     shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("export", "checkpoint"))
     return dst
+
+
+# ---------------------------------------------------------------- xdist scheduling (make test)
+# `make test` runs `pytest -n 2 --dist loadgroup`. Modules that share an expensive per-process
+# fixture run on one worker, so it is built once instead of once per worker: the small recipe
+# run (`_recipe_run.recipe_run`, cached per process) and the exported tiny model with its bundle
+# (`test_device.device_export` / `bundle`, session-scoped). The longest modules are collected
+# first so that neither worker is left alone with a long test at the end.
+XDIST_GROUPS = {
+    "test_recipe": "recipe-run",
+    "test_report": "recipe-run",
+    "test_device_report": "recipe-run",
+    "test_device": "device-bundle",
+    "test_device_targets": "device-bundle",
+    "test_device_vm": "device-bundle",
+    "test_device_config": "device-bundle",
+    "test_bundle_compressed": "device-bundle",
+}
+LONGEST_FIRST = (
+    "test_device_vm",
+    "test_ddp",
+    "test_device_targets",
+    "test_resume",
+    "test_ray",
+    "test_crash",
+    "test_recipe",
+    "test_report",
+    "test_device_report",
+    "test_device",
+    "test_bundle_compressed",
+    "test_device_config",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    for item in items:
+        group = XDIST_GROUPS.get(item.module.__name__)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # stable: a module's tests stay together and in their order (module fixtures built once)
+    items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))
