@@ -371,7 +371,7 @@ BUGS: List[Bug] = [
         "device/board/measure.py",
         "if queries * restarts >= budget and n >= n_total:",
         "if queries * restarts >= budget:",
-        ["tests/test_device.py", "tests/test_device_report.py"],
+        ["tests/test_reference.py", "tests/test_device_report.py"],
         "'weaker than default' not set when Square ran on fewer images",
     ),
     bug(

@@ -536,3 +536,27 @@ def test_macs_by_hand_with_groups_stride_and_zeros():
     got = count_macs(net, (2, 5, 5))
     assert got == {"dense": 1800 + 324 + 108, "nonzero": 1800 + 324 + 54}
     assert net.training  # the mode is restored
+
+
+# ---------------------------------------------------------------- labels at their edges
+
+
+def test_weaker_than_default_label_at_its_edges():
+    """None exactly at the default budget (queries x restarts) on every image; one query or
+    one image fewer, or no Square at all, is labelled with what ran."""
+    from robustedge.config import default_of
+    from robustedge.device.board.config import BenchConfig
+    from robustedge.device.board.measure import weaker_than_default as weaker
+
+    q = default_of(BenchConfig, "square_queries")
+    r = default_of(BenchConfig, "square_restarts")
+    assert (q, r) == (1000, 1)
+    assert weaker(q, 1, 450, 450) is None
+    assert weaker(q + 1, 1, 450, 450) is None
+    assert weaker(q // 2, 2, 450, 450) is None  # the same budget split over two restarts
+    assert weaker(q, 1, 449, 450) == "weaker than default: Square-1000 on 449 of 450 images"
+    assert weaker(q - 1, 1, 450, 450) == "weaker than default: Square-999 on 450 of 450 images"
+    assert weaker(q // 2 - 1, 2, 450, 450) == (
+        "weaker than default: Square-499x2 on 450 of 450 images"
+    )
+    assert weaker(0, 1, 450, 450) == "weaker than default: no on-board Square attack"
