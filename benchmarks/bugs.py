@@ -485,6 +485,33 @@ BUGS: List[Bug] = [
         ["tests/test_resume.py::test_pgd_training_resumed_after_kill_equals_uninterrupted"],
         "a resumed run's adversary draws fresh random starts",
     ),
+    bug(
+        "resume-admm-rho-lost",
+        "resume",
+        "compress/method_admm.py",
+        'lambda rho: setattr(state, "rho", float(rho)))',
+        "lambda rho: None)",
+        ["tests/test_resume.py::test_compress_resumed_after_kill_equals_uninterrupted[admm]"],
+        "a resumed ADMM run restarts rho from its initial value",
+    ),
+    bug(
+        "resume-gmp-step-lost",
+        "resume",
+        "compress/method_gmp.py",
+        'state["step"] = int(saved["step"])',
+        'state["step"] = 0',
+        ["tests/test_resume.py::test_compress_resumed_after_kill_equals_uninterrupted[gmp]"],
+        "a resumed GMP run restarts its step counter (pruning turns shift)",
+    ),
+    bug(
+        "resume-compress-generator-lost",
+        "resume",
+        "compress/common.py",
+        'set_rng_state(state["rng"][world.rank], self.adversary.generator)',
+        'set_rng_state(state["rng"][world.rank])',
+        ["tests/test_resume.py::test_compress_resumed_after_kill_equals_uninterrupted[prox]"],
+        "a resumed compression run's adversary draws fresh random starts",
+    ),
 ]
 
 
