@@ -560,3 +560,26 @@ def test_weaker_than_default_label_at_its_edges():
         "weaker than default: Square-499x2 on 450 of 450 images"
     )
     assert weaker(0, 1, 450, 450) == "weaker than default: no on-board Square attack"
+
+
+def test_headline_is_the_lowest_figure_at_the_smallest_eps():
+    """Suites first (the lowest of those at the smallest eps), else the strongest single attack
+    at the smallest eps; on-manifold rows (eta) never; None without a robust figure."""
+    from pathlib import Path
+
+    from robustedge.report.collect import RunInfo, headline
+
+    def run(accuracy, suites=()):
+        suites = {k: {"suite": k.split(" ")[0], "label": f"worst of {k}", "n": 50} for k in suites}
+        return RunInfo("m", Path("m"), "student", "prox", False, 0.9, 0.9, accuracy, suites)
+
+    acc = {"pgd eps=0.1": 0.5, "square eps=0.1": 0.45, "pgd eps=0.05": 0.7, "fgsm eps=0.05": 0.75}
+    acc |= {"onmanifold eta=0.01": 0.1}
+    h = headline(run(acc))
+    assert (h.key, h.acc, h.is_suite) == ("pgd eps=0.05", 0.7, False)
+    assert h.label == "pgd eps=0.05 (strongest single attack; no suite run)"
+    acc |= {"worst-case eps=0.1": 0.4, "aa eps=0.1": 0.35, "worst-case eps=0.2": 0.1}
+    h = headline(run(acc, ["worst-case eps=0.1", "aa eps=0.1", "worst-case eps=0.2"]))
+    assert (h.key, h.acc, h.is_suite) == ("aa eps=0.1", 0.35, True)
+    assert h.label == "aa: worst of aa eps=0.1 (eps=0.1, n=50)"
+    assert headline(run({"onmanifold eta=0.3": 0.2})) is None
