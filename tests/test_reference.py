@@ -583,3 +583,21 @@ def test_headline_is_the_lowest_figure_at_the_smallest_eps():
     assert (h.key, h.acc, h.is_suite) == ("aa eps=0.1", 0.35, True)
     assert h.label == "aa: worst of aa eps=0.1 (eps=0.1, n=50)"
     assert headline(run({"onmanifold eta=0.3": 0.2})) is None
+
+
+def test_budget_probes_meet_a_limit_equal_to_the_measurement():
+    """A candidate whose measurement equals the limit meets the budget; a hair below does
+    not (the weight probe for flash, the channel probe for MACs / parameters)."""
+    from robustedge.compress.budget.flash import SparsityProbe, stored_weights
+    from robustedge.compress.budget.search import ChannelProbe
+    from robustedge.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("lenet5", (1, 8, 8), 10))
+    value = SparsityProbe(model, 0.0, stored_weights, grid=10)(5).value
+    assert SparsityProbe(model, value, stored_weights, grid=10)(5).meets
+    assert not SparsityProbe(model, value - 1e-6, stored_weights, grid=10)(5).meets
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    value = ChannelProbe(model, (1, 8, 8), 0.0, count, grid=8)(4).value
+    assert ChannelProbe(model, (1, 8, 8), value, count, grid=8)(4).meets
+    assert not ChannelProbe(model, (1, 8, 8), value - 1e-6, count, grid=8)(4).meets
