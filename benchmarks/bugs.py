@@ -401,6 +401,24 @@ BUGS: List[Bug] = [
         ["tests/test_reference.py", "tests/test_report.py"],
         "headline takes the best suite figure, not the worst",
     ),
+    bug(
+        "budget-flash-strict",
+        "label",
+        "compress/budget/flash.py",
+        "c = Candidate(0.0, {}, value, value <= self.limit, weight_sparsity=s)",
+        "c = Candidate(0.0, {}, value, value < self.limit, weight_sparsity=s)",
+        ["tests/test_reference.py", "tests/test_budget_flash.py"],
+        "a flash candidate exactly at the budget counted as over it",
+    ),
+    bug(
+        "budget-met-wrong-side",
+        "label",
+        "compress/budget/strategies.py",
+        '"met": measured <= self.budget.limit,\n            "margin"',
+        '"met": measured >= self.budget.limit,\n            "margin"',
+        ["tests/test_compress_budget.py", "tests/test_recipe_budget.py"],
+        "'budget met' reported for students over the budget",
+    ),
     # ------------------------------------------------------------ integrity
     bug(
         "sha256-prefix",
