@@ -476,6 +476,15 @@ BUGS: List[Bug] = [
         "ONNX int8 calibrated on 8 inputs while export.json records all of them",
     ),
     bug(
+        "onnx-int8-builder-calib-subset",
+        "numbers",
+        "export/builders.py",
+        "return quantize_onnx(job.onnx, job.out(fmt), INPUT_NAME, job.calib_x)",
+        "return quantize_onnx(job.onnx, job.out(fmt), INPUT_NAME, job.calib_x[:8])",
+        ["tests/test_reference.py", "tests/test_export.py"],
+        "the ONNX int8 builder calibrates on 8 of the inputs export.json records",
+    ),
+    bug(
         "calib-adv-wrong-labels",
         "path",
         "export/evalsets.py",

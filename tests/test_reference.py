@@ -380,9 +380,6 @@ def test_onnx_int8_calibrates_on_every_input(tmp_path):
     """The input's activation range comes from all calibration inputs: only the last one of
     30 reaches 1.0 (the rest stay below 0.1), so the input's QDQ scale must cover 1.0."""
     pytest.importorskip("onnxruntime")
-    import onnx
-    from onnx import numpy_helper
-
     from robustedge.export.onnx_quant import quantize_onnx
 
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(), nn.Linear(8, 3)).eval()
@@ -391,14 +388,43 @@ def test_onnx_int8_calibrates_on_every_input(tmp_path):
     calib = np.random.default_rng(0).uniform(0, 0.1, size=(30, 1, 2, 2)).astype(np.float32)
     calib[-1] = 1.0
     out = quantize_onnx(src, tmp_path / "q.onnx", "input", calib)
-    g = onnx.load(str(out)).graph
+    top = _input_top(out, "input")
+    assert 0.99 <= top < 1.1, f"calibration missed the inputs that reach 1.0 (range up to {top})"
+
+
+def _input_top(path, input_name):
+    """The largest value the int8 model's input QuantizeLinear represents."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    q_in = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    q_in = next(n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == input_name)
     scale = float(inits[q_in.input[1]])
     zero = int(inits[q_in.input[2]]) if len(q_in.input) > 2 else 0
-    top = (127 - zero) * scale  # the largest value int8 represents
-    assert top >= 0.99, f"calibration missed the inputs that reach 1.0 (range up to {top})"
-    assert top < 1.1
+    return (127 - zero) * scale
+
+
+def test_export_calibrates_onnx_int8_on_every_input_it_records(tiny_run, tmp_path):
+    """Through the export pipeline: 30 caller-supplied calibration inputs, only the last one
+    reaching 1.0; export.json records 30 and the int8 model's input range covers 1.0."""
+    pytest.importorskip("onnxruntime")
+    import json
+    import shutil
+
+    from robustedge.export import ExportConfig, export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    calib = np.random.default_rng(0).uniform(0, 0.1, size=(30, 1, 8, 8)).astype(np.float32)
+    calib[-1] = 1.0
+    cfg = ExportConfig(formats="onnx,onnx-int8", transfer_steps=2, transfer_restarts=1)
+    export_run(run, cfg, calib_x=calib)
+    rec = json.loads((run / "export" / "export.json").read_text())
+    assert rec["calibration"]["samples"] == 30
+    assert rec["calibration"]["range"] == [pytest.approx(float(calib.min())), 1.0]
+    top = _input_top(run / "export" / "model_int8.onnx", "input")
+    assert 0.99 <= top < 1.1, top
 
 
 # ---------------------------------------------------------------- magnitude pruning
