@@ -490,7 +490,7 @@ BUGS: List[Bug] = [
         "export/evalsets.py",
         "x[:n_adv] = pgd_inputs(model, x[:n_adv], y_train[idx[:n_adv]], attack, seed)",
         "x[:n_adv] = pgd_inputs(model, x[:n_adv], y_train[:n_adv], attack, seed)",
-        ["tests/test_export.py", "tests/test_export_config.py"],
+        ["tests/test_reference.py", "tests/test_export_config.py"],
         "PGD calibration inputs attacked with the wrong labels",
     ),
     # ------------------------------------------------------------ resume

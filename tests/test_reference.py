@@ -627,3 +627,22 @@ def test_budget_probes_meet_a_limit_equal_to_the_measurement():
     value = ChannelProbe(model, (1, 8, 8), 0.0, count, grid=8)(4).value
     assert ChannelProbe(model, (1, 8, 8), value, count, grid=8)(4).meets
     assert not ChannelProbe(model, (1, 8, 8), value - 1e-6, count, grid=8)(4).meets
+
+
+def test_calibration_inputs_by_hand(trained_tiny, digits):
+    """A seeded draw of n training inputs; the first round(fraction * n) replaced by PGD
+    versions crafted against their own labels (PGD computed here with the same seed)."""
+    from robustedge.attacks import AttackSpec, build_attack
+    from robustedge.export.evalsets import calibration_inputs
+
+    model = trained_tiny[0]
+    xs, ys = digits.x_train[:300], digits.y_train[:300]
+    spec = AttackSpec("pgd", 0.1, steps=3, restarts=1)
+    got = calibration_inputs(model, xs, ys, 40, 0.25, spec, seed=7)
+    idx = np.random.default_rng(7).permutation(300)[:40]
+    assert got.shape == (40, 1, 8, 8) and got.dtype == np.float32
+    assert np.array_equal(got[10:], xs[idx[10:]])  # 30 clean
+    attack = build_attack(model, spec, generator=torch.Generator().manual_seed(7))
+    adv = attack.perturb(torch.as_tensor(xs[idx[:10]]), torch.as_tensor(ys[idx[:10]]))
+    assert np.allclose(got[:10], adv.numpy(), atol=1e-6)
+    assert np.abs(got[:10] - xs[idx[:10]]).max() == pytest.approx(0.1, abs=1e-6)
