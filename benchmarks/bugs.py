@@ -539,6 +539,43 @@ BUGS: List[Bug] = [
         ["tests/test_resume.py::test_compress_resumed_after_kill_equals_uninterrupted[prox]"],
         "a resumed compression run's adversary draws fresh random starts",
     ),
+    # ------------------------------------------------------------ data, recipe, manifold
+    bug(
+        "digits-scaled-by-255",
+        "numbers",
+        "data/digits.py",
+        "x = (bunch.images.astype(np.float32) / 16.0)",
+        "x = (bunch.images.astype(np.float32) / 255.0)",
+        ["tests/test_data.py"],
+        "digits scaled as 8-bit images (its raw range is 0..16): inputs in [0, 0.063]",
+    ),
+    bug(
+        "idx-scaled-by-256",
+        "numbers",
+        "data/idx.py",
+        "x = (images.astype(np.float32) / 255.0)",
+        "x = (images.astype(np.float32) / 256.0)",
+        ["tests/test_data.py", "tests/test_reference.py"],
+        "MNIST-format images divided by 256: white is 0.996, not 1",
+    ),
+    bug(
+        "recipe-cache-ignores-config",
+        "path",
+        "recipe/runner.py",
+        'blob = {"kind": stage.kind, "config": stage.config, "upstream": upstream}',
+        'blob = {"kind": stage.kind, "upstream": upstream}',
+        ["tests/test_exact_recipe.py", "tests/test_guards.py"],
+        "a recipe stage whose settings changed is served from the cache",
+    ),
+    bug(
+        "vae-kl-sign",
+        "algorithm",
+        "manifold/vae.py",
+        "1 + logvar - mu.pow(2) - logvar.exp()",
+        "1 + logvar + mu.pow(2) - logvar.exp()",
+        ["tests/test_manifold.py"],
+        "the VAE's KL term rewards latent means far from 0",
+    ),
 ]
 
 
