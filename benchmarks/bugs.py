@@ -546,7 +546,7 @@ BUGS: List[Bug] = [
         "data/digits.py",
         "x = (bunch.images.astype(np.float32) / 16.0)",
         "x = (bunch.images.astype(np.float32) / 255.0)",
-        ["tests/test_data.py"],
+        ["tests/test_reference.py", "tests/test_data.py"],
         "digits scaled as 8-bit images (its raw range is 0..16): inputs in [0, 0.063]",
     ),
     bug(

@@ -646,3 +646,25 @@ def test_calibration_inputs_by_hand(trained_tiny, digits):
     adv = attack.perturb(torch.as_tensor(xs[idx[:10]]), torch.as_tensor(ys[idx[:10]]))
     assert np.allclose(got[:10], adv.numpy(), atol=1e-6)
     assert np.abs(got[:10] - xs[idx[:10]]).max() == pytest.approx(0.1, abs=1e-6)
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_digits_are_the_raw_images_over_16_in_the_fixed_split(digits):
+    """Every digits image is sklearn's raw 0..16 image divided by 16 (so [0, 1] with 1.0
+    reached), each train and test image one of the 1,797, labels kept with their images."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    by_image = {
+        (raw.images[i] / 16.0).astype(np.float32).tobytes(): int(raw.target[i])
+        for i in range(len(raw.target))
+    }
+    for x, y in ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test)):
+        assert x.dtype == np.float32 and x.shape[1:] == (1, 8, 8)
+        assert float(x.max()) == 1.0 and float(x.min()) == 0.0
+        # an image shared by two digits cannot be told apart: those keep either label
+        hits = [by_image.get(img[0].tobytes()) for img in x]
+        assert all(h is not None for h in hits)
+        assert np.mean(np.asarray(hits) == y) > 0.99
