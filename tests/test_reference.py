@@ -405,28 +405,6 @@ def _input_top(path, input_name):
     return (127 - zero) * scale
 
 
-def test_export_calibrates_onnx_int8_on_every_input_it_records(tiny_run, tmp_path):
-    """Through the export pipeline: 30 caller-supplied calibration inputs, only the last one
-    reaching 1.0; export.json records 30 and the int8 model's input range covers 1.0."""
-    pytest.importorskip("onnxruntime")
-    import json
-    import shutil
-
-    from robustedge.export import ExportConfig, export_run
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
-    calib = np.random.default_rng(0).uniform(0, 0.1, size=(30, 1, 8, 8)).astype(np.float32)
-    calib[-1] = 1.0
-    cfg = ExportConfig(formats="onnx,onnx-int8", transfer_steps=2, transfer_restarts=1)
-    export_run(run, cfg, calib_x=calib)
-    rec = json.loads((run / "export" / "export.json").read_text())
-    assert rec["calibration"]["samples"] == 30
-    assert rec["calibration"]["range"] == [pytest.approx(float(calib.min())), 1.0]
-    top = _input_top(run / "export" / "model_int8.onnx", "input")
-    assert 0.99 <= top < 1.1, top
-
-
 # ---------------------------------------------------------------- magnitude pruning
 
 
@@ -446,37 +424,6 @@ def _ctx(model, cfg, x, y):
         params=prunable_params(model),
         input_shape=tuple(x.shape[1:]),
     )
-
-
-@pytest.mark.parametrize("scope", ["global", "layer"])
-def test_magnitude_keeps_the_largest_weights(digits, scope):
-    """The real ``PRUNERS['magnitude']`` on LeNet-5: the survivors are exactly the top
-    ``keep_count`` magnitudes (over all prunable layers, or per layer), computed here by
-    sorting; the fine-tune epochs are the phase's plus the fine-tune's."""
-    from robustedge.compress.common import PRUNERS
-    from robustedge.compress.config import CompressConfig
-    from robustedge.models import ModelSpec, build_model
-
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("lenet5", digits.input_shape, digits.num_classes))
-    x, y = torch.as_tensor(digits.x_train[:32]), torch.as_tensor(digits.y_train[:32])
-    cfg = CompressConfig.from_keys(
-        teacher="unused", method="magnitude", sparsity=0.7, scope=scope, epochs=2,
-        finetune_epochs=3,
-    )  # fmt: skip
-    ctx = _ctx(model, cfg, x, y)
-    before = {n: p.detach().clone() for n, p in ctx.params.items()}
-    out = PRUNERS.get("magnitude")(ctx)
-    assert out.finetune_epochs == 5
-    groups = [list(before)] if scope == "global" else [[n] for n in before]
-    for names in groups:
-        flat = torch.cat([before[n].abs().flatten() for n in names])
-        keep = flat.numel() - round(0.7 * flat.numel())
-        threshold = flat.sort(descending=True).values[keep - 1]
-        for n in names:
-            want = before[n].abs() >= threshold  # no ties among random float weights
-            assert torch.equal(out.masks[n], want), n
-            assert torch.equal(ctx.params[n].detach(), before[n] * want), n
 
 
 # ---------------------------------------------------------------- FGSM-AT (Wong et al. 2020)
@@ -629,6 +576,63 @@ def test_budget_probes_meet_a_limit_equal_to_the_measurement():
     assert not ChannelProbe(model, (1, 8, 8), value - 1e-6, count, grid=8)(4).meets
 
 
+# ---------------------------------------------------------------- slower ones last (a trained
+# model or an export; the planted-bug runs stop at the first failure)
+
+
+def test_export_calibrates_onnx_int8_on_every_input_it_records(tiny_run, tmp_path):
+    """Through the export pipeline: 30 caller-supplied calibration inputs, only the last one
+    reaching 1.0; export.json records 30 and the int8 model's input range covers 1.0."""
+    pytest.importorskip("onnxruntime")
+    import json
+    import shutil
+
+    from robustedge.export import ExportConfig, export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    calib = np.random.default_rng(0).uniform(0, 0.1, size=(30, 1, 8, 8)).astype(np.float32)
+    calib[-1] = 1.0
+    cfg = ExportConfig(formats="onnx,onnx-int8", transfer_steps=2, transfer_restarts=1)
+    export_run(run, cfg, calib_x=calib)
+    rec = json.loads((run / "export" / "export.json").read_text())
+    assert rec["calibration"]["samples"] == 30
+    assert rec["calibration"]["range"] == [pytest.approx(float(calib.min())), 1.0]
+    top = _input_top(run / "export" / "model_int8.onnx", "input")
+    assert 0.99 <= top < 1.1, top
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_magnitude_keeps_the_largest_weights(digits, scope):
+    """The real ``PRUNERS['magnitude']`` on LeNet-5: the survivors are exactly the top
+    ``keep_count`` magnitudes (over all prunable layers, or per layer), computed here by
+    sorting; the fine-tune epochs are the phase's plus the fine-tune's."""
+    from robustedge.compress.common import PRUNERS
+    from robustedge.compress.config import CompressConfig
+    from robustedge.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("lenet5", digits.input_shape, digits.num_classes))
+    x, y = torch.as_tensor(digits.x_train[:32]), torch.as_tensor(digits.y_train[:32])
+    cfg = CompressConfig.from_keys(
+        teacher="unused", method="magnitude", sparsity=0.7, scope=scope, epochs=2,
+        finetune_epochs=3,
+    )  # fmt: skip
+    ctx = _ctx(model, cfg, x, y)
+    before = {n: p.detach().clone() for n, p in ctx.params.items()}
+    out = PRUNERS.get("magnitude")(ctx)
+    assert out.finetune_epochs == 5
+    groups = [list(before)] if scope == "global" else [[n] for n in before]
+    for names in groups:
+        flat = torch.cat([before[n].abs().flatten() for n in names])
+        keep = flat.numel() - round(0.7 * flat.numel())
+        threshold = flat.sort(descending=True).values[keep - 1]
+        for n in names:
+            want = before[n].abs() >= threshold  # no ties among random float weights
+            assert torch.equal(out.masks[n], want), n
+            assert torch.equal(ctx.params[n].detach(), before[n] * want), n
+
+
 def test_calibration_inputs_by_hand(trained_tiny, digits):
     """A seeded draw of n training inputs; the first round(fraction * n) replaced by PGD
     versions crafted against their own labels (PGD computed here with the same seed)."""
@@ -646,9 +650,6 @@ def test_calibration_inputs_by_hand(trained_tiny, digits):
     adv = attack.perturb(torch.as_tensor(xs[idx[:10]]), torch.as_tensor(ys[idx[:10]]))
     assert np.allclose(got[:10], adv.numpy(), atol=1e-6)
     assert np.abs(got[:10] - xs[idx[:10]]).max() == pytest.approx(0.1, abs=1e-6)
-
-
-# ---------------------------------------------------------------- data
 
 
 def test_digits_are_the_raw_images_over_16_in_the_fixed_split(digits):
