@@ -99,7 +99,7 @@ def run_copy(tiny_run, sb) -> Path:
 # fixture run on one worker, so it is built once instead of once per worker: the small recipe
 # run (`_recipe_run.recipe_run`, cached per process) and the exported tiny model with its bundle
 # (`test_device.device_export` / `bundle`, session-scoped). The longest modules are collected
-# first so that neither worker is left alone with a long test at the end.
+# first (under xdist only) so that neither worker is left alone with a long test at the end.
 XDIST_GROUPS = {
     "test_recipe": "recipe-run",
     "test_report": "recipe-run",
@@ -132,5 +132,6 @@ def pytest_collection_modifyitems(config, items):
         group = XDIST_GROUPS.get(item.module.__name__)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-    # stable: a module's tests stay together and in their order (module fixtures built once)
-    items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))
+    if getattr(config.option, "numprocesses", None):  # only under xdist (`-n N`)
+        # stable: a module's tests stay together and in their order (module fixtures built once)
+        items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))
