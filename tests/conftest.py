@@ -51,6 +51,36 @@ def trained_tiny(digits):
     return model, torch.from_numpy(digits.x_test), torch.from_numpy(digits.y_test)
 
 
+@pytest.fixture(scope="session")
+def device_export(tiny_run, tmp_path_factory) -> Path:
+    """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by device tests;
+    defined here, not imported into each module, so it is built once per worker)."""
+    from robustedge.export import ExportConfig, export_run
+
+    run = tmp_path_factory.mktemp("device") / "run"
+    shutil.copytree(tiny_run, run)
+    export_run(run, ExportConfig(formats="onnx,tflite-int8", transfer_steps=5, transfer_restarts=1))
+    return run
+
+
+@pytest.fixture(scope="session")
+def device_bundle(device_export, tmp_path_factory) -> Path:
+    """The bundle of ``device_export`` (test_device.py names it ``bundle``)."""
+    from robustedge.device.host.bundle import build_bundle
+
+    return build_bundle(device_export, tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def device_host_ref(device_bundle):
+    """``device_bundle`` on the host with the board's interpreter (tflite-runtime, reference
+    kernels): what the emulated boards must reproduce (test_device_targets.py's ``host_ref``)."""
+    from robustedge.device.host.targets import LocalTarget
+    from test_device_targets import BENCH
+
+    return LocalTarget().bench(device_bundle, [*BENCH, "--backend", "tflite-runtime"])
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `robustedge ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run(
@@ -126,6 +156,7 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     for item in items:
