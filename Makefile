@@ -7,7 +7,7 @@ REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requi
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean system-deps mutation
+.PHONY: demo test lint venv clean system-deps mutation plant-bugs
 
 venv: $(STAMP)
 
@@ -31,8 +31,9 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-system-deps.sh; \
 	else echo "not root: skipping scripts/install-system-deps.sh (QEMU/SSH tests will skip)"; fi
 
+# loadgroup: modules sharing an expensive fixture run on one worker (tests/conftest.py)
 test: lint system-deps
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@bash scripts/demo-board.sh $(BIN)/robustedge
@@ -43,6 +44,12 @@ demo: $(STAMP)
 # `make test`. Writes benchmarks/measured/mutation.json; MODULES="pgd prox" for a subset.
 mutation: $(STAMP)
 	bash scripts/mutation.sh $(MODULES)
+
+# Realistic bugs planted one at a time in a copy of HEAD, each against its related tests
+# (benchmarks/bugs.py; ~15 min on 2 cores). Writes benchmarks/measured/planted_bugs.json;
+# BUGS="admm-dual-sign sha256-prefix" for a subset.
+plant-bugs: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bugs.py $(if $(BUGS),--only $(BUGS))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -51,6 +51,36 @@ def trained_tiny(digits):
     return model, torch.from_numpy(digits.x_test), torch.from_numpy(digits.y_test)
 
 
+@pytest.fixture(scope="session")
+def device_export(tiny_run, tmp_path_factory) -> Path:
+    """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by device tests;
+    defined here, not imported into each module, so it is built once per worker)."""
+    from robustedge.export import ExportConfig, export_run
+
+    run = tmp_path_factory.mktemp("device") / "run"
+    shutil.copytree(tiny_run, run)
+    export_run(run, ExportConfig(formats="onnx,tflite-int8", transfer_steps=5, transfer_restarts=1))
+    return run
+
+
+@pytest.fixture(scope="session")
+def device_bundle(device_export, tmp_path_factory) -> Path:
+    """The bundle of ``device_export`` (test_device.py names it ``bundle``)."""
+    from robustedge.device.host.bundle import build_bundle
+
+    return build_bundle(device_export, tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def device_host_ref(device_bundle):
+    """``device_bundle`` on the host with the board's interpreter (tflite-runtime, reference
+    kernels): what the emulated boards must reproduce (test_device_targets.py's ``host_ref``)."""
+    from robustedge.device.host.targets import LocalTarget
+    from test_device_targets import BENCH
+
+    return LocalTarget().bench(device_bundle, [*BENCH, "--backend", "tflite-runtime"])
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `robustedge ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run(
@@ -92,3 +122,47 @@ def run_copy(tiny_run, sb) -> Path:
     dst = sb.root / "run"
     shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("export", "checkpoint"))
     return dst
+
+
+# ---------------------------------------------------------------- xdist scheduling (make test)
+# `make test` runs `pytest -n 2 --dist loadgroup`. Modules that share an expensive per-process
+# fixture run on one worker, so it is built once instead of once per worker: the small recipe
+# run (`_recipe_run.recipe_run`, cached per process) and the exported tiny model with its bundle
+# (`test_device.device_export` / `bundle`, session-scoped). The longest modules are collected
+# first (under xdist only) so that neither worker is left alone with a long test at the end.
+XDIST_GROUPS = {
+    "test_recipe": "recipe-run",
+    "test_report": "recipe-run",
+    "test_device_report": "recipe-run",
+    "test_device": "device-bundle",
+    "test_device_targets": "device-bundle",
+    "test_device_vm": "device-bundle",
+    "test_device_config": "device-bundle",
+    "test_bundle_compressed": "device-bundle",
+}
+LONGEST_FIRST = (
+    "test_device_vm",
+    "test_ddp",
+    "test_device_targets",
+    "test_resume",
+    "test_ray",
+    "test_crash",
+    "test_recipe",
+    "test_report",
+    "test_device_report",
+    "test_device",
+    "test_bundle_compressed",
+    "test_device_config",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    for item in items:
+        group = XDIST_GROUPS.get(item.module.__name__)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(config.option, "numprocesses", None):  # only under xdist (`-n N`)
+        # stable: a module's tests stay together and in their order (module fixtures built once)
+        items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))

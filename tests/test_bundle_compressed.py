@@ -25,7 +25,7 @@ from robustedge.device.board.bundle_format import (
 from robustedge.device.board.config import BenchConfig
 from robustedge.device.host.targets import LocalTarget
 from robustedge.errors import RobustEdgeError
-from test_device import bundle, copy_bundle, device_export, run_runner  # noqa: F401
+from test_device import bundle, copy_bundle, run_runner  # noqa: F401
 
 FAST = BenchConfig(runs=0, square_queries=0)
 

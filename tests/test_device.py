@@ -24,21 +24,10 @@ GUARD = (
 
 
 @pytest.fixture(scope="session")
-def device_export(tiny_run, tmp_path_factory) -> Path:
-    """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by device tests)."""
-    from robustedge.export import ExportConfig, export_run
-
-    run = tmp_path_factory.mktemp("device") / "run"
-    shutil.copytree(tiny_run, run)
-    export_run(run, ExportConfig(formats="onnx,tflite-int8", transfer_steps=5, transfer_restarts=1))
-    return run
-
-
-@pytest.fixture(scope="session")
-def bundle(device_export, tmp_path_factory) -> Path:
-    from robustedge.device.host.bundle import build_bundle
-
-    return build_bundle(device_export, tmp_path_factory.mktemp("bundles") / "tiny")
+def bundle(device_bundle) -> Path:
+    """The session's device bundle (``device_bundle`` in conftest.py: built once per worker,
+    however many modules import this name)."""
+    return device_bundle
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:

@@ -24,7 +24,7 @@ from robustedge.device.host.targets import (
     target_help,
 )
 from robustedge.errors import RobustEdgeError
-from test_device import GUARD, bundle, device_export, run_runner  # noqa: F401
+from test_device import GUARD, bundle, run_runner  # noqa: F401
 
 FIELDS = [f.name for f in dataclasses.fields(BenchConfig)]
 # a value other than the default for every field

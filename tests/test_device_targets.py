@@ -16,9 +16,9 @@ import pytest
 
 from robustedge.device.board.bundle_format import verify_bundle
 from robustedge.device.host import qemu
-from robustedge.device.host.targets import LocalTarget, QemuTarget, SSHTarget
+from robustedge.device.host.targets import QemuTarget, SSHTarget
 from robustedge.errors import RobustEdgeError
-from test_device import bundle, copy_bundle, device_export  # noqa: F401  (shared fixtures)
+from test_device import bundle, copy_bundle  # noqa: F401  (shared fixtures)
 
 HINT = "run scripts/install-system-deps.sh as root, and the tests as root"
 BENCH = ["--reference-kernels", "--runs", "200", "--square-queries", "20", "--square-n", "10"]
@@ -42,9 +42,9 @@ def rootfs(arch: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def host_ref(bundle):  # noqa: F811
-    """The same bundle on the host with the board's interpreter (tflite-runtime, ref kernels)."""
-    return LocalTarget().bench(bundle, [*BENCH, "--backend", "tflite-runtime"])
+def host_ref(device_host_ref):
+    """The bundle on the host with the board's interpreter (conftest.py, once per worker)."""
+    return device_host_ref
 
 
 @pytest.mark.qemu

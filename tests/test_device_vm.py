@@ -18,7 +18,7 @@ import pytest
 from robustedge.device.host import vm
 from robustedge.device.host.targets import SSHTarget, VMTarget
 from robustedge.errors import RobustEdgeError
-from test_device import bundle, copy_bundle, device_export  # noqa: F401  (shared fixtures)
+from test_device import bundle, copy_bundle  # noqa: F401  (shared fixtures)
 from test_device_targets import BENCH, HINT, host_ref, need_root  # noqa: F401
 
 pytestmark = [pytest.mark.vm, pytest.mark.ssh, pytest.mark.slow]

@@ -4,6 +4,7 @@ in tests/test_exact_attacks.py)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def test_stage_runner_records_and_callbacks(tmp_path):
     assert (STAGE_FILE, SCHEMA) == ("stage.json", "robustedge.recipe.stage/1")
     seen, started, log = [], [], []
     r = StageRunner(tmp_path, on_result=seen.append, on_start=started.append)
+    t0 = time.perf_counter()
     res = r.run([_stage(tmp_path, "a", log), _stage(tmp_path, "b", log, up=("a",))])
+    elapsed = time.perf_counter() - t0
     assert [x.status for x in res] == ["done", "done"] and started == ["a", "b"]
     assert [x.id for x in seen] == ["a", "b"] and log == ["a", "b"]
     rec = json.loads((tmp_path / "stages" / "b" / "stage.json").read_text())
@@ -40,7 +43,9 @@ def test_stage_runner_records_and_callbacks(tmp_path):
     assert rec["schema"] == SCHEMA and rec["id"] == "b" and rec["kind"] == "k"
     assert rec["config"] == {"v": 1} and rec["upstream"] == {"a": digest_of(outs)}
     assert rec["outputs"] == {"b/out.txt": file_sha256(tmp_path / "b" / "out.txt")}
-    assert rec["seconds"] >= 0 and rec["finished"] and len(rec["input_hash"]) == 64
+    # the stage's own run time (rounded to ms), inside the call's
+    assert 0 <= rec["seconds"] <= elapsed + 1e-3 and rec["seconds"] == round(res[1].seconds, 3)
+    assert rec["finished"] and len(rec["input_hash"]) == 64
     assert r.record_path("b") == tmp_path / "stages" / "b" / "stage.json"
     seen.clear()
     started.clear()

@@ -260,6 +260,24 @@ def manifest_edits(draw, good: dict) -> bytes:
     return json.dumps(m).encode()
 
 
+def accepted_manifest_is_true(b: Path, manifest: dict) -> None:
+    """A manifest ``verify_bundle`` accepted must describe the bundle: every listed file is a
+    plain file inside it with the listed size and full sha256 (hashed here), and every format's
+    model file is one of them."""
+    import hashlib
+
+    files = manifest["files"]
+    assert isinstance(files, dict) and files
+    root = b.resolve()
+    for rel, meta in files.items():
+        path = (b / rel).resolve()
+        assert root in path.parents and path.is_file() and not (b / rel).is_symlink(), rel
+        data = path.read_bytes()
+        assert meta["bytes"] == len(data), rel
+        assert meta["sha256"] == hashlib.sha256(data).hexdigest(), rel
+    assert manifest["formats"] and all(a["file"] in files for a in manifest["formats"].values())
+
+
 def fuzz_manifest(bundle_dir: Path, data: bytes) -> None:
     from robustedge.device.board.bundle_format import verify_bundle
 
@@ -273,7 +291,7 @@ def fuzz_manifest(bundle_dir: Path, data: bytes) -> None:
         except RobustEdgeError as e:
             one_line(e)
             return
-        assert isinstance(manifest, dict)
+        accepted_manifest_is_true(b, manifest)
     finally:
         shutil.rmtree(work)
 

@@ -165,7 +165,7 @@ def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},  # lines as printed
     )
     assert proc.stdout is not None
     for line in proc.stdout:

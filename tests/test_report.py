@@ -228,10 +228,23 @@ def test_pareto_front():
     assert pareto_front(pts) == [0, 2, 3]  # (0.8, 2, 20) is dominated by (0.9, 1, 10)
 
 
-def test_cli(done, tmp_path):
-    res = run_cli("report", str(done), "--out", str(tmp_path / "x.html"))
+def test_cli(done, report, tmp_path):
+    """`robustedge report DIR --out X.html --title T`: both files written, the title used, the
+    same tables as the library's report, and the paths printed."""
+    res = run_cli("report", str(done), "--out", str(tmp_path / "x.html"), "--title", "My runs")
     assert res.returncode == 0, res.stderr
-    assert "report:" in res.stdout and (tmp_path / "x.md").is_file()
+    html, md = (tmp_path / "x.html").read_text(), (tmp_path / "x.md").read_text()
+    assert "<title>My runs</title>" in html and md.splitlines()[0] == "# My runs"
+    assert str(tmp_path / "x.html") in res.stdout and str(tmp_path / "x.md") in res.stdout
+    lib = report.md_path.read_text()
+    for title, key in (
+        ("Accuracy vs compression", ("model",)),
+        ("Export ledger", ("model", "format")),
+    ):
+        assert md_table(md, title, key) == md_table(lib, title, key), title
+    student = json.loads((done / "students/prox-s0.8/metrics.json").read_text())
+    row = md_table(md, "Accuracy vs compression")["prox-s0.8"]
+    assert row["clean %"] == f"{100 * student['clean_acc']:.1f}"
 
 
 def chromium() -> str:

@@ -123,8 +123,15 @@ def compress_cfg(teacher: Path, method: str, finetune: int, extra=None) -> Compr
     )
 
 
+# gmp masks every 5 steps over both epochs (about 23 steps each): after the kill, the pruning
+# turns and their sparsity targets depend on the restored step counter
+GMP_TURNS = {"gmp_frequency": 5}
+
+
 def compress_args(teacher: Path, method: str, finetune: int, out: Path, extra=None) -> List[str]:
-    flags = ["--admm-warm", "--ramp-start", "0.6"] if extra == ADMM_WARM else []
+    flags: List[str] = []
+    for key, value in (extra or {}).items():  # the same settings as command-line flags
+        flags += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return [
         "compress",
         *flags,
@@ -162,8 +169,9 @@ def compress_args(teacher: Path, method: str, finetune: int, out: Path, extra=No
         ("hydra", 1, "hydra-scores", None),
         ("prox", 2, "finetune", None),  # killed in the fine-tune: the pruning phase not redone
         ("prox", 1, "prox", ADMM_WARM),  # killed inside the ADMM-pulled warm start
+        ("gmp", 1, "gmp", GMP_TURNS),
     ],
-    ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm"],
+    ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm", "gmp"],
 )
 def test_compress_resumed_after_kill_equals_uninterrupted(
     tiny_run, tmp_path, method, finetune, phase, extra
@@ -181,7 +189,7 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
         ready,
     )
     assert state["method_state"]  # ADMM Z/U, HYDRA scores, masks, lazy prox's residual
-    if extra:  # the residual, Z and U of every prunable layer
+    if extra == ADMM_WARM:  # the residual, Z and U of every prunable layer
         from robustedge.compress.targets import prunable_params
         from robustedge.models import load_model
 
