@@ -226,6 +226,16 @@ _register(
 _register("onnxruntime", "onnx", "onnxruntime", "onnxruntime", _onnx_open)
 
 
+def _tflm_open(path: str, threads: int, reference_kernels: bool) -> Model:
+    from robustedge.device.board import tflm  # TFLM (microcontrollers): only when asked for
+
+    return tflm.open_model(path, threads, reference_kernels)
+
+
+# not in PREFERENCE: TFLM runs only when asked for (``--backend tflm``, the ``tflm`` target)
+_register("tflm", "tflite", "tflite_micro", "tflite-micro", _tflm_open)
+
+
 def installed() -> List[str]:
     """Names of the backends importable here."""
     return [n for n in BACKENDS.names() if BACKENDS.get(n).available()]
