@@ -23,6 +23,7 @@ inside the functions.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import math
 import os
@@ -129,7 +130,8 @@ def runs_with(data: bytes, x: np.ndarray, arena_bytes: int) -> bool:
     if not hasattr(os, "fork"):
         return _runs_here(data, x, arena_bytes)
     pid = os.fork()
-    if pid == 0:  # the child: answer through the exit status only
+    if pid == 0:  # the child: answer through the exit status only, die quietly
+        faulthandler.disable()
         try:
             ok = _runs_here(data, x, arena_bytes)
         except BaseException:
@@ -194,6 +196,8 @@ def ops_used(data: bytes) -> Dict[str, int]:
     """Builtin operator name -> how many times the model's subgraphs use it."""
     fb = _schema()
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    if bytes(data[4:8]) != b"TFL3":
+        raise TFLMError("not a TFLite flatbuffer (no TFL3 identifier)")
     try:
         model = fb.Model.GetRootAsModel(bytes(data), 0)
         codes = []
@@ -227,13 +231,16 @@ def ops(data: bytes) -> Dict[str, Any]:
         interp = interpreter(data)
         shape, dtype = input_spec(interp)
         invoke(interp, np.zeros(shape, dtype))
-    except TFLMError:
+    except TFLMError as e:
+        failing["model"] = str(e).split(": ", 1)[-1]  # replaced by the op to blame, if any
         for name in used:
             verdict = _probe_op(data, name)
             if verdict == "missing":
                 unsupported.append(name)
             elif verdict:
                 failing[name] = verdict
+        if unsupported or len(failing) > 1:
+            failing.pop("model")
     line = (
         "all ops supported by TFLM"
         if not (unsupported or failing)
@@ -265,7 +272,8 @@ def _probe_op(data: bytes, name: str) -> Optional[str]:
 def lut_compress(data: bytes) -> Tuple[bytes, Dict[str, Any]]:
     """TFLM's LUT weight compression on every int8 weight tensor it makes smaller (one table
     per output channel, the fewest index bits that hold each channel's distinct values):
-    the compressed model and what was compressed; ``data`` itself when nothing gains."""
+    the compressed model and what was compressed; ``data`` itself when the file would not
+    get smaller."""
     from tflite_micro.tensorflow.lite.micro import compression
     from tflite_micro.tensorflow.lite.micro.compression import lut, model_editor, spec
 
@@ -293,6 +301,8 @@ def lut_compress(data: bytes) -> Tuple[bytes, Dict[str, Any]]:
         return bytes(data), {"tensors": [], "compressed": False}
     with captured_stderr():
         out = bytes(compression.compress(bytes(data), specs))
+    if len(out) >= len(data):  # the DECODE op and its metadata outweigh what the tables save
+        return bytes(data), {"tensors": [], "compressed": False}
     return out, {"tensors": tensors, "compressed": True}
 
 
