@@ -1,0 +1,58 @@
+"""Microcontroller budgets: ``arena_kb`` (TFLM's tensor arena, measured by the TFLM
+interpreter on real int8 exports) and ``tflm_flash_kb`` (the plain int8 file TFLM keeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("tflite_micro", reason="pip install tflite-micro (requirements/mcu.txt)")
+
+from robustedge.compress import CompressConfig  # noqa: E402
+from robustedge.compress.budget import Budget, Quantity, compress_to_budget  # noqa: E402
+from robustedge.compress.budget.mcu import PlainFlash  # noqa: E402
+from robustedge.io import read_json  # noqa: E402
+from robustedge.models import load_model  # noqa: E402
+from robustedge.recipe.budget_measures import BoardMeasures  # noqa: E402
+from robustedge.recipe.students import resolve_budget  # noqa: E402
+
+MEASURES = BoardMeasures()
+
+
+def test_mcu_budgets_parse_and_refuse_a_target():
+    assert Budget.parse("arena_kb=256").quantity is Quantity.ARENA_KB
+    assert Budget.parse("tflm_flash_kb=512").unit == "KiB"
+    with pytest.raises(ValueError, match="needs no target"):
+        resolve_budget("arena_kb=256", "local")
+    with pytest.raises(ValueError, match="arena_kb=N"):
+        Budget.parse("arena_kb")
+
+
+def test_plain_flash_counts_the_file_not_its_compressed_bytes():
+    class Inner:
+        def run_flash(self, run):
+            return {"format": "tflite-int8", "flash_bytes": 900, "model_bytes": 5200}
+
+    m = PlainFlash(Inner())
+    assert m.pack(b"abc") == b"abc"  # no codec: an MCU keeps the file as it is
+    rec = m.run_flash("x")
+    assert rec["flash_bytes"] == 5200 and rec["codec"] is None
+
+
+@pytest.mark.slow
+def test_arena_budget_is_met_by_the_arena_tflm_measures(tiny_run, tmp_path):
+    """The teacher's arena measured by TFLM on its export; a limit below it; the student's
+    export needs an arena under the limit, measured the same way, and it is recorded."""
+    teacher, spec = load_model(tiny_run)
+    t = MEASURES.model_arena(teacher.eval(), spec, "digits", None)
+    limit_kib = round((t["arena_bytes"] - 40) / 1024, 4)  # the tiny CNN shrinks by < 100 B
+    cfg = CompressConfig(
+        teacher=str(tiny_run), adversary="fgsm", epochs=1, finetune_epochs=1, batch_size=128
+    )
+    m = compress_to_budget(cfg, Budget.parse(f"arena_kb={limit_kib}"), tmp_path / "s", MEASURES)
+    b = m["budget"]
+    assert b["met"] and b["measured"]["arena_bytes"] <= limit_kib * 1024 < t["arena_bytes"]
+    assert b["student"] == b["measured"]["arena_bytes"] / 1024
+    assert b["channel_sparsity"] > 0 and m["structured"]
+    # the arena depends on tensor shapes only: the trained student needs what its candidate did
+    assert abs(b["student"] - b["predicted"]) < 1e-9
+    assert read_json(tmp_path / "s" / "metrics.json")["budget"] == b
