@@ -5,6 +5,7 @@ transfer and Square robustness, and parity with the TFLite interpreter."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,6 +118,8 @@ def test_tflm_target_bench(int8_bundle):
     assert res["robust"][0]["name"] == "Square-20" and res["robust"][0]["n"] == 10
     assert res["worst_case"]["acc"] <= res["accuracy"]["clean"]
     assert "weaker than default" in res["worst_case"]["weaker"]
+    ethos = mcu["ethos_u"]
+    assert "skipped" in ethos or (ethos["accelerator"] == "ethos-u55-128" and ethos["cycles"] > 0)
 
 
 def test_tflm_target_refuses_what_it_cannot_run(int8_bundle):
@@ -126,3 +129,34 @@ def test_tflm_target_refuses_what_it_cannot_run(int8_bundle):
         make_target("tflm").bench(int8_bundle, BenchConfig(backend="litert"))
     with pytest.raises(RobustEdgeError, match="int8 TFLite formats"):
         make_target("tflm").bench(int8_bundle, BenchConfig(format="onnx"))
+
+
+def test_vela_estimate_of_a_hand_built_model(tmp_path):
+    from robustedge.device.host import vela
+
+    if not vela.accelerators():
+        pytest.skip("pip install ethos-u-vela (requirements/mcu.txt)")
+    path = tmp_path / "fc.tflite"
+    path.write_bytes(fc_model(np.ones((2, 64), np.int8)))
+    est = vela.estimate(path, "ethos-u55-64")
+    assert est["accelerator"] == "ethos-u55-64" and est["cpu_ops"] == {}
+    assert est["macs"] == 2 * 64  # one FC of 64 inputs and 2 outputs
+    assert est["sram_bytes"] > 0 and est["flash_bytes"] > 0 and est["cycles"] > 0
+    assert est["time_ms"] == pytest.approx(est["cycles"] / (est["clock_mhz"] * 1e3), rel=1e-6)
+    assert est["label"].startswith("estimate: vela")
+    # a float model stays on the CPU: its operators are named
+    import tflite_micro
+
+    sine = Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite"
+    assert set(vela.estimate(sine)["cpu_ops"]) == {"FULLY_CONNECTED", "RELU"}
+
+
+def test_tflm_target_names_an_ethos_u_configuration():
+    from robustedge.device.host.targets import make_target, target_class
+
+    if not __import__("robustedge.device.host.vela", fromlist=["x"]).accelerators():
+        pytest.skip("pip install ethos-u-vela (requirements/mcu.txt)")
+    assert make_target("tflm:ethos-u85-256").accelerator == "ethos-u85-256"
+    assert make_target("tflm").accelerator is None
+    with pytest.raises(RobustEdgeError, match="unknown Ethos-U configuration 'npu9'"):
+        target_class("tflm:npu9")

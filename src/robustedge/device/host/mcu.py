@@ -12,8 +12,11 @@ the replayed PGD transfer set and Square against TFLM itself, worst case per ima
 - ``ops``: the operators used, against TFLM's kernels (unsupported ones named in one line);
 - ``parity``: TFLM's int8 outputs against the TFLite interpreter's on every evaluation image.
 
-No latency: host time of an MCU interpreter says nothing about an MCU (``vela`` gives estimated
-cycles for an Ethos-U NPU, see :mod:`robustedge.device.host.vela`).
+- ``ethos_u``: vela's estimate for an Ethos-U NPU (``tflm:ethos-u55-256`` names the
+  configuration; default ``ethos-u55-128`` when vela is installed): SRAM, flash, estimated
+  cycles and time, operators left to the CPU (:mod:`robustedge.device.host.vela`).
+
+No latency: host time of an MCU interpreter says nothing about an MCU.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from robustedge.device.board import tflm
 from robustedge.device.board.backends import BACKENDS, open_model
 from robustedge.device.board.bundle_format import verify_bundle
 from robustedge.device.board.onboard import load_npz, model_path, pick_format, to_model_input
+from robustedge.device.host import vela
 from robustedge.device.host.targets import TARGETS, BenchSettings, LocalTarget, bench_config
 from robustedge.errors import RobustEdgeError
 from robustedge.export.formats import FORMATS, Family
@@ -69,12 +73,23 @@ class TflmTarget(LocalTarget):
     name = "tflm"
     emulated = True
     families = (Family.TFLITE.value,)
-    prefixes = ()
-    usage = "tflm (TensorFlow Lite Micro on this host: arena, flash, ops)"
+    prefixes = ("tflm:",)
+    usage = "tflm[:ETHOS_U_CONFIG] (TensorFlow Lite Micro on this host; vela estimates)"
 
     @classmethod
     def from_spec(cls, spec: str, **kw: Any) -> TflmTarget:
-        return cls(python=kw.get("python"))
+        _, _, accelerator = spec.partition(":")
+        return cls(python=kw.get("python"), accelerator=accelerator or None)
+
+    @classmethod
+    def check_spec(cls, spec: str) -> None:
+        _, sep, accelerator = spec.partition(":")
+        if sep:
+            vela.check_accelerator(accelerator)
+
+    def __init__(self, python: Optional[str] = None, accelerator: Optional[str] = None) -> None:
+        super().__init__(None, python=python)
+        self.accelerator = accelerator
 
     def bench(self, bundle: Path, cfg: BenchSettings = None) -> Dict[str, Any]:
         cfg = bench_config(cfg)
@@ -88,10 +103,18 @@ class TflmTarget(LocalTarget):
             if ops["unsupported"] or ops["failing"]:
                 raise RobustEdgeError(f"{fmt} cannot run on TFLM: {ops['line']}")
             mcu = mcu_measures(bundle, manifest, fmt, data, Path(tmp))
+            mcu["ethos_u"] = self.ethos_u(Path(tmp) / "plain.tflite")
         results = super().bench(bundle, cfg.replace(backend=BACKEND, format=fmt, runs=0))
         results["mcu"] = {"ops": ops, **mcu}
         results["latency_note"] = "not measured: host time of TFLM is no microcontroller's"
         return results
+
+    def ethos_u(self, model: Path) -> Dict[str, Any]:
+        """vela's Ethos-U estimate for ``model`` (the named configuration, else the default
+        one when vela is installed; otherwise what to install)."""
+        if self.accelerator is None and not vela.accelerators():
+            return {"skipped": f"no vela: pip install {vela.PIP_NAME}"}
+        return vela.estimate(model, self.accelerator or vela.DEFAULT_ACCELERATOR)
 
 
 def model_bytes(bundle: Path, manifest: Dict[str, Any], fmt: str, tmp: Path) -> bytes:
