@@ -227,9 +227,25 @@ _register("onnxruntime", "onnx", "onnxruntime", "onnxruntime", _onnx_open)
 
 
 def _tflm_open(path: str, threads: int, reference_kernels: bool) -> Model:
-    from robustedge.device.board import tflm  # TFLM (microcontrollers): only when asked for
+    """TFLM (microcontrollers), single-threaded with its own kernels only: ``threads`` and
+    ``reference_kernels`` change nothing."""
+    from robustedge.device.board import tflm  # only when asked for
 
-    return tflm.open_model(path, threads, reference_kernels)
+    interp, shape, dtype, ver = tflm.load(path)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return tflm.invoke(interp, x)
+
+    def timed(x: np.ndarray, runs: int) -> np.ndarray:
+        stamps = [0] * (runs + 1)
+        stamps[0] = clock()
+        for i in range(1, runs + 1):
+            tflm.invoke(interp, x)
+            stamps[i] = clock()
+        return _per_call(stamps)
+
+    kernels = "TFLM reference kernels (host build)"
+    return Model("", ver, kernels, 1, shape, dtype.name, run, timed)
 
 
 # not in PREFERENCE: TFLM runs only when asked for (``--backend tflm``, the ``tflm`` target)

@@ -321,33 +321,16 @@ def _lut_method(t: Any, spec: Any) -> Optional[Any]:
     return spec.LookUpTableCompression(bits, spec.PerChannel(0))
 
 
-def open_model(path: str, threads: int = 1, reference_kernels: bool = False) -> Any:
-    """The ``tflm`` backend: ``path`` on the TFLM interpreter, as a board ``Model`` (TFLM is
-    single-threaded and has only its own kernels: ``threads`` and ``reference_kernels`` do not
-    change what runs)."""
+def load(path: str) -> Tuple[Any, Tuple[int, ...], np.dtype, str]:
+    """A TFLM interpreter over the model file ``path``, its input shape and dtype, and the
+    tflite-micro version (the ``tflm`` backend of ``backends.py`` wraps it)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from robustedge.device.board.backends import Model, clock
-
     with open(path, "rb") as f:
-        data = f.read()
-    interp = interpreter(data)
+        interp = interpreter(f.read())
     shape, dtype = input_spec(interp)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return invoke(interp, x)
-
-    def timed(x: np.ndarray, runs: int) -> np.ndarray:
-        stamps = [clock()]
-        for _ in range(runs):
-            invoke(interp, x)
-            stamps.append(clock())
-        return np.diff(np.asarray(stamps, dtype=np.int64)) * 1e-9
-
     try:
         ver = version(PIP_NAME)
     except PackageNotFoundError:
         ver = "unknown"
-    return Model(
-        "tflm", ver, "TFLM reference kernels (host build)", 1, shape, dtype.name, run, timed
-    )
+    return interp, shape, dtype, ver

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -75,6 +75,11 @@ class TflmTarget(LocalTarget):
     families = (Family.TFLITE.value,)
     prefixes = ("tflm:",)
     usage = "tflm[:ETHOS_U_CONFIG] (TensorFlow Lite Micro on this host; vela estimates)"
+
+    @classmethod
+    def formats(cls) -> Tuple[str, ...]:
+        """The int8 TFLite formats (TFLM runs what an MCU runs)."""
+        return tuple(f for f in super().formats() if FORMATS[f].quantized)
 
     @classmethod
     def from_spec(cls, spec: str, **kw: Any) -> TflmTarget:

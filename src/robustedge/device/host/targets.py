@@ -493,7 +493,3 @@ def is_emulated(spec: str) -> bool:
 def target_help() -> str:
     """How targets are written, one entry per registered target (for help texts)."""
     return " | ".join(_own(cls, "usage", "") or name for name, cls in TARGETS.items())
-
-
-# Targets in modules of their own register on import; they subclass the ones above.
-from robustedge.device.host import mcu as _mcu  # noqa: E402,F401  (tflm: microcontrollers)
