@@ -160,3 +160,18 @@ def test_tflm_target_names_an_ethos_u_configuration():
     assert make_target("tflm").accelerator is None
     with pytest.raises(RobustEdgeError, match="unknown Ethos-U configuration 'npu9'"):
         target_class("tflm:npu9")
+
+
+def test_bench_command_on_tflm_prints_the_mcu_section(int8_bundle, cli, tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("bench", "--bundle", str(int8_bundle), "--target", "tflm", "--out", str(out),
+            "--square-queries", "5", "--square-n", "3")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "TFLM arena" in r.stdout and "ops: all ops supported by TFLM" in r.stdout
+    assert "same class" in r.stdout and "latency p50" not in r.stdout
+    import json
+
+    assert json.loads(out.read_text())["mcu"]["flash"]["tflm_flash_bytes"] > 0
+    bad = cli("bench", "--bundle", str(int8_bundle), "--target", "tflm:ethos-u99")
+    assert bad.returncode != 0 and "unknown Ethos-U configuration" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -98,6 +98,8 @@ class TflmTarget(LocalTarget):
 
     def bench(self, bundle: Path, cfg: BenchSettings = None) -> Dict[str, Any]:
         cfg = bench_config(cfg)
+        if not BACKENDS.get(BACKEND).available():
+            raise RobustEdgeError(f"the tflm target needs TFLM: pip install {tflm.PIP_NAME}")
         if cfg.backend not in (None, BACKEND):
             raise RobustEdgeError(f"the tflm target runs the tflm backend, not '{cfg.backend}'")
         manifest = verify_bundle(bundle)
@@ -203,3 +205,34 @@ def fits(mcu: Dict[str, Any], sram_kb: float, flash_kb: float) -> Dict[str, bool
         "flash": fl["tflm_flash_bytes"] <= flash_kb * 1024,
         "flash_lut": fl["lut_flash_bytes"] <= flash_kb * 1024,
     }
+
+
+def summary_lines(mcu: Optional[Dict[str, Any]]) -> List[str]:
+    """The ``mcu`` section of a tflm result as lines for people (none without one)."""
+    if not isinstance(mcu, dict):
+        return []
+    a, fl, eth = mcu["arena"], mcu["flash"], mcu.get("ethos_u") or {}
+    lut = fl["lut_flash_bytes"]
+    lines = [
+        f"TFLM arena {a['arena_bytes']} bytes (recorded {a['recorded_bytes']}: head "
+        f"{a['head_bytes']}, tail {a['tail_bytes']}; 64-bit host build)",
+        f"TFLM flash {fl['tflm_flash_bytes']} bytes"
+        + (f", {lut} with LUT weight compression" if fl["lut"].get("compressed") else ""),
+        f"ops: {mcu['ops']['line']}",
+    ]
+    for name, p in mcu["parity"].items():
+        if isinstance(p, dict):
+            lines.append(
+                f"TFLM vs {mcu['parity'].get('reference')} on {name}: same class "
+                f"{100 * p['same_class']:.2f}%, bit-identical {100 * p['bit_identical']:.2f}%"
+            )
+    if "cycles" in eth:
+        cpu = ", ".join(eth["cpu_ops"]) or "none"
+        lines.append(
+            f"{eth['accelerator']} (ESTIMATE, vela): {eth['time_ms']:.4f} ms, {eth['cycles']} "
+            f"cycles at {eth['clock_mhz']:g} MHz, SRAM {eth['sram_bytes']} B, flash "
+            f"{eth['flash_bytes']} B, CPU ops: {cpu}"
+        )
+    elif eth.get("skipped"):
+        lines.append(f"Ethos-U estimate skipped: {eth['skipped']}")
+    return lines
