@@ -56,3 +56,39 @@ def test_arena_budget_is_met_by_the_arena_tflm_measures(tiny_run, tmp_path):
     # the arena depends on tensor shapes only: the trained student needs what its candidate did
     assert abs(b["student"] - b["predicted"]) < 1e-9
     assert read_json(tmp_path / "s" / "metrics.json")["budget"] == b
+
+
+class PlainExports:
+    """Export sizes without exporting: the file is its int8 weight storage (``int8_stream``)
+    plus ``fixed`` bytes; its compressed size is reported as 1 byte, which a TFLM flash budget
+    must not use."""
+
+    def __init__(self, fixed: int) -> None:
+        self.fixed = fixed
+
+    def sizes(self, model) -> dict:
+        from robustedge.compress.budget.flash import int8_stream
+
+        plain_bytes = len(int8_stream(model)) + self.fixed
+        return {"format": "tflite-int8", "flash_bytes": 1, "model_bytes": plain_bytes}
+
+    def model_flash(self, model, spec, data_name, data_dir):
+        return self.sizes(model)
+
+    def run_flash(self, run):
+        return {**self.sizes(load_model(run)[0]), "how": "int8 weights + fixed"}
+
+
+def test_tflm_flash_budget_removes_channels_to_fit_the_plain_file(tiny_run, tmp_path):
+    from robustedge.compress.budget import CHANNELS
+
+    fake = PlainExports(fixed=1500)
+    teacher_bytes = fake.sizes(load_model(tiny_run)[0])["model_bytes"]
+    limit = round(0.7 * teacher_bytes / 1024, 3)
+    cfg = CompressConfig(teacher=str(tiny_run), adversary="none", epochs=1, finetune_epochs=1)
+    m = compress_to_budget(cfg, Budget.parse(f"tflm_flash_kb={limit}"), tmp_path / "s", fake)
+    b = m["budget"]
+    assert b["met"] and b["measured"]["flash_bytes"] == b["measured"]["model_bytes"]
+    assert b["measured"]["flash_bytes"] <= limit * 1024 < teacher_bytes
+    assert b["measured"]["codec"] is None and b["structure"] == CHANNELS
+    assert b["quantity"] == "tflm_flash_kb" and m["structured"]
