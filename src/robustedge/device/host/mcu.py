@@ -196,17 +196,6 @@ def identical_outputs(a: Path, b: Path, ispec: Dict[str, Any], sets: Dict[str, A
     )
 
 
-def fits(mcu: Dict[str, Any], sram_kb: float, flash_kb: float) -> Dict[str, bool]:
-    """Whether a measured model fits an MCU class of ``sram_kb`` KiB SRAM (its arena) and
-    ``flash_kb`` KiB flash (its TFLM flash bytes, plain and LUT-compressed)."""
-    fl = mcu["flash"]
-    return {
-        "arena": mcu["arena"]["arena_bytes"] <= sram_kb * 1024,
-        "flash": fl["tflm_flash_bytes"] <= flash_kb * 1024,
-        "flash_lut": fl["lut_flash_bytes"] <= flash_kb * 1024,
-    }
-
-
 def summary_lines(mcu: Optional[Dict[str, Any]]) -> List[str]:
     """The ``mcu`` section of a tflm result as lines for people (none without one)."""
     if not isinstance(mcu, dict):
