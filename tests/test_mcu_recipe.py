@@ -45,3 +45,10 @@ def test_recipe_benches_on_tflm(tiny_run, tmp_path):
     assert res["backend"] == "tflm" and res["latency"] is None
     assert res["mcu"]["arena"]["arena_bytes"] > 0 and res["mcu"]["ops"]["unsupported"] == []
     assert res["worst_case"]["n"] == 5
+    from robustedge.report.build import build_report
+    from robustedge.report.mcu import TITLE
+
+    md = build_report([out], tmp_path / "report.html").md_path.read_text()
+    assert TITLE in md and "all ops supported by TFLM" in md
+    arena = f"{res['mcu']['arena']['arena_bytes']:,}"
+    assert arena in md and "256K SRAM / 512K flash" in md  # the tiny CNN fits both classes
