@@ -217,6 +217,7 @@ def test_target_registry_formats_and_emulation():
         "qemu-armv7": (True, tflite),
         "vm-aarch64": (True, every),
         "vm-armv7": (True, tflite),
+        "tflm": (True, {"tflite-int8", "tflite-int8-sparse"}),  # int8 only (docs/mcu.md)
     }
     assert every == set(FORMATS)  # the device's format names are export's
 
@@ -227,7 +228,7 @@ def test_emulated_formats_follow_the_userland_wheels():
     from robustedge.device.host import qemu, vm_image
 
     for name, cls in TARGETS.items():
-        if not cls.emulated:
+        if not cls.emulated or not hasattr(cls, "arch"):  # tflm: no userland (docs/mcu.md)
             continue
         spec = vm_image.VM_ARCHES[cls.arch].wheel_spec if name.startswith("vm-") else cls.arch
         ort = any(w.startswith("onnxruntime") for w in qemu.ARCHES[spec].wheels)

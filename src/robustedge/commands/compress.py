@@ -31,7 +31,8 @@ BUDGET = stack(
         default=None,
         metavar="KEY=VALUE",
         help="What the board allows, in place of --sparsity: macs=N[k|M|G] | flash_kb=N | "
-        "latency_ms=N. Finds the widest structured student that fits and trains it.",
+        "latency_ms=N | arena_kb=N | tflm_flash_kb=N (microcontrollers: TFLM's arena and "
+        "flash). Finds the widest structured student that fits and trains it.",
     ),
     click.option(
         "--budget-target",

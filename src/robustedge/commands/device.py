@@ -208,6 +208,10 @@ def print_results(r: Dict[str, Any]) -> None:
         (f"  flash {flash} bytes, " if flash is not None else "  ")
         + f"model {r['model_bytes']} bytes, peak RSS {r['peak_rss_mb']} MiB{inflate}"
     )
+    from robustedge.device.host.mcu import summary_lines  # the tflm target's MCU section
+
+    for line in summary_lines(r.get("mcu")):
+        click.echo(f"  {line}")
 
 
 @click.group("device")

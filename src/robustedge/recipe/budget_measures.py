@@ -8,6 +8,8 @@ They compose export and device, so they live above both; the budget code in
 - flash: the bundle's codec (the estimate the search uses), the teacher's ``tflite-int8``
   export measured once (the estimate's calibration) and the trained student's export measured
   (flash bytes: the file compressed with the bundle's codec; model bytes: what is loaded).
+- arena (microcontrollers): a candidate's ``tflite-int8`` export loaded by the TFLM interpreter,
+  which reports the smallest tensor arena it runs in (``device.board.tflm.arena``).
 - latency: a candidate (a shrunk copy of the teacher) becomes a throw-away run folder, is
   exported to the benchmark format (int8 TFLite by default; parity gate off: only its speed is
   asked here), put in a bundle and run by the unchanged board runner on the target, which
@@ -88,6 +90,14 @@ def latency_measure(
     return measure
 
 
+def tflm_arena(path: Path) -> Dict[str, Any]:
+    """The TFLM interpreter's smallest arena for the int8 file ``path`` (and its bytes)."""
+    from robustedge.device.board import tflm
+
+    data = Path(path).read_bytes()
+    return {"format": FLASH_FORMAT, **tflm.arena(data), "tflm_flash_bytes": len(data)}
+
+
 @dataclass(frozen=True)
 class BoardMeasures:
     """:class:`~robustedge.compress.budget.BudgetMeasures` on real exports and boards: the
@@ -120,6 +130,26 @@ class BoardMeasures:
         with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
             sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "export")
         return {**sizes, "how": f"{FLASH_FORMAT} {FLASH_HOW}"}
+
+    def model_arena(
+        self, model: Any, spec: Any, data_name: str, data_dir: Optional[str]
+    ) -> Dict[str, Any]:
+        """The tensor arena TFLM needs for ``model``'s ``tflite-int8`` export (parity gate
+        off), and the file's TFLM flash bytes."""
+        from robustedge.export.probe import export_model
+
+        with tempfile.TemporaryDirectory(prefix="robustedge-arena-") as tmp:
+            rep = export_model(model, spec, data_name, data_dir, FLASH_FORMAT, tmp)
+            return tflm_arena(rep.path(FLASH_FORMAT))
+
+    def run_arena(self, run: Path) -> Dict[str, Any]:
+        """The tensor arena TFLM needs for the run folder ``run``'s ``tflite-int8`` export."""
+        from robustedge.export.pipeline import export_run
+        from robustedge.export.probe import PROBE
+
+        with tempfile.TemporaryDirectory(prefix="robustedge-arena-") as tmp:
+            rep = export_run(run, PROBE.replace(formats=(FLASH_FORMAT,)), out=Path(tmp) / "x")
+            return {**tflm_arena(rep.path(FLASH_FORMAT)), "how": f"{FLASH_FORMAT} {FLASH_HOW}"}
 
     def latency(
         self, target: str, spec: Any, data_name: str, data_dir: Optional[str]

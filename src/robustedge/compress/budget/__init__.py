@@ -11,9 +11,11 @@ measure it again.
 - :mod:`.strategies`: one strategy per quantity (MACs, flash, latency) with one interface:
   measure a candidate, search, re-measure the trained student, widen and retry.
 - :mod:`.train`: :func:`compress_to_budget` (search -> train -> re-measure -> retry once).
+- :mod:`.mcu`: microcontroller budgets (TFLM's arena, TFLM's flash), registered in STRATEGIES.
 """
 
 from robustedge.compress.budget.flash import FLASH_MARGIN, SPARSITY_GRID, search_flash
+from robustedge.compress.budget.mcu import ArenaStrategy, TflmFlashStrategy
 from robustedge.compress.budget.measures import BudgetMeasures, Measure
 from robustedge.compress.budget.search import (
     CHANNELS,
@@ -56,6 +58,8 @@ __all__ = [
     "MacsStrategy",
     "FlashStrategy",
     "LatencyStrategy",
+    "ArenaStrategy",
+    "TflmFlashStrategy",
     "STRATEGIES",
     "Teacher",
     "make_strategy",

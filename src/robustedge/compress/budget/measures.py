@@ -28,7 +28,8 @@ class BudgetMeasures(Protocol):
     the caller of :func:`robustedge.compress.budget.compress_to_budget`.
 
     A MACs budget needs none; a flash budget ``pack``, ``model_flash`` and ``run_flash``; a
-    latency budget ``latency``. The flash dicts hold at least ``format``, ``flash_bytes`` (the
+    latency budget ``latency``; an arena budget ``model_arena`` and ``run_arena``. The flash
+    dicts hold at least ``format``, ``flash_bytes`` (the
     file compressed with the bundle's codec: what a board stores) and ``model_bytes``."""
 
     def pack(self, raw: bytes) -> bytes:
@@ -44,6 +45,16 @@ class BudgetMeasures(Protocol):
     def run_flash(self, run: Path) -> Dict[str, Any]:
         """The sizes of the run folder ``run``'s exported file (the trained student), with a
         ``how`` line saying how it was exported."""
+        ...
+
+    def model_arena(
+        self, model: nn.Module, spec: Any, data_name: str, data_dir: Optional[str]
+    ) -> Dict[str, Any]:
+        """The tensor arena TFLM needs for ``model``'s int8 export (``arena_bytes``)."""
+        ...
+
+    def run_arena(self, run: Path) -> Dict[str, Any]:
+        """The tensor arena TFLM needs for the run folder ``run``'s int8 export."""
         ...
 
     def latency(self, target: str, spec: Any, data_name: str, data_dir: Optional[str]) -> Measure:

@@ -66,7 +66,7 @@ class SearchResult:
             "teacher": self.teacher_value,
             "candidates": [c.to_dict() for c in self.candidates],
         }
-        if self.budget.quantity is Quantity.FLASH_KB:
+        if self.budget.quantity in (Quantity.FLASH_KB, Quantity.TFLM_FLASH_KB):
             out.update(structure=self.structure, weight_sparsity=self.weight_sparsity)
             out["choice"] = self.choice
         return out

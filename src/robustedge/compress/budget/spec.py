@@ -1,7 +1,8 @@
 """The budget: one limit on the student, ``quantity <= limit``.
 
 ``macs=2M`` (multiply-accumulates per inference), ``flash_kb=64`` (what the board stores, KiB)
-or ``latency_ms=2`` (p50 of one inference, measured on a named target).
+or ``latency_ms=2`` (p50 of one inference, measured on a named target); for microcontrollers
+``arena_kb=N`` (TFLM's tensor arena) and ``tflm_flash_kb=N`` (the plain int8 file TFLM keeps).
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ class Quantity(str, enum.Enum):
     MACS = "macs"
     FLASH_KB = "flash_kb"
     LATENCY_MS = "latency_ms"
+    ARENA_KB = "arena_kb"  # microcontrollers: TFLM's tensor arena (SRAM), compress/budget/mcu.py
+    TFLM_FLASH_KB = "tflm_flash_kb"  # microcontrollers: the plain int8 .tflite TFLM keeps in flash
 
 
-UNITS = {Quantity.MACS: "MACs", Quantity.FLASH_KB: "KiB", Quantity.LATENCY_MS: "ms"}
-FORMS = "macs=N[k|M|G] | flash_kb=N | latency_ms=N"
+UNITS = {
+    Quantity.MACS: "MACs",
+    Quantity.FLASH_KB: "KiB",
+    Quantity.LATENCY_MS: "ms",
+    Quantity.ARENA_KB: "KiB",
+    Quantity.TFLM_FLASH_KB: "KiB",
+}
+FORMS = "macs=N[k|M|G] | flash_kb=N | latency_ms=N | arena_kb=N | tflm_flash_kb=N"
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,32 @@ _register(
 _register("onnxruntime", "onnx", "onnxruntime", "onnxruntime", _onnx_open)
 
 
+def _tflm_open(path: str, threads: int, reference_kernels: bool) -> Model:
+    """TFLM (microcontrollers), single-threaded with its own kernels only: ``threads`` and
+    ``reference_kernels`` change nothing."""
+    from robustedge.device.board import tflm  # only when asked for
+
+    interp, shape, dtype, ver = tflm.load(path)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return tflm.invoke(interp, x)
+
+    def timed(x: np.ndarray, runs: int) -> np.ndarray:
+        stamps = [0] * (runs + 1)
+        stamps[0] = clock()
+        for i in range(1, runs + 1):
+            tflm.invoke(interp, x)
+            stamps[i] = clock()
+        return _per_call(stamps)
+
+    kernels = "TFLM reference kernels (host build)"
+    return Model("", ver, kernels, 1, shape, dtype.name, run, timed)
+
+
+# not in PREFERENCE: TFLM runs only when asked for (``--backend tflm``, the ``tflm`` target)
+_register("tflm", "tflite", "tflite_micro", "tflite-micro", _tflm_open)
+
+
 def installed() -> List[str]:
     """Names of the backends importable here."""
     return [n for n in BACKENDS.names() if BACKENDS.get(n).available()]
