@@ -62,7 +62,8 @@ BAD = [
     (
         "compress:\n  - method: admm\n    structured: true\n    sparsity: 0.5\n",
         7,
-        "compress[0].structured: --structured is implemented for --method harp and magnitude and prox only",
+        "compress[0].structured: --structured is implemented for --method harp and magnitude "
+        "and prox only",
     ),
     ("devices:\n  targets: [local]\n", 5, "need an 'export' section"),
     (
