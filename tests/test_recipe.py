@@ -80,7 +80,8 @@ BAD = [
     (
         "evaluate: {suite: strongest}\n",
         5,
-        "evaluate.suite: unknown attack suite 'strongest' (known: worst-case, worst-case-quick)",
+        "evaluate.suite: unknown attack suite 'strongest' (known: autoattack, autoattack-quick, "
+        "worst-case, worst-case-quick)",
     ),
     ("export: {clean_margin: -1}\n", 5, "clean_margin"),
     ("devices: {targets: [mars]}\nexport: {}\n", 5, "unknown target 'mars'"),

@@ -384,7 +384,7 @@ def final_masks(state: HarpState, names: Sequence[str]) -> Dict[str, torch.Tenso
     }
 
 
-def final_channels(state: HarpState, steps: int = 60) -> List[int]:
+def final_channels(state: HarpState, iters: int = 60) -> List[int]:
     """Structured: channels per group at the learned rates, scaled down by the largest common
     factor (bisection) whose student keeps at most the target's MACs."""
     k = state.rates().detach().double()
@@ -399,7 +399,7 @@ def final_channels(state: HarpState, steps: int = 60) -> List[int]:
     if kept(counts(1.0)) <= target + 1e-12:
         return counts(1.0)
     lo, hi = 0.0, 1.0
-    for _ in range(steps):
+    for _ in range(iters):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if kept(counts(mid)) <= target + 1e-12 else (lo, mid)
     return counts(lo)
