@@ -66,6 +66,10 @@ class HarpOptions(MethodOptions):
         "least the target's.",
     )
 
+    def check(self, cfg: Any) -> None:
+        if cfg.layer_sparsity:
+            raise FieldError("layer_sparsity", "HARP learns each layer's rate: no layer_sparsity")
+
     def __post_init__(self) -> None:
         positive(self, "score_lr", "rate_lr", "rate_gamma")
         for name in ("rate_alpha", "rate_init"):
