@@ -110,8 +110,8 @@ class BudgetStrategy(abc.ABC):
 def channel_search(budget: Budget, teacher: Teacher) -> Callable[..., SearchResult]:
     """The channel search of the budget's shape: per-layer widths by robust sensitivity
     (:func:`search_widths`, with the teacher's ``sensitivity``) or one fraction for every
-    layer (:func:`search_structure`: shape ``uniform``, or no sensitivity given); both take ``(model, input_shape, budget, measure,
-    include_first, include_last)``."""
+    layer (:func:`search_structure`: shape ``uniform``, or no sensitivity given); both take
+    ``(model, input_shape, budget, measure, include_first, include_last)``."""
     if budget.shape is Shape.UNIFORM:
         return search_structure
     if teacher.sensitivity is None:
