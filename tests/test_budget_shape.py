@@ -110,3 +110,42 @@ def test_a_macs_budget_trains_the_searched_widths(lenet_run, tmp_path, shape):
             n: max(1, c - round(s * c)) for n, c in {"3": 16, "7": 120, "9": 84}.items()
         }
     assert count_macs(student, SHAPE)["dense"] == b["student"]
+
+
+class GateMeasures:
+    """Flash measures on the estimate itself (int8 weights under xz plus 1000 bytes) whose
+    export gate answers ``passed``: the record's logic, without a TensorFlow export."""
+
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+    def pack(self, raw: bytes) -> bytes:
+        import lzma
+
+        return lzma.compress(raw)
+
+    def size(self, model) -> int:
+        from robustedge.compress.budget.flash import compressed_weight_bytes
+
+        return compressed_weight_bytes(model, self.pack) + 1000
+
+    def model_flash(self, model, spec, data_name, data_dir):
+        return {"format": "estimate", "flash_bytes": self.size(model)}
+
+    def run_flash(self, run):
+        model, _ = load_model(run)
+        return {"format": "estimate", "flash_bytes": self.size(model), "parity": self.passed}
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_a_student_its_export_refuses_is_not_met(tiny_run, tmp_path, passed):
+    cfg = CompressConfig(
+        teacher=str(tiny_run), method="magnitude", adversary="none", epochs=1,
+        finetune_epochs=0, batch_size=128, lr=1e-2, steps=2,
+    )  # fmt: skip
+    teacher, _ = load_model(tiny_run)
+    limit = 0.8 * GateMeasures(True).size(teacher) / 1024
+    out = tmp_path / "s"
+    m = compress_to_budget(cfg, Budget("flash_kb", limit), out, GateMeasures(passed), ("fgsm",))
+    b = m["budget"]
+    assert b["student"] <= limit and b["export_parity"] is passed and b["met"] is passed

@@ -268,10 +268,12 @@ class FlashStrategy(BudgetStrategy):
     def record(
         self, result: SearchResult, measured: float, tries: List[Dict[str, Any]]
     ) -> Dict[str, Any]:
+        parity = self.measured.get("parity")  # False: the student's own export refused it
         return {
             **result.to_dict(),
             "student": measured,
-            "met": measured <= self.budget.limit,
+            "met": measured <= self.budget.limit and parity is not False,
+            "export_parity": parity,
             "measured": self.measured,
             "teacher_measured": self.teacher_measured,
             "tries": tries,
@@ -279,6 +281,14 @@ class FlashStrategy(BudgetStrategy):
 
     def warn_over(self, measured: float) -> None:
         logger.warning("the trained student stores %.6g KiB, over the budget", measured)
+
+    def warn_refused(self) -> None:
+        """Log a student whose own export's parity gate refused it (not met)."""
+        if self.measured.get("parity") is False:
+            logger.warning(
+                "the budget is not met: the student's export refused it (%s)",
+                self.measured.get("refused", "parity gate"),
+            )
 
 
 STRATEGIES = {

@@ -18,7 +18,12 @@ from robustedge.compress.budget.measures import BudgetMeasures
 from robustedge.compress.budget.search import WEIGHTS, SearchResult
 from robustedge.compress.budget.shape import Sensitivity, sensitivity_batch
 from robustedge.compress.budget.spec import Budget
-from robustedge.compress.budget.strategies import BudgetStrategy, Teacher, make_strategy
+from robustedge.compress.budget.strategies import (
+    BudgetStrategy,
+    FlashStrategy,
+    Teacher,
+    make_strategy,
+)
 from robustedge.compress.config import PRUNERS, CompressConfig, Scope
 from robustedge.compress.pipeline import compress_run, load_teacher
 from robustedge.errors import RobustEdgeError
@@ -74,6 +79,8 @@ def compress_to_budget(
     last.metrics["budget"] = strategy.record(last.result, last.measured, last.tries)
     if last.measured > budget.limit:
         strategy.warn_over(last.measured)
+    if isinstance(strategy, FlashStrategy):
+        strategy.warn_refused()
     write_json(out / "metrics.json", last.metrics)
     return last.metrics
 
