@@ -94,7 +94,12 @@ def main() -> None:
     for limit in a.budgets:
         for shape in a.shapes:
             out = root / f"flash{limit:g}_{shape}_e{a.epochs}+{a.finetune_epochs}_s{a.seed}"
+            done = out / "budget_shape_row.json"  # a finished student is reused
+            if done.is_file():
+                rows.append(json.loads(done.read_text()))
+                continue
             rows.append(student(teacher, out, limit, shape, a))
+            done.write_text(json.dumps(rows[-1], default=jsonable))
             print(json.dumps(rows[-1], default=jsonable), flush=True)
     payload = {
         "hardware": hardware(),

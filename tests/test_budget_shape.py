@@ -38,7 +38,8 @@ def test_one_greedy_step_by_hand():
     model = lenet()
     state = GreedyShape(model, SHAPE, macs_measure(SHAPE), width_loss, (False, False), 1 / 16)
     assert state.value == 66600 and state.full == {"3": 16, "7": 120, "9": 84}
-    assert state.moves == {"3": 1, "7": 8, "9": 5}  # round(16/16), round(7.5), round(5.25)
+    # moves: 1/16 of the current width, at least 1: round(16/16), round(7.5), round(5.25)
+    assert {n: state.move(n) for n in state.widths} == {"3": 1, "7": 8, "9": 5}
     # conv 3 16->15 saves 2400 + 480 (fc 7's inputs 64->60) for 10/16 = 0.625 of loss;
     # fc 7 120->112 saves 512 + 672 for 5 * 8/120; fc 9 84->79 saves 600 + 50 for 3 * 5/84
     scores = {n: state.candidate(n)[0] for n in state.widths}
@@ -49,6 +50,8 @@ def test_one_greedy_step_by_hand():
     assert state.widths == {"3": 15, "7": 120, "9": 84} and state.value == 66600 - 2880
     student = shrunk_to(model, SHAPE, state.widths)
     assert count_macs(student, SHAPE)["dense"] == 63720
+    state.widths["7"] = 8  # a narrow layer moves by one channel, not 1/16 of its original
+    assert state.move("7") == 1 and state.move("3") == 1
 
 
 def test_search_widths_meets_the_budget_and_refuses_the_impossible():

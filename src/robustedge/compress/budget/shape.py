@@ -6,8 +6,8 @@ robustness (LeNet-5 at 3.1 KiB of flash kept 1 of 6 channels in every layer). Th
 here instead shrinks one layer at a time (NetAdapt's loop, with a robust criterion):
 
 1. from the teacher's widths, for every prunable layer (channel group) that still has more than
-   one channel, a candidate removes ``step`` of its original channels (at least one; weakest
-   first by the per-layer ranking the students use);
+   one channel, a candidate removes ``step`` of its current channels (at least one, so moves
+   get finer as a layer narrows; weakest first by the per-layer ranking the students use);
 2. each candidate is measured in the budget's unit and scored by the robust loss it adds per
    unit it saves: ``(L(candidate) - L(current)) / (value(current) - value(candidate))``, with
    ``L`` the cross-entropy on PGD examples crafted against that candidate itself (a fixed
@@ -36,7 +36,7 @@ from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)
 
-WIDTH_STEP = 1 / 16  # share of a layer's original channels one greedy move removes
+WIDTH_STEP = 1 / 16  # share of a layer's current channels one greedy move removes
 SENSITIVITY_N = 256  # training images the robust sensitivity is measured on
 
 Widths = Dict[str, int]
@@ -108,18 +108,23 @@ class GreedyShape:
         self.model, self.input_shape, self.layers = model, input_shape, layers
         self.measure, self.sensitivity = measure, sensitivity
         self.full = full_widths(model, input_shape, layers)
-        self.moves = {n: max(1, int(round(step * c))) for n, c in self.full.items()}
+        self.step_share = step
         self.widths = dict(self.full)
         self.value = float(measure(model))
         self.loss = float(sensitivity(model))
         self.candidates: List[Candidate] = []
+
+    def move(self, name: str) -> int:
+        """Channels one move removes from layer ``name``: ``step`` of its current width (at
+        least one), so moves get finer as a layer narrows."""
+        return max(1, int(round(self.step_share * self.widths[name])))
 
     def candidate(self, name: str) -> Optional[Tuple[float, Widths, float, float]]:
         """(score, widths, value, loss) of removing one move from layer ``name``; None when
         it cannot shrink or saves nothing."""
         if self.widths[name] <= 1:
             return None
-        widths = {**self.widths, name: max(1, self.widths[name] - self.moves[name])}
+        widths = {**self.widths, name: max(1, self.widths[name] - self.move(name))}
         student = shrunk_to(self.model, self.input_shape, widths, self.layers)
         value = float(self.measure(student))
         if value >= self.value:
