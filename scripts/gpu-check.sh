@@ -41,6 +41,19 @@ if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; the
     t "$RE" train --data synthetic32 --model resnet8 --adversary pgd --eps 0.031 --steps 7 \
         --epochs 1 --batch-size 128 --device cuda --nproc 2 --no-progress --out "$OUT/ddp"
 fi
+if [ -n "${CIFAR10_DIR:-}" ]; then  # the Adversarial Pruning Benchmark's protocol (issue 24)
+    if [ "${APB_FULL:-0}" = 1 ]; then
+        echo "== APB: ResNet-18 + VGG-16, 90/95/99 %, AutoAttack 8/255, full test set (resumable)"
+        t "$PY" benchmarks/apb.py --data-dir "$CIFAR10_DIR" --device cuda --out "$OUT/apb"
+    else
+        echo "== APB, one cell: ResNet-18 at 99 %, prox and harp, 2+2+2 epochs, AutoAttack on 1000 images"
+        t "$PY" benchmarks/apb.py --data-dir "$CIFAR10_DIR" --device cuda --models resnet18 \
+            --methods prox harp --sparsities 0.99 --teacher-epochs 2 --epochs 2 \
+            --finetune-epochs 2 --subset 1000 --out "$OUT/apb"
+    fi
+else
+    echo "== APB: skipped (CIFAR10_DIR=<cifar-10-batches-py folder>; APB_FULL=1 for the protocol)"
+fi
 echo "== CUDA tests"
 OMP_NUM_THREADS=1 "$PY" -m pytest -q tests/test_cuda.py tests/test_ddp.py -k "cuda or nccl" -rs
 echo "gpu-check: all passed; outputs in $OUT"

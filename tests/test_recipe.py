@@ -62,7 +62,8 @@ BAD = [
     (
         "compress:\n  - method: admm\n    structured: true\n    sparsity: 0.5\n",
         7,
-        "compress[0].structured: --structured is implemented for --method magnitude and prox only",
+        "compress[0].structured: --structured is implemented for --method harp and magnitude "
+        "and prox only",
     ),
     ("devices:\n  targets: [local]\n", 5, "need an 'export' section"),
     (
@@ -79,7 +80,8 @@ BAD = [
     (
         "evaluate: {suite: strongest}\n",
         5,
-        "evaluate.suite: unknown attack suite 'strongest' (known: worst-case, worst-case-quick)",
+        "evaluate.suite: unknown attack suite 'strongest' (known: autoattack, autoattack-quick, "
+        "worst-case, worst-case-quick)",
     ),
     ("export: {clean_margin: -1}\n", 5, "clean_margin"),
     ("devices: {targets: [mars]}\nexport: {}\n", 5, "unknown target 'mars'"),

@@ -93,7 +93,10 @@ def _exit_line(argv, capsys) -> str:
 def test_unknown_suite_is_one_line_listing_the_names(tiny_run, tmp_path, capsys):
     r = run_cli("eval", str(tiny_run), "--suite", "strongest")
     assert r.returncode == 2 and r.stdout == ""
-    line = "error: unknown attack suite 'strongest' (known: worst-case, worst-case-quick)"
+    line = (
+        "error: unknown attack suite 'strongest' (known: autoattack, autoattack-quick, "
+        "worst-case, worst-case-quick)"
+    )
     assert r.stderr.strip() == line
     # train and compress refuse it before any training or output
     out = tmp_path / "out"
@@ -108,7 +111,7 @@ def test_compress_records_the_suite(tiny_run, tmp_path):
     result; an unknown name fails before any training."""
     from robustedge.compress import CompressConfig, compress_run
 
-    with pytest.raises(RobustEdgeError, match="known: worst-case"):
+    with pytest.raises(RobustEdgeError, match="known: autoattack, autoattack-quick, worst-case"):
         compress_run(CompressConfig(teacher=str(tiny_run)), tmp_path / "s", eval_suite="x")
     cfg = CompressConfig(
         teacher=str(tiny_run), adversary="none", epochs=1, finetune_epochs=0, sparsity=0.5

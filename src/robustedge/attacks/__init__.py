@@ -1,6 +1,7 @@
 """Attacks, one per file on the :class:`Attack` base; ``ATTACKS`` maps names to classes."""
 
 from robustedge.attacks import apgd as _apgd  # noqa: F401  (registers)
+from robustedge.attacks import autoattack as _autoattack  # noqa: F401
 from robustedge.attacks import fgsm as _fgsm  # noqa: F401  (registers)
 from robustedge.attacks import on_manifold as _on_manifold  # noqa: F401
 from robustedge.attacks import pgd as _pgd  # noqa: F401

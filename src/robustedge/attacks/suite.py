@@ -7,10 +7,15 @@ Misclassified clean images are not attacked (they count as non-robust), as in Au
 Suites are named and registered in ``SUITES`` (a factory ``eps -> AttackSuite``):
 
 - ``worst-case``: PGD-20 x 5 restarts, APGD-CE-100, APGD-DLR-100, Square-1000 (Linf);
-- ``worst-case-quick``: PGD-10 x 2, APGD-CE-25, APGD-DLR-25, Square-200, for smoke runs.
+- ``worst-case-quick``: PGD-10 x 2, APGD-CE-25, APGD-DLR-25, Square-200, for smoke runs;
+- ``autoattack``: standard AutoAttack (Croce & Hein 2020) as the field reports it, APGD-CE-100,
+  APGD-T-100, FAB-T-100 (9 targets each), Square-5000, run by torchattacks
+  (:mod:`robustedge.attacks.autoattack`), in AutoAttack's cascade;
+- ``autoattack-quick``: the same four at 25 steps and 500 queries, for smoke runs.
 
 Every result records the suite's name, its label (``worst case of PGD-20x5, APGD-CE-100,
-APGD-DLR-100, Square-1000``) and the full spec of each of its attacks.
+APGD-DLR-100, Square-1000``), the full spec of each of its attacks and, for suites run by
+another package, that package and its version (``implementation``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class AttackSuite:
 
     name: str
     specs: Tuple[AttackSpec, ...]
+    cascade: bool = False  # by default, attack only the survivors of the attacks before
+    implementation: str = ""  # the package that runs the attacks when not robustedge
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "specs", tuple(self.specs))
@@ -57,7 +64,8 @@ class AttackSuite:
         return self.specs[0].eps
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "attacks": [s.to_dict() for s in self.specs]}
+        out = {"name": self.name, "attacks": [s.to_dict() for s in self.specs]}
+        return {**out, "implementation": self.implementation} if self.implementation else out
 
     def label(self) -> str:
         """``worst case of PGD-20x5, APGD-CE-100, APGD-DLR-100, Square-1000``."""
@@ -123,6 +131,28 @@ def worst_case_quick_suite(eps: float) -> AttackSuite:
     )
 
 
+def _aa_specs(eps: float, steps: Optional[int] = None, queries: Optional[int] = None):
+    names = ("autoattack-apgd-ce", "autoattack-apgd-t", "autoattack-fab-t")
+    return tuple(AttackSpec.default(n, eps, steps=steps) for n in names) + (
+        AttackSpec.default("autoattack-square", eps, steps=queries),
+    )
+
+
+@SUITES.register("autoattack")
+def autoattack_suite(eps: float) -> AttackSuite:
+    from robustedge.attacks.autoattack import implementation
+
+    return AttackSuite("autoattack", _aa_specs(eps), True, implementation())
+
+
+@SUITES.register("autoattack-quick")
+def autoattack_quick_suite(eps: float) -> AttackSuite:
+    from robustedge.attacks.autoattack import implementation
+
+    specs = _aa_specs(eps, steps=25, queries=500)
+    return AttackSuite("autoattack-quick", specs, True, implementation())
+
+
 @dataclass
 class SuiteResult:
     """Outcome of :func:`worst_case_accuracy`.
@@ -143,6 +173,7 @@ class SuiteResult:
     per_attack: List[Dict[str, Any]]
     cascade: bool
     robust: np.ndarray = field(repr=False)
+    implementation: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary (the per-image verdicts are left out)."""
@@ -156,6 +187,7 @@ class SuiteResult:
             "worst_case_acc": self.worst_case_acc,
             "per_attack": self.per_attack,
             "cascade": self.cascade,
+            **({"implementation": self.implementation} if self.implementation else {}),
         }
 
 
@@ -168,14 +200,15 @@ def worst_case_accuracy(
     *,
     batch_size: int = 256,
     seed: int = 0,
-    cascade: bool = False,
+    cascade: Optional[bool] = None,
 ) -> SuiteResult:
     """Per-attack and worst-case-per-image robust accuracy of ``model`` on ``(x, y)``.
 
     ``suite`` is an :class:`AttackSuite` or a registered name (then ``eps`` is required).
     Each attack gets its own generator seeded with ``seed``. With ``cascade=True`` each
     attack only attacks the images still robust after the ones before it (AutoAttack's
-    order of work: the same worst case, faster, but no per-attack accuracy).
+    order of work: the same worst case, faster, but no per-attack accuracy); None: the
+    suite's own choice (``AttackSuite.cascade``).
     """
     if isinstance(suite, str):
         if eps is None:
@@ -183,6 +216,7 @@ def worst_case_accuracy(
         suite = build_suite(suite, eps)
     elif eps is not None and eps != suite.eps:
         raise ValueError(f"eps {eps} disagrees with suite '{suite.name}' (eps {suite.eps})")
+    cascade = suite.cascade if cascade is None else cascade
     xt, yt = torch.as_tensor(x), torch.as_tensor(y).long()
     if len(xt) != len(yt) or len(xt) == 0:
         raise ValueError(f"need as many labels as images (> 0), got {len(xt)} and {len(yt)}")
@@ -209,6 +243,7 @@ def worst_case_accuracy(
         per_attack=rows,
         cascade=cascade,
         robust=robust,
+        implementation=suite.implementation,
     )
 
 

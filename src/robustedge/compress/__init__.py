@@ -9,6 +9,7 @@ loss (:mod:`distill`), the lam schedule (:mod:`schedule`), channel groups and ph
 
 from robustedge.compress import method_admm as _admm  # noqa: F401  (registers)
 from robustedge.compress import method_gmp as _gmp  # noqa: F401
+from robustedge.compress import method_harp as _harp  # noqa: F401
 from robustedge.compress import method_hydra as _hydra  # noqa: F401
 from robustedge.compress import method_magnitude as _magnitude  # noqa: F401
 from robustedge.compress import method_prox as _prox  # noqa: F401
@@ -24,6 +25,7 @@ from robustedge.compress.config import (
 from robustedge.compress.distill import KDTarget, kd_loss, make_kd_task_loss
 from robustedge.compress.method_admm import AdmmOptions
 from robustedge.compress.method_gmp import GmpOptions
+from robustedge.compress.method_harp import HarpOptions
 from robustedge.compress.method_hydra import HydraOptions
 from robustedge.compress.method_prox import ProxOptions
 from robustedge.compress.pipeline import compress_run, read_masks
@@ -40,6 +42,7 @@ __all__ = [
     "KDTarget",
     "AdmmOptions",
     "GmpOptions",
+    "HarpOptions",
     "HydraOptions",
     "ProxOptions",
     "kd_loss",

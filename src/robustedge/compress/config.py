@@ -260,6 +260,13 @@ class CompressConfig(ConfigMixin):
         help="Masked fine-tune: keep an EMA of the weights with this decay, in [0, 1) "
         "(0: off); the average is the student.",
     )
+    layer_sparsity: Dict[str, float] = setting(
+        default_factory=dict,
+        cli="--layer-sparsity",
+        help="Structured, per layer: fraction of its output channels to remove "
+        "(LAYER=FRACTION, repeatable; a budget's width search writes it) instead of "
+        "--sparsity in every layer; --sparsity stays the overall channel fraction.",
+    )
     include_first: bool = setting(False, help="Also prune the first conv.")
     include_last: bool = setting(False, help="Also prune the final linear layer.")
     model: Optional[str] = setting(
@@ -291,9 +298,21 @@ class CompressConfig(ConfigMixin):
                 f"awp_gamma perturbs weights; method {self.method} trains none in its "
                 "pruning phase",
             )
+        if self.layer_sparsity:
+            self._check_layer_sparsity(pruner)
         if self.structured and self.scope is Scope.ERK:
             raise FieldError("scope", "--scope erk is for unstructured pruning only")
         self.options.check(self)
+
+    def _check_layer_sparsity(self, pruner: Pruner) -> None:
+        """Per-layer fractions: structured, ranked per layer, each in [0, 1)."""
+        if not self.structured or self.scope is not Scope.LAYER:
+            raise FieldError("layer_sparsity", "layer_sparsity needs --structured --scope layer")
+        for name, frac in self.layer_sparsity.items():
+            if not (isinstance(frac, (int, float)) and 0.0 <= float(frac) < 1.0):
+                raise FieldError(
+                    "layer_sparsity", f"layer_sparsity of {name} must lie in [0, 1), got {frac}"
+                )
 
     def _resolve(self, pruner: Pruner) -> None:
         """Enums from strings, the method's defaults and its options filled in."""

@@ -34,7 +34,9 @@ def magnitude_prune(ctx: PruneContext) -> PruneOutcome:
 def _structured(ctx: PruneContext) -> PruneOutcome:
     cfg = ctx.cfg
     groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
-    keep = channel_keep_masks(groups, cfg.sparsity, cfg.scope.value, score="l1")
+    keep = channel_keep_masks(
+        groups, cfg.sparsity, cfg.scope.value, score="l1", per_layer=cfg.layer_sparsity
+    )
     notes = shrink(ctx.model, ctx.input_shape, groups, keep)
     logger.info("L1 channel pruning removed %d channels", notes["channels_removed"])
     return PruneOutcome(None, cfg.epochs + cfg.finetune_epochs, notes)

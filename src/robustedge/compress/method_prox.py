@@ -343,6 +343,13 @@ def kth_value(t: torch.Tensor, q: float) -> float:
     return float(t.float().kthvalue(k).values) if k >= 1 else 0.0
 
 
+def ramped(cfg: CompressConfig, now: float) -> Dict[str, float]:
+    """``cfg.layer_sparsity`` scaled onto the ramp: each layer's fraction times ``now /
+    sparsity`` (its own fraction when the ramp ends)."""
+    share = now / cfg.sparsity if cfg.sparsity > 0 else 1.0
+    return {n: f * share for n, f in cfg.layer_sparsity.items()}
+
+
 def _structured(ctx: PruneContext, optimizer, ramp: int, start: int = 0) -> PruneOutcome:
     cfg = ctx.cfg
     groups = channel_groups(ctx.model, ctx.input_shape, cfg.include_first, cfg.include_last)
@@ -363,14 +370,15 @@ def _structured(ctx: PruneContext, optimizer, ramp: int, start: int = 0) -> Prun
             st = step[g.root] if isinstance(step, dict) else step
             group_prox([g], min(st, 0.5 * float(rms[g.root].max())))
         if cfg.options.lam_schedule == "ball":  # group L0-ball: top-k channels onto the ramp
+            now = cubic_ramp(lam.t, ramp, cfg.sparsity)
             zero_channels(
                 groups,
-                channel_keep_masks(groups, cubic_ramp(lam.t, ramp, cfg.sparsity), cfg.scope.value),
+                channel_keep_masks(groups, now, cfg.scope.value, per_layer=ramped(cfg, now)),
             )
 
     ctx.fit(optimizer, cfg.epochs, "prox-group", after_step=after_step)
     reached = channel_sparsity(groups)
-    keep = channel_keep_masks(groups, cfg.sparsity, cfg.scope.value)
+    keep = channel_keep_masks(groups, cfg.sparsity, cfg.scope.value, per_layer=cfg.layer_sparsity)
     zero_channels(groups, keep)
     total = sum(int(k.numel()) for k in keep.values())
     kept = sum(int(k.sum()) for k in keep.values())

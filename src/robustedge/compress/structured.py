@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from robustedge.compress.prox import group_scale, keep_count, topk_mask
 from robustedge.compress.targets import prunable_modules
+from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)
 
@@ -162,19 +163,32 @@ def channel_scores(groups: Sequence[ChannelGroup], score: str = "rms") -> Dict[s
 
 
 def channel_keep_masks(
-    groups: Sequence[ChannelGroup], sparsity: float, scope: str = "layer", score: str = "rms"
+    groups: Sequence[ChannelGroup],
+    sparsity: float,
+    scope: str = "layer",
+    score: str = "rms",
+    per_layer: Optional[Mapping[str, float]] = None,
 ) -> Dict[str, torch.Tensor]:
     """Exact top-k over channels by :func:`channel_scores`; each layer keeps at least one.
 
-    ``layer`` (default) keeps the same fraction of every layer; ``global`` ranks the channels
-    of all layers together.
+    ``layer`` (default) keeps the same fraction of every layer, or with ``per_layer`` (root ->
+    fraction removed, e.g. a budget's searched widths) each layer its own; ``global`` ranks
+    the channels of all layers together.
     """
     scores = channel_scores(groups, score)
     if not scores:
         return {}
     if scope == "layer":
+        frac = dict(per_layer or {})
+        unknown = sorted(set(frac) - set(scores))
+        if unknown:
+            raise RobustEdgeError(
+                f"layer_sparsity names {unknown[0]}, not a prunable layer "
+                f"(prunable: {', '.join(scores)})"
+            )
         masks = {
-            n: topk_mask(s, max(1, keep_count(s.numel(), sparsity))) for n, s in scores.items()
+            n: topk_mask(s, max(1, keep_count(s.numel(), frac.get(n, sparsity))))
+            for n, s in scores.items()
         }
         return masks
     # global: guarantee one channel per layer, rank the rest together

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 # timed invokes, no on-board attack (only its speed is asked).
 PROBE_BENCH = BenchConfig(format=FLASH_FORMAT, runs=MIN_RUNS, square_queries=0)
 # how the trained student's flash bytes were measured (its export's format goes in front)
+GATED_HOW = "exported with the run's default export settings, parity gate passed"
 FLASH_HOW = (
     "exported with default calibration, parity gate off "
     "(the run's own export re-checks parity and records the same sizes in its ledger)"
@@ -124,12 +125,22 @@ class BoardMeasures:
             return measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
 
     def run_flash(self, run: Path) -> Dict[str, Any]:
-        """The sizes of the run folder ``run``'s ``tflite-int8`` export, and how it was made."""
-        from robustedge.export.probe import export_flash
+        """The sizes of the run folder ``run``'s ``tflite-int8`` export as its own export
+        makes it (default settings, parity gate on), and how it was made; when the gate
+        refuses the student, the sizes of a gate-off export with ``parity: False`` and why
+        (a budget is then not met: the student would not ship)."""
+        from robustedge.export import ExportConfig, export_run
+        from robustedge.export.probe import export_flash, measured_flash
 
         with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
-            sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "export")
-        return {**sizes, "how": f"{FLASH_FORMAT} {FLASH_HOW}"}
+            try:
+                rep = export_run(run, ExportConfig(formats=(FLASH_FORMAT,)), Path(tmp) / "x")
+                sizes = measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
+                return {**sizes, "parity": True, "how": f"{FLASH_FORMAT} {GATED_HOW}"}
+            except RobustEdgeError as e:
+                sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "probe")
+                how = f"{FLASH_FORMAT} {FLASH_HOW}"
+                return {**sizes, "parity": False, "refused": str(e), "how": how}
 
     def model_arena(
         self, model: Any, spec: Any, data_name: str, data_dir: Optional[str]

@@ -6,6 +6,8 @@ measure it again.
   what the caller passes in for the rest (the bundle's codec, exports' flash bytes, latency on
   a board): compress imports neither export nor device.
 - :mod:`.search`: bisection over channel fractions (:func:`search_structure`).
+- :mod:`.shape`: per-layer widths, greedily by robust sensitivity per unit saved
+  (:func:`search_widths`): what a budget searches unless its shape is ``uniform``.
 - :mod:`.flash`: the calibrated flash estimate and the search of both ways, channels removed
   or weights zeroed (:func:`search_flash`).
 - :mod:`.strategies`: one strategy per quantity (MACs, flash, latency) with one interface:
@@ -25,7 +27,8 @@ from robustedge.compress.budget.search import (
     SearchResult,
     search_structure,
 )
-from robustedge.compress.budget.spec import UNITS, Budget, Quantity
+from robustedge.compress.budget.shape import Sensitivity, search_widths, shrunk_to
+from robustedge.compress.budget.spec import UNITS, Budget, Quantity, Shape
 from robustedge.compress.budget.strategies import (
     LATENCY_MARGIN,
     STRATEGIES,
@@ -41,6 +44,10 @@ from robustedge.compress.budget.train import compress_to_budget, student_config
 __all__ = [
     "Budget",
     "Quantity",
+    "Shape",
+    "Sensitivity",
+    "search_widths",
+    "shrunk_to",
     "UNITS",
     "BudgetMeasures",
     "Measure",

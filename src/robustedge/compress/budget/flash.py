@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from robustedge.compress.budget.search import (
     search_structure,
     shrunk_copy,
 )
+from robustedge.compress.budget.shape import shrunk_to
 from robustedge.compress.budget.spec import Budget
 from robustedge.compress.prox import topk_masks
 from robustedge.compress.targets import apply_masks, prunable_params
@@ -156,10 +157,12 @@ def _channels_or_none(
     aim: Budget,
     measure: Measure,
     layers: Tuple[bool, bool],
+    search: Callable[..., SearchResult] = search_structure,
 ) -> Optional[SearchResult]:
-    """:func:`search_structure`, or None when removing channels cannot meet ``aim``."""
+    """``search`` (:func:`search_structure` or a width search with the same arguments), or
+    None when removing channels cannot meet ``aim``."""
     try:
-        return search_structure(model, input_shape, aim, measure, *layers)
+        return search(model, input_shape, aim, measure, *layers)
     except RobustEdgeError:
         return None
 
@@ -175,6 +178,8 @@ def _kept(
         return None
     if found.structure == WEIGHTS:
         return stored_weights(sparse_copy(model, found.weight_sparsity, *layers))
+    if found.widths:
+        return stored_weights(shrunk_to(model, input_shape, found.widths, layers))
     return stored_weights(shrunk_copy(model, input_shape, found.channel_sparsity, *layers)[0])
 
 
@@ -210,17 +215,19 @@ def search_flash(
     include_first: bool = False,
     include_last: bool = False,
     margin: float = FLASH_MARGIN,
+    channel_search: Callable[..., SearchResult] = search_structure,
 ) -> SearchResult:
     """The structure that stores the most non-zero weights within ``budget`` (less ``margin``)
     by the estimate :func:`flash_estimate` (``fixed_bytes``, codec ``pack``): channels removed
-    (:func:`search_structure`) or weights zeroed (:func:`search_sparsity`).
+    (``channel_search``: one fraction, :func:`search_structure`, or per-layer widths) or
+    weights zeroed (:func:`search_sparsity`).
 
     Raises RobustEdgeError (one line) when neither way fits."""
     aim = budget.aimed(margin)
     measure = flash_estimate(fixed_bytes, pack)
     layers = (include_first, include_last)
     noted: Dict[str, Any] = {"margin": margin, "fixed_bytes": fixed_bytes}
-    channels = _channels_or_none(model, input_shape, aim, measure, layers)
+    channels = _channels_or_none(model, input_shape, aim, measure, layers, channel_search)
     if channels is not None and channels.channel_sparsity == 0.0:  # the teacher fits
         return dataclasses.replace(
             channels, budget=budget, choice={"why": "the teacher fits", **noted}

@@ -44,7 +44,8 @@ class BudgetMeasures(Protocol):
 
     def run_flash(self, run: Path) -> Dict[str, Any]:
         """The sizes of the run folder ``run``'s exported file (the trained student), with a
-        ``how`` line saying how it was exported."""
+        ``how`` line saying how it was exported and, where its export's parity gate ran,
+        ``parity`` (False: the export refused the student, the budget is not met)."""
         ...
 
     def model_arena(

@@ -53,6 +53,12 @@ class SearchResult:
     candidates: List[Candidate] = field(default_factory=list)
     weight_sparsity: float = 0.0  # flash: the unstructured sparsity chosen instead of channels
     choice: Dict[str, Any] = field(default_factory=dict)  # flash: why this structure
+    widths: Dict[str, int] = field(default_factory=dict)  # per-layer widths (shape "layers")
+    full_widths: Dict[str, int] = field(default_factory=dict)  # the teacher's
+
+    def layer_sparsity(self) -> Dict[str, float]:
+        """Per layer, the fraction of its channels removed (empty: one fraction for all)."""
+        return {n: 1.0 - w / self.full_widths[n] for n, w in self.widths.items()}
 
     @property
     def structure(self) -> str:
@@ -66,6 +72,9 @@ class SearchResult:
             "teacher": self.teacher_value,
             "candidates": [c.to_dict() for c in self.candidates],
         }
+        out["shape"] = "layers" if self.widths else "uniform"  # what the search did
+        if self.widths:
+            out.update(widths=self.widths, teacher_widths=self.full_widths)
         if self.budget.quantity in (Quantity.FLASH_KB, Quantity.TFLM_FLASH_KB):
             out.update(structure=self.structure, weight_sparsity=self.weight_sparsity)
             out["choice"] = self.choice

@@ -23,6 +23,15 @@ class Quantity(str, enum.Enum):
     TFLM_FLASH_KB = "tflm_flash_kb"  # microcontrollers: the plain int8 .tflite TFLM keeps in flash
 
 
+class Shape(str, enum.Enum):
+    """How the search spreads the budget over the layers: ``layers``, non-uniform widths by
+    robust sensitivity per unit saved (:mod:`.shape`); ``uniform``, one fraction of channels
+    removed from every layer (:mod:`.search`)."""
+
+    LAYERS = "layers"
+    UNIFORM = "uniform"
+
+
 UNITS = {
     Quantity.MACS: "MACs",
     Quantity.FLASH_KB: "KiB",
@@ -30,7 +39,19 @@ UNITS = {
     Quantity.ARENA_KB: "KiB",
     Quantity.TFLM_FLASH_KB: "KiB",
 }
-FORMS = "macs=N[k|M|G] | flash_kb=N | latency_ms=N | arena_kb=N | tflm_flash_kb=N"
+FORMS = (
+    "macs=N[k|M|G] | flash_kb=N | latency_ms=N | arena_kb=N | tflm_flash_kb=N, "
+    "then optionally ,shape=layers|uniform"
+)
+# Computed budgets search per-layer widths; a latency or arena budget measures every candidate
+# on a board or interpreter, so its greedy search (layers x moves runs) is opt-in.
+DEFAULT_SHAPE = {
+    Quantity.MACS: Shape.LAYERS,
+    Quantity.FLASH_KB: Shape.LAYERS,
+    Quantity.TFLM_FLASH_KB: Shape.LAYERS,
+    Quantity.LATENCY_MS: Shape.UNIFORM,
+    Quantity.ARENA_KB: Shape.UNIFORM,
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,7 @@ class Budget:
     quantity: Quantity
     limit: float
     target: Optional[str] = None
+    shape: Optional[Shape] = None  # None: the quantity's DEFAULT_SHAPE
 
     def __post_init__(self) -> None:
         try:
@@ -49,6 +71,13 @@ class Budget:
             raise ValueError(
                 f"unknown budget '{self.quantity}' (known: {', '.join(q.value for q in Quantity)})"
             ) from None
+        try:
+            shape = Shape(self.shape or DEFAULT_SHAPE[self.quantity])
+        except ValueError:
+            raise ValueError(
+                f"unknown budget shape '{self.shape}' (known: {', '.join(s.value for s in Shape)})"
+            ) from None
+        object.__setattr__(self, "shape", shape)
         if not (math.isfinite(self.limit) and self.limit > 0):
             raise ValueError(f"budget {self.quantity.value} must be a positive number")
         if self.quantity is Quantity.LATENCY_MS and not self.target:
@@ -61,8 +90,16 @@ class Budget:
 
     @classmethod
     def parse(cls, text: str, target: Optional[str] = None) -> Budget:
-        """``"macs=2M"``, ``"flash_kb=64"`` or ``"latency_ms=2"`` (ValueError, one line)."""
-        key, sep, value = str(text).strip().partition("=")
+        """``"macs=2M"``, ``"flash_kb=64"`` or ``"latency_ms=2"``, optionally followed by
+        ``",shape=uniform"`` (ValueError, one line)."""
+        head, _, rest = str(text).strip().partition(",")
+        shape = None
+        if rest:
+            k, sep, v = rest.strip().partition("=")
+            if k.strip() != "shape" or not sep or "," in v:
+                raise ValueError(f"bad budget '{text}' (want {FORMS})")
+            shape = v.strip()
+        key, sep, value = head.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"bad budget '{text}' (want {FORMS})")
@@ -75,7 +112,7 @@ class Budget:
             raise ValueError(
                 f"bad budget '{text}': '{value}' is not a number (want {FORMS})"
             ) from None
-        return cls(key, limit, target)  # type: ignore[arg-type]
+        return cls(key, limit, target, shape)  # type: ignore[arg-type]
 
     @property
     def unit(self) -> str:
@@ -83,7 +120,7 @@ class Budget:
 
     def aimed(self, margin: float) -> Budget:
         """The same budget with ``margin`` of its limit held back (what a search aims at)."""
-        return Budget(self.quantity, self.limit * (1.0 - margin), self.target)
+        return Budget(self.quantity, self.limit * (1.0 - margin), self.target, self.shape)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -91,4 +128,5 @@ class Budget:
             "limit": self.limit,
             "unit": self.unit,
             "target": self.target,
+            "shape": self.shape.value,  # type: ignore[union-attr]
         }

@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch.nn as nn
 
 from robustedge.compress.budget.flash import compressed_weight_bytes, flash_estimate, search_flash
 from robustedge.compress.budget.measures import BudgetMeasures, macs_measure
 from robustedge.compress.budget.search import WEIGHTS, SearchResult, search_structure
-from robustedge.compress.budget.spec import Budget, Quantity
+from robustedge.compress.budget.shape import search_widths
+from robustedge.compress.budget.spec import Budget, Quantity, Shape
 from robustedge.errors import RobustEdgeError
 from robustedge.models import load_model
 
@@ -53,6 +55,8 @@ class Teacher:
     data_dir: Optional[str]
     input_shape: Tuple[int, int, int]
     layers: Tuple[bool, bool] = (False, False)  # (include_first, include_last)
+    # model -> robust loss, what the per-layer width search spends (shape "layers")
+    sensitivity: Optional[Callable[[nn.Module], float]] = None
 
 
 class BudgetStrategy(abc.ABC):
@@ -103,6 +107,23 @@ class BudgetStrategy(abc.ABC):
         )
 
 
+def channel_search(budget: Budget, teacher: Teacher) -> Callable[..., SearchResult]:
+    """The channel search of the budget's shape: per-layer widths by robust sensitivity
+    (:func:`search_widths`, with the teacher's ``sensitivity``) or one fraction for every
+    layer (:func:`search_structure`: shape ``uniform``, or no sensitivity given); both take
+    ``(model, input_shape, budget, measure, include_first, include_last)``."""
+    if budget.shape is Shape.UNIFORM:
+        return search_structure
+    if teacher.sensitivity is None:
+        logger.warning("no robust sensitivity given: one fraction of channels for every layer")
+        return search_structure
+    return functools.partial(_widths, sensitivity=teacher.sensitivity)
+
+
+def _widths(model, input_shape, budget, measure, first=False, last=False, *, sensitivity):
+    return search_widths(model, input_shape, budget, measure, sensitivity, first, last)
+
+
 class ChannelStrategy(BudgetStrategy):
     """Channels removed until the measure, less ``margin`` of the limit, is met."""
 
@@ -110,7 +131,8 @@ class ChannelStrategy(BudgetStrategy):
 
     def search(self) -> SearchResult:
         aim, t = self.budget.aimed(self.margin), self.teacher
-        found = search_structure(t.model, t.input_shape, aim, self.measure, *t.layers)
+        search = channel_search(self.budget, t)
+        found = search(t.model, t.input_shape, aim, self.measure, *t.layers)
         logger.info(
             "budget %s=%g: removing %.4f of channels per layer (predicted %.6g %s, aiming at %.6g)",
             self.budget.quantity.value,
@@ -215,8 +237,9 @@ class FlashStrategy(BudgetStrategy):
     def search(self) -> SearchResult:
         t = self.teacher
         found = search_flash(
-            t.model, t.input_shape, self.budget, self.fixed, self.measures.pack, *t.layers
-        )
+            t.model, t.input_shape, self.budget, self.fixed, self.measures.pack, *t.layers,
+            channel_search=channel_search(self.budget, t),
+        )  # fmt: skip
         logger.info(
             "budget flash_kb=%g: %s (predicted %.6g KiB)",
             self.budget.limit,
@@ -245,10 +268,12 @@ class FlashStrategy(BudgetStrategy):
     def record(
         self, result: SearchResult, measured: float, tries: List[Dict[str, Any]]
     ) -> Dict[str, Any]:
+        parity = self.measured.get("parity")  # False: the student's own export refused it
         return {
             **result.to_dict(),
             "student": measured,
-            "met": measured <= self.budget.limit,
+            "met": measured <= self.budget.limit and parity is not False,
+            "export_parity": parity,
             "measured": self.measured,
             "teacher_measured": self.teacher_measured,
             "tries": tries,
@@ -256,6 +281,14 @@ class FlashStrategy(BudgetStrategy):
 
     def warn_over(self, measured: float) -> None:
         logger.warning("the trained student stores %.6g KiB, over the budget", measured)
+
+    def warn_refused(self) -> None:
+        """Log a student whose own export's parity gate refused it (not met)."""
+        if self.measured.get("parity") is False:
+            logger.warning(
+                "the budget is not met: the student's export refused it (%s)",
+                self.measured.get("refused", "parity gate"),
+            )
 
 
 STRATEGIES = {

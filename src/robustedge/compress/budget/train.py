@@ -13,10 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from robustedge.attacks import eps_or_default
 from robustedge.compress.budget.measures import BudgetMeasures
 from robustedge.compress.budget.search import WEIGHTS, SearchResult
+from robustedge.compress.budget.shape import Sensitivity, sensitivity_batch
 from robustedge.compress.budget.spec import Budget
-from robustedge.compress.budget.strategies import BudgetStrategy, Teacher, make_strategy
+from robustedge.compress.budget.strategies import (
+    BudgetStrategy,
+    FlashStrategy,
+    Teacher,
+    make_strategy,
+)
 from robustedge.compress.config import PRUNERS, CompressConfig, Scope
 from robustedge.compress.pipeline import compress_run, load_teacher
 from robustedge.errors import RobustEdgeError
@@ -62,7 +69,9 @@ def compress_to_budget(
     model, spec, t_cfg, data = load_teacher(cfg)
     data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
     layers = (cfg.include_first, cfg.include_last)
-    teacher = Teacher(model, spec, data.name, data_dir, data.input_shape, layers)
+    x, y = sensitivity_batch(data.x_train, data.y_train, cfg.seed)
+    sens = Sensitivity(x, y, eps_or_default(cfg.eps), cfg.steps, cfg.seed)
+    teacher = Teacher(model, spec, data.name, data_dir, data.input_shape, layers, sens)
     strategy = make_strategy(budget, teacher, measures)
     strategy.prepare()
     out = Path(out)
@@ -70,6 +79,8 @@ def compress_to_budget(
     last.metrics["budget"] = strategy.record(last.result, last.measured, last.tries)
     if last.measured > budget.limit:
         strategy.warn_over(last.measured)
+    if isinstance(strategy, FlashStrategy):
+        strategy.warn_refused()
     write_json(out / "metrics.json", last.metrics)
     return last.metrics
 
@@ -102,13 +113,18 @@ def train_to_budget(
 
 
 def student_config(cfg: CompressConfig, result: SearchResult) -> CompressConfig:
-    """The student's config: structured with per-layer ranking at the found channel fraction,
-    or (a flash budget met by zeroed weights) unstructured, globally ranked, at the found
+    """The student's config: structured with per-layer ranking at the found channel fraction
+    (and, for searched per-layer widths, each layer's own fraction: ``layer_sparsity``), or (a
+    flash budget met by zeroed weights) unstructured, globally ranked, at the found
     sparsity."""
     if result.structure == WEIGHTS:
         return dataclasses.replace(
             cfg, structured=False, scope=Scope.GLOBAL, sparsity=result.weight_sparsity
         )
     return dataclasses.replace(
-        cfg, structured=True, scope=Scope.LAYER, sparsity=result.channel_sparsity
+        cfg,
+        structured=True,
+        scope=Scope.LAYER,
+        sparsity=result.channel_sparsity,
+        layer_sparsity=result.layer_sparsity(),
     )

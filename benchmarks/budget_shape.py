@@ -1,0 +1,136 @@
+"""Budgets choose the shape (issue 24): per-layer widths vs today's one fraction, same budget.
+
+Trains (or reuses) a PGD LeNet-5 teacher on digits, then for each flash budget and each shape
+(``layers``: the greedy width search by robust sensitivity; ``uniform``: one fraction of
+channels for every layer) compresses a student with the default method through
+``recipe.students.compress_student`` (real ``tflite-int8`` exports measured with the bundle's
+codec), evaluates it with the ``worst-case`` suite on the host in PyTorch, and exports it
+once more with the parity gate on (a student its own export refuses is marked so).
+
+    .venv/bin/python benchmarks/budget_shape.py --budgets 3.1 4 --seed 0
+Writes benchmarks/measured/budget_shape.json (hardware and load recorded) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ensure_trained, hardware, jsonable, loadavg, table  # noqa: E402
+
+MEASURED = Path(__file__).resolve().parent / "measured" / "budget_shape.json"
+
+
+def student(teacher: Path, out: Path, limit: float, shape: str, a) -> dict:
+    """One budget student: its metrics' budget record, worst case, and export gate."""
+    from robustedge.compress import CompressConfig
+    from robustedge.compress.budget import Budget
+    from robustedge.errors import RobustEdgeError
+    from robustedge.export import ExportConfig, export_run
+    from robustedge.recipe.students import compress_student
+
+    cfg = CompressConfig(
+        teacher=str(teacher), epochs=a.epochs, finetune_epochs=a.finetune_epochs, seed=a.seed
+    )
+    t0 = time.perf_counter()
+    m = compress_student(cfg, out, Budget("flash_kb", limit, shape=shape), eval_suite=a.suite)
+    b, suite = m["budget"], m["suites"][0]
+    try:
+        export_run(out, ExportConfig(formats=("tflite-int8",)))
+        gate = "passed"
+    except RobustEdgeError as e:
+        gate = f"refused: {e}"
+    return {
+        "budget_kb": limit,
+        "shape": shape,
+        "structure": b.get("structure"),
+        "widths": widths(out),
+        "channel_sparsity": b.get("channel_sparsity"),
+        "weight_sparsity": b.get("weight_sparsity"),
+        "flash_kib": b["student"],
+        "met": b["met"],
+        "export_gate": gate,
+        "clean": m["clean_acc"],
+        "worst_case": suite["worst_case_acc"],
+        "suite": suite["label"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def widths(run: Path) -> dict:
+    """Output channels of every conv / linear of the trained student."""
+    import torch.nn as nn
+
+    from robustedge.models import load_model
+
+    model, _ = load_model(run)
+    return {
+        n: int(m.weight.shape[0])
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", type=float, nargs="+", default=[3.1, 4.0])
+    ap.add_argument("--shapes", nargs="+", default=["layers", "uniform"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--teacher-epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--suite", default="worst-case")
+    a = ap.parse_args()
+    from robustedge.training.config import TrainConfig
+
+    root = RESULTS / "budget_shape"
+    tcfg = TrainConfig(model="lenet5", adversary="pgd", eps=0.1, epochs=a.teacher_epochs, seed=0)
+    teacher = ensure_trained(root / f"teacher_e{a.teacher_epochs}", tcfg)
+    rows = []
+    for limit in a.budgets:
+        for shape in a.shapes:
+            out = root / f"flash{limit:g}_{shape}_e{a.epochs}+{a.finetune_epochs}_s{a.seed}"
+            done = out / "budget_shape_row.json"  # a finished student is reused
+            if done.is_file():
+                rows.append(json.loads(done.read_text()))
+                continue
+            rows.append(student(teacher, out, limit, shape, a))
+            done.write_text(json.dumps(rows[-1], default=jsonable))
+            print(json.dumps(rows[-1], default=jsonable), flush=True)
+    payload = {
+        "hardware": hardware(),
+        "load": loadavg(),
+        "note": "other helpers were running on the same 2 cores",
+        "setting": vars(a),
+        "teacher": str(teacher),
+        "rows": rows,
+    }
+    MEASURED.parent.mkdir(parents=True, exist_ok=True)
+    MEASURED.write_text(json.dumps(payload, indent=2, default=jsonable) + "\n")
+    heads = ["KiB", "shape", "structure", "flash KiB", "met", "gate", "clean", "worst"]
+    print(
+        table(
+            heads,
+            [
+                [
+                    r["budget_kb"],
+                    r["shape"],
+                    r["structure"],
+                    r["flash_kib"],
+                    r["met"],
+                    r["export_gate"][:6],
+                    r["clean"],
+                    r["worst_case"],
+                ]
+                for r in rows
+            ],
+        )  # fmt: skip
+    )
+
+
+if __name__ == "__main__":
+    main()
