@@ -10,10 +10,11 @@ Resolution for one model on one target, most specific first: ``models: {NAME: {t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from robustedge.config import ConfigMixin, FieldError, check_fraction, setting
 from robustedge.gates.expr import Gate, GateError, parse_gate
+from robustedge.gates.metrics import METRICS
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,41 @@ class GatesSpec:
                 mine.setdefault(g.metric, []).append(g)
             chosen.update(mine)
         return chosen
+
+    def check_against(self, models: Sequence[str], targets: Mapping[str, bool]) -> None:
+        """Refuse (FieldError naming the key) what a recipe's runs can never satisfy: a model
+        or target the recipe does not have (``targets``: target -> emulated), and an absolute
+        latency gate that would apply to an emulated target."""
+        for t in self.targets:
+            if t not in targets:
+                raise FieldError(f"targets.{t}", f"not a devices target (have: {list(targets)})")
+        for m, entry in self.models.items():
+            if m not in models:
+                raise FieldError(f"models.{m}", f"no model named {m} (have: {list(models)})")
+            for t in self.model_entry(m, entry)[1]:
+                if t not in targets:
+                    raise FieldError(f"models.{m}.targets.{t}", f"not a devices target ({t})")
+        emulated = [t for t, emu in targets.items() if emu]
+        for model, target, gate in self.all_gates():
+            hit = [target] if target else emulated
+            if METRICS[gate.metric].absolute_latency and any(t in emulated for t in hit):
+                key = (
+                    ".".join(
+                        x
+                        for x in (
+                            "models." + model if model else "",
+                            "targets." + target if target else "",
+                        )
+                        if x
+                    )
+                    or "expect"
+                )
+                raise FieldError(
+                    key,
+                    f"gate '{gate.text}': absolute latency on an emulated target "
+                    f"({', '.join(t for t in hit if t in emulated)}) says nothing about a board: "
+                    "gate p50_vs_teacher there, or put the latency gate under a real target",
+                )
 
     @classmethod
     def from_mapping(cls, value: Any) -> GatesSpec:
