@@ -70,10 +70,34 @@ ARCHES: Dict[str, ArchSpec] = {
 }
 
 
+CACHE_ENV = "ROBUSTEDGE_CACHE"  # points robustedge's caches elsewhere (e.g. a CI cache folder)
+# Bump when the userland's build steps or layout change in a way ARCHES does not show: the
+# CI cache key (``cache_key``) then changes and old cached userlands are rebuilt.
+CACHE_VERSION = 1
+
+
 def cache_root() -> Path:
-    """Where emulated userlands live: ``$XDG_CACHE_HOME/robustedge/qemu`` (~/.cache by default)."""
+    """Where emulated userlands live: ``$ROBUSTEDGE_CACHE/qemu`` when that is set, else
+    ``$XDG_CACHE_HOME/robustedge/qemu`` (~/.cache by default)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]) / "qemu"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "robustedge" / "qemu"
+
+
+def cache_key(arch: str) -> str:
+    """The CI cache key of ``arch``'s userland, ``robustedge-qemu-aarch64-bookworm-v1-<hash>``:
+    the hash covers everything the userland is built from (suite, Debian packages, pinned
+    wheels and their platforms, the Python path, ``CACHE_VERSION``), so the key changes exactly
+    when a cached userland would differ from a fresh build (Debian point releases aside)."""
+    import hashlib
+
+    spec = _spec(arch)
+    recipe = {"version": CACHE_VERSION, "suite": SUITE, "python": PYTHON, "site": SITE}
+    recipe.update(spec.__dict__)
+    blob = json.dumps(recipe, sort_keys=True).encode()
+    digest = hashlib.sha256(blob).hexdigest()[:16]
+    return f"robustedge-qemu-{arch}-{SUITE}-v{CACHE_VERSION}-{digest}"
 
 
 def rootfs_path(arch: str, root: Optional[Path] = None) -> Path:
