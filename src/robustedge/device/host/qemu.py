@@ -109,6 +109,17 @@ def is_ready(arch: str, root: Optional[Path] = None) -> bool:
     return ((root or cache_root()) / arch / "READY.json").is_file()
 
 
+def ready_key(arch: str, root: Optional[Path] = None) -> Optional[str]:
+    """The cache key a finished userland was built for (None: built before keys were kept);
+    a restored CI cache whose key differs from :func:`cache_key` is rebuilt by setup-qemu."""
+    try:
+        info = json.loads(((root or cache_root()) / arch / "READY.json").read_text())
+    except (OSError, ValueError):
+        return None
+    key = info.get("cache_key") if isinstance(info, dict) else None
+    return key if isinstance(key, str) else None
+
+
 def binfmt_interpreter(name: str) -> Optional[str]:
     """The interpreter path binfmt uses for ``name``, or None when not registered/enabled."""
     entry = Path("/proc/sys/fs/binfmt_misc") / name
@@ -156,7 +167,7 @@ def setup_qemu(arch: str, root: Optional[Path] = None, force: bool = False) -> P
     spec = _spec(arch)
     root = root or cache_root()
     final = root / arch
-    if is_ready(arch, root) and not force:
+    if is_ready(arch, root) and not force and ready_key(arch, root) in (None, cache_key(arch)):
         logger.info("reusing %s", final)
         return final / "rootfs"
     if os.geteuid() != 0:
@@ -206,6 +217,7 @@ def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
     out = run_tool(chroot_command(rootfs, ["-c", PROBE]), "python smoke test in the rootfs")
     info = json.loads(out.strip().splitlines()[-1])
     info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
+    info["cache_key"] = cache_key(next(a for a, s in ARCHES.items() if s == spec))
     logger.info("built %s: %s", rootfs, info)
     return info
 
