@@ -246,6 +246,9 @@ def _register() -> None:
         "square",
         Metric("Board accuracy under the on-board Square attack.", board=_board_square, **acc),
     )
+
+
+def _register_board() -> None:
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
         METRICS.register(
             key,
@@ -276,6 +279,9 @@ def _register() -> None:
             higher_is_better=False,
         ),
     )
+
+
+def _register_sizes() -> None:
     for key, scale, unit in (("bytes", 1.0, "B"), ("kb", KIB, "KiB")):
         METRICS.register(
             f"flash_{key}",
@@ -325,3 +331,5 @@ def _register() -> None:
 
 
 _register()
+_register_board()
+_register_sizes()
