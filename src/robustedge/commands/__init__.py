@@ -12,7 +12,7 @@ from robustedge.attacks import budget_name
 from robustedge.devices import DEVICES
 from robustedge.errors import RobustEdgeError
 
-MODULES: list = ["train", "manifold", "compress", "export", "device", "run", "report"]
+MODULES: list = ["train", "manifold", "compress", "export", "device", "run", "report", "check"]
 
 
 def device_option(default: Optional[str] = "auto", help: Optional[str] = None) -> Callable:

@@ -229,6 +229,17 @@ def setup_qemu_cmd(arch: str, force: bool) -> None:
     click.echo(f"qemu {arch} userland: {setup_qemu(arch, force=force)}")
 
 
+@device_group.command("cache-key")
+@click.option("--arch", type=click.Choice(sorted(ARCHES)), default="aarch64", show_default=True)
+@click.option("--path", "show_path", is_flag=True, help="Print the folder to cache instead.")
+def cache_key_cmd(arch: str, show_path: bool) -> None:
+    """Print the CI cache key of the ARCH userland (changes when its contents would), or with
+    --path the folder to cache ($ROBUSTEDGE_CACHE/qemu/ARCH when set)."""
+    from robustedge.device.host.qemu import cache_key, cache_root
+
+    click.echo(str(cache_root() / arch) if show_path else cache_key(arch))
+
+
 @device_group.command("setup-vm")
 @click.option("--arch", type=click.Choice(sorted(VM_ARCHES)), default="aarch64", show_default=True)
 @click.option("--force", is_flag=True, help="Rebuild even if a ready image is cached.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -99,6 +100,13 @@ def run_cmd(
     for line in board_summary(out):  # the payoff on the board, in numbers (as the report says)
         click.echo(line)
     click.echo(f"output folder: {out}")
+    gates = summary.get("gates")
+    if gates:  # the recipe's gates: one line per failure, exit 1 (as `robustedge check`)
+        for line in gates["failed"]:
+            click.echo(f"FAIL {line}")
+        click.echo(f"gates: {gates['gates'] - len(gates['failed'])} of {gates['gates']} hold")
+        if not gates["passed"]:
+            sys.exit(1)
 
 
 COMMANDS = [run_cmd]

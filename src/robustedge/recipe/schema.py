@@ -18,6 +18,7 @@ from robustedge.device.host.targets import target_class
 from robustedge.errors import RobustEdgeError
 from robustedge.export.config import ExportConfig
 from robustedge.export.formats import ROOT, Family, board_choice, of_family
+from robustedge.gates.spec import GatesSpec
 from robustedge.recipe.loader import (
     FieldError,
     Located,
@@ -212,6 +213,7 @@ class Recipe:
     compress: Tuple[CompressSpec, ...] = ()
     export: Optional[ExportConfig] = None
     devices: Optional[DeviceSpec] = None
+    gates: Optional[GatesSpec] = None  # robustedge.gates: checked after the run
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -240,7 +242,7 @@ class Recipe:
         )
 
 
-TOP_KEYS = ("name", "seed", "data", "teacher", "evaluate", "compress", "export", "devices")
+TOP_KEYS = ("name", "seed", "data", "teacher", "evaluate", "compress", "export", "devices", "gates")
 
 
 def load_recipe(path: Any) -> Recipe:
@@ -275,9 +277,38 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         compress=_compress(raw.get("compress") or [], seed, loc),
         export=_export(raw.get("export"), seed, loc),
         devices=_optional(DeviceSpec, raw, "devices", loc),
+        gates=_gates(raw.get("gates"), loc),
     )
     _cross_check(recipe, loc)
+    _check_gates(recipe, loc)
     return recipe
+
+
+def _gates(value: Any, loc: Located) -> Optional[GatesSpec]:
+    """``gates:`` (robustedge.gates.spec.GatesSpec): thresholds `robustedge run` and
+    `robustedge check` apply to the results."""
+    if value is None:
+        return None
+    try:
+        return GatesSpec.from_mapping(value)
+    except FieldError as e:
+        raise loc.error(join("gates", e.key), str(e)) from None
+    except ValueError as e:
+        raise loc.error("gates", _msg(e)) from None
+
+
+def _check_gates(r: Recipe, loc: Located) -> None:
+    """Gates name the recipe's models and targets; no absolute latency on emulated ones."""
+    if r.gates is None:
+        return
+    models = ["teacher", *(n for n, _, _ in r.students())]
+    targets = {
+        t.target: target_class(t.target).emulated for t in (r.devices.targets if r.devices else ())
+    }
+    try:
+        r.gates.check_against(models, targets)
+    except FieldError as e:
+        raise loc.error(join("gates", e.key), str(e)) from None
 
 
 def _optional(cls: Any, raw: Dict[str, Any], key: str, loc: Located) -> Any:

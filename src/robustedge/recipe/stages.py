@@ -68,6 +68,11 @@ def run_recipe(
         + [f"{r.id}: {r.note}" for r in results if r.status == "skipped" and r.note not in notes],
     }
     write_json(out / SUMMARY, summary)
+    if recipe.gates is not None:  # read back from the written folder, as `robustedge check`
+        from robustedge.recipe.gating import apply_gates
+
+        summary["gates"] = apply_gates(out)
+        write_json(out / SUMMARY, summary)
     return summary
 
 

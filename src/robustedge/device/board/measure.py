@@ -74,6 +74,11 @@ class Measurements:
     # The headline on-board robust accuracy: worst case per image over the replayed transfer
     # set and the on-board Square attack (``onboard.worst_case``), with its label.
     worst_case: Optional[Dict[str, Any]] = None
+    # Per-image outcomes, so that two runs can be compared image by image (a paired test):
+    # eval set -> "classified correctly" bits (``pack_outcomes``), plus ``robust`` (the worst
+    # case per image on its ``worst_case["n"]`` images) and ``images``: the sha256 of the clean
+    # set file, which says whether two runs saw the same images.
+    outcomes: Dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
 
     def to_dict(self) -> Dict[str, Any]:
@@ -81,6 +86,30 @@ class Measurements:
         if self.emulated and d["latency"] is not None:
             d["latency_note"] = "emulated (QEMU): not a board latency"
         return d
+
+
+def pack_outcomes(verdicts: np.ndarray) -> str:
+    """Per-image booleans -> a compact string: base64 of the bits (``np.packbits``, big-endian
+    bit order, the last byte padded with zeros): 450 images take 76 characters."""
+    import base64
+
+    bits = np.packbits(np.asarray(verdicts, dtype=bool).ravel())
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def unpack_outcomes(text: str, n: int) -> np.ndarray:
+    """The inverse of :func:`pack_outcomes` for ``n`` images; ValueError when ``text`` does not
+    hold ``n`` bits (a corrupt or foreign results file)."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, AttributeError) as e:
+        raise ValueError(f"per-image outcomes are not base64 ({e})") from None
+    if n < 0 or len(raw) != (n + 7) // 8:
+        raise ValueError(f"per-image outcomes hold {len(raw) * 8} bits, not {n} images")
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n].astype(bool)
 
 
 def square_name(queries: int, restarts: int = 1) -> str:

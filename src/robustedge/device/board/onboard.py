@@ -168,6 +168,7 @@ def run_bundle(
         )
         robust, survived = square_results(bundle, manifest, predict, sets, opts)
         worst = worst_case(manifest, correct, robust[0] if robust else None, survived)
+        outcomes = per_image(manifest, correct, worst)
         latency = measure_latency(model, art["input"], sets, opts)
     return measure.Measurements(
         format=fmt,
@@ -185,7 +186,8 @@ def run_bundle(
         accuracy=accuracy,
         n_eval={name: int(len(y)) for name, (_, y) in sets.items()},
         robust=robust,
-        worst_case=worst,
+        worst_case={k: v for k, v in worst.items() if k != "verdicts"} if worst else None,
+        outcomes=outcomes,
         latency=latency,
         peak_rss_mb=measure.peak_rss_mb(),
         board=measure.board_info(versions()),
@@ -342,6 +344,7 @@ def worst_case(
         weaker = square.get("weaker")
     return {
         "acc": round(float(robust.mean()), 6) if n else 0.0,
+        "verdicts": robust,  # per image (run_bundle keeps them packed in ``outcomes``)
         "n": int(n),
         "n_total": int(n_total),
         "attacks": names,
@@ -352,6 +355,20 @@ def worst_case(
         "per_attack": per_attack,
         "broken_only_by": only,
     }
+
+
+def per_image(
+    manifest: Dict[str, Any], correct: Verdicts, worst: Optional[Dict[str, Any]]
+) -> Dict[str, Any]:
+    """The per-image outcomes a results file keeps (``Measurements.outcomes``): each eval
+    set's verdicts and the worst case per image, packed, with the clean set file's sha256."""
+    out: Dict[str, Any] = {name: measure.pack_outcomes(v) for name, v in correct.items()}
+    if worst is not None:
+        out["robust"] = measure.pack_outcomes(worst["verdicts"])
+    clean = (manifest.get("files") or {}).get((manifest.get("eval_sets") or {}).get("clean"))
+    if isinstance(clean, dict) and clean.get("sha256"):
+        out["images"] = clean["sha256"]
+    return out
 
 
 def measure_latency(

@@ -70,10 +70,34 @@ ARCHES: Dict[str, ArchSpec] = {
 }
 
 
+CACHE_ENV = "ROBUSTEDGE_CACHE"  # points robustedge's caches elsewhere (e.g. a CI cache folder)
+# Bump when the userland's build steps or layout change in a way ARCHES does not show: the
+# CI cache key (``cache_key``) then changes and old cached userlands are rebuilt.
+CACHE_VERSION = 1
+
+
 def cache_root() -> Path:
-    """Where emulated userlands live: ``$XDG_CACHE_HOME/robustedge/qemu`` (~/.cache by default)."""
+    """Where emulated userlands live: ``$ROBUSTEDGE_CACHE/qemu`` when that is set, else
+    ``$XDG_CACHE_HOME/robustedge/qemu`` (~/.cache by default)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]) / "qemu"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "robustedge" / "qemu"
+
+
+def cache_key(arch: str) -> str:
+    """The CI cache key of ``arch``'s userland, ``robustedge-qemu-aarch64-bookworm-v1-<hash>``:
+    the hash covers everything the userland is built from (suite, Debian packages, pinned
+    wheels and their platforms, the Python path, ``CACHE_VERSION``), so the key changes exactly
+    when a cached userland would differ from a fresh build (Debian point releases aside)."""
+    import hashlib
+
+    spec = _spec(arch)
+    recipe = {"version": CACHE_VERSION, "suite": SUITE, "python": PYTHON, "site": SITE}
+    recipe.update(spec.__dict__)
+    blob = json.dumps(recipe, sort_keys=True).encode()
+    digest = hashlib.sha256(blob).hexdigest()[:16]
+    return f"robustedge-qemu-{arch}-{SUITE}-v{CACHE_VERSION}-{digest}"
 
 
 def rootfs_path(arch: str, root: Optional[Path] = None) -> Path:
@@ -83,6 +107,17 @@ def rootfs_path(arch: str, root: Optional[Path] = None) -> Path:
 def is_ready(arch: str, root: Optional[Path] = None) -> bool:
     """A finished userland exists for ``arch`` (its READY stamp was written last)."""
     return ((root or cache_root()) / arch / "READY.json").is_file()
+
+
+def ready_key(arch: str, root: Optional[Path] = None) -> Optional[str]:
+    """The cache key a finished userland was built for (None: built before keys were kept);
+    a restored CI cache whose key differs from :func:`cache_key` is rebuilt by setup-qemu."""
+    try:
+        info = json.loads(((root or cache_root()) / arch / "READY.json").read_text())
+    except (OSError, ValueError):
+        return None
+    key = info.get("cache_key") if isinstance(info, dict) else None
+    return key if isinstance(key, str) else None
 
 
 def binfmt_interpreter(name: str) -> Optional[str]:
@@ -132,7 +167,7 @@ def setup_qemu(arch: str, root: Optional[Path] = None, force: bool = False) -> P
     spec = _spec(arch)
     root = root or cache_root()
     final = root / arch
-    if is_ready(arch, root) and not force:
+    if is_ready(arch, root) and not force and ready_key(arch, root) in (None, cache_key(arch)):
         logger.info("reusing %s", final)
         return final / "rootfs"
     if os.geteuid() != 0:
@@ -182,6 +217,7 @@ def _build(spec: ArchSpec, rootfs: Path, interp: str) -> dict:
     out = run_tool(chroot_command(rootfs, ["-c", PROBE]), "python smoke test in the rootfs")
     info = json.loads(out.strip().splitlines()[-1])
     info.update(arch=spec.debian_arch, suite=SUITE, mirror=mirror, wheels=list(spec.wheels))
+    info["cache_key"] = cache_key(next(a for a, s in ARCHES.items() if s == spec))
     logger.info("built %s: %s", rootfs, info)
     return info
 
