@@ -66,9 +66,10 @@ def test_search_widths_meets_the_budget_and_refuses_the_impossible():
 
 
 def test_the_budget_text_names_its_shape():
-    assert Budget.parse("flash_kb=4").shape is Shape.LAYERS
+    assert Budget.parse("flash_kb=4").shape is Shape.UNIFORM  # the default until measured
+    assert Budget.parse("flash_kb=4, shape=layers").shape is Shape.LAYERS
     assert Budget.parse("macs=2M, shape=uniform").shape is Shape.UNIFORM
-    assert Budget.parse("latency_ms=2", "local").shape is Shape.UNIFORM  # board runs: opt-in
+    assert Budget.parse("latency_ms=2", "local").shape is Shape.UNIFORM
     for bad in ("flash_kb=4,shape=round", "flash_kb=4,size=2", "flash_kb=4,shape=layers,x=1"):
         with pytest.raises(ValueError) as e:
             Budget.parse(bad)
