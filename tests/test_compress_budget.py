@@ -31,7 +31,11 @@ def test_budget_strings():
         ("macs", None, "bad budget 'macs'"),
         ("macs=", None, "bad budget"),
         ("macs=2X", None, "'2X' is not a number"),
-        ("ram_kb=3", None, "unknown budget 'ram_kb' (known: macs, flash_kb, latency_ms)"),
+        (
+            "ram_kb=3",
+            None,
+            "unknown budget 'ram_kb' (known: macs, flash_kb, latency_ms, arena_kb, tflm_flash_kb)",
+        ),
         ("flash_kb=0", None, "must be a positive number"),
         ("flash_kb=nan", None, "must be a positive number"),
         ("latency_ms=2", None, "give --budget-target"),

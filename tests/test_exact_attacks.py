@@ -61,6 +61,11 @@ def test_defaults_are_the_documented_ones():
         "pgd": (20, 5, True),
         "square": (1000, 1, True),
         "trades": (10, 1, False),
+        # standard AutoAttack's components (torchattacks; 9 targets, no restarts)
+        "autoattack-apgd-ce": (100, 1, False),
+        "autoattack-apgd-t": (100, 1, False),
+        "autoattack-fab-t": (100, 1, False),
+        "autoattack-square": (5000, 1, False),
     }
     names = {n: c.short_name for n, c in ATTACKS.items()}
     assert names["apgd-ce"] == "APGD-CE" and names["square"] == "Square" and names["pgd"] == "PGD"
