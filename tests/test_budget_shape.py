@@ -66,8 +66,8 @@ def test_search_widths_meets_the_budget_and_refuses_the_impossible():
 
 
 def test_the_budget_text_names_its_shape():
-    assert Budget.parse("flash_kb=4").shape is Shape.LAYERS
-    assert Budget.parse("macs=2M, shape=uniform").shape is Shape.UNIFORM
+    assert Budget.parse("flash_kb=4").shape is Shape.UNIFORM  # the default, until measured
+    assert Budget.parse("macs=2M, shape=layers").shape is Shape.LAYERS
     assert Budget.parse("latency_ms=2", "local").shape is Shape.UNIFORM  # board runs: opt-in
     for bad in ("flash_kb=4,shape=round", "flash_kb=4,size=2", "flash_kb=4,shape=layers,x=1"):
         with pytest.raises(ValueError) as e:
@@ -149,6 +149,8 @@ def test_a_student_its_export_refuses_is_not_met(tiny_run, tmp_path, passed):
     teacher, _ = load_model(tiny_run)
     limit = 0.8 * GateMeasures(True).size(teacher) / 1024
     out = tmp_path / "s"
-    m = compress_to_budget(cfg, Budget("flash_kb", limit), out, GateMeasures(passed), ("fgsm",))
+    m = compress_to_budget(
+        cfg, Budget("flash_kb", limit, shape="layers"), out, GateMeasures(passed), ("fgsm",)
+    )
     b = m["budget"]
     assert b["student"] <= limit and b["export_parity"] is passed and b["met"] is passed
