@@ -33,7 +33,7 @@ system-deps:
 
 # loadgroup: modules sharing an expensive fixture run on one worker (tests/conftest.py)
 test: lint system-deps
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist load $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@bash scripts/demo-board.sh $(BIN)/robustedge

@@ -125,7 +125,9 @@ def run_copy(tiny_run, sb) -> Path:
 
 
 # ---------------------------------------------------------------- xdist scheduling (make test)
-# `make test` runs `pytest -n 2 --dist loadgroup`. Modules that share an expensive per-process
+# `make test` runs `pytest -n 2 --dist load` (a full run with loadgroup took 19 min wall on
+# 2 idle cores, 1.1 cores busy on average: the device group serialised the long modules). Under
+# `--dist loadgroup` (opt-in: PYTEST_ARGS) modules that share an expensive per-process
 # fixture run on one worker, so it is built once instead of once per worker: the small recipe
 # run (`_recipe_run.recipe_run`, cached per process) and the exported tiny model with its bundle
 # (`test_device.device_export` / `bundle`, session-scoped). The longest modules are collected
