@@ -23,6 +23,7 @@ teacher's; TFLM and TFLite agreeing on >= 99 % of the evaluation images.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mcu.py [--square-queries 100]
         [--square-n 100] [--arena-fraction 0.5] [--accelerator ethos-u55-128]
         [--epoch-scale 1.0] [--out benchmarks/measured/mcu.json]
+    .venv/bin/python benchmarks/mcu.py --markdown benchmarks/measured/mcu.json  # docs table
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def arena_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
     ep, ft = (scaled(e, args.epoch_scale) for e in wl["structured_epochs"])
     cfg = dict(wl["student"], teacher=str(teacher), seed=0, method="prox")
     cfg.update(structured=True, sparsity=0.0, epochs=ep, finetune_epochs=ft)
+    cfg["include_first"] = True  # the stem's channels (and the stream tied to them) set the arena
     run = cached(
         RESULTS / "board_resnet8" / f"arena-budget-{args.arena_fraction:g}",
         {**cfg, "budget": budget.to_dict()},
@@ -174,8 +176,42 @@ def print_tables(rows: List[Dict[str, Any]]) -> None:
     print(rows[0]["worst_case_label"], "|", rows[0]["weaker"])
 
 
+def _kb(v: Any) -> str:
+    return "-" if v is None else f"{v / 1024:.1f}"
+
+
+def markdown(payload: Dict[str, Any]) -> str:
+    """The measured JSON as the Markdown table docs/mcu.md quotes (nothing re-measured)."""
+    head = "| model | arena KiB | TFLM flash KiB | LUT KiB | clean | PGD transfer | Square | "
+    head += "worst case | parity | vela SRAM / flash KiB, est. ms | fits |"
+    lines = [head, "|" + "---|" * 11]
+    for r in payload["rows"]:
+        v = r["vela"] or {}
+        est = f"{_kb(v.get('sram_bytes'))} / {_kb(v.get('flash_bytes'))}, {v.get('time_ms')}"
+        cells = [r["model"], _kb(r["arena_bytes"]), _kb(r["tflm_flash_bytes"])]
+        cells += [_kb(r["lut_flash_bytes"]), r["tflm_clean"], r["tflm_transfer"]]
+        cells += [r["tflm_square"], r["tflm_worst_case"], r["parity_same_class"], est]
+        cells.append(", ".join(k for k, ok in r["fits"].items() if ok) or "none")
+        lines.append("| " + " | ".join(_fmt_cell(c) for c in cells) + " |")
+    t, s = payload["targets"], payload["settings"]
+    lines += [
+        "",
+        f"Robustness: {payload['rows'][0]['worst_case_label']} ({payload['rows'][0]['weaker']});"
+        f" Square {s['square_queries']} queries on {s['square_n']} images. Targets: a student"
+        " with half the arena, a quarter of the flash and worst case within 3 points: "
+        f"{t['student_half_arena_quarter_flash_within_3pts']}; TFLM = TFLite class on >= 99 %"
+        f" of images for every model: {t['parity_99']}. Wall {payload['wall_s']} s.",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt_cell(c: Any) -> str:
+    return f"{c:.3f}" if isinstance(c, float) else str(c)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--markdown", type=Path, help="print a measured JSON's docs table, run nothing")
     ap.add_argument("--square-queries", type=int, default=100)
     ap.add_argument("--square-n", type=int, default=100)
     ap.add_argument("--arena-fraction", type=float, default=0.5, help="0: no arena student")
@@ -183,6 +219,9 @@ def main() -> None:
     ap.add_argument("--epoch-scale", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=MEASURED / "mcu.json")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     args.flash_fraction = 0.0  # board.prepare's flash student: not this benchmark's
     import torch
 

@@ -10,6 +10,7 @@ pytest.importorskip("tflite_micro", reason="pip install tflite-micro (requiremen
 from robustedge.compress import CompressConfig  # noqa: E402
 from robustedge.compress.budget import Budget, Quantity, compress_to_budget  # noqa: E402
 from robustedge.compress.budget.mcu import PlainFlash  # noqa: E402
+from robustedge.errors import RobustEdgeError  # noqa: E402
 from robustedge.io import read_json  # noqa: E402
 from robustedge.models import load_model  # noqa: E402
 from robustedge.recipe.budget_measures import BoardMeasures  # noqa: E402
@@ -56,6 +57,16 @@ def test_arena_budget_is_met_by_the_arena_tflm_measures(tiny_run, tmp_path):
     # the arena depends on tensor shapes only: the trained student needs what its candidate did
     assert abs(b["student"] - b["predicted"]) < 1e-9
     assert read_json(tmp_path / "s" / "metrics.json")["budget"] == b
+
+
+@pytest.mark.slow
+def test_arena_budget_out_of_reach_names_the_kept_first_conv(tiny_run, tmp_path):
+    """A limit the narrowest student misses is refused before training, in one line that
+    names both arenas and the first conv the search kept."""
+    cfg = CompressConfig(teacher=str(tiny_run), adversary="fgsm", epochs=1, finetune_epochs=1)
+    with pytest.raises(RobustEdgeError, match="narrowest student needs .*include_first: true"):
+        compress_to_budget(cfg, Budget.parse("arena_kb=0.5"), tmp_path / "s", MEASURES)
+    assert not (tmp_path / "s" / "metrics.json").exists()
 
 
 class PlainExports:

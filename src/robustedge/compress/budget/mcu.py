@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional
 import torch.nn as nn
 
 from robustedge.compress.budget.measures import BudgetMeasures, Measure
+from robustedge.compress.budget.search import SearchResult
 from robustedge.compress.budget.spec import Budget, Quantity
 from robustedge.compress.budget.strategies import (
     STRATEGIES,
@@ -45,6 +46,20 @@ class ArenaStrategy(ChannelStrategy):
             )
         super().__init__(budget, teacher, measures)
         self.measured: Dict[str, Any] = {}
+
+    def search(self) -> SearchResult:
+        """The channel search; a budget the narrowest student misses names the likely cause
+        when the first conv is kept (its channels, and the residual stream tied to them, make
+        the largest tensors of a ResNet)."""
+        try:
+            return super().search()
+        except RobustEdgeError as e:
+            if self.teacher.layers[0]:
+                raise
+            raise RobustEdgeError(
+                f"{e}; the first conv is kept, and its channels (with the residual stream tied "
+                "to them) set the largest tensors: try include_first: true"
+            ) from None
 
     def measure(self, model: nn.Module) -> float:
         t = self.teacher
