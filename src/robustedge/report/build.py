@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from robustedge.io import write_text
+from robustedge.report import gates as report_gates
 from robustedge.report import mcu as report_mcu
 from robustedge.report import plots
 from robustedge.report.collect import (
@@ -356,6 +357,9 @@ def build_report(paths: Sequence[Path], out: Path, title: Optional[str] = None) 
     notes = recipe_notes(paths)
     robust = robust_key(runs)
     tables = [headline_table(runs), models_table(runs), export_table(runs), device_table(runs)]
+    gates = report_gates.gates_rows(paths)  # a recipe's gates: verdicts (docs/ci.md)
+    if gates:
+        tables.insert(1, Table(report_gates.TITLE, *gates, report_gates.NOTE))
     mcu = report_mcu.mcu_rows(runs)  # boards benched on tflm (docs/mcu.md)
     if mcu:
         tables.append(Table(report_mcu.TITLE, *mcu, report_mcu.NOTE))
