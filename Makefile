@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requirements/nodeps.txt requirements/scale.txt
+REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requirements/nodeps.txt requirements/scale.txt requirements/mcu.txt
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
@@ -13,7 +13,7 @@ venv: $(STAMP)
 
 $(STAMP): $(REQS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements/base.txt -r requirements/export.txt -r requirements/dev.txt -r requirements/scale.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements/base.txt -r requirements/export.txt -r requirements/dev.txt -r requirements/scale.txt -r requirements/mcu.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
