@@ -278,7 +278,7 @@ def accepted_manifest_is_true(b: Path, manifest: dict) -> None:
     assert manifest["formats"] and all(a["file"] in files for a in manifest["formats"].values())
 
 
-def fuzz_manifest(bundle_dir: Path, data: bytes) -> None:
+def check_fuzzed_manifest(bundle_dir: Path, data: bytes) -> None:
     from robustedge.device.board.bundle_format import verify_bundle
 
     work = Path(tempfile.mkdtemp(prefix="fuzz-bundle-"))
@@ -307,7 +307,7 @@ def test_fuzz_bundle_manifest(bundle_dir, data):
             manifest_edits(json.loads(good)),
         )
     )
-    fuzz_manifest(bundle_dir, raw)
+    check_fuzzed_manifest(bundle_dir, raw)
 
 
 # ---------------------------------------------------------------- recipes

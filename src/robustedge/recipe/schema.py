@@ -19,6 +19,7 @@ from robustedge.errors import RobustEdgeError
 from robustedge.export.config import ExportConfig
 from robustedge.export.formats import ROOT, Family, board_choice, of_family
 from robustedge.gates.spec import GatesSpec
+from robustedge.recipe.gates_section import check_gates, first_line, parse_gates
 from robustedge.recipe.loader import (
     FieldError,
     Located,
@@ -277,38 +278,11 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
         compress=_compress(raw.get("compress") or [], seed, loc),
         export=_export(raw.get("export"), seed, loc),
         devices=_optional(DeviceSpec, raw, "devices", loc),
-        gates=_gates(raw.get("gates"), loc),
+        gates=parse_gates(raw.get("gates"), loc),
     )
     _cross_check(recipe, loc)
-    _check_gates(recipe, loc)
+    check_gates(recipe, loc)
     return recipe
-
-
-def _gates(value: Any, loc: Located) -> Optional[GatesSpec]:
-    """``gates:`` (robustedge.gates.spec.GatesSpec): thresholds `robustedge run` and
-    `robustedge check` apply to the results."""
-    if value is None:
-        return None
-    try:
-        return GatesSpec.from_mapping(value)
-    except FieldError as e:
-        raise loc.error(join("gates", e.key), str(e)) from None
-    except ValueError as e:
-        raise loc.error("gates", _msg(e)) from None
-
-
-def _check_gates(r: Recipe, loc: Located) -> None:
-    """Gates name the recipe's models and targets; no absolute latency on emulated ones."""
-    if r.gates is None:
-        return
-    models = ["teacher", *(n for n, _, _ in r.students())]
-    targets = {
-        t.target: target_class(t.target).emulated for t in (r.devices.targets if r.devices else ())
-    }
-    try:
-        r.gates.check_against(models, targets)
-    except FieldError as e:
-        raise loc.error(join("gates", e.key), str(e)) from None
 
 
 def _optional(cls: Any, raw: Dict[str, Any], key: str, loc: Located) -> Any:
@@ -327,7 +301,7 @@ def _export(value: Any, seed: int, loc: Located) -> Optional[ExportConfig]:
     except FieldError as e:
         raise loc.error(join("export", e.key), str(e)) from None
     except ValueError as e:
-        raise loc.error("export", _msg(e)) from None
+        raise loc.error("export", first_line(e)) from None
 
 
 def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec:
@@ -348,7 +322,7 @@ def _teacher(value: Any, data: DataSpec, seed: int, loc: Located) -> TeacherSpec
     try:
         resolved = TrainConfig(**train).to_dict()
     except Exception as e:  # ValueError or an unknown registry name
-        raise loc.error(_blame("teacher.train", train, str(e)), _msg(e)) from None
+        raise loc.error(_blame("teacher.train", train, str(e)), first_line(e)) from None
     return TeacherSpec(train=resolved)
 
 
@@ -402,9 +376,9 @@ def _check_compress(opts: Dict[str, Any], sparsity: float, path: str, loc: Locat
         CompressConfig.from_keys(teacher="teacher", sparsity=sparsity, **opts)
     except FieldError as e:
         where = join(path, e.key) if e.key in opts else _blame(path, opts, str(e))
-        raise loc.error(where, _msg(e)) from None
+        raise loc.error(where, first_line(e)) from None
     except Exception as e:
-        raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
+        raise loc.error(_blame(path, opts, str(e)), first_line(e)) from None
 
 
 def _budget(value: Any, path: str, loc: Located) -> BudgetSpec:
@@ -445,7 +419,7 @@ def _budget(value: Any, path: str, loc: Located) -> BudgetSpec:
                 path,
                 "a latency budget is measured on a board: add 'target: local' (or ssh://user@host)",
             ) from None
-        raise loc.error(join(path, blame), _msg(e)) from None
+        raise loc.error(join(path, blame), first_line(e)) from None
     return BudgetSpec(quantity=b.quantity.value, limit=b.limit, target=b.target)
 
 
@@ -470,7 +444,7 @@ def _check_budget_options(opts: Dict[str, Any], path: str, loc: Located) -> None
     try:
         CompressConfig.from_keys(teacher="teacher", sparsity=0.5, **cfg)
     except Exception as e:
-        raise loc.error(_blame(path, opts, str(e)), _msg(e)) from None
+        raise loc.error(_blame(path, opts, str(e)), first_line(e)) from None
 
 
 def _default_name(opts: Dict[str, Any]) -> str:
@@ -486,10 +460,6 @@ def _blame(path: str, given: Dict[str, Any], message: str) -> str:
     """The given key a config error message names (longest match), else ``path``."""
     hits = [k for k in given if k.replace("_", " ") in message or k in message]
     return join(path, max(hits, key=len)) if hits else path
-
-
-def _msg(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _cross_check(r: Recipe, loc: Located) -> None:
