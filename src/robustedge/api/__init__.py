@@ -1,10 +1,10 @@
 """The Python API: one function per stage, typed results, your own models and data.
 
-    import robustedge as re
-    t = re.train(out="runs/teacher", model=MyNet(), data=re.from_torch(train_ds, test_ds),
-                 epochs=20, eps=8 / 255)
-    s = re.compress(out="runs/student", teacher=t.run, sparsity=0.8, epochs=5)
-    x = re.export(s.run, formats=("tflite-int8",))
+    from robustedge import api
+    t = api.train(out="runs/teacher", model=MyNet(), data=api.from_torch(train_ds, test_ds),
+                  epochs=20, eps=8 / 255)
+    s = api.compress(out="runs/student", teacher=str(t.run), sparsity=0.8, epochs=5)
+    x = api.export(s.run, formats=("tflite-int8",))
 
 The CLI commands call these same functions (``robustedge train`` is :func:`train`, ...).
 Reference: docs/api.md.
