@@ -11,7 +11,7 @@ ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
 
 WORKDIR /src
 COPY requirements/ requirements/
-RUN pip install -q --disable-pip-version-check -r requirements/base.txt -r requirements/export.txt -r requirements/dev.txt -r requirements/scale.txt \
+RUN pip install -q --disable-pip-version-check -r requirements/base.txt -r requirements/export.txt -r requirements/dev.txt -r requirements/scale.txt -r requirements/mcu.txt \
     && pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.txt
 
 COPY pyproject.toml README.md ./
