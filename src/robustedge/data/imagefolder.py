@@ -1,4 +1,4 @@
-"""A folder of images per class: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``.
+r"""A folder of images per class: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``.
 
 Registered as the ``imagefolder`` data set (``--data imagefolder --data-dir ROOT``). Files
 ending in .png, .jpg, .jpeg, .bmp, .gif, .tif(f) or .webp are read with Pillow. Classes are

@@ -81,7 +81,11 @@ class ImageSource:
         if isinstance(index, tuple):  # images first, then within them, as numpy indexes
             head = self[index[0]]
             rest = index[1:]
-            return head[rest] if isinstance(index[0], (int, np.integer)) else head[:, *rest]
+            return (
+                head[rest]
+                if isinstance(index[0], (int, np.integer))
+                else head[(slice(None),) + rest]
+            )
         if isinstance(index, (int, np.integer)):
             return self.read(index_array([index], len(self)))[0]
         return self.read(index_array(index, len(self)))
