@@ -1,4 +1,4 @@
-"""The decode-once cache of an image folder: uint8 N x C x H x W files read through np.memmap.
+"""The decode-once cache of an image folder: uint8 N x C x H x W files read row by row.
 
 A cache lives in ``ROOT/.robustedge-cache/imagefolder-<key>/`` (when ROOT is not writable:
 ``~/.cache/robustedge/imagefolder/<hash of ROOT>/imagefolder-<key>/``) and holds
@@ -8,6 +8,10 @@ and the format version: when a file is added, removed, rewritten or touched, the
 the old cache is never opened again, and a new one is decoded (then the stale ones are
 deleted). A cache is built in a temporary folder and renamed into place when complete, so an
 interrupted build leaves nothing that is read later.
+
+A split is read through :class:`RowFile`: each batch's rows with ``os.pread``, not a memory
+map, so the pages of images read earlier are not counted in (nor held by) the process's
+resident memory: what stays resident is the batch, whatever the size of the set.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from robustedge.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CACHE_DIR", "cache_key", "open_cache"]
+__all__ = ["CACHE_DIR", "RowFile", "cache_key", "open_cache"]
 
 CACHE_DIR = ".robustedge-cache"
 VERSION = 1
@@ -36,6 +40,49 @@ PREFIX = "imagefolder-"
 # (mode, (width, height)) of a set; the uint8 C x H x W pixels of one file
 Geometry = Tuple[str, Tuple[int, int]]
 Decode = Callable[[Path, str, Tuple[int, int]], np.ndarray]
+
+
+class RowFile:
+    """A read-only uint8 array of ``shape`` (N x ...) stored row after row in ``path``:
+    ``rows[idx]`` (an int64 index array) reads those rows with ``os.pread`` (one read for a
+    run of consecutive rows)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, path: Path, shape: Tuple[int, ...]) -> None:
+        self.path, self.shape = Path(path), tuple(int(s) for s in shape)
+        self.ndim = len(self.shape)
+        self.row = int(np.prod(self.shape[1:]))
+        self._fd: Optional[int] = None
+        self._pid = -1
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def _pread(self, start: int, count: int) -> bytes:
+        data = os.pread(self._file(), count * self.row, start * self.row)
+        if len(data) != count * self.row:
+            raise DataError(f"imagefolder: the cache {self.path} is truncated; delete it")
+        return data
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.uint8)
+        flat = out.reshape(len(idx), self.row)
+        if len(idx) and bool(np.all(np.diff(idx) == 1)):
+            flat[:] = np.frombuffer(self._pread(int(idx[0]), len(idx)), np.uint8).reshape(
+                flat.shape
+            )
+            return out
+        for j, i in enumerate(idx):
+            flat[j] = np.frombuffer(self._pread(int(i), 1), np.uint8)
+        return out
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
 
 def cache_key(root: Path, splits: Mapping[str, Sequence[Path]]) -> str:
@@ -65,7 +112,7 @@ def _cache_parent(root: Path) -> Path:
 
 
 def _load(folder: Path, splits: Mapping[str, Sequence[Path]]) -> Optional[Dict[str, object]]:
-    """The cache in ``folder`` (meta + memmaps) when complete and of this listing; else None."""
+    """The cache in ``folder`` (meta + RowFiles) when complete and of this listing; else None."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
@@ -82,7 +129,7 @@ def _load(folder: Path, splits: Mapping[str, Sequence[Path]]) -> Optional[Dict[s
             return None
         if path.stat().st_size != int(np.prod(shape)):
             return None
-        arrays[split] = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+        arrays[split] = RowFile(path, shape)
     return arrays
 
 
@@ -111,7 +158,7 @@ def open_cache(
     geometry: Callable[[], Geometry],
     decode: Decode,
 ) -> Dict[str, object]:
-    """``{"mode", "size", <split>: uint8 memmap N x C x H x W}`` of the images of ``splits``,
+    """``{"mode", "size", <split>: uint8 N x C x H x W RowFile}`` of the images of ``splits``,
     read from the cache of this exact listing or decoded into a new one (see the module).
     ``geometry()`` is called only for a new cache."""
     key = cache_key(root, splits)

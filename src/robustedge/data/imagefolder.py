@@ -11,8 +11,8 @@ and scaled to [0, 1] by dividing by 255. Files outside ROOT (symlinks) and image
 Streamed (the default, and what ``--data imagefolder`` does): every image is decoded once into
 a uint8 cache next to the data (:mod:`robustedge.data.folder_cache`: keyed by the listing's
 paths, sizes and mtimes, rebuilt when any file changes) and the data set's ``x_train`` /
-``x_test`` are :class:`~robustedge.data.source.ArraySource`\ s over its memory maps: each batch
-is read and divided by 255 when training or evaluation asks for it, so a folder larger than
+``x_test`` are :class:`~robustedge.data.source.ArraySource`\ s over its files: each batch is
+read and divided by 255 when training or evaluation asks for it, so a folder larger than
 memory works and the float32 values are the same as in memory. Only the labels are held in
 memory. ``load_image_folder(root, stream=False)`` decodes everything into float32 arrays
 instead (no cache written).

@@ -7,8 +7,9 @@ integer (or boolean) index array or a CPU tensor returns those images as a float
 in [0, 1], read then. Labels stay in memory (a Dataset's ``y_*`` are plain arrays).
 
 Two kinds: :class:`ArraySource` over a uint8 (or float) array that need not be resident, e.g.
-the ``np.memmap`` cache of an image folder (scaled by 1/255 per batch, the same float32 values
-as scaling the whole array), and ``memory.TorchSource`` over a user's map-style torch Dataset.
+an image folder's decoded cache (``folder_cache.RowFile``) or an ``np.memmap`` (scaled by
+1/255 per batch, the same float32 values as scaling the whole array), and
+``memory.TorchSource`` over a user's map-style torch Dataset.
 
 Training, evaluation, compression and the calibration subsets index batches; nothing of
 robustedge turns a source into one array except :func:`seeded_subset` (a fixed, seeded draw of
@@ -107,9 +108,10 @@ class ImageSource:
 class ArraySource(ImageSource):
     """Images of an N x C x H x W array read per batch: uint8 (divided by 255 as float32, the
     same values the in-memory loaders compute) or float32 in [0, 1]. The array may be an
-    ``np.memmap``: only the rows of each batch are read."""
+    ``np.memmap`` or any array-like with ``shape``, ``ndim``, ``dtype`` and ``[index array]``
+    (a ``folder_cache.RowFile``): only the rows of each batch are read."""
 
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: Any) -> None:
         if array.ndim != 4 or array.dtype not in (np.uint8, np.float32):
             raise DataError(
                 f"a streamed array must be N x C x H x W uint8 or float32, got "
