@@ -5,6 +5,10 @@ a temporary folder, then runs each case in its own child process (``nice -n 5``,
 under ``/usr/bin/time -v``: its peak RSS, user + sys CPU and wall time):
 
 - ``baseline``: imports torch and robustedge and builds the model; loads no data;
+- ``streamed-small``: the streamed run below on a second folder of N / 5 images (at the
+  default N its test split, 400 images, still fills the 256-image evaluation batches): what training and evaluating cost
+  besides the data (activations, libtorch's code pages), so that streamed minus
+  streamed-small is what the 5x larger set adds;
 - ``streamed-cold``: ``--data imagefolder`` (train_run on the folder): decodes every image once
   into the uint8 cache, then trains one epoch reading each batch from it (and evaluates);
 - ``streamed-warm``: the same again, the cache already built;
@@ -37,7 +41,7 @@ from _common import hardware, loadavg, table  # noqa: E402
 
 MEASURED = Path(__file__).resolve().parent / "measured"
 MB = 1e6
-CASES = ("baseline", "streamed-cold", "streamed-warm", "memory")
+CASES = ("baseline", "streamed-small", "streamed-cold", "streamed-warm", "memory")
 SIZE, CLASSES = 32, 10
 
 
@@ -96,6 +100,8 @@ def worker(case: str, root: Path, out: Path, model: str, adversary: str) -> None
 
 def measure(case: str, root: Path, a: argparse.Namespace) -> dict:
     """Run ``case`` in a child under ``nice -n 5`` and ``/usr/bin/time -v``; its record."""
+    if case == "streamed-small":
+        root = root.parent / "small"
     out = root.parent / f"run-{case}"
     cmd = [sys.executable, __file__, "--worker", case, "--root", str(root), "--out", str(out)]
     cmd += ["--model", a.model, "--adversary", a.adversary]
@@ -142,6 +148,12 @@ def report(recs: dict, n: int, a: argparse.Namespace, extra: dict) -> dict:
         s = recs[c]["peak_rss"] / MB
         checks[c] = {"below_baseline_plus_float32": s < base + data_mb, "below_memory": s < mem}
     print(f"data as float32: {n} x 3 x {SIZE} x {SIZE} x 4 B = {data_mb:.1f} MB")
+    small = recs["streamed-small"]["peak_rss"] / MB
+    grows = {c: recs[c]["peak_rss"] / MB - small for c in ("streamed-warm", "memory")}
+    print(
+        f"{n // 5} -> {n} images adds: streamed {grows['streamed-warm']:+.1f} MB, "
+        f"in memory {grows['memory']:+.1f} MB"
+    )
     for c, v in checks.items():
         print(
             f"{c}: below baseline + float32 data: {v['below_baseline_plus_float32']}, "
@@ -156,6 +168,8 @@ def report(recs: dict, n: int, a: argparse.Namespace, extra: dict) -> dict:
         "float32_data_mb": data_mb,
         "cases": recs,
         "checks": checks,
+        "small_images": n // 5,
+        "added_over_streamed_small_mb": grows,
         **extra,
         "hardware": hardware(),
         "omp_num_threads": 1,
@@ -179,6 +193,7 @@ def main() -> None:
         root = Path(tmp) / "images"
         t0 = time.perf_counter()
         generate(root, a.n)
+        generate(Path(tmp) / "small", a.n // 5)
         gen_s = time.perf_counter() - t0
         print(f"generated {a.n} PNGs in {gen_s:.0f} s")
         recs = {}
