@@ -6,9 +6,9 @@ under ``/usr/bin/time -v``: its peak RSS, user + sys CPU and wall time):
 
 - ``baseline``: imports torch and robustedge and builds the model; loads no data;
 - ``streamed-small``: the streamed run below on a second folder of N / 5 images (at the
-  default N its test split, 400 images, still fills the 256-image evaluation batches): what training and evaluating cost
-  besides the data (activations, libtorch's code pages), so that streamed minus
-  streamed-small is what the 5x larger set adds;
+  default N its test split, 400 images, still fills the 256-image evaluation batches): what
+  training and evaluating cost besides the data (activations, libtorch's code pages), so that
+  streamed minus streamed-small is what the 5x larger set adds;
 - ``streamed-cold``: ``--data imagefolder`` (train_run on the folder): decodes every image once
   into the uint8 cache, then trains one epoch reading each batch from it (and evaluates);
 - ``streamed-warm``: the same again, the cache already built;

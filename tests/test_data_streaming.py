@@ -148,3 +148,13 @@ def test_a_streamed_torch_dataset_is_checked_per_batch(tmp_path):
     assert isinstance(data.x_train, ImageSource)
     with pytest.raises(DataError, match=rf"item {bad}: float images must lie in \[0, 1\]"):
         data.x_train[np.arange(300)]
+
+
+def test_a_streamed_run_exports_with_its_test_split_as_the_transfer_set(tmp_path):
+    root = rgb_folder(tmp_path / "imgs", n=6)
+    api.train(out=tmp_path / "run", data="imagefolder", data_dir=str(root), model="tiny", epochs=1)
+    api.export(tmp_path / "run", formats=("onnx",))
+    clean = np.load(tmp_path / "run" / "export" / "eval_clean.npz")
+    memory = load_image_folder(root, stream=False)
+    np.testing.assert_array_equal(clean["x"], memory.x_test)
+    np.testing.assert_array_equal(clean["y"], memory.y_test)

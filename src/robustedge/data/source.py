@@ -13,8 +13,9 @@ an image folder's decoded cache (``folder_cache.RowFile``) or an ``np.memmap`` (
 
 Training, evaluation, compression and the calibration subsets index batches; nothing of
 robustedge turns a source into one array except :func:`seeded_subset` (a fixed, seeded draw of
-at most ``n`` images, for the sets a bundle carries) and ``np.asarray(source)``, which a
-consumer outside those stages may call: it logs a warning with the size it materialises.
+at most ``n`` images, for the sets a bundle carries) and ``np.asarray(source)`` /
+``source.astype(dtype)``, which a consumer outside those stages may call (today: export's
+transfer set, the whole test split): it logs a warning with the size it materialises.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ class ImageSource:
         )
         x = self.read(np.arange(len(self), dtype=np.int64))
         return x if dtype is None else x.astype(dtype, copy=False)
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        """All images as one array of ``dtype`` (``np.asarray``: read whole, with a warning)."""
+        return np.asarray(self, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape})"
