@@ -158,3 +158,17 @@ def test_a_streamed_run_exports_with_its_test_split_as_the_transfer_set(tmp_path
     memory = load_image_folder(root, stream=False)
     np.testing.assert_array_equal(clean["x"], memory.x_test)
     np.testing.assert_array_equal(clean["y"], memory.y_test)
+
+
+def test_compressing_from_a_streamed_folder_equals_compressing_in_memory(tmp_path):
+    root = rgb_folder(tmp_path / "imgs", n=8, size=16)
+    common = dict(model="lenet5", epochs=1, batch_size=8, steps=1, seed=1)
+    api.train(out=tmp_path / "t", data="imagefolder", data_dir=str(root), **common)
+    memory = dataclasses.replace(load_image_folder(root, stream=False), name="folder-mem")
+    opts = dict(teacher=str(tmp_path / "t"), sparsity=0.5, epochs=1, batch_size=8, seed=1)
+    a = api.compress(out=tmp_path / "a", data_dir=str(root), **opts)
+    b = api.compress(out=tmp_path / "b", data=memory, **opts)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert "data: imagefolder" in (tmp_path / "a" / "config.yaml").read_text()  # streamed
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.clean_acc == b.clean_acc
