@@ -12,12 +12,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from robustedge import api
+from robustedge.attacks.corruptions import corruption_accuracy
 from robustedge.data import from_torch
 from robustedge.data.folder_cache import CACHE_DIR
 from robustedge.data.imagefolder import load_image_folder
 from robustedge.data.memory import TorchSource
-from robustedge.data.source import ArraySource, ImageSource, sample_positions
+from robustedge.data.source import ArraySource, ImageSource, sample_positions, seeded_subset
 from robustedge.errors import DataError
+from robustedge.training.evaluate import streamed_corruptions
 from robustedge.training.tensors import TensorImages, as_images
 
 
@@ -127,15 +129,20 @@ def test_a_torch_dataset_streams_one_read_per_image_per_epoch(tmp_path):
     x = rng.integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
     y = np.arange(30) % 3
     train, test = Counting(x[:24], y[:24]), Counting(x[24:], y[24:])
-    data = from_torch(train, test, name="counting", stream=True)
+    loaders = tuple(torch.utils.data.DataLoader(d, batch_size=5) for d in (train, test))
+    data = from_torch(*loaders, name="counting", stream=True)  # a loader stands for its dataset
     assert isinstance(data.x_train, TorchSource) and list(data.y_train) == list(y[:24])
     assert data.x_train[5][0, 0, 0] == np.float32(x[5, 0, 0, 0]) / np.float32(255)
     train.calls = 0
-    api.train(out=tmp_path / "run", data=data, model="tiny", epochs=3, batch_size=8, steps=1)
+    # the API's (train, test) pair streams
+    api.train(out=tmp_path / "run", data=(train, test), model="tiny", epochs=3, batch_size=8)
+    assert train.calls <= 24 + 256 + 1 + 3 * 24  # labels, the up-front check, 3 epochs
+    train.calls = 0
+    api.train(out=tmp_path / "run2", data=data, model="tiny", epochs=3, batch_size=8, steps=1)
     assert train.calls == 3 * 24  # each image once per epoch, read batch by batch
     memory = from_torch(Counting(x[:24], y[:24]), Counting(x[24:], y[24:]), name="mem")
     api.train(out=tmp_path / "mem", data=memory, model="tiny", epochs=3, batch_size=8, steps=1)
-    wa, wb = weights(tmp_path / "run"), weights(tmp_path / "mem")
+    wa, wb = weights(tmp_path / "run2"), weights(tmp_path / "mem")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -172,3 +179,35 @@ def test_compressing_from_a_streamed_folder_equals_compressing_in_memory(tmp_pat
     assert "data: imagefolder" in (tmp_path / "a" / "config.yaml").read_text()  # streamed
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.clean_acc == b.clean_acc
+
+
+def test_a_seeded_subset_is_the_whole_set_in_order_when_it_fits():
+    u8 = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    y = np.arange(10) % 2
+    x, yy = seeded_subset(ArraySource(u8), y, 10, seed=0)
+    np.testing.assert_array_equal(x[:, 0, 0, 0] * 255, np.arange(10))  # identity
+    x, yy = seeded_subset(ArraySource(u8), y, 4, seed=0)
+    idx = np.sort(np.random.default_rng(0).permutation(10)[:4])
+    np.testing.assert_array_equal(np.rint(x[:, 0, 0, 0] * 255), idx)
+    np.testing.assert_array_equal(yy, y[idx])
+
+
+def test_corruptions_of_a_streamed_set_are_the_size_weighted_mean_over_chunks():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()
+    u8 = np.random.default_rng(0).integers(0, 256, size=(10, 3, 8, 8), dtype=np.uint8)
+    y = np.arange(10) % 3
+    names = ["gaussian_noise"]
+    got = streamed_corruptions(model, ArraySource(u8), y, seed=5, chunk=4, names=names)
+    x = u8 / np.float32(255)
+    # by hand: chunks of 4, 4 and 2 images, noise seeds 5, 6 and 7, weights 0.4, 0.4, 0.2
+    parts = [
+        corruption_accuracy(model, x[i : i + 4], y[i : i + 4], 5 + k, names)
+        for k, i in enumerate((0, 4, 8))
+    ]
+    for s in ("1", "5"):
+        want = (
+            0.4 * parts[0][names[0]][s] + 0.4 * parts[1][names[0]][s] + 0.2 * parts[2][names[0]][s]
+        )
+        assert got[names[0]][s] == pytest.approx(want, abs=1e-12)
+    assert got["clean"] == pytest.approx(corruption_accuracy(model, x, y, 0, names)["clean"])

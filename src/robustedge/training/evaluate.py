@@ -231,16 +231,22 @@ def evaluate_plan(
 
 
 def streamed_corruptions(
-    model: nn.Module, x: ImageSource, y: np.ndarray, seed: int, chunk: int = 2048
+    model: nn.Module,
+    x: ImageSource,
+    y: np.ndarray,
+    seed: int,
+    chunk: int = 2048,
+    names: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """Corruption accuracy of a streamed set, ``chunk`` images at a time: each accuracy is
     the mean over chunks weighted by their size; chunk k draws its noise from ``seed + k``
-    (so the numbers are not those of the same set in memory, whose noise is one draw)."""
+    (so the numbers are not those of the same set in memory, whose noise is one draw);
+    ``names``: the corruptions (default: all)."""
     from robustedge.attacks.corruptions import corruption_accuracy
 
     total: Dict[str, Any] = {}
     for k, i in enumerate(range(0, len(x), chunk)):
-        part = corruption_accuracy(model, x[i : i + chunk], y[i : i + chunk], seed + k)
+        part = corruption_accuracy(model, x[i : i + chunk], y[i : i + chunk], seed + k, names)
         w = len(y[i : i + chunk]) / len(x)
         for key, v in part.items():
             if isinstance(v, dict):
