@@ -53,11 +53,12 @@ def build_config(cls: Type[C], config: Any, settings: Mapping[str, Any]) -> C:
 
 def data_name(data: Optional[DataLike]) -> Optional[str]:
     """The ``DATASETS`` name of ``data``: a name as is; a Dataset (or a (train, test) pair of
-    torch data sets / DataLoaders, copied into memory) registered under its name."""
+    map-style torch data sets / DataLoaders, streamed: read per batch, see
+    :func:`robustedge.data.from_torch`) registered under its name."""
     if data is None or isinstance(data, str):
         return data
     if isinstance(data, tuple) and len(data) == 2:
-        data = from_torch(*data)
+        data = from_torch(*data, stream=True)
     if not isinstance(data, Dataset):
         raise RobustEdgeError(
             "data must be a data set name, a robustedge Dataset or a (train, test) pair of "

@@ -217,7 +217,9 @@ def worst_case_accuracy(
     elif eps is not None and eps != suite.eps:
         raise ValueError(f"eps {eps} disagrees with suite '{suite.name}' (eps {suite.eps})")
     cascade = suite.cascade if cascade is None else cascade
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y).long()
+    # arrays and tensors become one tensor; a streamed view (training.tensors) is indexed
+    xt = torch.as_tensor(x) if isinstance(x, (np.ndarray, torch.Tensor, list)) else x
+    yt = torch.as_tensor(y).long()
     if len(xt) != len(yt) or len(xt) == 0:
         raise ValueError(f"need as many labels as images (> 0), got {len(xt)} and {len(yt)}")
     correct = (predict(model, xt) == yt).numpy()

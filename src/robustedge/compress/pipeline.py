@@ -46,6 +46,7 @@ from robustedge.training.awp import AWP
 from robustedge.training.evaluate import EvalPlan, evaluate, suites_at
 from robustedge.training.loop import epoch_batches
 from robustedge.training.run import scale_record, seed_everything
+from robustedge.training.tensors import as_images
 
 logger = logging.getLogger(__name__)
 MASKS = "masks.safetensors"
@@ -180,7 +181,7 @@ def same_config(saved: Any, resolved: Dict[str, Any]) -> bool:
 
 def make_context(cfg, student, teacher, adversary, data, device) -> PruneContext:
     """The :class:`PruneContext` of a compression run (this rank's data shard under torchrun)."""
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    xt, yt = as_images(data.x_train), torch.as_tensor(data.y_train)
     size = distributed.world().size
     task_loss = make_kd_task_loss(teacher, cfg.kd_alpha, cfg.kd_temp)
     if cfg.kd_target != "adv" and cfg.kd_alpha > 0:

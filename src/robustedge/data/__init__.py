@@ -15,6 +15,7 @@ from robustedge.data.base import DATASETS, Dataset, check_arrays, stratified_spl
 from robustedge.data.download import DOWNLOADS, download
 from robustedge.data.files import DATA_DIR_ENV
 from robustedge.data.memory import from_arrays, from_torch, register_dataset
+from robustedge.data.source import ArraySource, ImageSource, seeded_subset
 
 __all__ = [
     "DATASETS",
@@ -28,6 +29,9 @@ __all__ = [
     "from_arrays",
     "from_torch",
     "register_dataset",
+    "ArraySource",
+    "ImageSource",
+    "seeded_subset",
 ]
 
 

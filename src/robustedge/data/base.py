@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from robustedge.data.source import Images, ImageSource, sample_positions
 from robustedge.errors import DataError
 from robustedge.registry import Registry
 
@@ -17,14 +18,17 @@ DATASETS: Registry = Registry("data set")
 class Dataset:
     """Train/test arrays, NCHW float32 in [0, 1] and int64 labels.
 
+    ``x_train`` / ``x_test`` may be :class:`~robustedge.data.source.ImageSource`\\ s (streamed:
+    read per batch); labels are always in memory.
+
     ``extras`` holds optional per-split arrays, e.g. the latent factors of the synthetic set
     (``extras["z_train"]``, ``extras["z_test"]``).
     """
 
     name: str
-    x_train: np.ndarray
+    x_train: Images
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Images
     y_test: np.ndarray
     num_classes: int
     class_names: Optional[Sequence[str]] = None
@@ -46,14 +50,19 @@ class Dataset:
         return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
 
 
-def check_arrays(x: np.ndarray, y: np.ndarray, what: str, num_classes: int) -> None:
-    """Raise DataError unless x is finite N x C x H x W in [0,1] and y matches it."""
+def check_arrays(x: Any, y: np.ndarray, what: str, num_classes: int) -> None:
+    """Raise DataError unless x is finite N x C x H x W in [0,1] and y matches it.
+
+    A streamed ``x`` (:class:`~robustedge.data.source.ImageSource`) is not read whole: its
+    shape and a seeded sample of at most ``source.CHECK_SAMPLE`` images are checked."""
     if x.ndim != 4:
         raise DataError(f"{what}: expected images N x C x H x W, got shape {tuple(x.shape)}")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{what}: labels shape {tuple(y.shape)} does not match {len(x)} images")
     if len(x) == 0 or x.size == 0:
         raise DataError(f"{what}: no samples (or empty images {tuple(x.shape)})")
+    if isinstance(x, ImageSource):
+        x = x[sample_positions(len(x))]
     if not np.isfinite(x).all():
         raise DataError(f"{what}: images contain NaN or inf")
     if x.min() < 0.0 or x.max() > 1.0:

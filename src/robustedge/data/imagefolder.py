@@ -1,4 +1,4 @@
-"""A folder of images per class: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``.
+r"""A folder of images per class: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``.
 
 Registered as the ``imagefolder`` data set (``--data imagefolder --data-dir ROOT``). Files
 ending in .png, .jpg, .jpeg, .bmp, .gif, .tif(f) or .webp are read with Pillow. Classes are
@@ -6,7 +6,16 @@ the sub-folders of ``train`` in sorted order (label = position); every class of 
 be one of them. Images become one-channel when every image is greyscale, else RGB; each is
 resized (bilinear) to the size of the first training image (sorted by class, then file name)
 and scaled to [0, 1] by dividing by 255. Files outside ROOT (symlinks) and images over
-``MAX_PIXELS`` are refused; the whole set is held in memory as float32.
+``MAX_PIXELS`` are refused.
+
+Streamed (the default, and what ``--data imagefolder`` does): every image is decoded once into
+a uint8 cache next to the data (:mod:`robustedge.data.folder_cache`: keyed by the listing's
+paths, sizes and mtimes, rebuilt when any file changes) and the data set's ``x_train`` /
+``x_test`` are :class:`~robustedge.data.source.ArraySource`\ s over its files: each batch is
+read and divided by 255 when training or evaluation asks for it, so a folder larger than
+memory works and the float32 values are the same as in memory. Only the labels are held in
+memory. ``load_image_folder(root, stream=False)`` decodes everything into float32 arrays
+instead (no cache written).
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import numpy as np
 
 from robustedge.data.base import DATASETS, Dataset
 from robustedge.data.files import require_data_dir
+from robustedge.data.folder_cache import open_cache
+from robustedge.data.source import ArraySource
 from robustedge.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -67,32 +78,45 @@ def _open(path: Path):
     return img
 
 
-def _read(files: Sequence[Tuple[Path, str]], labels: dict, mode: str, size, what: str):
-    """Images decoded into one float32 N x C x H x W array (uint8 / 255) and their labels."""
+def decode(path: Path, mode: str, size: Tuple[int, int]) -> np.ndarray:
+    """The pixels of ``path`` in ``mode`` ("L" or "RGB") resized to ``size`` (width, height),
+    as uint8 C x H x W; DataError (one line) when the file is not a readable image."""
     from PIL import Image
 
+    with _open(path) as img:
+        try:
+            img = img.convert(mode)
+            if img.size != size:
+                img = img.resize(size, Image.BILINEAR)
+            a = np.asarray(img, dtype=np.uint8)
+        except (OSError, ValueError) as e:
+            raise DataError(f"imagefolder: cannot decode {path} ({e})") from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _read(files: Sequence[Tuple[Path, str]], mode: str, size, what: str) -> np.ndarray:
+    """Images decoded into one float32 N x C x H x W array (uint8 / 255)."""
     channels = 1 if mode == "L" else 3
     x = np.empty((len(files), channels, size[1], size[0]), dtype=np.float32)
-    y = np.empty(len(files), dtype=np.int64)
-    for i, (path, c) in enumerate(files):
+    for i, (path, _) in enumerate(files):
+        x[i] = decode(path, mode, size) / np.float32(255.0)
+    logger.info("imagefolder: %s: %d images of %dx%d (%s)", what, len(x), size[0], size[1], mode)
+    return x
+
+
+def _geometry(files: Sequence[Tuple[Path, str]]) -> Tuple[str, Tuple[int, int]]:
+    """(mode, size): "L" when every image is greyscale else "RGB"; the first image's size."""
+    with _open(files[0][0]) as first:
+        size = first.size
+    modes = set()
+    for path, _ in files:
         with _open(path) as img:
-            try:
-                img = img.convert(mode)
-                if img.size != size:
-                    img = img.resize(size, Image.BILINEAR)
-                a = np.asarray(img, dtype=np.uint8)
-            except (OSError, ValueError) as e:
-                raise DataError(f"imagefolder: cannot decode {path} ({e})") from None
-        x[i] = (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)) / np.float32(255.0)
-        y[i] = labels[c]
-    logger.info("imagefolder: %s: %d images of %dx%d (%s)", what, len(y), size[0], size[1], mode)
-    return x, y
+            modes.add(img.mode)
+    return ("L" if modes <= set(GREY_MODES) else "RGB"), size
 
 
-@DATASETS.register("imagefolder")
-def load_image_folder(data_dir: Optional[object] = None) -> Dataset:
-    """The images of DATA_DIR/train/<class>/ and DATA_DIR/test/<class>/ (see the module)."""
-    root = require_data_dir(data_dir, "imagefolder")
+def _scan(root: Path):
+    """(classes, train files, test files) of ROOT, checked (see the module)."""
     classes, train = _listing(root, "train")
     test_classes, test = _listing(root, "test")
     unknown = sorted(set(test_classes) - set(classes))
@@ -100,22 +124,30 @@ def load_image_folder(data_dir: Optional[object] = None) -> Dataset:
         raise DataError(f"imagefolder: test classes {unknown} have no folder under {root}/train")
     if len(classes) < 2:
         raise DataError(f"imagefolder: {root}/train holds one class; need at least two")
-    with _open(train[0][0]) as first:
-        size = first.size
-    modes = set()
-    for path, _ in train + test:
-        with _open(path) as img:
-            modes.add(img.mode)
-    mode = "L" if modes <= set(GREY_MODES) else "RGB"
+    return classes, train, test
+
+
+@DATASETS.register("imagefolder")
+def load_image_folder(data_dir: Optional[object] = None, stream: bool = True) -> Dataset:
+    """The images of DATA_DIR/train/<class>/ and DATA_DIR/test/<class>/ (see the module):
+    streamed from the decoded cache, or with ``stream=False`` decoded into memory."""
+    root = require_data_dir(data_dir, "imagefolder")
+    classes, train, test = _scan(root)
     labels = {c: i for i, c in enumerate(classes)}
-    x_tr, y_tr = _read(train, labels, mode, size, "train")
-    x_te, y_te = _read(test, labels, mode, size, "test")
+    y = [np.array([labels[c] for _, c in fs], dtype=np.int64) for fs in (train, test)]
+    if stream:
+        splits = {"train": [f for f, _ in train], "test": [f for f, _ in test]}
+        cache = open_cache(root, splits, lambda: _geometry(train + test), decode)
+        x_tr, x_te = ArraySource(cache["train"]), ArraySource(cache["test"])
+    else:
+        mode, size = _geometry(train + test)
+        x_tr, x_te = _read(train, mode, size, "train"), _read(test, mode, size, "test")
     return Dataset(
         name="imagefolder",
         x_train=x_tr,
-        y_train=y_tr,
+        y_train=y[0],
         x_test=x_te,
-        y_test=y_te,
+        y_test=y[1],
         num_classes=len(classes),
         class_names=classes,
         extras={"source": str(root)},

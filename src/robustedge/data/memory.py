@@ -7,7 +7,14 @@ data sets / ``DataLoader``\\ s. :func:`register_dataset` puts such a data set in
 evaluation sets) finds it by that name in this process. A run folder records the name; a later
 process registers the same data again (or passes ``data=`` to ``load_run``).
 
-The samples are copied into one preallocated array: the data must fit in memory as float32.
+``from_torch(..., stream=True)`` (what ``robustedge.api`` does with a (train, test) pair)
+keeps a map-style data set where it is: a :class:`TorchSource` reads ``dataset[i]`` for each
+image of each batch when training or evaluation asks for it (a DataLoader stands for its
+``dataset``: its sampler, batch size and workers are not used; an iterable-style one is copied
+into memory). Only the labels are held in memory: ``dataset.targets`` when it has one of the
+right length (torchvision's convention), else one pass of ``dataset[i][1]`` at the start.
+Every image read is checked (C x H x W, finite, in [0, 1] or uint8) and must have the first
+image's shape. With ``stream=False`` every sample is copied into one float32 array.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import numpy as np
 
 from robustedge.data.base import DATASETS, Dataset
 from robustedge.data.npz import to_labels, to_nchw
+from robustedge.data.source import ImageSource
 from robustedge.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InMemory", "from_arrays", "from_torch", "register_dataset"]
+__all__ = ["InMemory", "TorchSource", "from_arrays", "from_torch", "register_dataset"]
 
 
 class InMemory:
@@ -137,11 +145,87 @@ def from_torch(
     name: str = "torch",
     num_classes: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
+    stream: bool = False,
 ) -> Dataset:
     """A Dataset of two map-style ``torch.utils.data.Dataset``\\ s (``[i] -> (image, label)``,
     image C x H x W as a tensor or array, float in [0, 1] or uint8) or two ``DataLoader``\\ s
-    yielding ``(images, labels)`` batches; every sample is copied into memory once."""
-    x_tr, y_tr = _collect(train, f"{name} train")
-    x_te, y_te = _collect(test, f"{name} test")
-    logger.info("%s: %d train / %d test samples from torch", name, len(y_tr), len(y_te))
-    return from_arrays(x_tr, y_tr, x_te, y_te, name, num_classes, class_names)
+    yielding ``(images, labels)`` batches. Every sample is copied into memory once, or with
+    ``stream=True`` map-style data sets are read per batch (:class:`TorchSource`)."""
+    if not stream:
+        x_tr, y_tr = _collect(train, f"{name} train")
+        x_te, y_te = _collect(test, f"{name} test")
+        logger.info("%s: %d train / %d test samples from torch", name, len(y_tr), len(y_te))
+        return from_arrays(x_tr, y_tr, x_te, y_te, name, num_classes, class_names)
+    (x_tr, y_tr), (x_te, y_te) = _streamed(train, f"{name} train"), _streamed(test, f"{name} test")
+    k = num_classes if num_classes is not None else int(max(y_tr.max(), y_te.max())) + 1
+    return Dataset(
+        name=name,
+        x_train=x_tr,
+        y_train=y_tr,
+        x_test=x_te,
+        y_test=y_te,
+        num_classes=int(k),
+        class_names=None if class_names is None else [str(c) for c in class_names],
+    )
+
+
+def _map_style(source: Any) -> Optional[Any]:
+    """The map-style data set of ``source`` (itself, or a DataLoader's ``dataset``) or None."""
+    for d in (source, getattr(source, "dataset", None)):
+        if d is not None and hasattr(d, "__getitem__") and hasattr(d, "__len__"):
+            try:
+                len(d)
+            except TypeError:  # an IterableDataset without a length
+                continue
+            return d
+    return None
+
+
+def _streamed(source: Any, what: str) -> Tuple[Any, np.ndarray]:
+    """(images, labels) of ``source``: a TorchSource over its map-style data set, or the
+    samples in memory when it has none (an iterable-style data set or loader)."""
+    dataset = _map_style(source)
+    if dataset is None:
+        logger.warning("%s: not a map-style data set: copied into memory", what)
+        return _collect(source, what)
+    x = TorchSource(dataset, what)
+    return x, x.labels()
+
+
+class TorchSource(ImageSource):
+    """The images of a map-style torch data set, read per index (see the module)."""
+
+    def __init__(self, dataset: Any, what: str) -> None:
+        self.dataset, self.what = dataset, what
+        if len(dataset) == 0:
+            raise DataError(f"{what}: no samples")
+        self.shape = (len(dataset), *self._image(0).shape)  # type: ignore[assignment]
+
+    def _image(self, i: int) -> np.ndarray:
+        x, _ = _pair(self.dataset[i], i)
+        x = np.asarray(x)
+        x = x[None] if x.ndim == 2 else x
+        if x.ndim != 3:
+            raise DataError(f"{self.what}: item {i}: image must be C x H x W, got {x.shape}")
+        return to_nchw(x[None], f"{self.what} item {i}")[0]
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
+        for j, i in enumerate(idx):
+            img = self._image(int(i))
+            if img.shape != out.shape[1:]:
+                raise DataError(
+                    f"{self.what}: item {int(i)} has shape {img.shape}, item 0 {out.shape[1:]}"
+                )
+            out[j] = img
+        return out
+
+    def labels(self) -> np.ndarray:
+        """int64 labels: ``dataset.targets`` when it has one per sample, else read once."""
+        n = len(self.dataset)
+        targets = getattr(self.dataset, "targets", None)
+        if targets is not None and len(targets) == n:
+            y = np.asarray(targets.cpu() if hasattr(targets, "cpu") else targets)
+        else:
+            y = np.array([np.asarray(_pair(self.dataset[i], i)[1]).item() for i in range(n)])
+        return to_labels(y.astype(np.int64, copy=False).reshape(-1), n, f"{self.what} labels")

@@ -4,7 +4,9 @@ Run folder: ``manifold.safetensors`` + ``manifold.json`` (data, input shape, cla
 dim), ``config.yaml`` (the resolved :class:`VAEConfig`), ``metrics.json`` (per-pixel MSE and
 BCE of test reconstructions) and ``reconstructions.png`` (originals above reconstructions).
 Under torchrun each rank takes its share of every global batch and the gradients are averaged
-(:mod:`robustedge.distributed`); only rank 0 writes.
+(:mod:`robustedge.distributed`); only rank 0 writes. A streamed data set
+(:mod:`robustedge.data.source`) is read batch by batch; its test error is measured on a seeded
+subset of ``STREAMED_TEST`` images.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ import torch.nn.functional as F
 from robustedge import distributed
 from robustedge.config import ConfigMixin, check_positive, setting
 from robustedge.data import DATASETS
+from robustedge.data.source import ImageSource, seeded_subset
 from robustedge.devices import DEVICES, check_device
 from robustedge.errors import RobustEdgeError
 from robustedge.io import write_json, write_yaml
 from robustedge.manifold.vae import CVAE, VAEManifold, save_vae
+from robustedge.training.tensors import as_images
 
 logger = logging.getLogger(__name__)
 FIGURE = "reconstructions.png"
+# the reconstruction error of a streamed test split is measured on this many of its images
+STREAMED_TEST = 2048
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def _train_vae(cfg: VAEConfig, out: Path, device: torch.device, world) -> Dict:
     data = load_dataset(cfg.data, cfg.data_dir)
     torch.manual_seed(cfg.seed)
     vae = CVAE(data.input_shape, data.num_classes, cfg.latent_dim, cfg.hidden).to(device)
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    xt, yt = as_images(data.x_train), torch.as_tensor(data.y_train)  # streamed: per batch
     history = fit_vae(vae, xt, yt, cfg, device)
     scale = {"world_size": world.size, "global_batch_size": cfg.batch_size}
     scale.update(distributed.node_record(world))
@@ -157,13 +163,16 @@ def _train_vae(cfg: VAEConfig, out: Path, device: torch.device, world) -> Dict:
     write_yaml(out / "config.yaml", cfg.to_dict())
     save_vae(out, vae, data.name, {"hidden": cfg.hidden})
     manifold = VAEManifold(vae, data.name, source=str(out))
-    xs, ys = torch.as_tensor(data.x_test), torch.as_tensor(data.y_test)
+    x_test, y_test = data.x_test, data.y_test
+    if isinstance(x_test, ImageSource):  # the test error of a streamed set: a seeded subset
+        x_test, y_test = seeded_subset(x_test, y_test, STREAMED_TEST, cfg.seed)
+    xs, ys = torch.as_tensor(x_test), torch.as_tensor(y_test)
     test = reconstruction_error(manifold, xs, ys)
     pick = np.random.default_rng(cfg.seed).choice(len(xs), size=min(10, len(xs)), replace=False)
     rec = manifold.reconstruct(xs[pick], ys[pick]).numpy()
     save_figure(
         out / FIGURE,
-        data.x_test[pick],
+        x_test[pick],
         rec,
         f"{data.name} CVAE d={cfg.latent_dim}: test MSE/pixel {test['mse_per_pixel']:.4f}",
     )

@@ -20,7 +20,9 @@ from robustedge.attacks import ATTACKS, DEFAULT_EPS, AttackSpec, build_attack, p
 from robustedge.attacks.on_manifold import DEFAULT_ETA
 from robustedge.attacks.suite import SUITES, AttackSuite, build_suite, worst_case_accuracy
 from robustedge.config import ConfigMixin, FieldError, setting
+from robustedge.data.source import ImageSource
 from robustedge.errors import UnknownNameError
+from robustedge.training.tensors import as_images
 
 
 def _attacks_where(keep: Callable[[Any], bool]) -> Callable[[], List[str]]:
@@ -190,7 +192,7 @@ def evaluate(
     """``{clean_acc, n, robust: [{attack, eps, steps, restarts, norm, acc}, ...]}``, plus
     ``suites: [{suite, label, eps, attacks, n, per_attack, worst_case_acc, ...}, ...]``
     (:class:`~robustedge.attacks.suite.SuiteResult`) when ``suites`` are given."""
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    xt, yt = as_images(x), torch.as_tensor(y)
     robust = [
         robust_row(s, robust_accuracy(model, xt, yt, s, seed=seed, resources=resources))
         for s in specs
@@ -221,6 +223,36 @@ def evaluate_plan(
     result = evaluate(
         model, x, y, plan.specs(), seed=seed, resources=resources, suites=plan.suites()
     )
-    if plan.corruptions:
+    if plan.corruptions and isinstance(x, ImageSource):
+        result["corruptions"] = streamed_corruptions(model, x, y, seed)
+    elif plan.corruptions:
         result["corruptions"] = corruption_accuracy(model, x, y, seed)
     return result
+
+
+def streamed_corruptions(
+    model: nn.Module,
+    x: ImageSource,
+    y: np.ndarray,
+    seed: int,
+    chunk: int = 2048,
+    names: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
+    """Corruption accuracy of a streamed set, ``chunk`` images at a time: each accuracy is
+    the mean over chunks weighted by their size; chunk k draws its noise from ``seed + k``
+    (so the numbers are not those of the same set in memory, whose noise is one draw);
+    ``names``: the corruptions (default: all)."""
+    from robustedge.attacks.corruptions import corruption_accuracy
+
+    total: Dict[str, Any] = {}
+    for k, i in enumerate(range(0, len(x), chunk)):
+        part = corruption_accuracy(model, x[i : i + chunk], y[i : i + chunk], seed + k, names)
+        w = len(y[i : i + chunk]) / len(x)
+        for key, v in part.items():
+            if isinstance(v, dict):
+                into = total.setdefault(key, {})
+                for s, acc in v.items():
+                    into[s] = into.get(s, 0.0) + w * acc
+            else:
+                total[key] = total.get(key, 0.0) + w * v
+    return total

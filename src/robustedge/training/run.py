@@ -37,6 +37,7 @@ from robustedge.training.loop import (
     rng_state,
     set_rng_state,
 )
+from robustedge.training.tensors import as_images
 
 logger = logging.getLogger(__name__)
 CKPT = Path("checkpoint") / "last.pt"
@@ -87,7 +88,7 @@ def _train(cfg, out, resume, progress, manifold, device, world, suites=()) -> Di
         write_yaml(out / "config.yaml", cfg.to_dict())
     if rng is not None:
         set_rng_state(rng, job.adversary.generator)
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    xt, yt = as_images(data.x_train), torch.as_tensor(data.y_train)
     fit(
         job.model,
         epoch_batches(xt, yt, cfg.batch_size, cfg.seed),

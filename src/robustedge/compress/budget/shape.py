@@ -66,9 +66,9 @@ class Sensitivity:
 
 def sensitivity_batch(x: torch.Tensor, y: torch.Tensor, seed: int, n: int = SENSITIVITY_N):
     """A fixed random subset of ``n`` training images (seeded), as tensors."""
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    return x[idx], y[idx]
+    pick = idx if torch.is_tensor(x) else idx.numpy()
+    return torch.as_tensor(x[pick]), torch.as_tensor(y)[idx].long()  # streamed: reads n only
 
 
 def shrunk_to(
