@@ -14,8 +14,8 @@ an image folder's decoded cache (``folder_cache.RowFile``) or an ``np.memmap`` (
 Training, evaluation, compression and the calibration subsets index batches; nothing of
 robustedge turns a source into one array except :func:`seeded_subset` (a fixed, seeded draw of
 at most ``n`` images, for the sets a bundle carries) and ``np.asarray(source)`` /
-``source.astype(dtype)``, which a consumer outside those stages may call (today: export's
-transfer set, the whole test split): it logs a warning with the size it materialises.
+``source.astype(dtype)``, which a consumer outside those stages may call: it logs a warning
+with the size it materialises.
 """
 
 from __future__ import annotations

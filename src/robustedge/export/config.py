@@ -50,6 +50,11 @@ class ExportConfig(ConfigMixin):
         _PGD.steps, help="PGD steps of the transfer set (the test split attacked on PyTorch)."
     )
     transfer_restarts: int = setting(_PGD.restarts, help="PGD restarts of the transfer set.")
+    eval_images: int = setting(
+        10_000,
+        help="Test images in the evaluation and transfer sets (and so the bundle): a fixed, "
+        "seeded draw when the test split is larger.",
+    )
     seed: int = setting(0, help="Random seed (calibration draw, transfer-set attack).")
 
     def __post_init__(self) -> None:
@@ -67,7 +72,7 @@ class ExportConfig(ConfigMixin):
                 "calib_adv_fraction",
                 f"calib_adv_fraction must lie in [0, 1], got {self.calib_adv_fraction}",
             )
-        for key in ("transfer_steps", "transfer_restarts"):
+        for key in ("transfer_steps", "transfer_restarts", "eval_images"):
             if getattr(self, key) < 1:
                 raise FieldError(key, f"{key} must be >= 1, got {getattr(self, key)}")
 

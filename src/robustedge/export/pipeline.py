@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from robustedge.data import seeded_subset
 from robustedge.errors import RobustEdgeError
 from robustedge.export import builders, evalsets
 from robustedge.export.config import ExportConfig
@@ -101,7 +102,7 @@ def _build(
     """Transfer set -> artifacts -> parity per format -> export.json + ledger.json."""
     timings: Dict[str, float] = {}
     fmts = list(cfg.made())
-    sets = _transfer_set(stage, ctx, attack, cfg.seed, timings)
+    sets = _transfer_set(stage, ctx, attack, cfg, timings)
     calib_x, calib_note = None, None
     if any(is_quantized(f) for f in fmts):
         calib_x, calib_note = calib.inputs(ctx, attack, cfg.seed)
@@ -139,12 +140,13 @@ def _build(
 
 
 def _transfer_set(
-    stage: Path, ctx: RunContext, attack: Any, seed: int, timings: Dict[str, float]
+    stage: Path, ctx: RunContext, attack: Any, cfg: ExportConfig, timings: Dict[str, float]
 ) -> EvalSets:
-    """Attack the test split against the PyTorch model once; every format is scored on it."""
+    """Attack the test split (at most ``cfg.eval_images``, a seeded draw) against the PyTorch
+    model once; every format is scored on it."""
     t = time.perf_counter()
-    x, y = ctx.data.x_test, ctx.data.y_test
-    x_adv = evalsets.pgd_inputs(ctx.model, x, y, attack, seed)
+    x, y = seeded_subset(ctx.data.x_test, ctx.data.y_test, cfg.eval_images, cfg.seed)
+    x_adv = evalsets.pgd_inputs(ctx.model, x, y, attack, cfg.seed)
     files = evalsets.save_eval_sets(stage, x, y, x_adv, attack)
     timings["transfer_set"] = time.perf_counter() - t
     return EvalSets(x, y, x_adv, files)
