@@ -36,8 +36,9 @@ from typing import List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bug_catalog import ALGORITHMS, Bug  # noqa: E402
 from bug_catalog_edges import EDGES  # noqa: E402
+from bug_catalog_more import MORE  # noqa: E402
 
-BUGS = ALGORITHMS + EDGES
+BUGS = ALGORITHMS + EDGES + MORE
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "measured" / "planted_bugs.json"
