@@ -7,6 +7,8 @@ list only shrinks (an entry added to EFFECTS must leave it).
 """
 
 EFFECTS = {
+    "compress --rate-init": "test_option_effects_more.py::test_harp_rate_init_is_every_layers_first_kept_fraction",
+    "compress --lam0": "test_option_effects_more.py::test_lam0_is_the_first_prox_step_and_the_feedback_start",
     "bench --refuse-throttled": "test_exact_runner.py::test_runner_refuses_a_throttled_run_with_exit_6",
     "check --gates": "test_check_options.py::test_gates_file_applies_its_per_model_gate",
     "check --max-latency-growth": "test_check_options.py::test_max_latency_growth_threshold",
@@ -121,9 +123,7 @@ NOT_YET = {
     "compress --rate-lr",
     "compress --rate-gamma",
     "compress --rate-alpha",
-    "compress --rate-init",
     "compress --penalty",
-    "compress --lam0",
     "compress --attack",
     "compress --suite",
     "compress --out",
