@@ -70,6 +70,10 @@ EFFECTS = {
     "ExportConfig.clean_margin": "test_guards.py::test_export_run_passes_both_margins_to_the_gate",
     "ExportConfig.robust_margin": "test_guards.py::test_export_run_passes_both_margins_to_the_gate",
     "device cache-key --path": "test_check_options.py::test_cache_key_path_follows_robustedge_cache",
+    "train --onmanifold-ratio": "test_manifold_training.py::test_train_and_eval_cli",
+    "train --manifold": "test_manifold_training.py::test_train_and_eval_cli",
+    "eval --manifold": "test_manifold_training.py::test_train_and_eval_cli",
+    "eval --corruptions": "test_manifold_training.py::test_train_and_eval_cli",
 }
 
 # Options and keys without a reviewed effect test yet. Each one still has a test that
@@ -155,9 +159,7 @@ NOT_YET = {
     "eval --pgd-steps",
     "eval --square-queries",
     "eval --restarts",
-    "eval --manifold",
     "eval --eta",
-    "eval --corruptions",
     "eval --steps",
     "eval --seed",
     "eval --json",
@@ -203,8 +205,6 @@ NOT_YET = {
     "train --optimizer",
     "train --seed",
     "train --device",
-    "train --manifold",
-    "train --onmanifold-ratio",
     "train --eta",
     "train --out",
     "train --no-progress",
