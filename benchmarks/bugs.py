@@ -36,8 +36,9 @@ from typing import List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bug_catalog import ALGORITHMS, Bug  # noqa: E402
 from bug_catalog_edges import EDGES  # noqa: E402
+from bug_catalog_more import MORE  # noqa: E402
 
-BUGS = ALGORITHMS + EDGES
+BUGS = ALGORITHMS + EDGES + MORE
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "measured" / "planted_bugs.json"
@@ -132,11 +133,17 @@ def summarize(rows: Sequence[dict]) -> dict:
 def save(out: Path, rows: List[dict], meta: dict, merge: bool) -> dict:
     """Write the record (after every bug, so an interrupted run keeps what it measured); a
     partial run (``--only``) is merged into the existing record."""
-    if merge and out.exists():
-        by_name = {r["name"]: r for r in json.loads(out.read_text()).get("bugs", [])}
-        by_name.update({r["name"]: r for r in rows})
+    record = {**meta, "load_after": load_avg()}
+    if merge and out.exists():  # the earlier rows keep their run's record (provenance)
+        old = json.loads(out.read_text())
+        run = {**record, "bugs": [r["name"] for r in rows]}
+        added = [a for a in old.get("added", []) if a.get("started") != meta["started"]]
+        by_name = {r["name"]: r for r in old.get("bugs", [])}
+        by_name.update({r["name"]: {**r, "run": f"added[{len(added)}]"} for r in rows})
         rows = [by_name[b.name] for b in BUGS if b.name in by_name]
-    record = {**meta, "load_after": load_avg(), "summary": summarize(rows), "bugs": rows}
+        keep = ("what", "commit", "hardware", "load_before", "load_after")
+        record = {**{k: old[k] for k in keep if k in old}, "added": [*added, run]}
+    record.update(summary=summarize(rows), bugs=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -169,6 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "commit": commit + (" + working tree" if args.worktree else ""),
         "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}",
         "load_before": load_avg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     rows: List[dict] = []
     for b in bugs:
