@@ -26,8 +26,8 @@ from robustedge.api.results import (
     TrainResult,
 )
 from robustedge.data import Dataset, load_dataset
-from robustedge.errors import RobustEdgeError
 from robustedge.io import PathLike, write_json
+from robustedge.manifold import load_manifold
 from robustedge.models.instance import check_output
 from robustedge.runs import LoadedRun
 from robustedge.runs import load_run as load_run_folder
@@ -46,16 +46,6 @@ __all__ = [
     "run_recipe",
     "train",
 ]
-
-
-def load_manifold(source: Optional[str], data_dir: Optional[str] = None) -> Any:
-    """The Manifold object of a ``manifold`` setting (a VAE run folder or ``synthetic``);
-    None when not given."""
-    if source is None:
-        return None
-    from robustedge.manifold import load_manifold as load
-
-    return load(source, data_dir=data_dir)
 
 
 def train(
@@ -153,29 +143,10 @@ def compress(
     name = data_name(data)
     cfg = build_config(CompressConfig, config, {**settings, **_set({"data": name})})
     use_run_model(cfg.teacher, teacher_model)
-    check_prunable(cfg)
     metrics = compress_student(
         cfg, Path(out), budget, target, attacks, suite, resume=resume, measures=measures
     )
     return CompressResult.from_json(metrics, run=Path(out))
-
-
-def check_prunable(cfg: Any) -> None:
-    """A student copied from the teacher needs a layer the pruning policy may prune; else one
-    line naming the model's Conv2d / Linear layers, before any work."""
-    from robustedge.compress.targets import layer_modules, prunable_modules
-    from robustedge.models.checkpoint import load_model
-
-    if cfg.model is not None or not Path(cfg.teacher).is_dir():
-        return  # a student of its own architecture; a missing teacher is reported later
-    model, spec = load_model(cfg.teacher)
-    if prunable_modules(model, cfg.include_first, cfg.include_last):
-        return
-    layers = ", ".join(f"{n} ({type(m).__name__})" for n, m in layer_modules(model)) or "none"
-    raise RobustEdgeError(
-        f"model '{spec.name}' of {cfg.teacher} has no layer to prune: pruning skips the first "
-        f"Conv2d and the last Linear (include_first / include_last); its layers: {layers}"
-    )
 
 
 def export(

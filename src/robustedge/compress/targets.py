@@ -13,6 +13,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from robustedge.errors import RobustEdgeError
+
 Masks = Dict[str, torch.Tensor]
 
 
@@ -38,6 +40,20 @@ def prunable_modules(
             continue
         keep.append((name, m))
     return keep
+
+
+def require_prunable(
+    model: nn.Module, include_first: bool = False, include_last: bool = False, what: str = "model"
+) -> None:
+    """One line naming ``model``'s Conv2d / Linear layers when the policy leaves it no layer
+    to prune (checked before any training)."""
+    if prunable_modules(model, include_first, include_last):
+        return
+    layers = ", ".join(f"{n} ({type(m).__name__})" for n, m in layer_modules(model)) or "none"
+    raise RobustEdgeError(
+        f"{what} has no layer to prune: pruning skips the first Conv2d and the last Linear "
+        f"(include_first / include_last); its layers: {layers}"
+    )
 
 
 def prunable_params(
