@@ -26,6 +26,7 @@ from robustedge.api.results import (
     TrainResult,
 )
 from robustedge.data import Dataset, load_dataset
+from robustedge.errors import RobustEdgeError
 from robustedge.io import PathLike, write_json
 from robustedge.manifold import load_manifold
 from robustedge.models.instance import check_output
@@ -37,6 +38,7 @@ from robustedge.training.evaluate import EvalPlan
 __all__ = [
     "bench",
     "bundle",
+    "bundle_model",
     "compress",
     "evaluate",
     "export",
@@ -179,11 +181,54 @@ def bundle(run: PathLike, out: PathLike, config: Any = None, **settings: Any) ->
     """Pack the export of ``run`` into a self-contained bundle at ``out`` (a folder, or a
     file ending in .tar); what `robustedge bundle` does. ``config``: a ``BundleConfig`` (or
     mapping), ``settings`` (``formats=``, ``codec=``) on top."""
-    from robustedge.device.board.bundle_format import read_manifest
     from robustedge.device.host.bundle import BundleConfig, build_bundle
 
     cfg = build_config(BundleConfig, config, _tuples(settings))
-    path = build_bundle(run, out, cfg)
+    return _bundle_result(build_bundle(run, out, cfg), cfg)
+
+
+def bundle_model(
+    model_file: PathLike,
+    out: PathLike,
+    data: DataLike,
+    config: Any = None,
+    *,
+    data_dir: Optional[str] = None,
+    samples: Optional[int] = None,
+    seed: int = 0,
+    eps: Optional[float] = None,
+    source_model: Any = None,
+    **settings: Any,
+) -> BundleResult:
+    """Pack an existing ``.tflite`` file (made by robustedge or not) with the test split of
+    ``data`` into a bundle at ``out`` for :func:`bench`. ``data``: a registered name
+    (``"imagefolder"`` with ``data_dir=ROOT``: ROOT/test/<class>/*.png), a
+    :class:`~robustedge.data.Dataset` or a ``(train, test)`` pair of torch data sets;
+    ``samples``: a fixed subset drawn with ``seed``. The robust part is what the board does
+    without gradients: Square with Linf budget ``eps`` (default: the evaluation default) and,
+    only when ``source_model`` (an nn.Module, e.g. the float model the file came from) is
+    given, a PGD transfer set crafted on it; the board's results name the attacks that ran
+    (``BenchResult.extra["worst_case"]["attacks"]``). ``config`` / ``settings``: a
+    ``BundleConfig`` (``codec=``)."""
+    from robustedge.device.host.bare import bundle_model_file
+    from robustedge.device.host.bundle import BundleConfig
+
+    cfg = build_config(BundleConfig, config, _tuples(settings))
+    name = data_name(data)
+    dataset = load_dataset(name, data_dir) if name is not None else None
+    if dataset is None:
+        raise RobustEdgeError("bundle_model needs data: the images the board is measured on")
+    path = bundle_model_file(
+        model_file, out, dataset, cfg, samples=samples, seed=seed, eps=eps,
+        source_model=source_model,
+    )  # fmt: skip
+    return _bundle_result(path, cfg)
+
+
+def _bundle_result(path: Path, cfg: Any) -> BundleResult:
+    """The result of a written bundle (a .tar: the formats asked for, files not counted)."""
+    from robustedge.device.board.bundle_format import read_manifest
+
     if path.is_dir():
         m = read_manifest(path)
         return BundleResult(path, list(m["formats"]), len(m["files"]))
