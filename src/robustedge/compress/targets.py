@@ -46,8 +46,19 @@ def require_prunable(
     model: nn.Module, include_first: bool = False, include_last: bool = False, what: str = "model"
 ) -> None:
     """One line naming ``model``'s Conv2d / Linear layers when the policy leaves it no layer
-    to prune (checked before any training)."""
-    if prunable_modules(model, include_first, include_last):
+    to prune, or naming the first prunable layer whose weight is not a parameter (computed
+    by a parametrization such as weight_norm: masking it would change nothing). Checked
+    before any training."""
+    mods = prunable_modules(model, include_first, include_last)
+    for name, m in mods:
+        if not isinstance(getattr(m, "weight", None), nn.Parameter):
+            raise RobustEdgeError(
+                f"{what}: layer {name} ({type(m).__name__}) has no weight parameter to prune "
+                "(its weight is computed, e.g. by weight_norm or another parametrization); "
+                "remove the parametrization (torch.nn.utils.parametrize."
+                "remove_parametrizations) before compressing"
+            )
+    if mods:
         return
     layers = ", ".join(f"{n} ({type(m).__name__})" for n, m in layer_modules(model)) or "none"
     raise RobustEdgeError(
