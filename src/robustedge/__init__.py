@@ -27,6 +27,7 @@ API_NAMES = (
     "TrainResult",
     "bench",
     "bundle",
+    "bundle_model",
     "evaluate",
     "from_arrays",
     "from_torch",

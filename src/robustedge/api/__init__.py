@@ -25,6 +25,7 @@ from robustedge.api.results import (
 from robustedge.api.stages import (
     bench,
     bundle,
+    bundle_model,
     compress,
     evaluate,
     export,
@@ -49,6 +50,7 @@ __all__ = [
     "TrainResult",
     "bench",
     "bundle",
+    "bundle_model",
     "compress",
     "evaluate",
     "export",

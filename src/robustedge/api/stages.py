@@ -28,6 +28,7 @@ from robustedge.api.results import (
 from robustedge.data import Dataset, load_dataset
 from robustedge.errors import RobustEdgeError
 from robustedge.io import PathLike, write_json
+from robustedge.manifold import load_manifold
 from robustedge.models.instance import check_output
 from robustedge.runs import LoadedRun
 from robustedge.runs import load_run as load_run_folder
@@ -37,6 +38,7 @@ from robustedge.training.evaluate import EvalPlan
 __all__ = [
     "bench",
     "bundle",
+    "bundle_model",
     "compress",
     "evaluate",
     "export",
@@ -46,16 +48,6 @@ __all__ = [
     "run_recipe",
     "train",
 ]
-
-
-def load_manifold(source: Optional[str], data_dir: Optional[str] = None) -> Any:
-    """The Manifold object of a ``manifold`` setting (a VAE run folder or ``synthetic``);
-    None when not given."""
-    if source is None:
-        return None
-    from robustedge.manifold import load_manifold as load
-
-    return load(source, data_dir=data_dir)
 
 
 def train(
@@ -153,29 +145,10 @@ def compress(
     name = data_name(data)
     cfg = build_config(CompressConfig, config, {**settings, **_set({"data": name})})
     use_run_model(cfg.teacher, teacher_model)
-    check_prunable(cfg)
     metrics = compress_student(
         cfg, Path(out), budget, target, attacks, suite, resume=resume, measures=measures
     )
     return CompressResult.from_json(metrics, run=Path(out))
-
-
-def check_prunable(cfg: Any) -> None:
-    """A student copied from the teacher needs a layer the pruning policy may prune; else one
-    line naming the model's Conv2d / Linear layers, before any work."""
-    from robustedge.compress.targets import layer_modules, prunable_modules
-    from robustedge.models.checkpoint import load_model
-
-    if cfg.model is not None or not Path(cfg.teacher).is_dir():
-        return  # a student of its own architecture; a missing teacher is reported later
-    model, spec = load_model(cfg.teacher)
-    if prunable_modules(model, cfg.include_first, cfg.include_last):
-        return
-    layers = ", ".join(f"{n} ({type(m).__name__})" for n, m in layer_modules(model)) or "none"
-    raise RobustEdgeError(
-        f"model '{spec.name}' of {cfg.teacher} has no layer to prune: pruning skips the first "
-        f"Conv2d and the last Linear (include_first / include_last); its layers: {layers}"
-    )
 
 
 def export(
@@ -208,11 +181,54 @@ def bundle(run: PathLike, out: PathLike, config: Any = None, **settings: Any) ->
     """Pack the export of ``run`` into a self-contained bundle at ``out`` (a folder, or a
     file ending in .tar); what `robustedge bundle` does. ``config``: a ``BundleConfig`` (or
     mapping), ``settings`` (``formats=``, ``codec=``) on top."""
-    from robustedge.device.board.bundle_format import read_manifest
     from robustedge.device.host.bundle import BundleConfig, build_bundle
 
     cfg = build_config(BundleConfig, config, _tuples(settings))
-    path = build_bundle(run, out, cfg)
+    return _bundle_result(build_bundle(run, out, cfg), cfg)
+
+
+def bundle_model(
+    model_file: PathLike,
+    out: PathLike,
+    data: DataLike,
+    config: Any = None,
+    *,
+    data_dir: Optional[str] = None,
+    samples: Optional[int] = None,
+    seed: int = 0,
+    eps: Optional[float] = None,
+    source_model: Any = None,
+    **settings: Any,
+) -> BundleResult:
+    """Pack an existing ``.tflite`` file (made by robustedge or not) with the test split of
+    ``data`` into a bundle at ``out`` for :func:`bench`. ``data``: a registered name
+    (``"imagefolder"`` with ``data_dir=ROOT``: ROOT/test/<class>/*.png), a
+    :class:`~robustedge.data.Dataset` or a ``(train, test)`` pair of torch data sets;
+    ``samples``: a fixed subset drawn with ``seed``. The robust part is what the board does
+    without gradients: Square with Linf budget ``eps`` (default: the evaluation default) and,
+    only when ``source_model`` (an nn.Module, e.g. the float model the file came from) is
+    given, a PGD transfer set crafted on it; the board's results name the attacks that ran
+    (``BenchResult.extra["worst_case"]["attacks"]``). ``config`` / ``settings``: a
+    ``BundleConfig`` (``codec=``)."""
+    from robustedge.device.host.bare import bundle_model_file
+    from robustedge.device.host.bundle import BundleConfig
+
+    cfg = build_config(BundleConfig, config, _tuples(settings))
+    name = data_name(data)
+    dataset = load_dataset(name, data_dir) if name is not None else None
+    if dataset is None:
+        raise RobustEdgeError("bundle_model needs data: the images the board is measured on")
+    path = bundle_model_file(
+        model_file, out, dataset, cfg, samples=samples, seed=seed, eps=eps,
+        source_model=source_model,
+    )  # fmt: skip
+    return _bundle_result(path, cfg)
+
+
+def _bundle_result(path: Path, cfg: Any) -> BundleResult:
+    """The result of a written bundle (a .tar: the formats asked for, files not counted)."""
+    from robustedge.device.board.bundle_format import read_manifest
+
     if path.is_dir():
         m = read_manifest(path)
         return BundleResult(path, list(m["formats"]), len(m["files"]))

@@ -32,7 +32,12 @@ from robustedge.compress.common import (
 )
 from robustedge.compress.config import CompressConfig
 from robustedge.compress.distill import RememberClean, make_kd_task_loss
-from robustedge.compress.targets import count_nonzero, prunable_params, sparsity_report
+from robustedge.compress.targets import (
+    count_nonzero,
+    prunable_params,
+    require_prunable,
+    sparsity_report,
+)
 from robustedge.config import default_of
 from robustedge.data import Dataset
 from robustedge.devices import resolve_device
@@ -125,6 +130,7 @@ def _compress(cfg, out, eval_attacks, resume, device, world, suites=()) -> Dict[
     specs = [a if isinstance(a, AttackSpec) else AttackSpec.default(a, eps) for a in eval_attacks]
     seed_everything(cfg.seed)
     spec, student = build_student(cfg, teacher, t_spec, data)
+    require_prunable(student, cfg.include_first, cfg.include_last, f"model '{spec.name}'")
     teacher, student = teacher.to(device), student.to(device).train()
     resolved = {
         **cfg.to_dict(),

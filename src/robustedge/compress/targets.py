@@ -13,6 +13,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from robustedge.errors import RobustEdgeError
+
 Masks = Dict[str, torch.Tensor]
 
 
@@ -38,6 +40,31 @@ def prunable_modules(
             continue
         keep.append((name, m))
     return keep
+
+
+def require_prunable(
+    model: nn.Module, include_first: bool = False, include_last: bool = False, what: str = "model"
+) -> None:
+    """One line naming ``model``'s Conv2d / Linear layers when the policy leaves it no layer
+    to prune, or naming the first prunable layer whose weight is not a parameter (computed
+    by a parametrization such as weight_norm: masking it would change nothing). Checked
+    before any training."""
+    mods = prunable_modules(model, include_first, include_last)
+    for name, m in mods:
+        if not isinstance(getattr(m, "weight", None), nn.Parameter):
+            raise RobustEdgeError(
+                f"{what}: layer {name} ({type(m).__name__}) has no weight parameter to prune "
+                "(its weight is computed, e.g. by weight_norm or another parametrization); "
+                "remove the parametrization (torch.nn.utils.parametrize."
+                "remove_parametrizations) before compressing"
+            )
+    if mods:
+        return
+    layers = ", ".join(f"{n} ({type(m).__name__})" for n, m in layer_modules(model)) or "none"
+    raise RobustEdgeError(
+        f"{what} has no layer to prune: pruning skips the first Conv2d and the last Linear "
+        f"(include_first / include_last); its layers: {layers}"
+    )
 
 
 def prunable_params(

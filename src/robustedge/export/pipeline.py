@@ -66,11 +66,13 @@ def export_run(
     run's architecture cannot be rebuilt from its spec.
     """
     from robustedge.export.context import load_context
+    from robustedge.export.layers import check_layers
 
     if not isinstance(cfg, ExportConfig):
         raise TypeError(f"export_run takes an ExportConfig, got {type(cfg).__name__}")
     run_dir = Path(run_dir)
     ctx = load_context(run_dir, model)
+    check_layers(ctx.model, cfg.made(), ctx.spec.name)  # before any work: one line, no crash
     out = Path(out) if out is not None else run_dir / "export"
     failed = out.with_name(out.name + ".failed")
     with staging_dir(out) as stage:

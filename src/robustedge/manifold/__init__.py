@@ -8,7 +8,7 @@ the exact manifold), or a :class:`Manifold` object (returned as is).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Union, overload
 
 from robustedge.errors import CheckpointError
 from robustedge.manifold.base import Manifold, ManifoldMismatchError
@@ -33,8 +33,25 @@ def _synthetic32(data_dir: Optional[str] = None) -> Manifold:
     return synthetic_manifold(data_dir, "synthetic32")
 
 
-def load_manifold(source: Union[str, Path, Manifold], data_dir: Optional[str] = None) -> Manifold:
-    """A :class:`Manifold` from a run folder, a known-generator name, or a Manifold."""
+@overload
+def load_manifold(source: None, data_dir: Optional[str] = None) -> None: ...
+
+
+@overload
+def load_manifold(
+    source: Union[str, Path, Manifold], data_dir: Optional[str] = None
+) -> Manifold: ...
+
+
+def load_manifold(
+    source: Union[str, Path, Manifold, None], data_dir: Optional[str] = None
+) -> Optional[Manifold]:
+    """The Manifold object of a ``manifold`` setting: a manifold run folder (a VAE trained
+    with `robustedge manifold train`), a known generator's name (``synthetic``), or a
+    Manifold (returned as is); None when not given. ``data_dir``: where a generator's data
+    lives."""
+    if source is None:
+        return None
     if isinstance(source, Manifold):
         return source
     path = Path(source)

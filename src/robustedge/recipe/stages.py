@@ -238,20 +238,13 @@ def _make_target(t: TargetSpec) -> Any:
 
 
 def _train(run: Path, cfg: Dict[str, Any]) -> None:
+    from robustedge.manifold import load_manifold
     from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
     shutil.rmtree(run, ignore_errors=True)
     tc = TrainConfig.from_dict(dict(cfg))
-    train_run(tc, run, manifold=_manifold(tc.manifold, tc.data_dir))
-
-
-def _manifold(source: Optional[str], data_dir: Optional[str] = None) -> Any:
-    if source is None:
-        return None
-    from robustedge.manifold import load_manifold
-
-    return load_manifold(source, data_dir=data_dir)
+    train_run(tc, run, manifold=load_manifold(tc.manifold, tc.data_dir))
 
 
 def _copy_run(src: Path, run: Path, names: List[str]) -> None:
@@ -286,11 +279,12 @@ def eval_specs(recipe: Recipe) -> List[Any]:
 
 
 def _evaluate(run: Path, recipe: Recipe) -> None:
+    from robustedge.manifold import load_manifold
     from robustedge.training.run import eval_run
 
     (run / "eval.json").unlink(missing_ok=True)
     plan = eval_plan(recipe)
-    resources = {"manifold": _manifold(plan.manifold)} if plan.needs_manifold else None
+    resources = {"manifold": load_manifold(plan.manifold)} if plan.needs_manifold else None
     eval_run(run, plan, seed=recipe.seed, resources=resources)
 
 

@@ -214,7 +214,11 @@ def _fill(
         "default_format": chosen[0],
         "formats": formats,
         "eval_sets": eval_sets,
-        "square": {"file": SQUARE, "eps": _square_eps(transfer), "p_init": square_p_init()},
+        "square": {
+            "file": SQUARE,
+            "eps": _square_eps(transfer, export.get("square_eps")),
+            "p_init": square_p_init(),
+        },
         "transfer_attack": transfer,
         "versions": host_versions(),
         "files": files,
@@ -322,8 +326,13 @@ def unpack(tar_path: PathLike, dest: PathLike) -> Path:
     return dest / tops.pop()
 
 
-def _square_eps(transfer: Dict[str, Any]) -> float:
-    """The board's Square budget: the transfer attack's eps (else the evaluation default)."""
+def _square_eps(transfer: Dict[str, Any], given: Any = None) -> float:
+    """The board's Square budget: ``given`` (export.json's ``square_eps``, a bare model file's
+    bundle), else the transfer attack's eps, else the evaluation default."""
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or given < 0:
+            raise CheckpointError(f"export.json: square_eps is not a budget: {given!r}")
+        return float(given)
     if "eps" in transfer:
         return float(transfer["eps"])
     from robustedge.attacks.base import DEFAULT_EPS  # torch: host side only, and only here
