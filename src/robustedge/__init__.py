@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 API_NAMES = (
     "BenchResult",
     "BundleResult",
+    "CheckResult",
     "CompressResult",
     "Dataset",
     "EvalResult",
@@ -28,6 +29,7 @@ API_NAMES = (
     "bench",
     "bundle",
     "bundle_model",
+    "check",
     "evaluate",
     "from_arrays",
     "from_torch",

@@ -26,6 +26,7 @@ from robustedge.api.stages import (
     bench,
     bundle,
     bundle_model,
+    check,
     compress,
     evaluate,
     export,
@@ -36,11 +37,13 @@ from robustedge.api.stages import (
     train,
 )
 from robustedge.data import Dataset, from_arrays, from_torch, register_dataset
+from robustedge.gates.result import CheckResult
 from robustedge.models.instance import register_model
 
 __all__ = [
     "BenchResult",
     "BundleResult",
+    "CheckResult",
     "CompressResult",
     "Dataset",
     "EvalResult",
@@ -51,6 +54,7 @@ __all__ = [
     "bench",
     "bundle",
     "bundle_model",
+    "check",
     "compress",
     "evaluate",
     "export",

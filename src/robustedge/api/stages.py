@@ -27,6 +27,7 @@ from robustedge.api.results import (
 )
 from robustedge.data import Dataset, load_dataset
 from robustedge.errors import RobustEdgeError
+from robustedge.gates.result import CheckResult
 from robustedge.io import PathLike, write_json
 from robustedge.manifold import load_manifold
 from robustedge.models.instance import check_output
@@ -304,6 +305,36 @@ def report(
         paths = [Path(p) for p in runs]
     rep = build_report(paths, Path(out), title)
     return ReportResult(rep.html_path, rep.md_path, rep.summary)
+
+
+def check(
+    results: Union[PathLike, Sequence[PathLike]],
+    expect: Union[str, Sequence[str]] = (),
+    *,
+    gates: Any = None,
+    baseline: Optional[PathLike] = None,
+    **thresholds: Any,
+) -> CheckResult:
+    """Gate results for CI (what `robustedge check` does): ``results`` (board results JSON
+    files, bundles, run or recipe folders), ``expect`` (gate expressions such as
+    ``"clean>=0.97"``, applied to every model and target), ``gates`` (a YAML file with a
+    ``gates:`` section, or a loaded spec), ``baseline`` (the last accepted results: regression
+    gates) and ``thresholds`` (:class:`~robustedge.gates.spec.RegressionConfig` fields replacing
+    the gates file's). Returns a :class:`~robustedge.gates.result.CheckResult`: ``.passed``,
+    ``.failures`` (each with its one ``.line``), ``.to_dict()``; the CLI exits 1 when it fails.
+    Bad input raises :class:`~robustedge.errors.RobustEdgeError`."""
+    from robustedge.gates import check as run_gates
+    from robustedge.gates import load_gates_file
+    from robustedge.gates.spec import RegressionConfig
+
+    paths = [results] if isinstance(results, (str, os.PathLike)) else list(results)
+    expects = [expect] if isinstance(expect, str) else list(expect)
+    spec = load_gates_file(Path(gates)) if isinstance(gates, (str, os.PathLike)) else gates
+    regression = None
+    if thresholds:
+        base = spec.regression_config() if spec is not None else RegressionConfig()
+        regression = build_config(RegressionConfig, base, thresholds)
+    return run_gates(paths, expects, baseline=baseline, gates=spec, regression=regression)
 
 
 def load_run(

@@ -70,13 +70,14 @@ def check_cmd(
     """Gate RESULTS (board results JSON files, bundles, run or recipe folders): exit 0 when
     every gate holds, 1 when one fails (one line each: model, target, metric, measured,
     threshold), 2 for bad input."""
-    from robustedge.gates import check, load_gates_file
+    from robustedge.api import check
+    from robustedge.gates import load_gates_file
     from robustedge.gates.report import junit_xml, markdown
     from robustedge.io import write_json, write_text
 
     spec = load_gates_file(gates_file) if gates_file else None
-    cfg = regression_config(click.get_current_context(), spec, opts)
-    result = check(results, expects, baseline=baseline, gates=spec, regression=cfg)
+    given = given_options(click.get_current_context(), opts)
+    result = check(results, expects, gates=spec, baseline=baseline, **given)
     md = markdown(result)
     if junit:
         write_text(junit, junit_xml(result))
@@ -98,18 +99,14 @@ def check_cmd(
         sys.exit(1)
 
 
-def regression_config(ctx: click.Context, spec: Any, opts: Dict[str, Any]) -> Any:
-    """None when no threshold was given on the command line (the gates' own, else the
-    defaults, apply); else the gates file's thresholds with the given ones replacing them."""
+def given_options(ctx: click.Context, opts: Dict[str, Any]) -> Dict[str, Any]:
+    """The thresholds given on the command line: they replace the gates file's (the others
+    keep the file's, else the defaults)."""
     from click.core import ParameterSource
 
-    given = {
+    return {
         k: v for k, v in opts.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
     }
-    if not given:
-        return None
-    base = spec.regression_config() if spec is not None else RegressionConfig()
-    return base.replace(**given)
 
 
 COMMANDS = [check_cmd]
