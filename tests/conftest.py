@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -14,6 +17,26 @@ from hostile_kit import Sandbox
 
 # One thread: on a loaded 2-core machine torch's intra-op threads thrash (50x slower steps).
 torch.set_num_threads(1)
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name`` built by ``build(folder)`` once per test session and shared by the
+    pytest-xdist workers: the first worker to ask builds it under a lock, in the temp root all
+    workers share (each worker's base temp is a child of it); the others wait and reuse it. A
+    build that raised is redone by the next caller. Only for folders the tests read (a test
+    that changes one works on its own copy)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +156,7 @@ def run_copy(tiny_run, sb) -> Path:
 # (`test_device.device_export` / `bundle`, session-scoped). The longest modules are collected
 # first (under xdist only) so that neither worker is left alone with a long test at the end.
 XDIST_GROUPS = {
+    "test_check_templates": "ci-templates",
     "test_recipe": "recipe-run",
     "test_report": "recipe-run",
     "test_device_report": "recipe-run",

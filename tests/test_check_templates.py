@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import built_once, run_cli
 from robustedge.device.host import qemu
 from test_device_targets import rootfs
 
@@ -34,9 +34,17 @@ FAST_BENCH = "--runs 200 --square-queries 30 --square-n 60"  # the template's, s
 @pytest.fixture(scope="module")
 def students(tmp_path_factory) -> Dict[str, Path]:
     """A tiny FGSM-trained teacher on digits and two students: prox at 50 % (good) and at
-    99.9 % sparsity (degraded: about chance accuracy)."""
+    99.9 % sparsity (degraded: about chance accuracy). Built once per session and shared by
+    both templates' tests, also when they run on different xdist workers (the tests copy the
+    run folders before they export into them)."""
     rootfs("aarch64")
-    base = tmp_path_factory.mktemp("models")
+    base = built_once(tmp_path_factory, "ci-template-students", train_students)
+    return {name: base / name for name in ("good", "degraded")}
+
+
+def train_students(base: Path) -> None:
+    """The teacher (``base/teacher``) and the two students (``base/good``, ``base/degraded``)
+    through the command line, as a user makes them."""
     teacher = base / "teacher"
     r = run_cli(
         "train",
@@ -54,9 +62,7 @@ def students(tmp_path_factory) -> Dict[str, Path]:
         str(teacher),
     )
     assert r.returncode == 0, r.stderr
-    out = {}
     for name, sp in (("good", "0.5"), ("degraded", "0.999")):
-        out[name] = base / name
         r = run_cli(
             "compress",
             "--teacher",
@@ -74,10 +80,9 @@ def students(tmp_path_factory) -> Dict[str, Path]:
             "--finetune-epochs",
             "3",
             "--out",
-            str(out[name]),
+            str(base / name),
         )
         assert r.returncode == 0, r.stderr
-    return out
 
 
 def user_repo(tmp: Path, model: Path) -> Path:
