@@ -16,7 +16,9 @@ unless stated):
   input), with ablations ``prox-T1`` (KD at T=1) and ``prox-noKD``;
 - ``admm`` (Ye et al. 2019), ``hydra`` (Sehwag et al. 2020, here with PGD-AT like the rest),
   ``magnitude`` (HYDRA's LWM), ``gmp`` (TF-MOT's polynomial schedule with PGD-AT) and
-  ``gmp-plain`` (TF-MOT as shipped: per layer, no adversarial training).
+  ``gmp-plain`` (TF-MOT as shipped: per layer, no adversarial training); ``harp`` (Zhao &
+  Wressnegger 2023: learned per-layer rates and scores, then the masked fine-tune; not in the
+  default list, run with ``--methods default harp``).
 
 The issue-12 targets are judged per sparsity against the best baseline (by mean worst-case
 accuracy): default minus best >= +1 point at 90 / 95 %, >= +2 at 99 %, and default clean no
@@ -64,6 +66,7 @@ METHODS: Dict[str, Dict[str, Any]] = {
     "magnitude": {"method": "magnitude"},
     "gmp": {"method": "gmp"},
     "gmp-plain": {"method": "gmp", "adversary": "none", "scope": "layer"},
+    "harp": {"method": "harp"},
 }
 DEFAULT_METHODS = ["default", "prox", "admm", "hydra", "magnitude", "gmp", "gmp-plain"]
 

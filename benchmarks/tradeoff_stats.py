@@ -7,8 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-BASELINES = ("admm", "hydra", "magnitude", "gmp", "gmp-plain")
-AT_BASELINES = ("admm", "hydra", "magnitude", "gmp")  # the baselines trained adversarially
+BASELINES = ("admm", "hydra", "harp", "magnitude", "gmp", "gmp-plain")
+AT_BASELINES = ("admm", "hydra", "harp", "magnitude", "gmp")  # the baselines trained adversarially
 # issue 12: default minus the best baseline, robust accuracy points, per sparsity
 TARGET_GAIN = {0.9: 1.0, 0.95: 1.0, 0.99: 2.0}
 CLEAN_SLACK = 1.0  # default clean at most this many points below the best baseline's
