@@ -182,14 +182,20 @@ def test_a_failing_stage_leaves_finished_stages_cached(tiny_run, tmp_path, local
 def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
     recipe = write(tmp_path, tiny_run)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robustedge.cli", "run", str(recipe), "--out", str(out)]
-        + ["--executor", "ray", "--ray-cpus", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},  # lines as printed
-    )
+    # the run must not inherit an ignored SIGINT (pytest started as a background job, `cmd &`,
+    # ignores it, and so would the run: it then ran to the end, exit 0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robustedge.cli", "run", str(recipe), "--out", str(out)]
+            + ["--executor", "ray", "--ray-cpus", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},  # lines as printed
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout is not None
     for line in proc.stdout:
         if "running] student-" in line:
