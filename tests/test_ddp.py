@@ -41,6 +41,18 @@ def even_data(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, even_data) -> Path:
+    """LeNet-5 trained naturally for one epoch on ``even_data``, once for the module (the
+    tests only read it)."""
+    out = tmp_path_factory.mktemp("teacher") / "teacher"
+    cfg = TrainConfig(
+        data="npz", data_dir=even_data, model="lenet5", adversary="none", epochs=1, lr=0.01
+    )
+    train_run(cfg, out)
+    return out
+
+
 def cli(*args: str, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "robustedge.cli", *args],
@@ -134,14 +146,9 @@ def test_two_processes_give_the_one_process_weights(tmp_path, even_data):
 
 
 @pytest.mark.slow
-def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, even_data):
+def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, teacher):
     """prox, ADMM and HYDRA with PGD-AT on 2 gloo ranks: each rank's masks and weights are
     the same (its own adversarial examples, its own random stream)."""
-    teacher = tmp_path / "teacher"
-    cfg = TrainConfig(
-        data="npz", data_dir=even_data, model="lenet5", adversary="none", epochs=1, lr=0.01
-    )
-    train_run(cfg, teacher)
     out = tmp_path / "ranks"
     out.mkdir()
     methods = ["prox", "admm", "hydra"]
@@ -339,15 +346,10 @@ def test_compress_and_manifold_train_cli_with_nproc(tmp_path, even_data, tiny_ru
 
 
 @pytest.mark.slow
-def test_awp_under_ddp_perturbs_by_the_global_batch(tmp_path, even_data):
+def test_awp_under_ddp_perturbs_by_the_global_batch(tmp_path, teacher):
     """With clean examples (no random starts) and no BatchNorm, 2 ranks of 32 train what 1
     process of 64 does, AWP included: its ascent gradient is averaged over the ranks before it
     perturbs (per-rank perturbations moved the weights by 0.08, checked by removing it)."""
-    teacher = tmp_path / "teacher"
-    cfg = TrainConfig(
-        data="npz", data_dir=even_data, model="lenet5", adversary="none", epochs=1, lr=0.01
-    )
-    train_run(cfg, teacher)
     args = ["compress", "--teacher", str(teacher), "--method", "magnitude", "--sparsity"]
     args += ["0.8", "--epochs", "1", "--finetune-epochs", "1", "--adversary", "none"]
     args += ["--awp-gamma", "0.05", "--batch-size", "64", "--lr", "0.01", "--device", "cpu"]

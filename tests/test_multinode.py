@@ -91,8 +91,16 @@ class TwoNodes:
                     cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
                 )
             )
-            time.sleep(2.0)  # the first node hosts the c10d store
+            if len(self.procs) == 1:  # the first node hosts the store: the second joins it
+                self.wait_listening(self.procs[0], endpoint_port(extra))
         return self
+
+    @staticmethod
+    def wait_listening(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:
+        """Until ``port`` listens (the first node's store is up) or ``proc`` has ended."""
+        deadline = time.monotonic() + timeout
+        while not listening(port) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def results(self, timeout: float = 600) -> List[Tuple[int, str, str]]:
         outs = [p.communicate(timeout=timeout) for p in self.procs]
@@ -102,6 +110,25 @@ class TwoNodes:
         for p in self.procs:
             if p.poll() is None:
                 kill_tree(p)
+
+
+def endpoint_port(node_args: Sequence[str]) -> int:
+    return int(node_args[list(node_args).index("--rdzv-endpoint") + 1].rsplit(":", 1)[1])
+
+
+def listening(port: int) -> bool:
+    """True when a TCP socket on this machine listens on ``port`` (read from /proc/net: no
+    connection is made to it)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
 
 
 def c10d(port: int) -> List[List[str]]:

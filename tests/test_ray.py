@@ -91,11 +91,39 @@ def normalised(path: Path, out: Path):
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="the [scale] extra (Ray) is not installed"
 )
+FAILING_FACTORY = (
+    "def build(input_shape, num_classes):\n    raise ValueError('out of GPU memory')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One local Ray instance (2 CPUs) for this module's in-process runs, which join it as
+    they would join a cluster: its workers start, and import torch, once. They have a folder
+    with ``failing_factory.py`` on their path (Ray's workers take the environment Ray starts
+    with). The executor's own start and shutdown of Ray run in the Ctrl-C test."""
+    import ray
+
+    factories = tmp_path_factory.mktemp("factories")
+    (factories / "failing_factory.py").write_text(FAILING_FACTORY)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = f"{factories}{os.pathsep}{saved or ''}"
+    sys.path.insert(0, str(factories))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield factories
+    finally:
+        ray.shutdown()
+        sys.path.remove(str(factories))
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 @needs_ray
 @pytest.mark.slow
-def test_ray_reproduces_the_serial_run(tiny_run, tmp_path):
+def test_ray_reproduces_the_serial_run(tiny_run, tmp_path, local_ray):
     recipe = write(tmp_path, tiny_run)
     serial, parallel = tmp_path / "serial", tmp_path / "ray"
     s_sum = run(recipe, serial, ExecutorSpec())
@@ -134,12 +162,7 @@ FAILING = """\
 
 @needs_ray
 @pytest.mark.slow
-def test_a_failing_stage_leaves_finished_stages_cached(tiny_run, tmp_path, monkeypatch):
-    (tmp_path / "failing_factory.py").write_text(
-        "def build(input_shape, num_classes):\n    raise ValueError('out of GPU memory')\n"
-    )
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_a_failing_stage_leaves_finished_stages_cached(tiny_run, tmp_path, local_ray):
     recipe = write(tmp_path, tiny_run, FAILING)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="out of GPU memory"):
@@ -159,14 +182,20 @@ def test_a_failing_stage_leaves_finished_stages_cached(tiny_run, tmp_path, monke
 def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
     recipe = write(tmp_path, tiny_run)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robustedge.cli", "run", str(recipe), "--out", str(out)]
-        + ["--executor", "ray", "--ray-cpus", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},  # lines as printed
-    )
+    # the run must not inherit an ignored SIGINT (pytest started as a background job, `cmd &`,
+    # ignores it, and so would the run: it then ran to the end, exit 0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robustedge.cli", "run", str(recipe), "--out", str(out)]
+            + ["--executor", "ray", "--ray-cpus", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},  # lines as printed
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout is not None
     for line in proc.stdout:
         if "running] student-" in line:

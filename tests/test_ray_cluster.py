@@ -81,6 +81,9 @@ class LoopbackCluster:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            # a node told to stop (SIGTERM, on leaving) stops at once: no drain of up to 30 s
+            # for its tasks, as there are none left to drain
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
         self.nodes: Dict[str, subprocess.Popen] = {}
 
@@ -221,15 +224,22 @@ def _per_node(stderr: str) -> Dict[str, int]:
     return counts
 
 
-@pytest.fixture
-def recipe(tmp_path, tiny_run) -> Path:
-    path = tmp_path / "sweep.yaml"
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_run) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "sweep.yaml"
     path.write_text(RECIPE.format(teacher=tiny_run))
     return path
 
 
-def test_a_two_node_cluster_gives_the_serial_run(recipe, tmp_path):
-    serial_run(recipe, tmp_path / "serial")
+@pytest.fixture(scope="module")
+def serial(recipe, tmp_path_factory) -> Path:
+    """The recipe run in order in this process, once for the module (only read by the tests)."""
+    out = tmp_path_factory.mktemp("serial") / "serial"
+    serial_run(recipe, out)
+    return out
+
+
+def test_a_two_node_cluster_gives_the_serial_run(recipe, serial, tmp_path):
     with LoopbackCluster() as cluster:
         cluster.start("head", head=True)
         cluster.start("worker")
@@ -240,11 +250,10 @@ def test_a_two_node_cluster_gives_the_serial_run(recipe, tmp_path):
     nodes = ran_on(err)
     assert len(nodes) >= 7, err[-3000:]  # every compute stage said where it ran
     assert len(set(nodes.values())) == 2, nodes  # and both nodes ran some
-    same_outputs(tmp_path / "serial", tmp_path / "ray")
+    same_outputs(serial, tmp_path / "ray")
 
 
-def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, tmp_path):
-    serial_run(recipe, tmp_path / "serial")
+def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, serial, tmp_path):
     with LoopbackCluster() as cluster:
         cluster.start("head", head=True)
         cluster.start("worker")
@@ -266,12 +275,12 @@ def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, tmp_path):
     print(f"after the kill: exit {proc.returncode}, stages per node {_per_node(err)}")
     if proc.returncode != 0:  # allowed: one line naming the stage, nothing half-recorded
         assert lines[-1].startswith("error: stage "), err[-3000:]
-        serial = records(tmp_path / "serial")
+        serial_rec = records(serial)
         for sid, rec in records(tmp_path / "ray").items():  # what is recorded is whole
             for rel, sha in rec["outputs"].items():
                 if rel.endswith(".safetensors"):
-                    assert serial[sid]["outputs"][rel] == sha, (sid, rel)
+                    assert serial_rec[sid]["outputs"][rel] == sha, (sid, rel)
         return
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"])
-    same_outputs(tmp_path / "serial", tmp_path / "ray")
+    same_outputs(serial, tmp_path / "ray")
