@@ -1,7 +1,8 @@
-"""Write docs/results.md and README.md's headline table from benchmarks/measured/*.json.
+"""Write docs/results.md, README.md's headline table and the generated blocks of docs/*.md
+(scripts/docs_blocks.py) from benchmarks/measured/*.json.
 
-    .venv/bin/python scripts/gen_results.py          # (re)write both
-    .venv/bin/python scripts/gen_results.py --check  # exit 1 when either is out of date
+    .venv/bin/python scripts/gen_results.py          # (re)write every page
+    .venv/bin/python scripts/gen_results.py --check  # exit 1 when a page is out of date
     .venv/bin/python scripts/gen_results.py --stamp  # after committing new or changed JSON
 
 Every number on the page is read from a committed measurement: nothing is typed by hand, so a
@@ -23,7 +24,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_render import (  # noqa: E402  (the page's sections; tests read them through here)
@@ -38,6 +39,7 @@ from results_render import (  # noqa: E402  (the page's sections; tests read the
     scale,
     tradeoff,
 )
+import docs_blocks  # noqa: E402  (the generated blocks inside docs/*.md)
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "benchmarks" / "measured"
@@ -215,8 +217,18 @@ OTHER = (
 
 
 def _file_section(name: str, render: Callable[[str, Json], List[str]], prov: Json) -> List[str]:
+    return [f"### `{name}`", ""] + file_body(name, render, prov)
+
+
+def renderer_of(name: str) -> Callable[[str, Json], List[str]]:
+    """The renderer docs/results.md uses for a measured file."""
+    return next((r for _, files, r, _ in SECTIONS if name in files), generic)
+
+
+def file_body(name: str, render: Callable[[str, Json], List[str]], prov: Json) -> List[str]:
+    """One measured file: its provenance line, its table(s), its note and plot."""
     d = json.loads((MEASURED / name).read_text())
-    lines = [f"### `{name}`", ""] + provenance(name, d, prov if isinstance(d, dict) else {})
+    lines = provenance(name, d, prov if isinstance(d, dict) else {})
     note = d.get("note") if isinstance(d, dict) else None
     lines += render(name, d)
     if isinstance(note, str):
@@ -251,6 +263,18 @@ def results_page(prov: Json) -> str:
         for name in rest:
             lines += _file_section(name, generic, prov)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def doc_pages(prov: Json) -> Dict[Path, str]:
+    """Every hand-written page (and README) with its generated blocks re-rendered."""
+    out = {}
+    for page in [README, *docs_blocks.pages(ROOT)]:
+        text = page.read_text()
+        if docs_blocks.BLOCK.search(text):
+            out[page] = docs_blocks.fill(
+                text, MEASURED, lambda n: file_body(n, renderer_of(n), prov)
+            )
+    return out
 
 
 # ---------------------------------------------------------------- README's headline table
@@ -335,7 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.stamp:
         PROVENANCE.write_text(json.dumps(stamp(prov), indent=1, sort_keys=True) + "\n")
         return 0
-    want = {RESULTS_MD: results_page(prov), README: readme_text(README.read_text())}
+    want = {**doc_pages(prov), RESULTS_MD: results_page(prov)}
+    want[README] = readme_text(want.get(README, README.read_text()))
     if args.check:
         stale = [str(p.relative_to(ROOT)) for p, text in want.items() if p.read_text() != text]
         missing = sorted(p.name for p in MEASURED.glob("*.json") if p.name not in prov)

@@ -1,0 +1,195 @@
+"""Generated blocks inside the hand-written pages (docs/*.md): scripts/gen_results.py fills them.
+
+A block is
+
+    <!-- generated: NAME -->
+    ...lines written by the script...
+    <!-- end generated -->
+
+where NAME is ``measured FILE.json`` (that file's table, as on docs/results.md, with its
+provenance line) or one of the named renderers in ``RENDERERS`` (a table or a sentence that
+quotes figures). Prose outside the blocks carries no measured figure (tests/test_docs_numbers.py);
+a page that quotes a number quotes it from a block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+from results_render import Json, md_table, num, pct
+
+BLOCK = re.compile(r"(<!-- generated: (.+?) -->\n)(.*?)(<!-- end generated -->)", re.S)
+Renderer = Callable[[Path], List[str]]
+
+
+def _load(measured: Path, name: str) -> Json:
+    return json.loads((measured / name).read_text())
+
+
+def _s(v: float) -> str:
+    """Seconds as '12 min 7 s' or '46.5 s'."""
+    return f"{int(v // 60)} min {v % 60:.0f} s" if v >= 60 else f"{v:.1f} s"
+
+
+def test_suite(measured: Path) -> List[str]:
+    """benchmarks/test_suite.py: make test's pytest line, timed, and its 20 slowest tests."""
+    path = measured / "test_suite.json"
+    if not path.is_file():
+        return ["Not measured yet: `benchmarks/test_suite.py` writes `test_suite.json`.", ""]
+    d = json.loads(path.read_text())
+    fields = [
+        ("wall time", _s(d["wall_s"]) if "wall_s" in d else None),
+        ("CPU time (every process)", _s(d["cpu_s"]) if "cpu_s" in d else None),
+        ("passed / failed / skipped", "{} / {} / {}".format(
+            d.get("passed", "?"), d.get("failed", "?"), d.get("skipped", "?"))),
+        ("workers", d.get("workers")),
+        ("1-minute load", d.get("load")),
+        ("hardware", d.get("hardware")),
+        ("date, commit", f"{d.get('date', '?')}, `{d.get('commit', '?')}`"),
+    ]  # fmt: skip
+    lines = md_table(["make test", "measured"], [[k, num(v)] for k, v in fields if v is not None])
+    slowest = d.get("slowest") or []
+    if slowest:
+        rows = [
+            [i, f"{r.get('seconds', 0):.2f} s", r.get("phase", "?"), f"`{r.get('test')}`"]
+            for i, r in enumerate(slowest, 1)
+        ]
+        lines += [f"The {len(slowest)} slowest tests of that run:", ""]
+        lines += md_table(["#", "time", "phase", "test"], rows)
+    return lines
+
+
+def mcu_rows(measured: Path) -> List[str]:
+    """benchmarks/mcu.py: one row per model (teacher and students), whatever rows the file has."""
+    d = _load(measured, "mcu.json")
+    rows = d.get("rows", [])
+    teacher = next((r for r in rows if r.get("kind") == "teacher"), rows[0] if rows else {})
+    out = []
+    for r in rows:
+        v = r.get("vela") or {}
+        out.append(
+            [
+                r.get("model"),
+                f"{r.get('arena_bytes', 0) / 1024:.1f}",
+                f"{100 * r.get('arena_bytes', 0) / max(teacher.get('arena_bytes', 1), 1):.1f}",
+                f"{r.get('tflm_flash_bytes', 0) / 1024:.1f}",
+                f"{100 * r.get('tflm_flash_bytes', 0) / max(teacher.get('tflm_flash_bytes', 1), 1):.1f}",
+                pct(r.get("tflm_clean")),
+                pct(r.get("tflm_worst_case")),
+                pct(r.get("parity_same_class")),
+                pct(r.get("parity_bit_identical")),
+                f"{v.get('sram_bytes', 0) / 1024:.1f} / {v.get('flash_bytes', 0) / 1024:.1f}",
+                v.get("time_ms", "-"),
+                ", ".join(k for k, ok in (r.get("fits") or {}).items() if ok) or "none",
+            ]
+        )
+    head = ["model", "arena KiB", "arena % of teacher", "flash KiB", "flash % of teacher"]
+    head += ["clean %", "worst case %", "same class %", "bit-identical %"]
+    head += ["vela SRAM / flash KiB", "vela ms (estimate)", "fits"]
+    label = teacher.get("worst_case_label", "?")
+    tail = [
+        f"Worst case: {label} ({teacher.get('weaker', 'default settings')}). Run: "
+        f"{num(d.get('wall_s'))} s wall, {num(d.get('cpu_s'))} s CPU; {d.get('host', '')}.",
+        "",
+    ]
+    return md_table(head, out) + tail
+
+
+def ci_smoke(measured: Path) -> List[str]:
+    """benchmarks/ci_smoke.py: the warm smoke's time, false alarms, and the regressions caught."""
+    d = _load(measured, "ci_smoke.json")
+    rows = [
+        ["warm" if not s.get("cold") else "cold", _s(s["seconds"]["total"]), s.get("check_rc")]
+        for s in d.get("smoke", [])
+    ]
+    lines = md_table(["cache", "smoke (restore + bench + check)", "check exit"], rows)
+    noise = d.get("noise", {})
+    lines += [
+        f"Target for the warm smoke: under {d.get('target_warm_s')} s. Unchanged student re-run "
+        f"{noise.get('reruns')} times: {noise.get('false_alarms')} false alarms.",
+        "",
+    ]
+    power = [
+        [k, "yes" if v.get("fired") else "no", v.get("robust_detail")]
+        for k, v in d.get("power", {}).items()
+    ]
+    return lines + md_table(["weaker student", "gate fired", "robust accuracy"], power)
+
+
+def planted_bugs(measured: Path) -> List[str]:
+    s = _load(measured, "planted_bugs.json").get("summary", {})
+    return [
+        f"Planted bugs killed: {s.get('killed')} of {s.get('bugs')} "
+        f"({pct(s.get('kill_ratio'))} %); survived {s.get('survived')}.",
+        "",
+    ]
+
+
+def scale_nodes(measured: Path) -> List[str]:
+    """benchmarks/scale.py: nodes x processes throughput and the 2-node Ray cluster sweep."""
+    d = _load(measured, "scale.json")
+    nodes, cluster = d.get("nodes", {}), d.get("cluster", {})
+    rows = [
+        [k, num(v)] for k, v in sorted((nodes.get("best_samples_per_s") or {}).items())
+    ]
+    lines = md_table(["nodes x processes", "best samples/s"], rows)
+    lines += [
+        f"2 nodes x 1 process vs 1 node x 2 processes: "
+        f"{nodes.get('two_nodes_vs_one_node_2proc', 0):.2f}x (target >= {nodes.get('target')}x: "
+        f"{'met' if nodes.get('met') else 'missed'}). Ray sweep on a 2-node cluster vs serial: "
+        f"{cluster.get('cluster_vs_serial', 0):.2f}x.",
+        "",
+    ]
+    runs = [[r.get("executor"), _s(r.get("wall_s", 0))] for r in cluster.get("runs", [])]
+    return lines + md_table(["executor (cluster)", "wall"], runs)
+
+
+RENDERERS: Dict[str, Renderer] = {
+    "test_suite": test_suite,
+    "mcu_rows": mcu_rows,
+    "ci_smoke": ci_smoke,
+    "planted_bugs": planted_bugs,
+    "scale_nodes": scale_nodes,
+}
+
+
+def render(name: str, measured: Path, file_body: Callable[[str], List[str]]) -> List[str]:
+    """The lines of block NAME; ``file_body(FILE)`` renders a ``measured FILE`` block."""
+    if name.startswith("measured "):
+        fname = name.split(" ", 1)[1].strip()
+        if not (measured / fname).is_file():
+            raise SystemExit(f"generated block '{name}': no benchmarks/measured/{fname}")
+        return file_body(fname)
+    if name not in RENDERERS:
+        raise SystemExit(f"generated block '{name}': no such renderer ({', '.join(RENDERERS)})")
+    return RENDERERS[name](measured)
+
+
+def fill(text: str, measured: Path, file_body: Callable[[str], List[str]]) -> str:
+    """TEXT with every generated block re-rendered."""
+
+    def one(m: re.Match) -> str:
+        body = "\n".join(render(m.group(2).strip(), measured, file_body)).rstrip() + "\n"
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(one, text)
+
+
+def strip_blocks(text: str) -> str:
+    """TEXT without the contents of its generated blocks (what a person wrote)."""
+    return BLOCK.sub(lambda m: m.group(1) + m.group(4), text)
+
+
+def pages(root: Path) -> List[Path]:
+    """The hand-written pages that may hold blocks (docs/api.md and docs/cli are generated
+    whole by their own scripts; docs/results.md by gen_results)."""
+    skip = {"api.md", "results.md"}
+    return [p for p in sorted((root / "docs").glob("*.md")) if p.name not in skip]
+
+
+def blocks(text: str) -> List[Tuple[str, str]]:
+    """(name, body) of every generated block in TEXT."""
+    return [(m.group(2).strip(), m.group(3)) for m in BLOCK.finditer(text)]
