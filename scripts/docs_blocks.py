@@ -120,12 +120,21 @@ def ci_smoke(measured: Path) -> List[str]:
 
 
 def planted_bugs(measured: Path) -> List[str]:
-    s = _load(measured, "planted_bugs.json").get("summary", {})
-    return [
-        f"Planted bugs killed: {s.get('killed')} of {s.get('bugs')} "
-        f"({pct(s.get('kill_ratio'))} %); survived {s.get('survived')}.",
-        "",
-    ]
+    """benchmarks/bugs.py: how many planted bugs the related tests kill, and how long it took."""
+    d = _load(measured, "planted_bugs.json")
+    s = d.get("summary", {})
+    secs = sorted(b["seconds"] for b in d.get("bugs", []) if isinstance(b.get("seconds"), float))
+    rows = [[s.get("bugs"), s.get("killed"), s.get("survived"), pct(s.get("kill_ratio"))]]
+    lines = md_table(["bugs", "killed", "survived", "kill ratio %"], rows)
+    if secs:
+        lines += [
+            f"One bug at a time against its related tests: {secs[0]:.0f}-{secs[-1]:.0f} s each "
+            f"(median {secs[len(secs) // 2]:.0f} s), {_s(sum(secs))} for all; commit "
+            f"{d.get('commit')}; load {d.get('load_before', ['?'])[0]} before, "
+            f"{d.get('load_after', ['?'])[0]} after.",
+            "",
+        ]
+    return lines
 
 
 def scale_nodes(measured: Path) -> List[str]:

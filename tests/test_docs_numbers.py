@@ -1,0 +1,135 @@
+"""Measured figures in the docs live only inside generated blocks.
+
+(a) every ``<!-- generated: NAME -->`` block equals what scripts/gen_results.py renders now from
+benchmarks/measured/*.json; (b) outside those blocks, README.md and docs/*.md carry no
+measured-looking number (a decimal, a percentage, a duration, a byte size, "N points", "Nx"),
+except the few kinds of non-measurements the ALLOW patterns name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A measured-looking figure: a decimal, a percentage, a duration, a size, points, a ratio.
+FIGURE = re.compile(
+    r"(?<![\w./-])(?:"
+    r"\d[\d,.]*\s?%"  # a percentage: 95 %, 76.6%
+    r"|\d[\d,.]*\s?(?:min|minutes?|h|hours?|s|secs?|seconds?|ms|us|µs)\b"  # a duration
+    r"|\d[\d,.]*\s?(?:[KMG]i?B|B|bytes|k)\b"  # a size: 13,752 B, 4 MB, 10.7 k
+    r"|\d[\d,.]*\s?(?:points?|pts?)\b"  # accuracy differences
+    r"|\d[\d,.]*x(?!\d)\b"  # ratios: 1.73x
+    r"|\d[\d,]*\.\d+(?![\d.])"  # any other decimal: 0.517, 42.18
+    r")"
+)
+
+# Not measurements; each pattern is blanked before FIGURE is searched. Keep this list short.
+ALLOW = [
+    # code spans: commands, option values, expressions (`clean>=0.97`), file names
+    r"`[^`]*`",
+    # versions and addresses: Python 3.11, ==1.26.4, qemu 7.2, 127.0.0.1
+    r"\b(?:Python|qemu-system|torchattacks|vela|ethos-u-vela|tflite-runtime) [\d.]+",
+    r"\d+\.\d+\.\d+(?:\.\d+)?",
+    # the attack budget, a setting: eps 0.1, eps = 0.2, 8/255
+    r"\beps(?: =)? [\d.]+(?:/\d+)?",
+    # sparsity and compression settings named by their value: "90 % sparse", "the 95 % student",
+    # "90 / 95 / 99 % sparsity", "4x-fewer-MACs", "2x / 4x"
+    r"(?:\d+ / )*\d+(?:\.\d+)? ?%(?:[- ]sparse| sparsit(?:y|ies)| student| of the weights)",
+    r"\b(?:at|sparsity|sparsities) (?:\d+ / )*\d+(?:\.\d+)? ?%",
+    r"\d+x(?: / \d+x)?[- ]fewer[- ]MACs",
+    # defaults written in code, quoted with their setting: "(default 0.01 = 1 point)"
+    r"\bdefault \d[\d.]*(?: ?%)?(?: = \d+ points?)?",
+    # hardware limits of a device class (the MCU budgets the docs target, not measured)
+    r"\d+ ?KB (?:of )?(?:SRAM|flash)|\d+ ?KB - \d+ ?MB of flash",
+    # limits the code enforces (security.md, boards.md): refused above N GiB
+    r"(?:more than|above|at most) \d+ ?GiB",
+]
+ALLOW_RE = re.compile("|".join(f"(?:{p})" for p in ALLOW))
+
+
+def _load_gen():
+    spec = importlib.util.spec_from_file_location("gen_results", ROOT / "scripts/gen_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return _load_gen()
+
+
+def pages():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import docs_blocks
+
+    return docs_blocks, [ROOT / "README.md", *docs_blocks.pages(ROOT)]
+
+
+def typed_figures(text: str) -> list:
+    """(line number, figure, line) of every measured-looking figure outside generated blocks
+    and fenced code (commands and settings), after ALLOW."""
+    docs_blocks, _ = pages()
+    found, fenced, inside = [], False, False
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if line.startswith("<!-- generated:") or line.startswith("<!-- results:headline"):
+            inside = True
+        if line.startswith("<!-- end generated") or line.startswith("<!-- /results:headline"):
+            inside = False
+            continue
+        if fenced or inside:
+            continue
+        for m in FIGURE.finditer(ALLOW_RE.sub(" ", line)):
+            found.append((n, m.group(0), line.strip()))
+    return found
+
+
+def test_generated_blocks_equal_what_the_script_renders(gen):
+    docs_blocks, _ = pages()
+    prov = gen.json.loads(gen.PROVENANCE.read_text())
+    for path, want in gen.doc_pages(prov).items():
+        have = dict(docs_blocks.blocks(path.read_text()))
+        for name, body in docs_blocks.blocks(want):
+            assert have.get(name) == body, (
+                f"{path.name}: block '{name}' out of date; run scripts/gen_results.py"
+            )
+
+
+@pytest.mark.parametrize("path", pages()[1], ids=lambda p: p.name)
+def test_no_typed_figures_outside_generated_blocks(path):
+    found = typed_figures(path.read_text())
+    assert not found, "measured-looking figures typed by hand (put them in a generated block):\n" + (
+        "\n".join(f"{path.name}:{n}: {fig!r} in: {line}" for n, fig, line in found)
+    )
+
+
+def test_a_typed_figure_is_caught():
+    text = "Intro.\n\nThe student reached 78.7 % and ran 12 min.\n\n```bash\nx --eps 0.1\n```\n"
+    assert [f for _, f, _ in typed_figures(text)] == ["78.7 %", "12 min"]
+    for typed in ["42.18s", "13,752 B", "+2.6 points", "1.73x faster", "0.517778", "4 MB"]:
+        assert typed_figures(f"It gave {typed} here."), typed
+    # ... but not settings, versions, or figures inside a generated block
+    fine = "Python 3.11, eps 0.1, the 95 % student, `--sparsity 0.9`, numpy 1.26.4, 127.0.0.1."
+    assert typed_figures(fine) == []
+    block = "<!-- generated: measured x.json -->\n| 78.7 | 12 min |\n<!-- end generated -->\n"
+    assert typed_figures(block) == []
+
+
+def test_a_stale_block_is_caught(gen, tmp_path, monkeypatch):
+    docs_blocks, _ = pages()
+    page = "Before.\n<!-- generated: ci_smoke -->\nold figures\n<!-- end generated -->\nAfter.\n"
+    filled = docs_blocks.fill(page, gen.MEASURED, lambda n: [])
+    assert filled != page and filled.startswith("Before.\n") and filled.endswith("After.\n")
+    assert docs_blocks.fill(filled, gen.MEASURED, lambda n: []) == filled
+    with pytest.raises(SystemExit, match="no such renderer"):
+        docs_blocks.fill(page.replace("ci_smoke", "nope"), gen.MEASURED, lambda n: [])
