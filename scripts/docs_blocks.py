@@ -7,7 +7,7 @@ A block is
     <!-- end generated -->
 
 where NAME is ``measured FILE.json`` (that file's table, as on docs/results.md, with its
-provenance line) or one of the named renderers in ``RENDERERS`` (a table or a sentence that
+provenance line), ``provenance FILE.json`` (the provenance line alone) or one of the named renderers in ``RENDERERS`` (a table or a sentence that
 quotes figures). Prose outside the blocks carries no measured figure (tests/test_docs_numbers.py);
 a page that quotes a number quotes it from a block.
 """
@@ -40,62 +40,85 @@ def test_suite(measured: Path) -> List[str]:
     if not path.is_file():
         return ["Not measured yet: `benchmarks/test_suite.py` writes `test_suite.json`.", ""]
     d = json.loads(path.read_text())
+    hw = d.get("hardware")
+    if isinstance(hw, dict):
+        hw = f"{hw.get('cores', '?')}-core {hw.get('cpu', '?')} {hw.get('machine', '')}".strip()
+    before, after = d.get("load_before") or ["?"], d.get("load_after") or ["?"]
     fields = [
+        ("command", f"`{d['command']}`" if "command" in d else None),
         ("wall time", _s(d["wall_s"]) if "wall_s" in d else None),
         ("CPU time (every process)", _s(d["cpu_s"]) if "cpu_s" in d else None),
         ("passed / failed / skipped", "{} / {} / {}".format(
             d.get("passed", "?"), d.get("failed", "?"), d.get("skipped", "?"))),
         ("workers", d.get("workers")),
-        ("1-minute load", d.get("load")),
-        ("hardware", d.get("hardware")),
+        ("1-minute load before / after", d.get("load", f"{before[0]} / {after[0]}")),
+        ("hardware", hw),
         ("date, commit", f"{d.get('date', '?')}, `{d.get('commit', '?')}`"),
     ]  # fmt: skip
     lines = md_table(["make test", "measured"], [[k, num(v)] for k, v in fields if v is not None])
     slowest = d.get("slowest") or []
     if slowest:
+        phase = any("phase" in r for r in slowest)
         rows = [
-            [i, f"{r.get('seconds', 0):.2f} s", r.get("phase", "?"), f"`{r.get('test')}`"]
+            [i, f"{r.get('seconds', 0):.2f} s", *([r.get("phase", "?")] if phase else []),
+             f"`{r.get('test')}`"]
             for i, r in enumerate(slowest, 1)
-        ]
-        lines += [f"The {len(slowest)} slowest tests of that run:", ""]
-        lines += md_table(["#", "time", "phase", "test"], rows)
+        ]  # fmt: skip
+        lines += [f"The {len(slowest)} slowest tests of that run (setup + call + teardown):", ""]
+        lines += md_table(["#", "time", *(["phase"] if phase else []), "test"], rows)
     return lines
 
 
+def _kib(v: object) -> str:
+    return f"{v / 1024:.1f}" if isinstance(v, (int, float)) else "-"
+
+
+def _of(r: Json, t: Json, key: str) -> str:
+    return f"{100 * r[key] / t[key]:.1f}" if r.get(key) and t.get(key) else "-"
+
+
 def mcu_rows(measured: Path) -> List[str]:
-    """benchmarks/mcu.py: one row per model (teacher and students), whatever rows the file has."""
+    """benchmarks/mcu.py: one row per model (teacher and students), whatever rows the file has,
+    and issue 26's targets per student (half the arena, a quarter of the flash, worst case
+    within 3 points of the teacher's) computed from the rows."""
     d = _load(measured, "mcu.json")
     rows = d.get("rows", [])
-    teacher = next((r for r in rows if r.get("kind") == "teacher"), rows[0] if rows else {})
-    out = []
+    t = next((r for r in rows if r.get("kind") == "teacher"), rows[0] if rows else {})
+    out, verdicts = [], []
     for r in rows:
         v = r.get("vela") or {}
         out.append(
-            [
-                r.get("model"),
-                f"{r.get('arena_bytes', 0) / 1024:.1f}",
-                f"{100 * r.get('arena_bytes', 0) / max(teacher.get('arena_bytes', 1), 1):.1f}",
-                f"{r.get('tflm_flash_bytes', 0) / 1024:.1f}",
-                f"{100 * r.get('tflm_flash_bytes', 0) / max(teacher.get('tflm_flash_bytes', 1), 1):.1f}",
-                pct(r.get("tflm_clean")),
-                pct(r.get("tflm_worst_case")),
-                pct(r.get("parity_same_class")),
-                pct(r.get("parity_bit_identical")),
-                f"{v.get('sram_bytes', 0) / 1024:.1f} / {v.get('flash_bytes', 0) / 1024:.1f}",
-                v.get("time_ms", "-"),
-                ", ".join(k for k, ok in (r.get("fits") or {}).items() if ok) or "none",
+            [r.get("model"), _kib(r.get("arena_bytes")), _of(r, t, "arena_bytes"),
+             _kib(r.get("arena_head")), _kib(r.get("tflm_flash_bytes")),
+             _of(r, t, "tflm_flash_bytes"), _kib(r.get("lut_flash_bytes")),
+             pct(r.get("tflm_clean")), pct(r.get("tflm_transfer")), pct(r.get("tflm_square")),
+             pct(r.get("tflm_worst_case")), pct(r.get("parity_same_class")),
+             pct(r.get("parity_bit_identical")),
+             f"{_kib(v.get('sram_bytes'))} / {_kib(v.get('flash_bytes'))}", v.get("time_ms", "-"),
+             ", ".join(k for k, ok in (r.get("fits") or {}).items() if ok) or "none"]
+        )  # fmt: skip
+        if r is not t and t.get("arena_bytes") and t.get("tflm_flash_bytes"):
+            met = [
+                r.get("arena_bytes", 0) <= t["arena_bytes"] / 2,
+                r.get("tflm_flash_bytes", 0) <= t["tflm_flash_bytes"] / 4,
+                r.get("tflm_worst_case", 0) >= t.get("tflm_worst_case", 1) - 0.03,
             ]
-        )
-    head = ["model", "arena KiB", "arena % of teacher", "flash KiB", "flash % of teacher"]
-    head += ["clean %", "worst case %", "same class %", "bit-identical %"]
-    head += ["vela SRAM / flash KiB", "vela ms (estimate)", "fits"]
-    label = teacher.get("worst_case_label", "?")
+            verdicts.append([r.get("model"), *("met" if m else "missed" for m in met)])
+    head = ["model", "arena KiB", "arena % of teacher", "arena head KiB", "flash KiB"]
+    head += ["flash % of teacher", "LUT flash KiB", "clean %", "PGD transfer %", "Square %"]
+    head += ["worst case %", "same class as TFLite %", "bit-identical %"]
+    head += ["vela SRAM / flash KiB (ESTIMATE)", "vela ms (ESTIMATE)", "fits"]
     tail = [
-        f"Worst case: {label} ({teacher.get('weaker', 'default settings')}). Run: "
-        f"{num(d.get('wall_s'))} s wall, {num(d.get('cpu_s'))} s CPU; {d.get('host', '')}.",
+        f"Worst case: {t.get('worst_case_label', '?')} ({t.get('weaker', 'default settings')}). "
+        f"Run: {num(d.get('wall_s'))} s wall, {num(d.get('cpu_s'))} s CPU; {d.get('host', '')}.",
         "",
     ]
-    return md_table(head, out) + tail
+    targets = md_table(
+        ["student", "arena <= 1/2", "flash <= 1/4", "worst case >= teacher's - 3"], verdicts
+    )
+    all3 = [v[0] for v in verdicts if v[1:] == ["met"] * 3]
+    targets += [f"Students meeting all three: {', '.join(all3) or 'none'}.", ""]
+    return md_table(head, out) + tail + ["Issue 26's targets per student:", ""] + targets
 
 
 def ci_smoke(measured: Path) -> List[str]:
@@ -165,19 +188,20 @@ RENDERERS: Dict[str, Renderer] = {
 }
 
 
-def render(name: str, measured: Path, file_body: Callable[[str], List[str]]) -> List[str]:
-    """The lines of block NAME; ``file_body(FILE)`` renders a ``measured FILE`` block."""
-    if name.startswith("measured "):
-        fname = name.split(" ", 1)[1].strip()
-        if not (measured / fname).is_file():
+def render(name: str, measured: Path, file_body: Callable[[str, bool], List[str]]) -> List[str]:
+    """The lines of block NAME; ``file_body(FILE, with_table)`` renders a ``measured`` or
+    ``provenance`` block."""
+    kind, _, fname = name.partition(" ")
+    if kind in ("measured", "provenance"):
+        if not (measured / fname.strip()).is_file():
             raise SystemExit(f"generated block '{name}': no benchmarks/measured/{fname}")
-        return file_body(fname)
+        return file_body(fname.strip(), kind == "measured")
     if name not in RENDERERS:
         raise SystemExit(f"generated block '{name}': no such renderer ({', '.join(RENDERERS)})")
     return RENDERERS[name](measured)
 
 
-def fill(text: str, measured: Path, file_body: Callable[[str], List[str]]) -> str:
+def fill(text: str, measured: Path, file_body: Callable[[str, bool], List[str]]) -> str:
     """TEXT with every generated block re-rendered."""
 
     def one(m: re.Match) -> str:

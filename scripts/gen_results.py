@@ -265,6 +265,10 @@ def results_page(prov: Json) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _no(name: str, d: Json) -> List[str]:
+    return []
+
+
 def doc_pages(prov: Json) -> Dict[Path, str]:
     """Every hand-written page (and README) with its generated blocks re-rendered."""
     out = {}
@@ -272,7 +276,7 @@ def doc_pages(prov: Json) -> Dict[Path, str]:
         text = page.read_text()
         if docs_blocks.BLOCK.search(text):
             out[page] = docs_blocks.fill(
-                text, MEASURED, lambda n: file_body(n, renderer_of(n), prov)
+                text, MEASURED, lambda n, table: file_body(n, renderer_of(n) if table else _no, prov)
             )
     return out
 

@@ -128,8 +128,8 @@ def test_a_typed_figure_is_caught():
 def test_a_stale_block_is_caught(gen, tmp_path, monkeypatch):
     docs_blocks, _ = pages()
     page = "Before.\n<!-- generated: ci_smoke -->\nold figures\n<!-- end generated -->\nAfter.\n"
-    filled = docs_blocks.fill(page, gen.MEASURED, lambda n: [])
+    filled = docs_blocks.fill(page, gen.MEASURED, lambda n, t: [])
     assert filled != page and filled.startswith("Before.\n") and filled.endswith("After.\n")
-    assert docs_blocks.fill(filled, gen.MEASURED, lambda n: []) == filled
+    assert docs_blocks.fill(filled, gen.MEASURED, lambda n, t: []) == filled
     with pytest.raises(SystemExit, match="no such renderer"):
-        docs_blocks.fill(page.replace("ci_smoke", "nope"), gen.MEASURED, lambda n: [])
+        docs_blocks.fill(page.replace("ci_smoke", "nope"), gen.MEASURED, lambda n, t: [])
