@@ -195,7 +195,15 @@ def scale_nodes(measured: Path) -> List[str]:
     ]
 
 
+def ci_failure_lines(measured: Path) -> List[str]:
+    """The regression gate's FAIL lines on ci_smoke's weaker students, as check printed them."""
+    d = _load(measured, "ci_smoke.json")
+    fails = [f for v in d.get("power", {}).values() for f in v.get("failures", [])]
+    return [f"    FAIL {f}" for f in fails[:2]] + [""]
+
+
 RENDERERS: Dict[str, Renderer] = {
+    "ci_failure_lines": ci_failure_lines,
     "test_suite": test_suite,
     "mcu_rows": mcu_rows,
     "ci_smoke": ci_smoke,

@@ -75,12 +75,18 @@ def pages():
 
 def typed_figures(text: str) -> list:
     """(line number, figure, line) of every measured-looking figure outside generated blocks
-    and fenced code (commands and settings), after ALLOW."""
+    and code blocks (commands, settings, recorded program output: quote measured output from
+    a generated block), after ALLOW."""
     docs_blocks, _ = pages()
-    found, fenced, inside = [], False, False
+    found, fenced, inside, indented, prev = [], False, False, False, ""
     for n, line in enumerate(text.splitlines(), 1):
         if line.startswith("```"):
             fenced = not fenced
+            continue
+        # an indented code block (4 spaces after a blank line) is code, like a fenced one
+        indented = line.startswith("    ") and (indented or not prev.strip())
+        prev = line
+        if indented:
             continue
         if line.startswith("<!-- generated:") or line.startswith("<!-- results:headline"):
             inside = True
