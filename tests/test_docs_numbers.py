@@ -33,7 +33,7 @@ ALLOW = [
     # code spans: commands, option values, expressions (`clean>=0.97`), file names
     r"`[^`]*`",
     # versions and addresses: Python 3.11, ==1.26.4, qemu 7.2, 127.0.0.1
-    r"\b(?:Python|qemu-system|torchattacks|vela|ethos-u-vela|tflite-runtime) [\d.]+",
+    r"\b(?:Python|qemu-system|torchattacks|vela|ethos-u-vela|tflite-runtime) (?:>= )?[\d.]+",
     r"\d+\.\d+\.\d+(?:\.\d+)?",
     # the attack budget, a setting: eps 0.1, eps = 0.2, 8/255
     r"\beps(?: =)? [\d.]+(?:/\d+)?",
