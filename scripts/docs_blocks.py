@@ -239,7 +239,34 @@ def xz_vs_gzip(measured: Path) -> List[str]:
     ]
 
 
+def budget_shape(measured: Path) -> List[str]:
+    """benchmarks/budget_shape.py: layer-wise vs uniform widths at one flash budget."""
+    d = _load(measured, "budget_shape.json")
+    rows = d.get("rows", [])
+    table = [
+        [r.get("budget_kb"), r.get("shape"), ", ".join(map(str, (r.get("widths") or {}).values())),
+         f"{r.get('flash_kib', 0):.2f}", r.get("export_gate"), pct(r.get("clean")),
+         pct(r.get("worst_case")), f"{r.get('seconds', 0):.0f}"]
+        for r in rows
+    ]  # fmt: skip
+    head = ["flash_kb", "shape", "widths", "flash KiB", "export gate", "clean %"]
+    lines = md_table([*head, "worst case %", "s"], table)
+    by = {r.get("shape"): r for r in rows}
+    if {"layers", "uniform"} <= set(by):
+        lay, uni = by["layers"], by["uniform"]
+        lines += [
+            f"Layers minus uniform: {100 * (lay['worst_case'] - uni['worst_case']):+.1f} points "
+            f"worst case, {100 * (lay['clean'] - uni['clean']):+.1f} clean; budget left unused: "
+            f"{100 * (1 - lay['flash_kib'] / lay['budget_kb']):.0f} % (layers), "
+            f"{100 * (1 - uni['flash_kib'] / uni['budget_kb']):.0f} % (uniform). Not measured: "
+            f"{'; '.join(d.get('not_measured', []))}.",
+            "",
+        ]
+    return lines
+
+
 RENDERERS: Dict[str, Renderer] = {
+    "budget_shape": budget_shape,
     "vm_boards": vm_boards,
     "xz_vs_gzip": xz_vs_gzip,
     "ci_failure_lines": ci_failure_lines,
