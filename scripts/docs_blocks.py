@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
+from docs_compress import compression_traces, diagnosis_seed_rows, diagnosis_summary
 from results_render import Json, md_table, num, pct
 
 BLOCK = re.compile(r"(<!-- generated: (.+?) -->\n)(.*?)(<!-- end generated -->)", re.S)
@@ -266,6 +267,9 @@ def budget_shape(measured: Path) -> List[str]:
 
 
 RENDERERS: Dict[str, Renderer] = {
+    "compression_traces": compression_traces,
+    "diagnosis_summary": diagnosis_summary,
+    "diagnosis_seed_rows": diagnosis_seed_rows,
     "budget_shape": budget_shape,
     "vm_boards": vm_boards,
     "xz_vs_gzip": xz_vs_gzip,
