@@ -40,7 +40,7 @@ ALLOW = [
     # sparsity and compression settings named by their value: "90 % sparse", "the 95 % student",
     # "90 / 95 / 99 % sparsity", "4x-fewer-MACs", "2x / 4x"
     r"(?:\d+ / )*\d+(?:\.\d+)? ?%(?:[- ]sparse| sparsit(?:y|ies)| student| of the weights)",
-    r"\b(?:at|sparsity|sparsities) (?:\d+ / )*\d+(?:\.\d+)? ?%",
+    r"\b(?i:at|sparsity|sparsities) (?:\d+ (?:/|and|or|,) )*\d+(?:\.\d+)? ?%(?: ?(?:/|and|or|,) \d+(?:\.\d+)? ?%?)*",
     r"\d+x(?: / \d+x)?[- ]fewer[- ]MACs",
     # defaults written in code, quoted with their setting: "(default 0.01 = 1 point)"
     r"\bdefault \d[\d.]*(?: ?%)?(?: = \d+ points?)?",
@@ -77,8 +77,16 @@ def typed_figures(text: str) -> list:
     """(line number, figure, line) of every measured-looking figure outside generated blocks
     and code blocks (commands, settings, recorded program output: quote measured output from
     a generated block), after ALLOW."""
-    docs_blocks, _ = pages()
     found, fenced, inside, indented, prev = [], False, False, False, ""
+    lines = text.splitlines()
+    for n, line in enumerate(lines):  # fenced code out first: it may hold unpaired backticks
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced:
+            lines[n] = ""
+    fenced = False
+    # code spans may wrap over lines: blank them in the whole text, keeping the line breaks
+    text = re.sub(r"`[^`]*`", lambda m: re.sub(r"[^\n]", " ", m.group()), "\n".join(lines))
     for n, line in enumerate(text.splitlines(), 1):
         if line.startswith("```"):
             fenced = not fenced
