@@ -7,9 +7,10 @@ A block is
     <!-- end generated -->
 
 where NAME is ``measured FILE.json`` (that file's table, as on docs/results.md, with its
-provenance line), ``provenance FILE.json`` (the provenance line alone) or one of the named renderers in ``RENDERERS`` (a table or a sentence that
-quotes figures). Prose outside the blocks carries no measured figure (tests/test_docs_numbers.py);
-a page that quotes a number quotes it from a block.
+provenance line), ``provenance FILE.json`` (the provenance line alone) or one of the named
+renderers in ``RENDERERS`` (a table or a sentence that quotes figures). Prose outside the blocks
+carries no measured figure (tests/test_docs_numbers.py); a page that quotes a number quotes it
+from a block.
 """
 
 from __future__ import annotations

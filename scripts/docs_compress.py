@@ -76,5 +76,3 @@ def compression_traces(measured: Path) -> List[str]:
     head = ["variant", "sparsity", "final sparsity per pruned layer %", "mask frozen after"]
     head += ["epoch-1 mask overlap with final %", "mask changes per epoch"]
     return md_table([*head, "PGD-10 % at epoch", "PGD-10 % after fine-tune"], rows)
-
-

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import docs_blocks  # noqa: E402  (the generated blocks inside docs/*.md)
 from results_render import (  # noqa: E402  (the page's sections; tests read them through here)
     Json,
     board,
@@ -39,7 +40,6 @@ from results_render import (  # noqa: E402  (the page's sections; tests read the
     scale,
     tradeoff,
 )
-import docs_blocks  # noqa: E402  (the generated blocks inside docs/*.md)
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "benchmarks" / "measured"
@@ -276,7 +276,9 @@ def doc_pages(prov: Json) -> Dict[Path, str]:
         text = page.read_text()
         if docs_blocks.BLOCK.search(text):
             out[page] = docs_blocks.fill(
-                text, MEASURED, lambda n, table: file_body(n, renderer_of(n) if table else _no, prov)
+                text,
+                MEASURED,
+                lambda n, table: file_body(n, renderer_of(n) if table else _no, prov),
             )
     return out
 

@@ -40,7 +40,8 @@ ALLOW = [
     # sparsity and compression settings named by their value: "90 % sparse", "the 95 % student",
     # "90 / 95 / 99 % sparsity", "4x-fewer-MACs", "2x / 4x"
     r"(?:\d+ / )*\d+(?:\.\d+)? ?%(?:[- ]sparse| sparsit(?:y|ies)| student| of the weights)",
-    r"\b(?i:at|sparsity|sparsities) (?:\d+ (?:/|and|or|,) )*\d+(?:\.\d+)? ?%(?: ?(?:/|and|or|,) \d+(?:\.\d+)? ?%?)*",
+    r"\b(?i:at|sparsity|sparsities) (?:\d+ (?:/|and|or|,) )*\d+(?:\.\d+)? ?%"
+    r"(?: ?(?:/|and|or|,) \d+(?:\.\d+)? ?%?)*",
     r"\d+x(?: / \d+x)?[- ]fewer[- ]MACs",
     # defaults written in code, quoted with their setting: "(default 0.01 = 1 point)"
     r"\bdefault \d[\d.]*(?: ?%)?(?: = \d+ points?)?",
@@ -122,8 +123,9 @@ def test_generated_blocks_equal_what_the_script_renders(gen):
 @pytest.mark.parametrize("path", pages()[1], ids=lambda p: p.name)
 def test_no_typed_figures_outside_generated_blocks(path):
     found = typed_figures(path.read_text())
-    assert not found, "measured-looking figures typed by hand (put them in a generated block):\n" + (
-        "\n".join(f"{path.name}:{n}: {fig!r} in: {line}" for n, fig, line in found)
+    assert not found, (
+        "measured-looking figures typed by hand (put them in a generated block):\n"
+        + ("\n".join(f"{path.name}:{n}: {fig!r} in: {line}" for n, fig, line in found))
     )
 
 
