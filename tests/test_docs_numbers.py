@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURE = re.compile(
     r"(?<![\w./-])(?:"
     r"\d[\d,.]*\s?%"  # a percentage: 95 %, 76.6%
-    r"|\d[\d,.]*\s?(?:min|minutes?|h|hours?|s|secs?|seconds?|ms|us|µs)\b"  # a duration
-    r"|\d[\d,.]*\s?(?:[KMG]i?B|B|bytes|k)\b"  # a size: 13,752 B, 4 MB, 10.7 k
+    r"|\d[\d,.]*(?:-\d[\d,.]*)?\s?(?:min|minutes?|h|hours?|s|secs?|seconds?|ms|us|µs)\b"  # 3-8 s
+    r"|\d[\d,.]*(?:-\d[\d,.]*)?\s?(?:[KMG]i?B|B|bytes|k)\b"  # a size: 13,752 B, 4 MB, 10.7 k
     r"|\d[\d,.]*\s?(?:points?|pts?)\b"  # accuracy differences
     r"|\d[\d,.]*x(?!\d)\b"  # ratios: 1.73x
     r"|\d[\d,]*\.\d+(?![\d.])"  # any other decimal: 0.517, 42.18
@@ -132,7 +132,15 @@ def test_no_typed_figures_outside_generated_blocks(path):
 def test_a_typed_figure_is_caught():
     text = "Intro.\n\nThe student reached 78.7 % and ran 12 min.\n\n```bash\nx --eps 0.1\n```\n"
     assert [f for _, f, _ in typed_figures(text)] == ["78.7 %", "12 min"]
-    for typed in ["42.18s", "13,752 B", "+2.6 points", "1.73x faster", "0.517778", "4 MB"]:
+    for typed in [
+        "42.18s",
+        "13,752 B",
+        "+2.6 points",
+        "1.73x faster",
+        "0.517778",
+        "4 MB",
+        "20-40 s",
+    ]:
         assert typed_figures(f"It gave {typed} here."), typed
     # ... but not settings, versions, or figures inside a generated block
     fine = "Python 3.11, eps 0.1, the 95 % student, `--sparsity 0.9`, numpy 1.26.4, 127.0.0.1."
