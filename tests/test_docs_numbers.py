@@ -9,6 +9,7 @@ except the few kinds of non-measurements the ALLOW patterns name.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -157,3 +158,27 @@ def test_a_stale_block_is_caught(gen, tmp_path, monkeypatch):
     assert docs_blocks.fill(filled, gen.MEASURED, lambda n, t: []) == filled
     with pytest.raises(SystemExit, match="no such renderer"):
         docs_blocks.fill(page.replace("ci_smoke", "nope"), gen.MEASURED, lambda n, t: [])
+
+
+def test_renderers_by_hand(tmp_path):
+    """The test-suite and MCU blocks from small files whose figures are worked out by hand."""
+    docs_blocks, _ = pages()
+    suite = {"benchmark": "test_suite", "date": "d", "commit": "c", "hardware": "h",
+             "wall_s": 612.3, "cpu_s": 59.4, "passed": 9, "failed": 1, "skipped": 2,
+             "workers": 2, "load_before": [3.5], "load_after": [4.0],
+             "slowest": [{"test": "t.py::a", "phase": "call", "seconds": 42.184}]}  # fmt: skip
+    (tmp_path / "test_suite.json").write_text(json.dumps(suite))
+    text = "\n".join(docs_blocks.test_suite(tmp_path))
+    assert "| wall time | 10 min 12 s |" in text and "| CPU time (every process) | 59.4 s |" in text
+    assert "| 9 / 1 / 2 |" in text and "| 3.5 / 4.0 |" in text
+    assert "on 2 cores | missed |" in text  # 612.3 s > 7 min
+    assert "| 1 | 42.18 s | call | `t.py::a` |" in text
+    rows = [{"model": "t", "kind": "teacher", "arena_bytes": 4096, "tflm_flash_bytes": 8192,
+             "tflm_worst_case": 0.80},
+            {"model": "s", "kind": "student", "arena_bytes": 2048, "tflm_flash_bytes": 2049,
+             "tflm_worst_case": 0.77}]  # fmt: skip
+    (tmp_path / "mcu.json").write_text(json.dumps({"rows": rows}))
+    text = "\n".join(docs_blocks.mcu_rows(tmp_path))
+    # arena 2048 <= 4096 / 2: met; flash 2049 > 8192 / 4: missed; 0.77 >= 0.80 - 0.03: met
+    assert "| s | met | missed | met |" in text and "Students meeting all three: none." in text
+    assert "| s | 2.0 | 50.0 |" in text  # 2048 B = 2.0 KiB, half the teacher's arena
