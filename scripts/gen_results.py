@@ -204,6 +204,13 @@ SECTIONS: List[Section] = [
         "`benchmarks/scale.py`: data-parallel training and a recipe sweep on Ray vs serial.",
     ),
     (
+        "Test suite (make test)",
+        ["test_suite.json"],
+        lambda name, d: docs_blocks.test_suite(MEASURED),
+        "`benchmarks/test_suite.py`: `make test`'s pytest line timed (wall, CPU of every process), "
+        "its counts and its slowest tests.",
+    ),
+    (
         "Test strength (mutation)",
         ["mutation.json"],
         mutation,
@@ -252,7 +259,10 @@ def results_page(prov: Json) -> str:
         "",
     ]
     done = set()
-    for title, files, render, what in SECTIONS:
+    for title, all_files, render, what in SECTIONS:
+        files = [n for n in all_files if (MEASURED / n).is_file()]
+        if not files:
+            continue
         lines += [f"## {title}", "", what, ""]
         for name in files:
             lines += _file_section(name, render, prov)
