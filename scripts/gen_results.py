@@ -205,6 +205,20 @@ SECTIONS: List[Section] = [
         "`benchmarks/scale.py`: data-parallel training and a recipe sweep on Ray vs serial.",
     ),
     (
+        "Microcontrollers (TFLM)",
+        ["mcu.json"],
+        lambda name, d: docs_blocks.mcu_rows(MEASURED),
+        "`benchmarks/mcu.py`: teacher and students on TensorFlow Lite Micro (arena, flash, "
+        "robustness on the interpreter) with Ethos-U estimates from vela.",
+    ),
+    (
+        "CI gate smoke",
+        ["ci_smoke.json"],
+        lambda name, d: docs_blocks.ci_smoke(MEASURED),
+        "`benchmarks/ci_smoke.py`: the CI template's warm smoke timed, re-runs of one student "
+        "(false alarms) and weaker students (does the regression gate fire).",
+    ),
+    (
         "Test suite (make test)",
         ["test_suite.json"],
         lambda name, d: docs_blocks.test_suite(MEASURED),
