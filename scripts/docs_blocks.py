@@ -271,7 +271,32 @@ def budget_shape(measured: Path) -> List[str]:
     return lines
 
 
+def emulation_slowdown(measured: Path) -> List[str]:
+    """benchmarks/board.py: qemu-aarch64's p50 over the local p50, per model, in every board file."""
+    ratios: List[float] = []
+    names = []
+    for path in sorted(measured.glob("board*.json")):
+        d, before = json.loads(path.read_text()), len(ratios)
+        for w in (d.get("workloads") or {}).values():
+            emu = w.get("emulated_qemu_aarch64") or {}
+            for model, m in w.get("models", {}).items():
+                for fmt, r in (m.get("local") or {}).items():
+                    q = emu.get(f"{model} {fmt}") or {}
+                    if q.get("p50_ms") and r.get("p50_ms"):
+                        ratios.append(q["p50_ms"] / r["p50_ms"])
+        names += [f"`{path.name}`"] if len(ratios) > before else []
+    if not ratios:
+        return []
+    return [
+        f"In the board benchmarks ({', '.join(names)}), qemu-aarch64's p50 is "
+        f"{min(ratios):.0f}-{max(ratios):.0f}x the local p50 of the same model, over "
+        f"{len(ratios)} models and formats.",
+        "",
+    ]
+
+
 RENDERERS: Dict[str, Renderer] = {
+    "emulation_slowdown": emulation_slowdown,
     "compression_traces": compression_traces,
     "diagnosis_summary": diagnosis_summary,
     "diagnosis_seed_rows": diagnosis_seed_rows,

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A measured-looking figure: a decimal, a percentage, a duration, a size, points, a ratio.
 FIGURE = re.compile(
-    r"(?<![\w./-])(?:"
+    r"(?<![\w./])(?:"
     r"\d[\d,.]*\s?%"  # a percentage: 95 %, 76.6%
     r"|\d[\d,.]*(?:-\d[\d,.]*)?\s?(?:min|minutes?|h|hours?|s|secs?|seconds?|ms|us|µs)\b"  # 3-8 s
     r"|\d[\d,.]*(?:-\d[\d,.]*)?\s?(?:[KMG]i?B|B|bytes|k)\b"  # a size: 13,752 B, 4 MB, 10.7 k
@@ -41,8 +41,8 @@ ALLOW = [
     # sparsity and compression settings named by their value: "90 % sparse", "the 95 % student",
     # "90 / 95 / 99 % sparsity", "4x-fewer-MACs", "2x / 4x"
     r"(?:\d+ / )*\d+(?:\.\d+)? ?%(?:[- ]sparse| sparsit(?:y|ies)| student| of the weights)",
-    r"\b(?i:at|sparsity|sparsities) (?:\d+ (?:/|and|or|,) )*\d+(?:\.\d+)? ?%"
-    r"(?: ?(?:/|and|or|,) \d+(?:\.\d+)? ?%?)*",
+    # ("at 95 %": whole percentages only; a measured accuracy is written with its decimal)
+    r"\b(?i:at|sparsity|sparsities) (?:\d+ (?:/|and|or|,) )*\d+ ?%(?: ?(?:/|and|or|,) \d+ ?%?)*",
     r"\d+x(?: / \d+x)?[- ]fewer[- ]MACs",
     # defaults written in code, quoted with their setting: "(default 0.01 = 1 point)"
     r"\bdefault \d[\d.]*(?: ?%)?(?: = \d+ points?)?",
