@@ -272,7 +272,7 @@ def budget_shape(measured: Path) -> List[str]:
 
 
 def emulation_slowdown(measured: Path) -> List[str]:
-    """benchmarks/board.py: qemu-aarch64's p50 over the local p50, per model, in every board file."""
+    """benchmarks/board.py: qemu-aarch64's p50 over the local p50 of each model, per board file."""
     ratios: List[float] = []
     names = []
     for path in sorted(measured.glob("board*.json")):
