@@ -20,7 +20,12 @@ import re
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
-from docs_compress import compression_traces, diagnosis_seed_rows, diagnosis_summary
+from docs_compress import (
+    compression_traces,
+    diagnosis_seed_rows,
+    diagnosis_summary,
+    push90_more,
+)
 from results_render import Json, md_table, num, pct
 
 BLOCK = re.compile(r"(<!-- generated: (.+?) -->\n)(.*?)(<!-- end generated -->)", re.S)
@@ -186,12 +191,14 @@ def scale_nodes(measured: Path) -> List[str]:
         f"{nodes.get('target')}: {'met' if nodes.get('met') else 'missed'}).",
         "",
     ]
+    earlier = [e["cluster"] for e in d.get("earlier", []) if isinstance(e.get("cluster"), dict)]
     runs = [
-        [r.get("executor"), _s(r.get("wall_s", 0)),
-         "{:.0f}-{:.0f} s".format(min(r["student_seconds"]), max(r["student_seconds"]))]
-        for src in (cluster, ray) for r in src.get("runs", []) if r.get("student_seconds")
+        [r.get("executor"), src.get("setup", {}).get("student"), _s(r.get("wall_s", 0)),
+         "{:.0f}-{:.0f} s".format(min(r["student_seconds"]), max(r["student_seconds"]))
+         if r.get("student_seconds") else "-"]
+        for src in (*earlier, cluster, ray) for r in src.get("runs", [])
     ]  # fmt: skip
-    lines += md_table(["executor", "sweep wall", "one student"], runs)
+    lines += md_table(["executor", "student", "sweep wall", "one student"], runs)
     return lines + [
         f"Ray cluster (2 nodes) vs serial: {cluster.get('cluster_vs_serial', 0):.2f}x; local "
         f"Ray instance ({ray.get('setup', {}).get('ray_cpus')} CPUs) vs serial: "
@@ -300,6 +307,7 @@ RENDERERS: Dict[str, Renderer] = {
     "compression_traces": compression_traces,
     "diagnosis_summary": diagnosis_summary,
     "diagnosis_seed_rows": diagnosis_seed_rows,
+    "push90_more": push90_more,
     "budget_shape": budget_shape,
     "vm_boards": vm_boards,
     "xz_vs_gzip": xz_vs_gzip,

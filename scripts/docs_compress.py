@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from results_render import md_table, pct
+from results_render import md_table, pct, tradeoff
 
 ATTACKS = [("clean", "clean"), ("pgd", "PGD-20x5"), ("apgd_ce", "APGD-CE"),
            ("apgd_dlr", "APGD-DLR"), ("square", "Square-1000"), ("worst", "worst")]  # fmt: skip
@@ -76,3 +76,14 @@ def compression_traces(measured: Path) -> List[str]:
     head = ["variant", "sparsity", "final sparsity per pruned layer %", "mask frozen after"]
     head += ["epoch-1 mask overlap with final %", "mask changes per epoch"]
     return md_table([*head, "PGD-10 % at epoch", "PGD-10 % after fine-tune"], rows)
+
+
+def push90_more(measured: Path) -> List[str]:
+    """compression_push90.json's nested runs: the 5-seed check and the seed-0 screens."""
+    d = json.loads((measured / "compression_push90.json").read_text())
+    lines: List[str] = []
+    if isinstance(d.get("seeds5"), dict):
+        lines += ["Over seeds 0-4 (`seeds5`):", ""] + tradeoff("seeds5", d["seeds5"])
+    for i, screen in enumerate(d.get("screens_seed0") or [], 1):
+        lines += [f"Seed-0 screen {i} (`screens_seed0`):", ""] + tradeoff("screen", screen)
+    return lines
