@@ -25,6 +25,7 @@ from docs_compress import (
     diagnosis_seed_rows,
     diagnosis_summary,
     push90_more,
+    synthetic_budgets,
 )
 from results_render import Json, md_table, num, pct
 
@@ -308,6 +309,7 @@ RENDERERS: Dict[str, Renderer] = {
     "diagnosis_summary": diagnosis_summary,
     "diagnosis_seed_rows": diagnosis_seed_rows,
     "push90_more": push90_more,
+    "synthetic_budgets": synthetic_budgets,
     "budget_shape": budget_shape,
     "vm_boards": vm_boards,
     "xz_vs_gzip": xz_vs_gzip,

@@ -87,3 +87,19 @@ def push90_more(measured: Path) -> List[str]:
     for i, screen in enumerate(d.get("screens_seed0") or [], 1):
         lines += [f"Seed-0 screen {i} (`screens_seed0`):", ""] + tradeoff("screen", screen)
     return lines
+
+
+def synthetic_budgets(measured: Path) -> List[str]:
+    """compression_synthetic_levers.json: where each variant puts its weights (per-layer
+    sparsity of conv2 / fc1 / fc2) at each sparsity, seed 0."""
+    d = json.loads((measured / "compression_synthetic_levers.json").read_text())
+    found = sorted(d.get("rows", []), key=lambda r: (r.get("sparsity", 0), r.get("method", "")))
+    rows = [
+        [r.get("sparsity"), f"`{r.get('method')}`",
+         " / ".join(f"{100 * v:.1f}" for v in r["layers"].values()), pct(r.get("worst"))]
+        for r in found
+        if r.get("layers")
+    ]  # fmt: skip
+    return md_table(
+        ["sparsity", "variant", "per-layer sparsity % (conv2 / fc1 / fc2)", "worst %"], rows
+    )
