@@ -173,6 +173,7 @@ SECTIONS: List[Section] = [
             "tradeoff_b32.json",
             "tradeoff_b64.json",
             "tradeoff_square.json",
+            "tradeoff_harp.json",
             "compression_steps.json",
             "compression_admm_warm_digits.json",
             "compression_push90.json",
