@@ -17,7 +17,7 @@ from robustedge.attacks import eps_or_default
 from robustedge.compress.budget.measures import BudgetMeasures
 from robustedge.compress.budget.search import WEIGHTS, SearchResult
 from robustedge.compress.budget.shape import Sensitivity, sensitivity_batch
-from robustedge.compress.budget.spec import Budget
+from robustedge.compress.budget.spec import AnyBudget
 from robustedge.compress.budget.strategies import (
     BudgetStrategy,
     FlashStrategy,
@@ -47,7 +47,7 @@ class Trained:
 
 def compress_to_budget(
     cfg: CompressConfig,
-    budget: Budget,
+    budget: AnyBudget,
     out: Path,
     measures: Optional[BudgetMeasures] = None,
     eval_attacks: Optional[Sequence[Any]] = None,
@@ -60,7 +60,9 @@ def compress_to_budget(
     ``out/metrics.json`` under ``"budget"``. Returns the metrics.
 
     ``measures`` supplies what compress cannot measure itself (a flash budget's codec and
-    exports, a latency budget's board): required for those, unused for MACs."""
+    exports, a latency budget's board): required for those, unused for MACs. A
+    :class:`~robustedge.compress.budget.JointBudget` meets all its limits at once (its record
+    has each one under ``"constraints"``)."""
     if not cfg.pruner.structured:
         able = " or ".join(m for m, p in PRUNERS.items() if p.structured)
         raise RobustEdgeError(
