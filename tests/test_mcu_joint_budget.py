@@ -20,7 +20,6 @@ from robustedge.compress.budget import (
     Quantity,
     Shape,
     compress_to_budget,
-    make_strategy,
     parse_budget,
 )
 from robustedge.errors import RobustEdgeError
@@ -75,12 +74,12 @@ def test_the_binding_constraint_sets_the_joint_value(tiny_run):
     """One step by hand: at w = 16, arena 2,048 B = 2 KiB and flash 2,928 B = 2.859375 KiB;
     limits 1.6 and 2.5 KiB give shares 1.25 and 1.14375: the joint value is 1.25 (arena binds).
     At w = 8: 1.5 KiB (0.9375 of its limit) and 2,144 B = 2.09375 KiB (0.8375): it meets."""
-    from robustedge.compress.budget import Teacher
+    from robustedge.compress.budget import JointStrategy, Teacher
     from robustedge.compress.budget.search import shrunk_copy
 
     model, spec = load_model(tiny_run)
     t = Teacher(model, spec, "digits", None, (1, 8, 8))
-    s = make_strategy(parse_budget("arena_kb=1.6,tflm_flash_kb=2.5"), t, HandMeasures())
+    s = JointStrategy(parse_budget("arena_kb=1.6,tflm_flash_kb=2.5"), t, HandMeasures())
     s.prepare()
     assert s.values(model) == {"arena_kb": 2.0, "tflm_flash_kb": 2.859375}
     assert s.measure(model) == pytest.approx(1.25)

@@ -32,7 +32,7 @@ from robustedge.compress.budget.flash import compressed_weight_bytes, flash_esti
 from robustedge.compress.budget.measures import BudgetMeasures, macs_measure
 from robustedge.compress.budget.search import WEIGHTS, SearchResult, search_structure
 from robustedge.compress.budget.shape import search_widths
-from robustedge.compress.budget.spec import AnyBudget, Budget, JointBudget, Quantity, Shape
+from robustedge.compress.budget.spec import Budget, Quantity, Shape
 from robustedge.errors import RobustEdgeError
 from robustedge.models import load_model
 
@@ -299,12 +299,7 @@ STRATEGIES = {
 
 
 def make_strategy(
-    budget: AnyBudget, teacher: Teacher, measures: Optional[BudgetMeasures] = None
+    budget: Budget, teacher: Teacher, measures: Optional[BudgetMeasures] = None
 ) -> BudgetStrategy:
-    """The strategy of ``budget``'s quantity (``measures``: what flash and latency need); a
-    :class:`JointBudget` gets a :class:`~robustedge.compress.budget.joint.JointStrategy`."""
-    if isinstance(budget, JointBudget):
-        from robustedge.compress.budget.joint import JointStrategy  # (it builds on this module)
-
-        return JointStrategy(budget, teacher, measures)
+    """The strategy of ``budget``'s quantity (``measures``: what flash and latency need)."""
     return STRATEGIES[budget.quantity](budget, teacher, measures)
