@@ -125,7 +125,7 @@ def test_an_impossible_pair_is_refused_in_one_line_before_training(tiny_run, tmp
 def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     """Real measures: TFLM's arena of each candidate's int8 export and the plain file's
     bytes; limits just under the teacher's arena and at 90 % of its file; the student's own
-    export meets both, as the record says."""
+    export is under both, as the record says."""
     pytest.importorskip("tflite_micro", reason="pip install tflite-micro (requirements/mcu.txt)")
     from robustedge.recipe.budget_measures import BoardMeasures
 
@@ -138,7 +138,10 @@ def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     budget = parse_budget(f"arena_kb={arena},tflm_flash_kb={flash}")
     b = compress_to_budget(cfg, budget, tmp_path / "s", measures)["budget"]
     a, f = b["constraints"]
-    assert b["met"] and a["met"] and f["met"]
-    assert a["measured"]["arena_bytes"] <= arena * 1024 < t["arena_bytes"]
+    assert a["met"] and a["measured"]["arena_bytes"] <= arena * 1024 < t["arena_bytes"]
     assert f["measured"]["model_bytes"] <= flash * 1024 < t["tflm_flash_bytes"]
     assert a["teacher"] == t["arena_bytes"] / 1024
+    # TFLM flash is met only when the student's own export passes its parity gate (a 1-epoch
+    # tiny student may not): the joint verdict is both parts'
+    assert f["met"] == (f["export_parity"] is not False)
+    assert b["met"] == (a["met"] and f["met"])
