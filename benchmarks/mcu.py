@@ -279,7 +279,8 @@ def merged(old: Optional[Dict[str, Any]], rows: List[Dict], raw: Dict) -> tuple:
     new = {r["model"]: r for r in rows}
     out = [new.pop(r["model"], r) for r in old["rows"]] + list(new.values())
     for r in out:
-        r.setdefault("measured_utc", old["results"][r["model"]]["bundle"]["created"])
+        if "measured_utc" not in r:
+            r["measured_utc"] = old["results"][r["model"]]["bundle"]["created"]
     return out, {**old["results"], **raw}
 
 
