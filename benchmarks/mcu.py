@@ -4,7 +4,9 @@ For MLPerf Tiny's ResNet-8 on the synthetic 32x32x3 set (teacher and students tr
 cached exactly as ``benchmarks/board.py`` does, under benchmarks/results/board_resnet8: the
 teacher; unstructured prox + KD + AT students at 90 % and 95 %; structured students with 2x and
 4x fewer MACs) plus an ``arena_kb`` budget student (``--arena-fraction`` of the teacher's
-TFLM arena), each model's ``tflite-int8`` export is bundled and benched on the ``tflm`` target:
+TFLM arena) and an ``arena_kb`` + ``tflm_flash_kb`` joint budget student (``--arena-fraction``
+of the teacher's arena and ``--tflm-flash-fraction`` of its TFLM flash, both at once), each
+model's ``tflite-int8`` export is bundled and benched on the ``tflm`` target:
 
 - arena: the smallest tensor arena the TFLM interpreter runs the model in (and what its
   recording allocator recorded: head = tensors, tail = persistent structs, 64-bit host build);
@@ -22,23 +24,29 @@ teacher's; TFLM and TFLite agreeing on >= 99 % of the evaluation images.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mcu.py [--square-queries 100]
         [--square-n 100] [--arena-fraction 0.5] [--accelerator ethos-u55-128]
-        [--epoch-scale 1.0] [--out benchmarks/measured/mcu.json]
+        [--tflm-flash-fraction 0.25] [--joint-shape uniform] [--epoch-scale 1.0]
+        [--rows joint-budget] [--out benchmarks/measured/mcu.json]
     .venv/bin/python benchmarks/mcu.py --markdown benchmarks/measured/mcu.json  # docs table
+
+``--rows`` measures only the named rows and merges them into ``--out``, whose teacher row and
+settings they are measured against (refused unless the settings match); each row records when
+it was measured (``measured_utc``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, jsonable, loadavg, table  # noqa: E402
+from _common import RESULTS, ensure_trained, hardware, jsonable, loadavg, table  # noqa: E402
 from board import WORKLOADS, cached, finish, prepare, scaled  # noqa: E402
 
 MEASURED = Path(__file__).resolve().parent / "measured"
@@ -77,6 +85,41 @@ def arena_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
     models["arena-budget"] = m
 
 
+def floor_kib(n_bytes: float) -> float:
+    """``n_bytes`` in KiB, rounded down to 0.01 (a limit never above the fraction asked)."""
+    return math.floor(n_bytes / 1024 * 100) / 100
+
+
+def joint_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
+    """A student searched (channels) and trained to need at most ``args.arena_fraction`` of
+    the teacher's TFLM arena and ``args.tflm_flash_fraction`` of its TFLM flash at once (one
+    ``arena_kb=A,tflm_flash_kb=F`` budget), limits derived from the teacher's export."""
+    from robustedge.compress import CompressConfig
+    from robustedge.compress.budget import compress_to_budget, parse_budget
+    from robustedge.recipe.budget_measures import BoardMeasures
+
+    wl = WORKLOADS["resnet8"]
+    teacher = models["teacher"]["run"]
+    t = teacher_arena(teacher)
+    arena = floor_kib(args.arena_fraction * t["arena_bytes"])
+    flash = floor_kib(args.tflm_flash_fraction * t["tflm_flash_bytes"])
+    text = f"arena_kb={arena:g},tflm_flash_kb={flash:g},shape={args.joint_shape}"
+    budget = parse_budget(text)
+    ep, ft = (scaled(e, args.epoch_scale) for e in wl["structured_epochs"])
+    cfg = dict(wl["student"], teacher=str(teacher), seed=0, method="prox")
+    cfg.update(structured=True, sparsity=0.0, epochs=ep, finetune_epochs=ft)
+    cfg["include_first"] = True  # as the arena student: the stem's channels set the arena
+    name = "joint-budget" if args.joint_shape == "uniform" else f"joint-budget-{args.joint_shape}"
+    run = cached(
+        RESULTS / "board_resnet8" / name,
+        {**cfg, "budget": budget.to_dict()},
+        lambda out: compress_to_budget(CompressConfig(**cfg), budget, out, BoardMeasures()),
+    )
+    m = {"run": run, "kind": "joint-budget", "budget": text}
+    finish(m, wl, args)
+    models[name] = m
+
+
 def bench_tflm(name: str, m: Dict[str, Any], args: argparse.Namespace, work: Path) -> Dict:
     """The model's int8 export bundled and benched on the tflm target."""
     from robustedge.device.board.config import BenchConfig
@@ -99,6 +142,8 @@ def row(name: str, m: Dict[str, Any], r: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "model": name,
         "kind": m["kind"],
+        "budget": m.get("budget"),
+        "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "macs": m.get("macs"),
         "torch_clean": m.get("clean"),
         "torch_pgd": m.get("pgd"),
@@ -209,12 +254,45 @@ def _fmt_cell(c: Any) -> str:
     return f"{c:.3f}" if isinstance(c, float) else str(c)
 
 
+SETTINGS_KEPT = ("square_queries", "square_n", "accelerator", "epoch_scale")
+
+
+def previous(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """With ``--rows``: the measured JSON the rows merge into (its teacher and settings);
+    refused in one line when it is missing or was measured with other settings."""
+    if not args.rows:
+        return None
+    if not args.out.is_file():
+        sys.exit(f"--rows merges into {args.out}, which does not exist: run all rows first")
+    old = json.loads(args.out.read_text())
+    diff = [k for k in SETTINGS_KEPT if old["settings"].get(k) != getattr(args, k)]
+    if diff:
+        sys.exit(f"--rows: {args.out} was measured with other {', '.join(diff)}")
+    return old
+
+
+def merged(old: Optional[Dict[str, Any]], rows: List[Dict], raw: Dict) -> tuple:
+    """The old payload's rows and results with the new ones in place (or appended); rows
+    measured before ``measured_utc`` existed get their bundle's creation time."""
+    if old is None:
+        return rows, raw
+    new = {r["model"]: r for r in rows}
+    out = [new.pop(r["model"], r) for r in old["rows"]] + list(new.values())
+    for r in out:
+        if "measured_utc" not in r:
+            r["measured_utc"] = old["results"][r["model"]]["bundle"]["created"]
+    return out, {**old["results"], **raw}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--markdown", type=Path, help="print a measured JSON's docs table, run nothing")
     ap.add_argument("--square-queries", type=int, default=100)
     ap.add_argument("--square-n", type=int, default=100)
     ap.add_argument("--arena-fraction", type=float, default=0.5, help="0: no arena student")
+    ap.add_argument("--tflm-flash-fraction", type=float, default=0.25, help="0: no joint student")
+    ap.add_argument("--joint-shape", default="uniform", help="the joint student's budget shape")
+    ap.add_argument("--rows", default="", help="only these rows (comma list), merged into --out")
     ap.add_argument("--accelerator", default="ethos-u55-128")
     ap.add_argument("--epoch-scale", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=MEASURED / "mcu.json")
@@ -223,31 +301,96 @@ def main() -> None:
         print(markdown(json.loads(args.markdown.read_text())))
         return
     args.flash_fraction = 0.0  # board.prepare's flash student: not this benchmark's
+    old = previous(args)
     import torch
 
     torch.set_num_threads(1)
     t0, c0 = time.time(), time.process_time()
-    models = prepare("resnet8", args)
-    if args.arena_fraction > 0:
+    wanted = [n for n in args.rows.split(",") if n]
+    models = build_models(args, wanted)
+    unknown = [n for n in wanted if n not in models]
+    if unknown:
+        sys.exit(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(models)})")
+    rows, raw = bench_rows(models, wanted or list(models), args)
+    write(args, old, rows, raw, (time.time() - t0, time.process_time() - c0))
+
+
+BUDGET_ROWS = ("arena-budget", "joint-budget")
+
+
+def build_models(args: argparse.Namespace, wanted: List[str]) -> Dict[str, Any]:
+    """Teacher and students (cached): all of them, or with ``--rows`` naming only the teacher
+    and budget students, the teacher and those (the other students are not touched)."""
+    if wanted and all(n == "teacher" or n.startswith(BUDGET_ROWS) for n in wanted):
+        models = {"teacher": teacher_model(args)}
+    else:
+        models = prepare("resnet8", args)
+    if args.arena_fraction > 0 and (not wanted or "arena-budget" in wanted):
         arena_student(models, args)
+    if args.arena_fraction > 0 and args.tflm_flash_fraction > 0:
+        if not wanted or any(n.startswith("joint-budget") for n in wanted):
+            joint_student(models, args)
+    return models
+
+
+def teacher_model(args: argparse.Namespace) -> Dict[str, Any]:
+    """The teacher as :func:`board.prepare` makes it (trained once, cached), evaluated."""
+    from robustedge.data import load_dataset
+    from robustedge.models import count_macs, load_model
+    from robustedge.training.config import TrainConfig
+
+    wl = WORKLOADS["resnet8"]
+    t = dict(wl["teacher"], epochs=scaled(wl["teacher"]["epochs"], args.epoch_scale))
+    run = ensure_trained(
+        RESULTS / "board_resnet8" / f"teacher-e{t['epochs']}", TrainConfig(data=wl["data"], **t)
+    )
+    shape = load_dataset(wl["data"]).input_shape
+    m = {"run": run, "kind": "teacher", "macs": count_macs(load_model(run)[0], shape)["dense"]}
+    finish(m, wl, args)
+    return m
+
+
+def bench_rows(models: Dict[str, Any], wanted: List[str], args: argparse.Namespace) -> tuple:
+    """The named models benched on TFLM: (rows, raw results)."""
     rows, raw = [], {}
     with tempfile.TemporaryDirectory(prefix="mcu-bench-") as tmp:
-        for name, m in models.items():
+        for name in wanted:
+            m = models[name]
             raw[name] = bench_tflm(name, m, args, Path(tmp))
             rows.append(row(name, m, raw[name]))
             print(f"{name}: done ({raw[name]['bench_wall_s']} s)", flush=True)
+    return rows, raw
+
+
+def write(args: argparse.Namespace, old: Optional[Dict], rows: List, raw: Dict, took) -> None:
+    """Print the tables and write the JSON (merged into the old one with ``--rows``)."""
+    rows, raw = merged(old, rows, raw)
     print_tables(rows)
+    runs = list((old or {}).get("runs", []))
+    if old is not None and not runs:  # the first run, before runs were recorded
+        runs.append({"rows": [r["model"] for r in old["rows"]], "wall_s": old["wall_s"]})
+        runs[0]["cpu_s"] = old["cpu_s"]
+    measured = [
+        r["model"] for r in rows if r["model"] in raw and r["model"] in args.rows.split(",")
+    ]
+    runs.append({
+        "rows": measured or [r["model"] for r in rows],
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": round(took[0], 1), "cpu_s": round(took[1], 1), "loadavg": loadavg(),
+        "settings": {**vars(args), "out": str(args.out)},
+    })  # fmt: skip
     payload = {
         "benchmark": "mcu",
         "hardware": hardware(),
         "host": "2-core x86_64 VM, no GPU, shared with other jobs (loadavg per model)",
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "settings": {**vars(args), "out": str(args.out)},
+        "settings": {**((old or {}).get("settings") or {}), **vars(args), "out": str(args.out)},
         "rows": rows,
         "targets": targets(rows),
         "results": raw,
-        "wall_s": round(time.time() - t0, 1),
-        "cpu_s": round(time.process_time() - c0, 1),
+        "runs": runs,
+        "wall_s": round(sum(r["wall_s"] for r in runs), 1),
+        "cpu_s": round(sum(r["cpu_s"] for r in runs), 1),
     }
     print(json.dumps(payload["targets"], indent=1))
     from robustedge.io import write_json

@@ -7,29 +7,39 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from robustedge.compress import CompressConfig, compress_run
-from robustedge.compress.budget import Budget, BudgetMeasures, Quantity, compress_to_budget
+from robustedge.compress.budget import (
+    AnyBudget,
+    Budget,
+    BudgetMeasures,
+    JointBudget,
+    Quantity,
+    compress_to_budget,
+    parse_budget,
+)
 from robustedge.errors import RobustEdgeError
 from robustedge.recipe.budget_measures import BoardMeasures, refuse_emulated
 
 
-def resolve_budget(budget: Union[str, Budget], target: Optional[str] = None) -> Budget:
-    """``budget`` as a :class:`Budget` (a string is parsed with ``target``: ValueError, one
-    line); a latency budget on an emulated target is refused now, before any training."""
-    if isinstance(budget, Budget):
+def resolve_budget(budget: Union[str, AnyBudget], target: Optional[str] = None) -> AnyBudget:
+    """``budget`` as a :class:`Budget` or (several limits) a :class:`JointBudget` (a string is
+    parsed with ``target``: ValueError, one line); a latency budget on an emulated target is
+    refused now, before any training."""
+    if isinstance(budget, (Budget, JointBudget)):
         if target is not None and target != budget.target:
             raise ValueError(f"the budget names target {budget.target!r}, not {target!r}")
         parsed = budget
     else:
-        parsed = Budget.parse(budget, target)
-    if parsed.quantity is Quantity.LATENCY_MS:
-        refuse_emulated(str(parsed.target))
+        parsed = parse_budget(budget, target)
+    for b in parsed.budgets if isinstance(parsed, JointBudget) else (parsed,):
+        if b.quantity is Quantity.LATENCY_MS:
+            refuse_emulated(str(b.target))
     return parsed
 
 
 def compress_student(
     cfg: CompressConfig,
     out: Path,
-    budget: Union[str, Budget, None] = None,
+    budget: Union[str, AnyBudget, None] = None,
     target: Optional[str] = None,
     eval_attacks: Optional[Sequence[Any]] = None,
     eval_suite: Optional[str] = None,

@@ -14,9 +14,12 @@ measure it again.
   measure a candidate, search, re-measure the trained student, widen and retry.
 - :mod:`.train`: :func:`compress_to_budget` (search -> train -> re-measure -> retry once).
 - :mod:`.mcu`: microcontroller budgets (TFLM's arena, TFLM's flash), registered in STRATEGIES.
+- :mod:`.joint`: several limits at once (:class:`JointBudget`, ``arena_kb=28,tflm_flash_kb=23``),
+  searched as one on the binding constraint's share of its limit.
 """
 
 from robustedge.compress.budget.flash import FLASH_MARGIN, SPARSITY_GRID, search_flash
+from robustedge.compress.budget.joint import JointStrategy
 from robustedge.compress.budget.mcu import ArenaStrategy, TflmFlashStrategy
 from robustedge.compress.budget.measures import BudgetMeasures, Measure
 from robustedge.compress.budget.search import (
@@ -28,7 +31,15 @@ from robustedge.compress.budget.search import (
     search_structure,
 )
 from robustedge.compress.budget.shape import Sensitivity, search_widths, shrunk_to
-from robustedge.compress.budget.spec import UNITS, Budget, Quantity, Shape
+from robustedge.compress.budget.spec import (
+    UNITS,
+    AnyBudget,
+    Budget,
+    JointBudget,
+    Quantity,
+    Shape,
+    parse_budget,
+)
 from robustedge.compress.budget.strategies import (
     LATENCY_MARGIN,
     STRATEGIES,
@@ -43,6 +54,10 @@ from robustedge.compress.budget.train import compress_to_budget, student_config
 
 __all__ = [
     "Budget",
+    "JointBudget",
+    "AnyBudget",
+    "parse_budget",
+    "JointStrategy",
     "Quantity",
     "Shape",
     "Sensitivity",

@@ -166,7 +166,7 @@ def search_structure(
     last = probe(grid - 1)
     if not last.meets:
         raise RobustEdgeError(
-            f"budget {budget.quantity.value}={budget.limit:g} cannot be met by removing "
+            f"budget {budget.name}={budget.limit:g} cannot be met by removing "
             f"channels: the narrowest student needs {last.value:.6g} {budget.unit} "
             f"(the teacher {first.value:.6g})"
         )

@@ -170,7 +170,7 @@ def search_widths(
     while state.value > budget.limit:
         if not state.step(budget.limit):
             raise RobustEdgeError(
-                f"budget {budget.quantity.value}={budget.limit:g} cannot be met by removing "
+                f"budget {budget.name}={budget.limit:g} cannot be met by removing "
                 f"channels: the narrowest student needs {state.value:.6g} {budget.unit} "
                 f"(the teacher {teacher:.6g})"
             )

@@ -3,6 +3,8 @@
 ``macs=2M`` (multiply-accumulates per inference), ``flash_kb=64`` (what the board stores, KiB)
 or ``latency_ms=2`` (p50 of one inference, measured on a named target); for microcontrollers
 ``arena_kb=N`` (TFLM's tensor arena) and ``tflm_flash_kb=N`` (the plain int8 file TFLM keeps).
+Several limits at once (``arena_kb=28,tflm_flash_kb=23``) make a :class:`JointBudget`
+(:func:`parse_budget`): every one must hold.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
 
@@ -41,7 +43,7 @@ UNITS = {
 }
 FORMS = (
     "macs=N[k|M|G] | flash_kb=N | latency_ms=N | arena_kb=N | tflm_flash_kb=N, "
-    "then optionally ,shape=layers|uniform"
+    "(several joined by commas must all hold), then optionally ,shape=layers|uniform"
 )
 # One fraction for every layer stays the default until per-layer widths are measured to win:
 # the one measurement so far (digits, flash_kb=3.1, 1 seed, docs/robust-methods.md) had the
@@ -113,6 +115,11 @@ class Budget:
     def unit(self) -> str:
         return UNITS[self.quantity]
 
+    @property
+    def name(self) -> str:
+        """The quantity's name (``arena_kb``), as messages write it."""
+        return self.quantity.value
+
     def aimed(self, margin: float) -> Budget:
         """The same budget with ``margin`` of its limit held back (what a search aims at)."""
         return Budget(self.quantity, self.limit * (1.0 - margin), self.target, self.shape)
@@ -125,3 +132,87 @@ class Budget:
             "target": self.target,
             "shape": self.shape.value,  # type: ignore[union-attr]
         }
+
+
+JOINT_UNIT = "x limit"  # a joint budget's value: the largest of each measure over its limit
+
+
+@dataclass(frozen=True)
+class JointBudget:
+    """Several limits that must all hold (``arena_kb=28,tflm_flash_kb=23``). Searched as one
+    budget whose value is the binding constraint's share of its limit, ``max_i v_i / L_i``,
+    met at :attr:`limit` 1 (:class:`~robustedge.compress.budget.joint.JointStrategy`); each
+    budget is measured and recorded on its own."""
+
+    budgets: Tuple[Budget, ...]
+    shape: Optional[Shape] = None
+    limit = 1.0
+    unit = JOINT_UNIT
+    quantity = None  # no one quantity: see ``budgets``
+
+    def __post_init__(self) -> None:
+        names = [b.name for b in self.budgets]
+        if len(names) < 2:
+            raise ValueError("a joint budget needs two or more limits")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"budget {twice[0]} given twice")
+        shape = self.shape or self.budgets[0].shape
+        try:
+            shape = Shape(shape)
+        except ValueError:
+            raise ValueError(
+                f"unknown budget shape '{shape}' (known: {', '.join(s.value for s in Shape)})"
+            ) from None
+        parts = tuple(Budget(b.quantity, b.limit, b.target, shape) for b in self.budgets)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "budgets", parts)
+
+    @property
+    def name(self) -> str:
+        """``arena_kb+tflm_flash_kb``."""
+        return "+".join(b.name for b in self.budgets)
+
+    @property
+    def target(self) -> Optional[str]:
+        return next((b.target for b in self.budgets if b.target), None)
+
+    def text(self) -> str:
+        """The limits as ``--budget`` writes them (``arena_kb=28,tflm_flash_kb=23``)."""
+        return ",".join(f"{b.name}={b.limit:g}" for b in self.budgets)
+
+    def aimed(self, margin: float) -> JointBudget:
+        """Each limit with ``margin`` of it held back."""
+        return JointBudget(tuple(b.aimed(margin) for b in self.budgets), self.shape)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "quantity": self.name,
+            "limit": self.limit,
+            "unit": self.unit,
+            "target": self.target,
+            "shape": self.shape.value,  # type: ignore[union-attr]
+            "limits": {b.name: b.limit for b in self.budgets},
+        }
+
+
+AnyBudget = Union[Budget, JointBudget]
+
+
+def parse_budget(text: str, target: Optional[str] = None) -> AnyBudget:
+    """One limit (:meth:`Budget.parse`) or several joined by commas, all of which must hold
+    (``"arena_kb=28,tflm_flash_kb=23[,shape=layers]"``: a :class:`JointBudget`); ``target``
+    goes to the latency limit (ValueError, one line)."""
+    items = [i.strip() for i in str(text).strip().split(",")]
+    shapes = [i for i in items if i.partition("=")[0].strip() == "shape"]
+    limits = [i for i in items if i not in shapes]
+    if len(limits) <= 1 or len(shapes) > 1:
+        return Budget.parse(text, target)
+    shape = shapes[0].partition("=")[2].strip() if shapes else None
+    lat = Quantity.LATENCY_MS.value
+    if target and not any(i.partition("=")[0].strip() == lat for i in limits):
+        raise ValueError(f"'{text}': a target is for a latency budget ({lat}=N)")
+    parts = tuple(
+        Budget.parse(i, target if i.partition("=")[0].strip() == lat else None) for i in limits
+    )
+    return JointBudget(parts, shape)  # type: ignore[arg-type]

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from robustedge.attacks import eps_or_default
+from robustedge.compress.budget.joint import JointStrategy
 from robustedge.compress.budget.measures import BudgetMeasures
 from robustedge.compress.budget.search import WEIGHTS, SearchResult
 from robustedge.compress.budget.shape import Sensitivity, sensitivity_batch
-from robustedge.compress.budget.spec import Budget
+from robustedge.compress.budget.spec import AnyBudget, JointBudget
 from robustedge.compress.budget.strategies import (
     BudgetStrategy,
     FlashStrategy,
@@ -47,7 +48,7 @@ class Trained:
 
 def compress_to_budget(
     cfg: CompressConfig,
-    budget: Budget,
+    budget: AnyBudget,
     out: Path,
     measures: Optional[BudgetMeasures] = None,
     eval_attacks: Optional[Sequence[Any]] = None,
@@ -60,7 +61,9 @@ def compress_to_budget(
     ``out/metrics.json`` under ``"budget"``. Returns the metrics.
 
     ``measures`` supplies what compress cannot measure itself (a flash budget's codec and
-    exports, a latency budget's board): required for those, unused for MACs."""
+    exports, a latency budget's board): required for those, unused for MACs. A
+    :class:`~robustedge.compress.budget.JointBudget` meets all its limits at once (its record
+    has each one under ``"constraints"``)."""
     if not cfg.pruner.structured:
         able = " or ".join(m for m, p in PRUNERS.items() if p.structured)
         raise RobustEdgeError(
@@ -72,7 +75,11 @@ def compress_to_budget(
     x, y = sensitivity_batch(data.x_train, data.y_train, cfg.seed)
     sens = Sensitivity(x, y, eps_or_default(cfg.eps), cfg.steps, cfg.seed)
     teacher = Teacher(model, spec, data.name, data_dir, data.input_shape, layers, sens)
-    strategy = make_strategy(budget, teacher, measures)
+    strategy: BudgetStrategy = (
+        JointStrategy(budget, teacher, measures)
+        if isinstance(budget, JointBudget)
+        else make_strategy(budget, teacher, measures)
+    )
     strategy.prepare()
     out = Path(out)
     last = train_to_budget(cfg, out, strategy, eval_attacks, eval_suite)
