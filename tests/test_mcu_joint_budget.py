@@ -87,6 +87,33 @@ def test_the_binding_constraint_sets_the_joint_value(tiny_run):
     assert s.measure(half) == pytest.approx(0.9375)
 
 
+class ExportMeasures(HandMeasures):
+    """The arena's export also reports its file: 1,000 + 98 w bytes (the estimate, calibrated on
+    the teacher's 1,360 + 98 w, would be 360 B high)."""
+
+    def model_arena(self, model, spec, data_name, data_dir):
+        return {**super().model_arena(model, spec, data_name, data_dir),
+                "tflm_flash_bytes": 1000 + 98 * width(model)}  # fmt: skip
+
+
+def test_with_an_arena_limit_flash_is_the_arena_exports_file(tiny_run):
+    """At w = 16 the arena's export holds 1,000 + 1,568 = 2,568 B = 2.5078125 KiB of flash:
+    that, not the estimate's 2.859375, is the candidate's TFLM flash; at w = 8, 1,784 B."""
+    from robustedge.compress.budget import JointStrategy, Teacher
+    from robustedge.compress.budget.search import shrunk_copy
+
+    model, spec = load_model(tiny_run)
+    t = Teacher(model, spec, "digits", None, (1, 8, 8))
+    s = JointStrategy(parse_budget("tflm_flash_kb=2.5,arena_kb=1.6"), t, ExportMeasures())
+    s.prepare()
+    assert s.values(model) == {"tflm_flash_kb": 2.5078125, "arena_kb": 2.0}
+    half, _ = shrunk_copy(model, (1, 8, 8), 0.5)
+    assert s.values(half)["tflm_flash_kb"] == 1784 / 1024
+    alone = JointStrategy(parse_budget("tflm_flash_kb=2.5,macs=1M"), t, ExportMeasures())
+    alone.prepare()
+    assert alone.values(model)["tflm_flash_kb"] == 2.859375  # no arena: the estimate
+
+
 def test_joint_budget_student_meets_both_limits_and_records_each(tiny_run, tmp_path):
     """Limits 1.6 KiB arena (w <= 9: 1,600 B) and 2.2 KiB flash (w <= 9: 2,242 B <= 2,252.8):
     the widest student keeps 9 channels; both recorded with the teacher's and the student's

@@ -46,6 +46,7 @@ class ArenaStrategy(ChannelStrategy):
             )
         super().__init__(budget, teacher, measures)
         self.measured: Dict[str, Any] = {}
+        self.last_flash_kb: Optional[float] = None  # the TFLM flash of the last export measured
 
     def search(self) -> SearchResult:
         """The channel search; a budget the narrowest student misses names the likely cause
@@ -64,6 +65,8 @@ class ArenaStrategy(ChannelStrategy):
     def measure(self, model: nn.Module) -> float:
         t = self.teacher
         m = self.measures.model_arena(model.cpu().eval(), t.spec, t.data_name, t.data_dir)
+        flash = m.get("tflm_flash_bytes")
+        self.last_flash_kb = None if flash is None else flash / 1024.0
         return m["arena_bytes"] / 1024.0
 
     def measure_student(self, run: Path) -> float:
