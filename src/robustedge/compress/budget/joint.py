@@ -8,9 +8,10 @@ about a tenth on ResNet-8, on the safe side, which cost the student width). A ca
 value is its binding constraint's share of its limit, ``max_i v_i / L_i``: it meets the joint
 budget (value <= 1) exactly when it meets every limit, and it falls as channels go because
 each ``v_i`` does, so the channel searches (one fraction for every layer, or per-layer
-widths) run unchanged on it. The joint search removes channels only (zeroed weights shrink no arena). The trained student
-is measured by every part's own ``measure_student``; a part over its limit corrects what it
-aims at (``widen``) and the student is searched and trained once more, as for one budget.
+widths) run unchanged on it. The joint search removes channels only (zeroed weights shrink no
+arena). The trained student is measured by every part's own ``measure_student``; a part over
+its limit corrects what it aims at (``widen``) and the student is searched and trained once
+more, as for one budget.
 """
 
 from __future__ import annotations
