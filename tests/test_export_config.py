@@ -80,6 +80,7 @@ def test_round_trip_and_unknown_keys():
         parity=False,
         transfer_steps=3,
         transfer_restarts=2,
+        eval_images=300,
         seed=7,
     )
     d = cfg.to_dict()
@@ -92,6 +93,7 @@ def test_round_trip_and_unknown_keys():
         "parity": False,
         "transfer_steps": 3,
         "transfer_restarts": 2,
+        "eval_images": 300,
         "seed": 7,
     }
     assert ExportConfig.from_dict(json.loads(json.dumps(d))) == cfg

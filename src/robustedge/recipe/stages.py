@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from robustedge.codec import DEFAULT_CODEC
 from robustedge.device.board.config import BenchConfig
 from robustedge.errors import RobustEdgeError
+from robustedge.export.config import ExportConfig
 from robustedge.io import read_json, write_json
 from robustedge.recipe.executors import ExecutorSpec, run_stages
 from robustedge.recipe.model_card import write_model_cards
@@ -179,11 +180,14 @@ def _downstream(
         )
     if recipe.export is None:
         return stages
+    export_cfg = recipe.export.to_dict()  # the recipe's seed included (ExportConfig.seed)
+    if export_cfg["eval_images"] == ExportConfig().eval_images:
+        del export_cfg["eval_images"]  # exports cached before the setting existed stay valid
     stages.append(
         Stage(
             f"export-{name}",
             "export",
-            recipe.export.to_dict(),  # the recipe's seed included (ExportConfig.seed)
+            export_cfg,
             lambda: _export(run, recipe),
             lambda: files_under(run / "export"),
             upstream=(model_id,),
