@@ -108,11 +108,20 @@ class LoopbackCluster:
         log.close()
 
     def wait_nodes(self, n: int, timeout: float = 180) -> None:
-        """Until the cluster has ``n`` live nodes (asked from a separate Ray driver)."""
+        """Until the cluster has ``n`` live nodes (asked from a separate Ray driver, once the
+        head's port accepts connections: under load the head can take longer to come up than
+        ray.init waits for it, and a driver that missed it never recovered)."""
         script = (
-            "import ray, sys, time\n"
-            f"ray.init(address={self.address!r}, log_to_driver=False)\n"
+            "import ray, socket, sys, time\n"
             f"deadline = time.monotonic() + {timeout}\n"
+            "while True:\n"
+            "    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {self.port}), 1).close()\n"
+            "        break\n"
+            "    except OSError:\n"
+            "        if time.monotonic() > deadline: sys.exit(1)\n"
+            "        time.sleep(0.2)\n"
+            f"ray.init(address={self.address!r}, log_to_driver=False)\n"
             "while time.monotonic() < deadline:\n"
             f"    if sum(x['Alive'] for x in ray.nodes()) == {n}: sys.exit(0)\n"
             "    time.sleep(0.5)\n"
