@@ -14,6 +14,7 @@ inserted, and structured values (pickled dicts, arrays, JSON and YAML trees).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -260,7 +262,7 @@ def manifest_edits(draw, good: dict) -> bytes:
     return json.dumps(m).encode()
 
 
-def accepted_manifest_is_true(b: Path, manifest: dict) -> None:
+def check_accepted_manifest(b: Path, manifest: dict) -> None:
     """A manifest ``verify_bundle`` accepted must describe the bundle: every listed file is a
     plain file inside it with the listed size and full sha256 (hashed here), and every format's
     model file is one of them."""
@@ -278,20 +280,15 @@ def accepted_manifest_is_true(b: Path, manifest: dict) -> None:
     assert manifest["formats"] and all(a["file"] in files for a in manifest["formats"].values())
 
 
-def check_fuzzed_manifest(bundle_dir: Path, data: bytes) -> None:
-    from robustedge.device.board.bundle_format import verify_bundle
-
+@contextlib.contextmanager
+def fuzzed_bundle(bundle_dir: Path, data: bytes) -> Iterator[Path]:
+    """A scratch copy of ``bundle_dir`` whose manifest.json holds ``data``."""
     work = Path(tempfile.mkdtemp(prefix="fuzz-bundle-"))
     try:
         b = work / "b"
         shutil.copytree(bundle_dir, b)
         (b / "manifest.json").write_bytes(data)
-        try:
-            manifest = verify_bundle(b)
-        except RobustEdgeError as e:
-            one_line(e)
-            return
-        accepted_manifest_is_true(b, manifest)
+        yield b
     finally:
         shutil.rmtree(work)
 
@@ -299,6 +296,9 @@ def check_fuzzed_manifest(bundle_dir: Path, data: bytes) -> None:
 @FUZZ
 @given(data=st.data())
 def test_fuzz_bundle_manifest(bundle_dir, data):
+    """A fuzzed manifest is refused in one line, or accepted only when it is true."""
+    from robustedge.device.board.bundle_format import verify_bundle
+
     good = (bundle_dir / "manifest.json").read_bytes()
     raw = data.draw(
         st.one_of(
@@ -307,7 +307,13 @@ def test_fuzz_bundle_manifest(bundle_dir, data):
             manifest_edits(json.loads(good)),
         )
     )
-    check_fuzzed_manifest(bundle_dir, raw)
+    with fuzzed_bundle(bundle_dir, raw) as b:
+        try:
+            manifest = verify_bundle(b)
+        except RobustEdgeError as e:
+            assert "\n" not in str(e).strip(), str(e)  # refused in one line
+            return
+        check_accepted_manifest(b, manifest)
 
 
 # ---------------------------------------------------------------- recipes
