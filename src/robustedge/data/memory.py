@@ -83,13 +83,26 @@ def from_arrays(
         xa = to_nchw(np.asarray(x), f"{name} x_{split}")
         xs.append(xa)
         ys.append(to_labels(np.asarray(y), len(xa), f"{name} y_{split}"))
-    k = num_classes if num_classes is not None else int(max(ys[0].max(), ys[1].max())) + 1
+    return _dataset(name, (xs[0], ys[0]), (xs[1], ys[1]), num_classes, class_names)
+
+
+def _dataset(
+    name: str,
+    train: Tuple[Any, np.ndarray],
+    test: Tuple[Any, np.ndarray],
+    num_classes: Optional[int],
+    class_names: Optional[Sequence[str]],
+) -> Dataset:
+    """The Dataset of checked (images, labels) splits; ``num_classes`` defaults to the largest
+    label + 1."""
+    (x_tr, y_tr), (x_te, y_te) = train, test
+    k = num_classes if num_classes is not None else int(max(y_tr.max(), y_te.max())) + 1
     return Dataset(
         name=name,
-        x_train=xs[0],
-        y_train=ys[0],
-        x_test=xs[1],
-        y_test=ys[1],
+        x_train=x_tr,
+        y_train=y_tr,
+        x_test=x_te,
+        y_test=y_te,
         num_classes=int(k),
         class_names=None if class_names is None else [str(c) for c in class_names],
     )
@@ -156,17 +169,8 @@ def from_torch(
         x_te, y_te = _collect(test, f"{name} test")
         logger.info("%s: %d train / %d test samples from torch", name, len(y_tr), len(y_te))
         return from_arrays(x_tr, y_tr, x_te, y_te, name, num_classes, class_names)
-    (x_tr, y_tr), (x_te, y_te) = _streamed(train, f"{name} train"), _streamed(test, f"{name} test")
-    k = num_classes if num_classes is not None else int(max(y_tr.max(), y_te.max())) + 1
-    return Dataset(
-        name=name,
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        num_classes=int(k),
-        class_names=None if class_names is None else [str(c) for c in class_names],
-    )
+    splits = _streamed(train, f"{name} train"), _streamed(test, f"{name} test")
+    return _dataset(name, *splits, num_classes, class_names)
 
 
 def _map_style(source: Any) -> Optional[Any]:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from robustedge.data import Dataset
+from robustedge.data import Dataset, seeded_subset
 from robustedge.device.host.bundle import BundleConfig, PathLike, build_bundle
 from robustedge.errors import RobustEdgeError
 from robustedge.hashing import sha256_file
@@ -29,14 +29,12 @@ QUANTIZED = ("int8", "uint8")
 
 
 def eval_subset(data: Dataset, samples: Optional[int], seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The test split, or a fixed seeded subset of ``samples`` images of it (in split order)."""
-    x, y = data.x_test, data.y_test
-    if samples is None or samples >= len(x):
-        return x, y
-    if samples < 1:
+    """The test split, or a fixed seeded subset of ``samples`` images of it (in split order):
+    :func:`~robustedge.data.seeded_subset`, the draw export makes."""
+    if samples is not None and samples < 1:
         raise RobustEdgeError(f"samples must be >= 1, got {samples}")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(x))[:samples])
-    return x[idx], y[idx]
+    n = len(data.x_test) if samples is None else samples
+    return seeded_subset(data.x_test, data.y_test, n, seed)
 
 
 def bundle_model_file(
