@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
+import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Callable
+from subprocess import CompletedProcess
+from typing import Callable, Sequence
 
 import pytest
 import torch
@@ -25,9 +33,7 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     workers share (each worker's base temp is a child of it); the others wait and reuse it. A
     build that raised is redone by the next caller. Only for folders the tests read (a test
     that changes one works on its own copy)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
+    root = shared_root(tmp_path_factory)
     out, done = root / f"shared-{name}", root / f"shared-{name}.done"
     with open(root / f"shared-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
@@ -37,6 +43,32 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
             build(out)
             done.touch()
     return out
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """The temp folder every pytest-xdist worker of this session shares."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def pytest_configure(config) -> None:
+    """onnx2tf conversions are cached by content in a folder of this session only (empty at
+    the start, removed at the end): a model converted twice converts once, and no run of the
+    suite reads a conversion made by an earlier one. Set here, before test modules are imported
+    and pytest-xdist starts its workers, so that every worker and subprocess inherits it. An
+    explicit ROBUSTEDGE_CACHE_TFLITE (``off``, or a folder) is left as it is."""
+    from robustedge.cache import kind_env
+    from robustedge.export.convert_cache import KIND
+
+    if kind_env(KIND) not in os.environ:
+        folder = tempfile.mkdtemp(prefix="robustedge-conversions-")
+        os.environ[kind_env(KIND)] = config.robustedge_conversions = folder
+
+
+def pytest_unconfigure(config) -> None:
+    folder = getattr(config, "robustedge_conversions", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -104,15 +136,64 @@ def device_host_ref(device_bundle):
     return LocalTarget().bench(device_bundle, [*BENCH, "--backend", "tflite-runtime"])
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `robustedge ARGS` in a fresh interpreter, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-    )
+class CliZygote:
+    """The client of tests/cli_zygote.py: one preloaded process per pytest worker, started on
+    first use, that forks each `robustedge` call (see that module for why and how)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+
+    def start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            code = f"import runpy; runpy.run_path({str(ZYGOTE)!r}, run_name='__main__')"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ZYGOTE.parent,
+            )
+            atexit.register(self.proc.kill)
+        return self.proc
+
+    def reply(self, proc: subprocess.Popen, word: str, deadline: float, pid: int = 0) -> int:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith(word + " "):
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            raise RuntimeError(f"the CLI zygote gave {line!r} instead of {word!r}")
+        return int(line.split()[1])
+
+    def run(self, args: Sequence[str], cwd: Path | None, timeout: float) -> CompletedProcess:
+        with self.lock, tempfile.TemporaryDirectory() as tmp:
+            proc = self.start()
+            out, err = Path(tmp) / "out", Path(tmp) / "err"
+            req = dict(argv=list(args), cwd=str(cwd or os.getcwd()), env=dict(os.environ))
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({**req, "out": str(out), "err": str(err)}) + "\n")
+            proc.stdin.flush()
+            deadline = time.monotonic() + timeout
+            pid = self.reply(proc, "pid", deadline)
+            try:
+                rc = self.reply(proc, "rc", deadline, pid)
+            except RuntimeError:
+                raise subprocess.TimeoutExpired(["robustedge", *args], timeout) from None
+            argv = [sys.executable, "-m", "robustedge.cli", *args]
+            return CompletedProcess(argv, rc, out.read_text(), err.read_text())
+
+
+ZYGOTE = Path(__file__).with_name("cli_zygote.py")
+_ZYGOTE = CliZygote()
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> CompletedProcess:
+    """Run `robustedge ARGS` as a user would: a process of its own (forked from one that has
+    imported robustedge.cli and nothing else), in the caller's folder and environment."""
+    return _ZYGOTE.run(args, cwd, timeout=600)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from robustedge.errors import RobustEdgeError
+from robustedge.export.convert_cache import conversion_cache
 
 logger = logging.getLogger(__name__)
 
@@ -58,26 +59,12 @@ def convert_tflite(
     out = workdir / "onnx2tf_out"
     if sample_nhwc is not None and sample_nhwc.shape[-1] == 3:
         _write_sample_images(workdir, sample_nhwc)
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out), "-v", "info"]
-    cmd += ["-osd"] if saved_model else []
-    if calib_nhwc is not None:
-        calib_path = workdir / "calib.npy"
-        np.save(calib_path, np.ascontiguousarray(calib_nhwc, dtype=np.float32))
-        cmd += [
-            "-oiqt",
-            "-qt",
-            "per-channel",
-            "-cind",
-            input_name,
-            str(calib_path),
-            "[[[[0.0]]]]",
-            "[[[[1.0]]]]",
-            "-iqd",
-            "int8",
-            "-oqd",
-            "int8",
-        ]
-    log = _run(cmd, workdir / "onnx2tf.log")
+    flags = _onnx2tf_flags(input_name, calib_nhwc is not None, saved_model)
+    with conversion_cache(onnx_path, flags, calib_nhwc, sample_nhwc, workdir) as cached:
+        if not cached:
+            log = _convert(onnx_path, out, flags, calib_nhwc, workdir)
+        else:
+            log = (workdir / "onnx2tf.log").read_text()
     stem = onnx_path.stem
     found = {"float32": out / f"{stem}_float32.tflite"}
     if calib_nhwc is not None:
@@ -93,6 +80,27 @@ def convert_tflite(
     if saved_model:
         found["saved_model"] = out
     return found
+
+
+def _onnx2tf_flags(input_name: str, quantize: bool, saved_model: bool) -> List[str]:
+    """onnx2tf's options past ``-i``/``-o``; ``{calib}`` stands for the calibration file."""
+    flags = ["-v", "info"] + (["-osd"] if saved_model else [])
+    if quantize:
+        flags += ["-oiqt", "-qt", "per-channel", "-cind", input_name, "{calib}"]
+        flags += ["[[[[0.0]]]]", "[[[[1.0]]]]", "-iqd", "int8", "-oqd", "int8"]
+    return flags
+
+
+def _convert(
+    onnx_path: Path, out: Path, flags: List[str], calib: Optional[np.ndarray], workdir: Path
+) -> str:
+    """Run onnx2tf into ``out``; returns its log (also written to ``workdir/onnx2tf.log``)."""
+    calib_path = workdir / "calib.npy"
+    if calib is not None:
+        np.save(calib_path, np.ascontiguousarray(calib, dtype=np.float32))
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out)]
+    cmd += [str(calib_path) if f == "{calib}" else f for f in flags]
+    return _run(cmd, workdir / "onnx2tf.log")
 
 
 SAVED_MODEL_PB = "saved_model.pb"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from robustedge.cache import cache_dir, kind_env
 from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)
@@ -70,19 +71,18 @@ ARCHES: Dict[str, ArchSpec] = {
 }
 
 
-CACHE_ENV = "ROBUSTEDGE_CACHE"  # points robustedge's caches elsewhere (e.g. a CI cache folder)
 # Bump when the userland's build steps or layout change in a way ARCHES does not show: the
 # CI cache key (``cache_key``) then changes and old cached userlands are rebuilt.
 CACHE_VERSION = 1
 
 
 def cache_root() -> Path:
-    """Where emulated userlands live: ``$ROBUSTEDGE_CACHE/qemu`` when that is set, else
-    ``$XDG_CACHE_HOME/robustedge/qemu`` (~/.cache by default)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / "qemu"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "robustedge" / "qemu"
+    """Where emulated userlands live: ``robustedge.cache.cache_dir("qemu")``
+    (``$ROBUSTEDGE_CACHE/qemu`` when that is set, else ``$XDG_CACHE_HOME/robustedge/qemu``)."""
+    root = cache_dir("qemu")
+    if root is None:
+        raise RobustEdgeError(f"the qemu userland cannot be turned off ({kind_env('qemu')}=off)")
+    return root
 
 
 def cache_key(arch: str) -> str:

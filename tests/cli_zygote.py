@@ -1,0 +1,88 @@
+"""`robustedge` commands for the tests, each in a fresh process forked from a preloaded one.
+
+A user's ``robustedge ARGS`` is a new interpreter that imports ``robustedge.cli`` (and torch)
+and runs ``main()``. Starting that interpreter costs about 1.5 s of CPU, paid by every CLI
+call in the suite. The zygote (one per pytest worker) pays it once: it imports
+``robustedge.cli``, then forks one child per call; the child takes the caller's working
+folder, environment (``PYTHONPATH`` entries included) and arguments, runs ``main()`` with
+stdout and stderr in files and stdin empty, and exits with the code ``python -m robustedge.cli``
+would: 0 on return, SystemExit's code, 1 after a traceback. The zygote has run no command, so
+every call starts from the same state as a new interpreter (nothing one call registers or
+imports reaches the next).
+
+Protocol on the zygote's stdin / stdout: one JSON request per line, answered by the lines
+``pid N`` and ``rc N``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import sys
+import traceback
+
+
+def _exit_code(code: object) -> int:
+    """The status a Python process exits with after ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _child(req: dict) -> None:
+    """Become the command: never returns."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, path in ((1, req["out"]), (2, req["err"])):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:1] = [os.getcwd()] + [p for p in extra if p not in sys.path]  # as `python -m`
+    importlib.invalidate_caches()
+    sys.argv = ["robustedge", *req["argv"]]
+    import robustedge.cli
+
+    try:
+        robustedge.cli.main(req["argv"])
+        code = 0
+    except SystemExit as e:
+        code = _exit_code(e.code)
+    except BaseException:  # what an uncaught exception does: a traceback and status 1
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve() -> None:
+    """Answer requests until stdin closes."""
+    import robustedge.cli  # noqa: F401  (the point: imported once, before any fork)
+
+    reply = sys.stdout
+    for line in sys.stdin:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(req)
+        reply.write(f"pid {pid}\n")
+        reply.flush()
+        _, status = os.waitpid(pid, 0)
+        reply.write(f"rc {os.waitstatus_to_exitcode(status)}\n")
+        reply.flush()
+
+
+if __name__ == "__main__":
+    serve()
