@@ -49,11 +49,17 @@ def cases(junit: Path) -> List[Dict[str, object]]:
 
 
 def summary(found: List[Dict[str, object]]) -> Dict[str, object]:
-    """Counts by outcome and the slowest tests, slowest first."""
+    """Counts by outcome, the slowest tests (slowest first), and the seconds of each test
+    module (tests/conftest.py runs the longest modules first under xdist, from these)."""
     counts = {k: sum(c["outcome"] == k for c in found) for k in ("passed", "failed", "skipped")}
     ranked = sorted(found, key=lambda c: -float(c["seconds"]))  # type: ignore[arg-type]
     slowest = [{"test": c["test"], "seconds": round(float(c["seconds"]), 2)} for c in ranked]
-    return {**counts, "slowest": slowest[:SLOWEST]}
+    modules: Dict[str, float] = {}
+    for c in found:
+        name = Path(str(c["test"]).split("::")[0]).stem
+        modules[name] = modules.get(name, 0.0) + float(c["seconds"])  # type: ignore[arg-type]
+    by_time = sorted(modules.items(), key=lambda kv: -kv[1])
+    return {**counts, "slowest": slowest[:SLOWEST], "modules": {k: round(v, 1) for k, v in by_time}}
 
 
 def run(workers: int, extra: List[str]) -> Dict[str, object]:

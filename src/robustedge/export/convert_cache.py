@@ -1,0 +1,133 @@
+"""A content-addressed cache of onnx2tf conversions (``robustedge.cache.cache_dir("tflite")``).
+
+onnx2tf starts TensorFlow in a fresh process for every conversion (about 14 s of CPU for a
+small CNN), and it is deterministic: the same ONNX bytes, options, calibration inputs and
+converter versions give the same files. So the key is the sha256 of exactly those (the ONNX
+file, onnx2tf's options, the calibration and sample arrays with their shapes, onnx2tf's and
+TensorFlow's versions); an entry holds onnx2tf's output folder, its log and the sha256 of
+every file, checked on every read (a damaged entry is dropped and converted again). Entries
+are written to a temporary folder and renamed; a lock per key makes concurrent exports of the
+same model convert once. ``ROBUSTEDGE_CACHE_TFLITE=off`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+
+from robustedge.cache import cache_dir
+from robustedge.hashing import sha256_file
+
+logger = logging.getLogger(__name__)
+
+KIND = "tflite"
+OUT, LOG, FILES = "onnx2tf_out", "onnx2tf.log", "files.json"
+# The distributions a conversion's output depends on (TensorFlow ships under several names).
+CONVERTERS = (("onnx2tf",), ("tensorflow", "tensorflow-cpu", "tensorflow_cpu"))
+
+
+def conversion_key(
+    onnx_path: Path, flags: List[str], calib: Optional[np.ndarray], sample: Optional[np.ndarray]
+) -> str:
+    """The sha256 naming one conversion: everything its output depends on."""
+    h = hashlib.sha256()
+    meta = {
+        "stem": onnx_path.stem,
+        "flags": flags,
+        "versions": [_version(names) for names in CONVERTERS],
+    }
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    h.update(Path(onnx_path).read_bytes())
+    for arr in (calib, sample):
+        a = None if arr is None else np.ascontiguousarray(arr, dtype=np.float32)
+        h.update(b"none" if a is None else repr(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
+
+
+def _version(names: tuple) -> str:
+    """``name==version`` of the first of ``names`` that is installed."""
+    for name in names:
+        try:
+            return f"{name}=={metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return f"{names[0]} not installed"
+
+
+@contextlib.contextmanager
+def conversion_cache(
+    onnx_path: Path,
+    flags: List[str],
+    calib: Optional[np.ndarray],
+    sample: Optional[np.ndarray],
+    workdir: Path,
+) -> Iterator[bool]:
+    """Yields True after restoring ``workdir/onnx2tf_out`` and ``workdir/onnx2tf.log`` from
+    the cache; else False, and stores them when the block (the conversion) succeeds."""
+    root = cache_dir(KIND)
+    if root is None:
+        yield False
+        return
+    sample = sample if sample is not None and sample.shape[-1] == 3 else None
+    key = conversion_key(onnx_path, flags, calib, sample)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if _restore(root / key, workdir):
+            logger.info("onnx2tf conversion %s taken from the cache %s", key[:12], root)
+            yield True
+            return
+        yield False
+        _store(root / key, workdir)
+
+
+def _file_hashes(folder: Path) -> Dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _restore(entry: Path, workdir: Path) -> bool:
+    """Copy a verified entry into ``workdir``; False (and the entry dropped) when it is
+    missing, incomplete or any file's sha256 differs from the one recorded."""
+    try:
+        recorded = json.loads((entry / FILES).read_text())
+    except (OSError, ValueError):
+        shutil.rmtree(entry, ignore_errors=True)
+        return False
+    if not isinstance(recorded, dict) or _file_hashes(entry / "data") != recorded:
+        logger.warning("dropping a damaged conversion cache entry %s", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+        return False
+    shutil.rmtree(workdir / OUT, ignore_errors=True)
+    shutil.copytree(entry / "data" / OUT, workdir / OUT)
+    shutil.copy2(entry / "data" / LOG, workdir / LOG)
+    return True
+
+
+def _store(entry: Path, workdir: Path) -> None:
+    """Write ``workdir``'s output folder and log as ``entry`` (temporary folder, then rename)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        shutil.copytree(workdir / OUT, tmp / "data" / OUT)
+        shutil.copy2(workdir / LOG, tmp / "data" / LOG)
+        (tmp / FILES).write_text(json.dumps(_file_hashes(tmp / "data"), sort_keys=True))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError as err:  # a full or read-only cache never fails the export itself
+        logger.warning("could not store the conversion in the cache %s: %s", entry.parent, err)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
