@@ -79,6 +79,11 @@ def test_stores_after_success_restores_verified_and_never_stores_a_failure(tmp_p
     monkeypatch.setenv(kind_env(KIND), "off")
     with conversion_cache(onnx, ["-a"], None, None, tmp_path / "w3") as cached:
         assert not cached
+    (tmp_path / "file").write_text("a file where the cache folder would be")
+    monkeypatch.setenv(kind_env(KIND), str(tmp_path / "file" / "cache"))
+    with conversion_cache(onnx, ["-a"], None, None, tmp_path / "w4") as cached:
+        assert not cached  # an unusable cache folder: converted without it
+        _convert_by_hand(tmp_path / "w4", b"model bytes")
 
 
 def test_export_again_is_taken_from_the_cache_byte_for_byte(

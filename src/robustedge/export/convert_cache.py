@@ -81,8 +81,14 @@ def conversion_cache(
         return
     sample = sample if sample is not None and sample.shape[-1] == 3 else None
     key = conversion_key(onnx_path, flags, calib, sample)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{key}.lock", "w") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{key}.lock", "w")
+    except OSError as err:  # an unwritable cache folder never fails the export itself
+        logger.warning("conversion cache %s not usable (%s): converting without it", root, err)
+        yield False
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if _restore(root / key, workdir):
             logger.info("onnx2tf conversion %s taken from the cache %s", key[:12], root)
@@ -113,8 +119,13 @@ def _restore(entry: Path, workdir: Path) -> bool:
         shutil.rmtree(entry, ignore_errors=True)
         return False
     shutil.rmtree(workdir / OUT, ignore_errors=True)
-    shutil.copytree(entry / "data" / OUT, workdir / OUT)
-    shutil.copy2(entry / "data" / LOG, workdir / LOG)
+    try:
+        shutil.copytree(entry / "data" / OUT, workdir / OUT)
+        shutil.copy2(entry / "data" / LOG, workdir / LOG)
+    except OSError as err:  # e.g. a full disk: convert instead
+        logger.warning("could not copy the cached conversion %s: %s", entry, err)
+        shutil.rmtree(workdir / OUT, ignore_errors=True)
+        return False
     return True
 
 
