@@ -37,7 +37,11 @@ EFFECTS = {
     "compress --data": "test_effects_compress.py::test_teacher_data_and_data_dir_are_what_the_student_starts_from_and_trains_on",
     "compress --data-dir": "test_effects_compress.py::test_teacher_data_and_data_dir_are_what_the_student_starts_from_and_trains_on",
     "compress --seed": "test_effects_compress.py::test_batch_size_and_seed_make_the_batches",
-    "compress --device": "test_recipe.py::test_device_override_reaches_every_training_stage",
+    "compress --device": [
+        "test_recipe.py::test_device_override_reaches_every_training_stage",
+        "test_effects_train.py::test_device_is_resolved_before_anything_is_written",
+        "test_cuda.py::test_compress_on_cuda",
+    ],
     "compress --admm-rho": "test_effects_compress.py::test_admm_rho_is_the_penalty_weight_that_grows_from_it",
     "compress --gmp-power": "test_effects_compress.py::test_gmp_power_shapes_the_sparsity_schedule_given_flat_or_as_options",
     "compress --score-lr": "test_effects_compress.py::test_score_lr_moves_hydras_scores_and_so_its_masks",
@@ -48,10 +52,22 @@ EFFECTS = {
     "compress --attack": "test_compress_run.py::test_cli_compress_then_eval",
     "compress --suite": "test_suite_eval.py::test_compress_records_the_suite",
     "compress --out": "test_compress_run.py::test_cli_compress_then_eval",
-    "compress --nnodes": "test_multinode.py::test_torchrun_options_per_layout",
-    "compress --node-rank": "test_multinode.py::test_torchrun_options_per_layout",
-    "compress --rdzv-endpoint": "test_multinode.py::test_torchrun_options_per_layout",
-    "compress --rdzv-id": "test_multinode.py::test_torchrun_options_per_layout",
+    "compress --nnodes": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
+    "compress --node-rank": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
+    "compress --rdzv-endpoint": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
+    "compress --rdzv-id": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
     "train --adversary": "test_training.py::test_cli_train_and_eval",
     "train --data": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
     "train --model": [
@@ -67,7 +83,11 @@ EFFECTS = {
     "train --lr": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
     "train --optimizer": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
     "train --seed": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
-    "train --device": "test_recipe.py::test_device_override_reaches_every_training_stage",
+    "train --device": [
+        "test_recipe.py::test_device_override_reaches_every_training_stage",
+        "test_effects_train.py::test_device_is_resolved_before_anything_is_written",
+        "test_cuda.py::test_cli_train_on_cuda",
+    ],
     "train --eta": "test_manifold_training.py::test_train_and_eval_cli",
     "train --out": "test_effects_train.py::test_progress_bar_unless_no_progress",
     "train --no-progress": [
@@ -76,10 +96,22 @@ EFFECTS = {
     ],
     "train --suite": "test_effects_train.py::test_suite_is_evaluated_on_the_trained_model",
     "train --nproc": "test_ddp.py::test_two_processes_give_the_one_process_weights",
-    "train --nnodes": "test_multinode.py::test_torchrun_options_per_layout",
-    "train --node-rank": "test_multinode.py::test_torchrun_options_per_layout",
-    "train --rdzv-endpoint": "test_multinode.py::test_torchrun_options_per_layout",
-    "train --rdzv-id": "test_multinode.py::test_torchrun_options_per_layout",
+    "train --nnodes": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
+    "train --node-rank": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
+    "train --rdzv-endpoint": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
+    "train --rdzv-id": [
+        "test_multinode.py::test_torchrun_options_per_layout",
+        "test_effects_train.py::test_node_options_reach_the_launch_layout",
+    ],
     "DataSpec.name": "test_effects_train.py::test_recipe_data_teacher_and_compress_entries_are_what_runs",
     "DataSpec.data_dir": "test_effects_train.py::test_recipe_data_teacher_and_compress_entries_are_what_runs",
     "TeacherSpec.train": "test_effects_train.py::test_recipe_data_teacher_and_compress_entries_are_what_runs",

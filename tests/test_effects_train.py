@@ -248,3 +248,48 @@ compress:
     a = load_file(str(tmp_path / "copy" / "teacher" / "model.safetensors"))
     b = load_file(str(tiny_run / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("command", ["train", "compress"])
+def test_node_options_reach_the_launch_layout(command, tmp_path):
+    """--nnodes, --node-rank, --rdzv-endpoint and --rdzv-id of `train` and `compress` are the
+    launch layout's (test_multinode.py: its torchrun options): each is checked there, before
+    anything runs or is written."""
+    from robustedge.cli import cli
+
+    out = tmp_path / "out"
+    base = [command, "--out", str(out)] + (
+        ["--teacher", str(tmp_path)] if command == "compress" else []
+    )
+    cases = [
+        (["--nnodes", "2"], "--nnodes 2 needs --rdzv-endpoint HOST:PORT"),
+        (["--node-rank", "1"], "--node-rank is for a job over several nodes"),
+        (["--rdzv-endpoint", "h:1"], "--rdzv-endpoint is for a job over several nodes"),
+        (["--rdzv-id", "job7"], "--rdzv-id is for a job over several nodes"),
+        (["--nnodes", "2", "--rdzv-endpoint", "h:99999"], "HOST:PORT (port 1-65535)"),
+        (["--nnodes", "3", "--rdzv-endpoint", "h:1", "--node-rank", "3"], "in 0..2, got 3"),
+        (
+            ["--nnodes", "2", "--rdzv-endpoint", "h:1", "--node-rank", "0", "--rdzv-id", "j"],
+            "leave",
+        ),
+    ]
+    for args, message in cases:
+        r = CliRunner().invoke(cli, [*base, *args])
+        assert r.exit_code == 2 and message in r.output, (args, r.output)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="test_cuda.py trains there on a GPU")
+def test_device_is_resolved_before_anything_is_written(small, tiny_run, tmp_path):
+    """device (train and compress): the run goes where it names; cuda without a GPU is the one
+    clear error, before any data is read or any file written (on a GPU, test_cuda.py trains
+    and compresses with device="cuda")."""
+    from robustedge.compress import CompressConfig, compress_run
+    from robustedge.errors import RobustEdgeError
+
+    cfg = TrainConfig(data="npz", data_dir=small, model="tiny", adversary="none", device="cuda")
+    with pytest.raises(RobustEdgeError, match="--device cuda was asked for but no CUDA GPU"):
+        train_run(cfg, tmp_path / "t")
+    with pytest.raises(RobustEdgeError, match="--device cuda was asked for but no CUDA GPU"):
+        compress_run(CompressConfig(teacher=str(tiny_run), device="cuda"), tmp_path / "c")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
