@@ -106,6 +106,11 @@ def test_one_epoch_is_the_hand_written_steps_of_its_settings(
     other = _by_hand(small, optimizer, lr, batch_size, seed + 1)
     assert any(not torch.allclose(got[k], other[k], atol=1e-3) for k in want)
     assert m["n"] == N_TEST and m["global_batch_size"] == batch_size  # the npz's test split
+    # the adversary's random stream is the seed's too: (seed, rank 0) -> seed * 1000003 + 1
+    # (no adversary here: nothing drawn from it yet)
+    state = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=True)
+    want_gen = torch.Generator().manual_seed(seed * 1_000_003 + 1).get_state()
+    assert torch.equal(state["rng"][0]["generator"], want_gen)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (saved["optimizer"], saved["lr"], saved["seed"], saved["data"]) == (
         optimizer,
