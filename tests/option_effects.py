@@ -88,7 +88,10 @@ EFFECTS = {
         "test_effects_train.py::test_device_is_resolved_before_anything_is_written",
         "test_cuda.py::test_cli_train_on_cuda",
     ],
-    "train --eta": "test_manifold_training.py::test_train_and_eval_cli",
+    "train --eta": [
+        "test_manifold_training.py::test_train_and_eval_cli",
+        "test_effects_train.py::test_manifold_ratio_and_eta_are_what_the_onmanifold_adversary_trains_with",
+    ],
     "train --out": "test_effects_train.py::test_progress_bar_unless_no_progress",
     "train --no-progress": [
         "test_effects_train.py::test_progress_bar_unless_no_progress",
@@ -133,9 +136,18 @@ EFFECTS = {
     "TrainConfig.lr": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
     "TrainConfig.optimizer": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
     "TrainConfig.seed": "test_effects_train.py::test_one_epoch_is_the_hand_written_steps_of_its_settings",
-    "TrainConfig.manifold": "test_manifold_training.py::test_train_and_eval_cli",
-    "TrainConfig.onmanifold_ratio": "test_manifold_training.py::test_train_and_eval_cli",
-    "TrainConfig.eta": "test_manifold_training.py::test_train_and_eval_cli",
+    "TrainConfig.manifold": [
+        "test_manifold_training.py::test_train_and_eval_cli",
+        "test_effects_train.py::test_manifold_ratio_and_eta_are_what_the_onmanifold_adversary_trains_with",
+    ],
+    "TrainConfig.onmanifold_ratio": [
+        "test_manifold_training.py::test_train_and_eval_cli",
+        "test_effects_train.py::test_manifold_ratio_and_eta_are_what_the_onmanifold_adversary_trains_with",
+    ],
+    "TrainConfig.eta": [
+        "test_manifold_training.py::test_train_and_eval_cli",
+        "test_effects_train.py::test_manifold_ratio_and_eta_are_what_the_onmanifold_adversary_trains_with",
+    ],
     "CompressConfig.teacher": "test_effects_compress.py::test_teacher_data_and_data_dir_are_what_the_student_starts_from_and_trains_on",
     "CompressConfig.adversary_opts": "test_compress_run.py::test_adversary_options_pass_through",
     "CompressConfig.eps": "test_effects_compress.py::test_adversary_eps_steps_and_trades_beta_reach_the_training_adversary",

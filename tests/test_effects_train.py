@@ -298,3 +298,31 @@ def test_device_is_resolved_before_anything_is_written(small, tiny_run, tmp_path
     with pytest.raises(RobustEdgeError, match="--device cuda was asked for but no CUDA GPU"):
         compress_run(CompressConfig(teacher=str(tiny_run), device="cuda"), tmp_path / "c")
     assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
+
+
+def test_manifold_ratio_and_eta_are_what_the_onmanifold_adversary_trains_with(small, tmp_path):
+    """manifold / onmanifold_ratio / eta: the on-manifold adversary replaces that fraction of
+    each batch: at ratio 0 nothing (the weights of adversary none, exactly), at 0.5 half, with
+    latent steps inside eta (another eta: other weights); the run records all three."""
+    from robustedge.manifold.vae import CVAE, VAEManifold
+
+    torch.manual_seed(0)  # an untrained CVAE of the npz data: a manifold all the same
+    vae = "a-cvae"  # the manifold's name (train_run is given the Manifold object itself)
+    manifold = VAEManifold(CVAE((1, 8, 8), 10, 4, 32), "npz", source=vae)
+    base = dict(data="npz", data_dir=small, model="tiny", epochs=1, batch_size=64, steps=2)
+    runs = {}
+    for name, kw in (
+        ("none", dict(adversary="none")),
+        ("r0", dict(adversary="onmanifold", manifold=vae, onmanifold_ratio=0.0)),
+        ("r5", dict(adversary="onmanifold", manifold=vae, onmanifold_ratio=0.5, eta=0.1)),
+        ("r5e", dict(adversary="onmanifold", manifold=vae, onmanifold_ratio=0.5, eta=1.0)),
+    ):
+        m = train_run(TrainConfig(**base, **kw), tmp_path / name, manifold=manifold)
+        if name != "none":
+            assert (m["manifold"], m["ratio"]) == (vae, kw["onmanifold_ratio"])
+            assert m["eta"] == kw.get("eta", manifold.default_eta)
+        runs[name] = _params(tmp_path / name)
+    for k in runs["none"]:
+        assert torch.equal(runs["r0"][k], runs["none"][k])
+    assert any(not torch.equal(runs["r5"][k], runs["none"][k]) for k in runs["none"])
+    assert any(not torch.equal(runs["r5"][k], runs["r5e"][k]) for k in runs["none"])
