@@ -105,6 +105,40 @@ def test_eval_options_change_the_attacks_that_run(tiny_run, tmp_path):
         assert got["robust"] == want["robust"]
 
 
+@pytest.fixture
+def toy_suite():
+    """A cheap suite registered as a plugin would: FGSM and PGD-2 at the eval's eps."""
+    from robustedge.attacks import AttackSpec
+    from robustedge.attacks.suite import SUITES, AttackSuite
+
+    def factory(eps: float) -> AttackSuite:
+        return AttackSuite("toy", (AttackSpec("fgsm", eps), AttackSpec("pgd", eps, steps=2)))
+
+    SUITES.register("toy", factory)
+    yield "toy"
+    SUITES.unregister("toy")
+
+
+def test_eval_suite_adds_the_worst_case_per_image(tiny_run, toy_suite, tmp_path):
+    """`eval --suite NAME`: the suite's attacks at every --eps and their worst case per image
+    (never above any one of them; its FGSM row is FGSM by hand); without it, no suite."""
+    run = eval_copy(tiny_run, tmp_path)
+    args = ["eval", str(run), "--attack", "fgsm", "--eps", "0.05"]
+    r = CliRunner().invoke(cli, [*args, "--suite", toy_suite])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((run / "eval.json").read_text())
+    (s,) = ev["suites"]
+    assert s["suite"] == "toy" and s["eps"] == 0.05 and s["n"] == ev["n"]
+    accs = [a["acc"] for a in s["per_attack"]]
+    assert [a["attack"] for a in s["per_attack"]] == ["fgsm", "pgd"]
+    model, x, y = run_data(run)
+    assert accs[0] == pytest.approx(fgsm_by_hand(model, x, y, 0.05), abs=1e-6)
+    assert accs[0] == pytest.approx(ev["robust"][0]["acc"], abs=1e-6)
+    assert s["worst_case_acc"] <= min(accs)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "suites" not in json.loads((run / "eval.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def small_vae(tmp_path_factory) -> Path:
     """A digits CVAE (in-process, about a second)."""

@@ -233,6 +233,9 @@ def test_unknown_executor_and_address_without_ray():
         ExecutorSpec("dask")
     with pytest.raises(ValueError, match="--address needs --executor ray"):
         ExecutorSpec("local", address="auto")
+    for kind, address in (("local", None), ("ray", "auto")):  # --ray-cpus would do nothing
+        with pytest.raises(ValueError, match="--ray-cpus needs --executor ray without --address"):
+            ExecutorSpec(kind, address=address, num_cpus=2)
 
 
 # ---------------------------------------------------------------- the local executor (fleets)

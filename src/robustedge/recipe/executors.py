@@ -51,6 +51,9 @@ class ExecutorSpec:
             raise ValueError("--address needs --executor ray")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.num_cpus is not None and (self.kind != "ray" or self.address is not None):
+            # it sizes the local Ray instance this run starts: elsewhere it would do nothing
+            raise ValueError("--ray-cpus needs --executor ray without --address")
 
 
 def run_stages(
