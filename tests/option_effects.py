@@ -200,6 +200,7 @@ EFFECTS = {
     "run --executor": "test_ray_cluster.py::test_a_two_node_cluster_gives_the_serial_run",
     "run --address": "test_ray_cluster.py::test_a_two_node_cluster_gives_the_serial_run",
     "eval --suite": "test_effects_pipeline.py::test_eval_suite_adds_the_worst_case_per_image",
+    "deploy --python": "test_device_targets.py::test_ssh_refusals",
 }
 
 # Options and keys without a reviewed effect test yet. Each one still has a test that
@@ -244,7 +245,6 @@ NOT_YET = {
     "compress --node-rank",
     "compress --rdzv-endpoint",
     "compress --rdzv-id",
-    "deploy --python",
     "run --ray-cpus",
     "train --data",
     "train --model",
