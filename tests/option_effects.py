@@ -201,6 +201,7 @@ EFFECTS = {
     "run --address": "test_ray_cluster.py::test_a_two_node_cluster_gives_the_serial_run",
     "eval --suite": "test_effects_pipeline.py::test_eval_suite_adds_the_worst_case_per_image",
     "deploy --python": "test_device_targets.py::test_ssh_refusals",
+    "run --ray-cpus": "test_ray.py::test_ctrl_c_stops_a_ray_run_cleanly",
 }
 
 # Options and keys without a reviewed effect test yet. Each one still has a test that
@@ -245,7 +246,6 @@ NOT_YET = {
     "compress --node-rank",
     "compress --rdzv-endpoint",
     "compress --rdzv-id",
-    "run --ray-cpus",
     "train --data",
     "train --model",
     "train --model-arg",

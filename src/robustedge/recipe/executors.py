@@ -237,7 +237,11 @@ class RayBackend(Backend):
                 where = spec.address or "a local instance"
                 raise RobustEdgeError(f"cannot start Ray on {where}: {e}") from None
             self.started = True
-        self.gpus = float(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        self.gpus = float(resources.get("GPU", 0))
+        where = spec.address or "a local instance"
+        cpus = float(resources.get("CPU", 0))
+        logger.info("ray: %s with %g CPU(s), %g GPU(s)", where, cpus, self.gpus)
         # a task whose worker or node died is retried (elsewhere); a stage's own error is not
         self.task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False)(_execute)
         self.stage_of: Dict[Any, str] = {}
