@@ -107,7 +107,7 @@ EFFECTS = {
     "device setup-vm --arch": "test_effects_board.py::test_device_setup_and_vm_commands_act_on_the_arch_asked_for",
     "device setup-vm --force": "test_effects_board.py::test_device_setup_and_vm_commands_act_on_the_arch_asked_for",
     "device vm --arch": "test_effects_board.py::test_device_setup_and_vm_commands_act_on_the_arch_asked_for",
-    "device cache-key --arch": "test_check_options.py::test_cache_key_path_follows_robustedge_cache",
+    "device cache-key --arch": "test_effects_board.py::test_device_setup_and_vm_commands_act_on_the_arch_asked_for",
     "DeviceSpec.format": "test_effects_board.py::test_recipe_devices_and_target_keys_reach_the_board",
     "DeviceSpec.backend": "test_effects_board.py::test_recipe_devices_and_target_keys_reach_the_board",
     "DeviceSpec.threads": "test_effects_board.py::test_recipe_devices_and_target_keys_reach_the_board",

@@ -157,7 +157,8 @@ def test_bundle_options_choose_the_formats_the_codec_and_the_output(device_expor
 def test_device_setup_and_vm_commands_act_on_the_arch_asked_for(tmp_path, monkeypatch):
     """`device setup-qemu/setup-vm --arch A` reuse A's finished build and no other arch's;
     `--force` skips the reuse and goes to the build (stopped here: no mmdebstrap on PATH, or
-    not root); `device vm status --arch A` reads A's machine."""
+    not root); `device cache-key --arch A` is A's key and folder; `device vm status --arch A`
+    reads A's machine."""
     from robustedge.commands.device import device_group
     from robustedge.device.host import qemu
 
@@ -189,6 +190,11 @@ def test_device_setup_and_vm_commands_act_on_the_arch_asked_for(tmp_path, monkey
         assert r.exit_code != 0 and any(s in str(r.exception) for s in stopped), (args, r.output)
     assert json.loads((ready / "READY.json").read_text())["cache_key"]  # left as it was
     assert (vm_ready / "READY.json").is_file()
+    r = run("cache-key", "--arch", "armv7")  # the key and the folder of the arch asked for
+    assert r.output.strip() == qemu.cache_key("armv7") != qemu.cache_key("aarch64")
+    assert r.output.startswith("robustedge-qemu-armv7-")
+    r = run("cache-key", "--arch", "armv7", "--path")
+    assert r.exit_code == 0 and r.output.strip() == str(ready)
     r = run("vm", "status", "--arch", "armv7")
     assert r.exit_code == 0 and r.output == "vm-armv7: stopped\n", r.output
     r = run("vm", "status", "--arch", "aarch64")  # no aarch64 image here: that machine is named
