@@ -98,6 +98,20 @@ def test_bench_options_change_what_the_board_measures(device_bundle, tmp_path, m
     assert sa["max_linf"] == pytest.approx(0.05, abs=1e-6)
     assert sb["max_linf"] == pytest.approx(manifest_eps, abs=1e-6)
     assert (sa["seed"], sb["seed"]) == (4, 0)
+    # --seed drives Square's random draws: the same seed repeats the attack, another differs
+    # (the board runner in this process: 40 images, 6 queries)
+    from robustedge.device.board import runner
+
+    def square(seed: int) -> dict:
+        out = tmp_path / f"seed{seed}.json"
+        argv = ["--bundle", str(device_bundle), "--format", "onnx", "--runs", "0",
+                "--square-queries", "6", "--square-n", "40", "--seed", str(seed)]  # fmt: skip
+        assert runner.main([*argv, "--out", str(out)]) == 0
+        row = json.loads(out.read_text())["robust"][0]
+        return {k: v for k, v in row.items() if k not in ("seconds", "cpu_seconds", "seed")}
+
+    four = square(4)
+    assert square(4) == four and square(5) != four
     assert ra["worst_case"]["n"] == 5 and rb["worst_case"]["n"] == 3
 
 
