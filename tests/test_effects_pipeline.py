@@ -185,9 +185,10 @@ def test_eta_manifold_and_corruptions_set_what_is_measured(tiny_run, small_vae, 
 
 
 def test_manifold_train_options_shape_and_record_the_vae(tmp_path):
-    """`robustedge manifold train` with every option off its default: the VAE has the
-    latent size and width asked for, trained for the epochs asked for, on the data asked for
-    (read from --data-dir where the data set has files), into --out."""
+    """`robustedge manifold train` with every option given: the VAE has the latent size and
+    width asked for, trained for the epochs asked for, into --out, with its config recorded;
+    another --data with a --data-dir is looked for there; --device cuda without a GPU is
+    refused (the numeric settings' effects, by hand: the next test)."""
     from robustedge.manifold import load_manifold
     from robustedge.manifold.train import VAEConfig
 
