@@ -374,8 +374,16 @@ def test_budget_target_is_the_board_a_latency_budget_is_measured_on(
 
     seen: list = []
     cfg = _fast(tiny_run, small, method="prox")
-    if how == "cli":
-        m = compress_student(cfg, tmp_path / "s", "latency_ms=0.2", target, measures=_board(seen))
+    if how == "cli":  # the options as `compress` parses them, handed on as the command does
+        from robustedge.commands.compress import build_compress_command
+
+        argv = ["--teacher", str(tiny_run), "--out", str(tmp_path / "s")]
+        argv += ["--budget", "latency_ms=0.2", "--budget-target", target]
+        opts = build_compress_command().make_context("compress", argv).params
+        assert opts["budget_target"] == target
+        m = compress_student(
+            cfg, tmp_path / "s", opts["budget"], opts["budget_target"], measures=_board(seen)
+        )
     else:
         spec = BudgetSpec(quantity="latency_ms", limit=0.2, target=target)
         assert spec.to_budget().target == target and spec.label.startswith("latency0.2ms-")
