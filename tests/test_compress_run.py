@@ -114,8 +114,14 @@ def test_cli_compress_then_eval(teacher, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "sparsity (prunable weights)" in r.stdout
-    sp = read_json(out / "metrics.json")["sparsity"]
+    m = read_json(out / "metrics.json")
+    sp = m["sparsity"]
     assert sp["zeros"] == round(0.9 * sp["prunable"])  # exactly on target
+    # --epochs 1 of the pruning phase, then --finetune-epochs 1; --attack fgsm alone ran;
+    # --teacher is the run recorded; --out holds the whole run folder
+    assert [h["phase"] for h in m["history"]] == ["prox", "finetune"]
+    assert [r["attack"] for r in m["robust"]] == ["fgsm"] and m["teacher"]["run"] == str(teacher)
+    assert m["adversary"] == "fgsm" and (out / "model.safetensors").is_file()
     r = _cli("eval", str(out), "--attack", "fgsm", "--json")
     assert r.returncode == 0, r.stderr
 

@@ -126,12 +126,14 @@ def test_recipe_devices_take_every_bench_setting_but_emulated():
     text = RECIPE + (
         "devices:\n  targets: [local, {target: ./sd, square_n: 3}]\n  warmup: 50\n"
         "  square_restarts: 2\n  seed: 3\n  square_eps: 0.05\n  square_n: 40\n"
+        "  refuse_throttled: true\n  threads: 2\n  reference_kernels: true\n"
     )
     r = parse_recipe(text, "r.yaml")
     local, sd = r.devices.targets
     want = BenchConfig(
-        format="tflite-int8", warmup=50, square_restarts=2, seed=3, square_eps=0.05, square_n=40
-    )
+        format="tflite-int8", warmup=50, square_restarts=2, seed=3, square_eps=0.05, square_n=40,
+        refuse_throttled=True, threads=2, reference_kernels=True,
+    )  # fmt: skip
     assert bench_config(r, local) == want
     assert bench_config(r, sd) == dataclasses.replace(want, square_n=3)
     with pytest.raises(RecipeError, match=r"r.yaml:6: devices.emulated: emulated is set by"):

@@ -214,6 +214,16 @@ def test_ssh_refusals(board, bundle, tmp_path):  # noqa: F811
     bare = board.target(python="python3-bare")
     with pytest.raises(RobustEdgeError, match="pip install numpy"):
         bare.bench(bundle, ["--runs", "200"])
+    # `deploy --python`: the board verifies the upload with that python (the default python3
+    # deploys below); one the board does not have refuses the upload and nothing goes live
+    from click.testing import CliRunner
+
+    from robustedge.commands.device import deploy_cmd
+
+    args = [str(bundle), "--target", "ssh://board/~/py", "--ssh-config", board.config()]
+    r = CliRunner().invoke(deploy_cmd, [*args, "--python", "python3-missing"])
+    assert r.exit_code != 0 and "python3-missing: not found" in str(r.exception), r.output
+    assert not (board.home / "py" / bundle.name).exists()
     # A tampered upload is refused on the board and the live bundle stays as it was.
     good = board.target()
     live = Path(good.deploy(bundle))

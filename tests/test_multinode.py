@@ -156,6 +156,9 @@ def test_torchrun_options_per_layout():
     c = Nodes(1, 2, endpoint="10.0.0.1:29400").torchrun_args(["train"])
     assert "--rdzv-backend=c10d" in c and "--rdzv-endpoint=10.0.0.1:29400" in c
     assert c[-1] == Nodes(1, 2, endpoint="h:1").torchrun_args(["train"])[-1]  # id: the argv
+    assert "--nnodes=2" in c and "--nproc-per-node=1" in c and c[-1] != "--rdzv-id=job7"
+    named = Nodes(1, 2, endpoint="h:1", rdzv_id="job7").torchrun_args(["train"])
+    assert named[-1] == "--rdzv-id=job7"  # --rdzv-id names the rendezvous
     s = Nodes(2, 3, node_rank=2, endpoint="[::1]:29400").torchrun_args(["train"])
     assert "--node-rank=2" in s and "--master-addr=::1" in s and "--master-port=29400" in s
     for bad, match in [

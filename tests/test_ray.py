@@ -187,7 +187,7 @@ def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "robustedge.cli", "run", str(recipe), "--out", str(out)]
+            [sys.executable, "-m", "robustedge.cli", "-v", "run", str(recipe), "--out", str(out)]
             + ["--executor", "ray", "--ray-cpus", "2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -209,6 +209,7 @@ def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
         raise AssertionError("Ctrl-C did not stop the Ray run") from None
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "aborted"
+    assert "ray: a local instance with 2 CPU(s)" in err  # --ray-cpus sized the instance
     finished = records(out)
     summary = run(recipe, out, ExecutorSpec())
     status = {x["id"]: x["status"] for x in summary["stages"]}
@@ -233,6 +234,9 @@ def test_unknown_executor_and_address_without_ray():
         ExecutorSpec("dask")
     with pytest.raises(ValueError, match="--address needs --executor ray"):
         ExecutorSpec("local", address="auto")
+    for kind, address in (("local", None), ("ray", "auto")):  # --ray-cpus would do nothing
+        with pytest.raises(ValueError, match="--ray-cpus needs --executor ray without --address"):
+            ExecutorSpec(kind, address=address, num_cpus=2)
 
 
 # ---------------------------------------------------------------- the local executor (fleets)

@@ -179,12 +179,11 @@ def serial_run(recipe: Path, out: Path) -> dict:
     return run_recipe(load_recipe(recipe), out, executor=ExecutorSpec())
 
 
-def cluster_run(cluster: LoopbackCluster, recipe: Path, out: Path) -> subprocess.Popen:
+def cluster_run(recipe: Path, out: Path, env: dict, *executor: str) -> subprocess.Popen:
+    """`robustedge -v run RECIPE --out OUT` with the ``executor`` options, in the background."""
     cmd = [sys.executable, "-m", "robustedge.cli", "-v", "run", str(recipe), "--out", str(out)]
-    cmd += ["--executor", "ray", "--address", cluster.address]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env
-    )
+    cmd += list(executor)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 VOLATILE = {"seconds", "finished", "rss_peak_bytes", "memory"}
@@ -253,7 +252,9 @@ def test_a_two_node_cluster_gives_the_serial_run(recipe, serial, tmp_path):
         cluster.start("head", head=True)
         cluster.start("worker")
         cluster.wait_nodes(2)
-        proc = cluster_run(cluster, recipe, tmp_path / "ray")
+        # --executor ray --address: the stages run as Ray tasks on that cluster's two nodes
+        flags = ["--executor", "ray", "--address", cluster.address]
+        proc = cluster_run(recipe, tmp_path / "ray", cluster.env, *flags)
         out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     nodes = ran_on(err)
@@ -267,7 +268,8 @@ def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, serial, tmp
         cluster.start("head", head=True)
         cluster.start("worker")
         cluster.wait_nodes(2)
-        proc = cluster_run(cluster, recipe, tmp_path / "ray")
+        flags = ["--executor", "ray", "--address", cluster.address]
+        proc = cluster_run(recipe, tmp_path / "ray", cluster.env, *flags)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:  # two students start at once: one on each node

@@ -185,6 +185,11 @@ def test_cli_train_and_eval(tmp_path, cli):
     )
     assert r.returncode == 0, r.stderr
     assert "clean" in r.stdout and "pgd eps=0.1 steps=20 restarts=5" in r.stdout
+    # the options reached the run: its model, adversary and epochs; no progress bar
+    assert load_model(out)[1].name == "tiny"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["adversary"] == "fgsm" and [h["epoch"] for h in m["history"]] == [1]
+    assert "epoch 1/1" not in r.stderr  # test_effects_train.py: the bar of progress=True
     r = cli(
         "eval",
         str(out),

@@ -51,6 +51,9 @@ class ExecutorSpec:
             raise ValueError("--address needs --executor ray")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.num_cpus is not None and (self.kind != "ray" or self.address is not None):
+            # it sizes the local Ray instance this run starts: elsewhere it would do nothing
+            raise ValueError("--ray-cpus needs --executor ray without --address")
 
 
 def run_stages(
@@ -234,7 +237,11 @@ class RayBackend(Backend):
                 where = spec.address or "a local instance"
                 raise RobustEdgeError(f"cannot start Ray on {where}: {e}") from None
             self.started = True
-        self.gpus = float(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        self.gpus = float(resources.get("GPU", 0))
+        where = spec.address or "a local instance"
+        cpus = float(resources.get("CPU", 0))
+        logger.info("ray: %s with %g CPU(s), %g GPU(s)", where, cpus, self.gpus)
         # a task whose worker or node died is retried (elsewhere); a stage's own error is not
         self.task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False)(_execute)
         self.stage_of: Dict[Any, str] = {}
