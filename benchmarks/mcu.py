@@ -24,13 +24,15 @@ teacher's; TFLM and TFLite agreeing on >= 99 % of the evaluation images.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mcu.py [--square-queries 100]
         [--square-n 100] [--arena-fraction 0.5] [--accelerator ethos-u55-128]
-        [--tflm-flash-fraction 0.25] [--joint-shape uniform] [--epoch-scale 1.0]
+        [--tflm-flash-fraction 0.25] [--joint-shape uniform] [--joint-finetune-epochs N]
+        [--joint-seed 0] [--epoch-scale 1.0]
         [--rows joint-budget] [--out benchmarks/measured/mcu.json]
     .venv/bin/python benchmarks/mcu.py --markdown benchmarks/measured/mcu.json  # docs table
 
 ``--rows`` measures only the named rows and merges them into ``--out``, whose teacher row and
 settings they are measured against (refused unless the settings match); each row records when
-it was measured (``measured_utc``).
+it was measured (``measured_utc``). An ``--out`` that does not exist yet is written anew when
+``--rows`` names the teacher (e.g. a re-measurement of some rows with ``--square-n 500``).
 """
 
 from __future__ import annotations
@@ -106,10 +108,11 @@ def joint_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
     text = f"arena_kb={arena:g},tflm_flash_kb={flash:g},shape={args.joint_shape}"
     budget = parse_budget(text)
     ep, ft = (scaled(e, args.epoch_scale) for e in wl["structured_epochs"])
-    cfg = dict(wl["student"], teacher=str(teacher), seed=0, method="prox")
+    ft = args.joint_finetune_epochs or ft
+    cfg = dict(wl["student"], teacher=str(teacher), seed=args.joint_seed, method="prox")
     cfg.update(structured=True, sparsity=0.0, epochs=ep, finetune_epochs=ft)
     cfg["include_first"] = True  # as the arena student: the stem's channels set the arena
-    name = "joint-budget" if args.joint_shape == "uniform" else f"joint-budget-{args.joint_shape}"
+    name = joint_name(args)
     run = cached(
         RESULTS / "board_resnet8" / name,
         {**cfg, "budget": budget.to_dict()},
@@ -118,6 +121,17 @@ def joint_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
     m = {"run": run, "kind": "joint-budget", "budget": text}
     finish(m, wl, args)
     models[name] = m
+
+
+def joint_name(args: argparse.Namespace) -> str:
+    """The joint student's row: ``joint-budget``, then ``-<shape>`` unless uniform, ``-ft<N>``
+    with ``--joint-finetune-epochs`` and ``-seed<S>`` with a seed other than 0."""
+    name = "joint-budget"
+    if args.joint_shape != "uniform":
+        name += f"-{args.joint_shape}"
+    if args.joint_finetune_epochs:
+        name += f"-ft{args.joint_finetune_epochs}"
+    return name + (f"-seed{args.joint_seed}" if args.joint_seed else "")
 
 
 def bench_tflm(name: str, m: Dict[str, Any], args: argparse.Namespace, work: Path) -> Dict:
@@ -263,7 +277,12 @@ def previous(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     if not args.rows:
         return None
     if not args.out.is_file():
-        sys.exit(f"--rows merges into {args.out}, which does not exist: run all rows first")
+        if "teacher" in args.rows.split(","):
+            return None  # a new file: these rows, measured against the teacher measured with them
+        sys.exit(
+            f"--rows merges into {args.out}, which does not exist: run all rows first "
+            "(or name the teacher among --rows)"
+        )
     old = json.loads(args.out.read_text())
     diff = [k for k in SETTINGS_KEPT if old["settings"].get(k) != getattr(args, k)]
     if diff:
@@ -292,6 +311,10 @@ def main() -> None:
     ap.add_argument("--arena-fraction", type=float, default=0.5, help="0: no arena student")
     ap.add_argument("--tflm-flash-fraction", type=float, default=0.25, help="0: no joint student")
     ap.add_argument("--joint-shape", default="uniform", help="the joint student's budget shape")
+    ap.add_argument(
+        "--joint-finetune-epochs", type=int, default=0, help="0: the workload's fine-tune epochs"
+    )
+    ap.add_argument("--joint-seed", type=int, default=0, help="the joint student's seed")
     ap.add_argument("--rows", default="", help="only these rows (comma list), merged into --out")
     ap.add_argument("--accelerator", default="ethos-u55-128")
     ap.add_argument("--epoch-scale", type=float, default=1.0)

@@ -36,6 +36,7 @@ class HandMeasures:
 
     def __init__(self) -> None:
         self.arena_calls = 0
+        self.flash_calls = 0  # model_flash: the teacher's export calibrating the estimate
 
     def model_arena(self, model, spec, data_name, data_dir):
         self.arena_calls += 1
@@ -48,6 +49,7 @@ class HandMeasures:
         return {"format": "tflite-int8", "flash_bytes": 1, "model_bytes": 1360 + 98 * width(model)}
 
     def model_flash(self, model, spec, data_name, data_dir):
+        self.flash_calls += 1
         return self.sizes(model)
 
     def run_flash(self, run):
@@ -98,19 +100,25 @@ class ExportMeasures(HandMeasures):
 
 def test_with_an_arena_limit_flash_is_the_arena_exports_file(tiny_run):
     """At w = 16 the arena's export holds 1,000 + 1,568 = 2,568 B = 2.5078125 KiB of flash:
-    that, not the estimate's 2.859375, is the candidate's TFLM flash; at w = 8, 1,784 B."""
+    that, not the estimate's 2.859375, is the candidate's TFLM flash; at w = 8, 1,784 B. The
+    estimate is then never used, so the teacher is not exported to calibrate it."""
     from robustedge.compress.budget import JointStrategy, Teacher
     from robustedge.compress.budget.search import shrunk_copy
 
     model, spec = load_model(tiny_run)
     t = Teacher(model, spec, "digits", None, (1, 8, 8))
-    s = JointStrategy(parse_budget("tflm_flash_kb=2.5,arena_kb=1.6"), t, ExportMeasures())
+    measures = ExportMeasures()
+    s = JointStrategy(parse_budget("tflm_flash_kb=2.5,arena_kb=1.6"), t, measures)
     s.prepare()
     assert s.values(model) == {"tflm_flash_kb": 2.5078125, "arena_kb": 2.0}
     half, _ = shrunk_copy(model, (1, 8, 8), 0.5)
     assert s.values(half)["tflm_flash_kb"] == 1784 / 1024
+    assert measures.flash_calls == 0
+    with pytest.raises(RobustEdgeError, match="cannot be met"):  # its refusal still holds
+        JointStrategy(parse_budget("tflm_flash_kb=0.1,arena_kb=1.6"), t, measures).prepare()
     alone = JointStrategy(parse_budget("tflm_flash_kb=2.5,macs=1M"), t, ExportMeasures())
     alone.prepare()
+    assert alone.measures.flash_calls == 1  # calibrated on the teacher's export
     assert alone.values(model)["tflm_flash_kb"] == 2.859375  # no arena: the estimate
 
 
