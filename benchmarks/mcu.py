@@ -24,13 +24,18 @@ teacher's; TFLM and TFLite agreeing on >= 99 % of the evaluation images.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mcu.py [--square-queries 100]
         [--square-n 100] [--arena-fraction 0.5] [--accelerator ethos-u55-128]
-        [--tflm-flash-fraction 0.25] [--joint-shape uniform] [--epoch-scale 1.0]
+        [--tflm-flash-fraction 0.25] [--joint-shape uniform] [--joint-finetune-epochs N]
+        [--joint-seed 0] [--epoch-scale 1.0] [--recheck-n 500]
         [--rows joint-budget] [--out benchmarks/measured/mcu.json]
     .venv/bin/python benchmarks/mcu.py --markdown benchmarks/measured/mcu.json  # docs table
 
 ``--rows`` measures only the named rows and merges them into ``--out``, whose teacher row and
 settings they are measured against (refused unless the settings match); each row records when
-it was measured (``measured_utc``).
+it was measured (``measured_utc``). An ``--out`` that does not exist yet is written anew when
+``--rows`` names the teacher (e.g. a re-measurement of some rows with ``--square-n 500``).
+``--recheck-n N`` benches each measured row a second time with Square, and so the worst case,
+on N images and records those robust numbers under the row's ``recheck`` (a student's target
+verdict on them needs the teacher re-checked on as many).
 """
 
 from __future__ import annotations
@@ -106,10 +111,11 @@ def joint_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
     text = f"arena_kb={arena:g},tflm_flash_kb={flash:g},shape={args.joint_shape}"
     budget = parse_budget(text)
     ep, ft = (scaled(e, args.epoch_scale) for e in wl["structured_epochs"])
-    cfg = dict(wl["student"], teacher=str(teacher), seed=0, method="prox")
+    ft = args.joint_finetune_epochs or ft
+    cfg = dict(wl["student"], teacher=str(teacher), seed=args.joint_seed, method="prox")
     cfg.update(structured=True, sparsity=0.0, epochs=ep, finetune_epochs=ft)
     cfg["include_first"] = True  # as the arena student: the stem's channels set the arena
-    name = "joint-budget" if args.joint_shape == "uniform" else f"joint-budget-{args.joint_shape}"
+    name = joint_name(args)
     run = cached(
         RESULTS / "board_resnet8" / name,
         {**cfg, "budget": budget.to_dict()},
@@ -118,6 +124,17 @@ def joint_student(models: Dict[str, Any], args: argparse.Namespace) -> None:
     m = {"run": run, "kind": "joint-budget", "budget": text}
     finish(m, wl, args)
     models[name] = m
+
+
+def joint_name(args: argparse.Namespace) -> str:
+    """The joint student's row: ``joint-budget``, then ``-<shape>`` unless uniform, ``-ft<N>``
+    with ``--joint-finetune-epochs`` and ``-seed<S>`` with a seed other than 0."""
+    name = "joint-budget"
+    if args.joint_shape != "uniform":
+        name += f"-{args.joint_shape}"
+    if args.joint_finetune_epochs:
+        name += f"-ft{args.joint_finetune_epochs}"
+    return name + (f"-seed{args.joint_seed}" if args.joint_seed else "")
 
 
 def bench_tflm(name: str, m: Dict[str, Any], args: argparse.Namespace, work: Path) -> Dict:
@@ -175,19 +192,29 @@ def row(name: str, m: Dict[str, Any], r: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def ok_size(r: Dict[str, Any], t: Dict[str, Any]) -> bool:
+    """Row ``r`` needs at most half the teacher's arena and a quarter of its TFLM flash."""
+    return r["arena_bytes"] <= t["arena_bytes"] / 2 and (
+        r["tflm_flash_bytes"] <= t["tflm_flash_bytes"] / 4
+    )
+
+
 def targets(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Issue 26's targets, met or not (never asserted)."""
+    """Issue 26's targets, met or not (never asserted); with rows re-checked on more images
+    (``recheck``), each such student's verdict on those against the teacher's."""
     t = next(r for r in rows if r["kind"] == "teacher")
     hits = []
     for r in rows:
         if r is t:
             continue
-        ok = (
-            r["arena_bytes"] <= t["arena_bytes"] / 2
-            and r["tflm_flash_bytes"] <= t["tflm_flash_bytes"] / 4
-            and r["tflm_worst_case"] >= t["tflm_worst_case"] - 0.03
-        )
-        hits.append({"model": r["model"], "meets_all": ok})
+        ok = ok_size(r, t) and r["tflm_worst_case"] >= t["tflm_worst_case"] - 0.03
+        hit = {"model": r["model"], "meets_all": ok}
+        again, t_again = r.get("recheck"), t.get("recheck")
+        if again and t_again and again["worst_case_n"] == t_again["worst_case_n"]:
+            gap = t_again["tflm_worst_case"] - again["tflm_worst_case"]
+            hit["recheck"] = {"images": again["worst_case_n"], "points_below_teacher": 100 * gap}
+            hit["recheck"]["meets_all"] = ok_size(r, t) and gap <= 0.03
+        hits.append(hit)
     return {
         "student_half_arena_quarter_flash_within_3pts": any(h["meets_all"] for h in hits),
         "per_student": hits,
@@ -263,7 +290,12 @@ def previous(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     if not args.rows:
         return None
     if not args.out.is_file():
-        sys.exit(f"--rows merges into {args.out}, which does not exist: run all rows first")
+        if "teacher" in args.rows.split(","):
+            return None  # a new file: these rows, measured against the teacher measured with them
+        sys.exit(
+            f"--rows merges into {args.out}, which does not exist: run all rows first "
+            "(or name the teacher among --rows)"
+        )
     old = json.loads(args.out.read_text())
     diff = [k for k in SETTINGS_KEPT if old["settings"].get(k) != getattr(args, k)]
     if diff:
@@ -292,6 +324,13 @@ def main() -> None:
     ap.add_argument("--arena-fraction", type=float, default=0.5, help="0: no arena student")
     ap.add_argument("--tflm-flash-fraction", type=float, default=0.25, help="0: no joint student")
     ap.add_argument("--joint-shape", default="uniform", help="the joint student's budget shape")
+    ap.add_argument(
+        "--joint-finetune-epochs", type=int, default=0, help="0: the workload's fine-tune epochs"
+    )
+    ap.add_argument("--joint-seed", type=int, default=0, help="the joint student's seed")
+    ap.add_argument(
+        "--recheck-n", type=int, default=0, help="bench the rows again with Square on N images"
+    )
     ap.add_argument("--rows", default="", help="only these rows (comma list), merged into --out")
     ap.add_argument("--accelerator", default="ethos-u55-128")
     ap.add_argument("--epoch-scale", type=float, default=1.0)
@@ -358,8 +397,29 @@ def bench_rows(models: Dict[str, Any], wanted: List[str], args: argparse.Namespa
             m = models[name]
             raw[name] = bench_tflm(name, m, args, Path(tmp))
             rows.append(row(name, m, raw[name]))
+            if args.recheck_n:
+                rows[-1]["recheck"] = recheck(name, m, args, Path(tmp))
             print(f"{name}: done ({raw[name]['bench_wall_s']} s)", flush=True)
     return rows, raw
+
+
+def recheck(name: str, m: Dict[str, Any], args: argparse.Namespace, work: Path) -> Dict:
+    """The model benched again with Square, and so the worst case, on ``args.recheck_n``
+    images: its robust numbers with less sampling noise (the row keeps the standard ones)."""
+    again = argparse.Namespace(**{**vars(args), "square_n": args.recheck_n})
+    r = bench_tflm(f"{name}-recheck", m, again, work)
+    wc = r["worst_case"] or {}
+    return {
+        "square_n": args.recheck_n,
+        "square_queries": args.square_queries,
+        "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tflm_worst_case": wc.get("acc"),
+        "worst_case_n": wc.get("n"),
+        "worst_case_label": wc.get("label"),
+        "tflm_transfer": r["accuracy"].get("transfer"),
+        "tflm_square": (r["robust"] or [{}])[0].get("acc"),
+        "bench_wall_s": r["bench_wall_s"],
+    }
 
 
 def write(args: argparse.Namespace, old: Optional[Dict], rows: List, raw: Dict, took) -> None:

@@ -7,11 +7,15 @@ prunable layer, conv ``3`` of 16 channels; the search keeps ``w`` of them):
 - arena: 1024 + 64 w bytes;
 - TFLM flash: the int8 weight storage (200 B for conv ``0``, 88 w for conv ``3``, 10 w + 160
   for the linear layer: 360 + 98 w) plus a fixed 1,000 B, so 1,360 + 98 w bytes.
+
+The per-layer (``shape=layers``) joint search is checked on LeNet-5 with its own hand
+measures (:class:`LeNetMeasures`).
 """
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from robustedge.compress import CompressConfig
 from robustedge.compress.budget import (
@@ -36,6 +40,7 @@ class HandMeasures:
 
     def __init__(self) -> None:
         self.arena_calls = 0
+        self.flash_calls = 0  # model_flash: the teacher's export calibrating the estimate
 
     def model_arena(self, model, spec, data_name, data_dir):
         self.arena_calls += 1
@@ -48,6 +53,7 @@ class HandMeasures:
         return {"format": "tflite-int8", "flash_bytes": 1, "model_bytes": 1360 + 98 * width(model)}
 
     def model_flash(self, model, spec, data_name, data_dir):
+        self.flash_calls += 1
         return self.sizes(model)
 
     def run_flash(self, run):
@@ -98,19 +104,25 @@ class ExportMeasures(HandMeasures):
 
 def test_with_an_arena_limit_flash_is_the_arena_exports_file(tiny_run):
     """At w = 16 the arena's export holds 1,000 + 1,568 = 2,568 B = 2.5078125 KiB of flash:
-    that, not the estimate's 2.859375, is the candidate's TFLM flash; at w = 8, 1,784 B."""
+    that, not the estimate's 2.859375, is the candidate's TFLM flash; at w = 8, 1,784 B. The
+    estimate is then never used, so the teacher is not exported to calibrate it."""
     from robustedge.compress.budget import JointStrategy, Teacher
     from robustedge.compress.budget.search import shrunk_copy
 
     model, spec = load_model(tiny_run)
     t = Teacher(model, spec, "digits", None, (1, 8, 8))
-    s = JointStrategy(parse_budget("tflm_flash_kb=2.5,arena_kb=1.6"), t, ExportMeasures())
+    measures = ExportMeasures()
+    s = JointStrategy(parse_budget("tflm_flash_kb=2.5,arena_kb=1.6"), t, measures)
     s.prepare()
     assert s.values(model) == {"tflm_flash_kb": 2.5078125, "arena_kb": 2.0}
     half, _ = shrunk_copy(model, (1, 8, 8), 0.5)
     assert s.values(half)["tflm_flash_kb"] == 1784 / 1024
+    assert measures.flash_calls == 0
+    with pytest.raises(RobustEdgeError, match="cannot be met"):  # its refusal still holds
+        JointStrategy(parse_budget("tflm_flash_kb=0.1,arena_kb=1.6"), t, measures).prepare()
     alone = JointStrategy(parse_budget("tflm_flash_kb=2.5,macs=1M"), t, ExportMeasures())
     alone.prepare()
+    assert alone.measures.flash_calls == 1  # calibrated on the teacher's export
     assert alone.values(model)["tflm_flash_kb"] == 2.859375  # no arena: the estimate
 
 
@@ -148,6 +160,27 @@ def test_an_impossible_pair_is_refused_in_one_line_before_training(tiny_run, tmp
     assert not (tmp_path / "s" / "metrics.json").exists()
 
 
+class TeacherOnce:
+    """Real measures whose first ``model_arena`` answer (the teacher's, which sets the limits)
+    is reused when the search measures a model of the same parameter shapes (the teacher
+    again, its first candidate): one int8 export fewer."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.first = inner, None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def model_arena(self, model, spec, data_name, data_dir):
+        from robustedge.compress.budget.joint import structure_key
+
+        if self.first and self.first[0] == structure_key(model):
+            return self.first[1]
+        got = self.inner.model_arena(model, spec, data_name, data_dir)
+        self.first = self.first or (structure_key(model), got)
+        return got
+
+
 @pytest.mark.slow
 def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     """Real measures: TFLM's arena of each candidate's int8 export and the plain file's
@@ -156,7 +189,7 @@ def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     pytest.importorskip("tflite_micro", reason="pip install tflite-micro (requirements/mcu.txt)")
     from robustedge.recipe.budget_measures import BoardMeasures
 
-    measures = BoardMeasures()
+    measures = TeacherOnce(BoardMeasures())
     teacher, spec = load_model(tiny_run)
     t = measures.model_arena(teacher.eval(), spec, "digits", None)
     arena = round((t["arena_bytes"] - 40) / 1024, 4)
@@ -172,3 +205,58 @@ def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     # tiny student may not): the joint verdict is both parts'
     assert f["met"] == (f["export_parity"] is not False)
     assert b["met"] == (a["met"] and f["met"])
+
+
+SHAPE = (1, 8, 8)
+
+
+def width_loss(model) -> float:
+    """A stand-in robust loss read off the widths: 10, 5 and 3 per fraction of conv 3, fc 7
+    and fc 9 removed."""
+    return (
+        10 * (1 - model[3].out_channels / 16)
+        + 5 * (1 - model[7].out_features / 120)
+        + 3 * (1 - model[9].out_features / 84)
+    )
+
+
+class LeNetMeasures:
+    """Hand measures of LeNet-5 on 8x8 (prunable: conv ``3``, 16 channels; fc ``7``, 120; fc
+    ``9``, 84): arena 1,024 + 64 w3 bytes, its export's file 2,000 + 10 (w7 + w9) bytes."""
+
+    def model_arena(self, model, spec, data_name, data_dir):
+        w3, w7, w9 = model[3].out_channels, model[7].out_features, model[9].out_features
+        return {"arena_bytes": 1024 + 64 * w3, "tflm_flash_bytes": 2000 + 10 * (w7 + w9)}
+
+
+def test_per_layer_joint_search_keeps_the_layers_only_the_slack_limit_prices():
+    """shape=layers on the joint share, one step by hand. Limits 2.5 KiB arena and 3.5 KiB =
+    3,584 B flash; the teacher needs 2,048 B (share 0.8) and 4,040 B (1.127232): flash binds.
+    Conv 3 16 -> 15 shrinks only the arena: the share stays, the move saves nothing and is
+    never taken. Fc 7 120 -> 112 saves 80 B = 0.022321 of the share for 5 * 8/120 of loss
+    (score 14.93); fc 9 84 -> 79 saves 50 B = 0.013951 for 3 * 5/84 (score 12.80): fc 9
+    goes first. The search ends at 10 (w7 + w9) <= 1,584 with conv 3 whole, where one fraction
+    for every layer narrows conv 3 too."""
+    from robustedge.compress.budget import JointStrategy, Teacher
+    from robustedge.compress.budget.shape import GreedyShape
+    from robustedge.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("lenet5", SHAPE, 10)).eval()
+    t = Teacher(model, None, "digits", None, SHAPE, (False, False), width_loss)
+    s = JointStrategy(
+        parse_budget("arena_kb=2.5,tflm_flash_kb=3.5,shape=layers"), t, LeNetMeasures()
+    )
+    s.prepare()
+    state = GreedyShape(model, SHAPE, s.measure, width_loss, (False, False), 1 / 16)
+    assert state.value == pytest.approx(4040 / 3584)
+    assert state.candidate("3") is None
+    assert state.candidate("7")[0] == pytest.approx((5 * 8 / 120) / (80 / 3584))
+    assert state.candidate("9")[0] == pytest.approx((3 * 5 / 84) / (50 / 3584))
+    assert state.step(limit=1.0) and state.widths == {"3": 16, "7": 120, "9": 79}
+    found = s.search()
+    assert found.widths["3"] == 16 and found.value <= 1.0
+    assert 10 * (found.widths["7"] + found.widths["9"]) <= 1584
+    uniform = JointStrategy(parse_budget("arena_kb=2.5,tflm_flash_kb=3.5"), t, LeNetMeasures())
+    uniform.prepare()
+    assert uniform.chosen(uniform.search())[3].out_channels < 16

@@ -30,6 +30,7 @@ from robustedge.compress.budget.spec import JointBudget, Quantity
 from robustedge.compress.budget.strategies import (
     STRATEGIES,
     BudgetStrategy,
+    FlashStrategy,
     Teacher,
     channel_search,
 )
@@ -56,9 +57,19 @@ class JointStrategy(BudgetStrategy):
         self.student: Dict[str, float] = {}  # the trained student, per limit
 
     def prepare(self) -> None:
-        """Each part's own refusals and calibration."""
+        """Each part's own refusals and calibration; with an arena limit, a TFLM flash part
+        only refuses: its candidates' files are the arena's exports, so the teacher's export
+        that calibrates its estimate is left out (made only if the estimate is ever used)."""
+        arena = any(p.budget.quantity == Quantity.ARENA_KB for p in self.parts)
         for p in self.parts:
-            p.prepare()
+            if (
+                arena
+                and isinstance(p, FlashStrategy)
+                and p.budget.quantity == Quantity.TFLM_FLASH_KB
+            ):
+                p.refuse_unreachable()
+            else:
+                p.prepare()
 
     def values(self, model: nn.Module) -> Dict[str, float]:
         """``{quantity: value}`` of a candidate, measured once per structure."""

@@ -225,13 +225,26 @@ class FlashStrategy(BudgetStrategy):
     def prepare(self) -> None:
         """Refuse a budget the weights alone cannot meet (before anything is exported), then
         calibrate the estimate's fixed part on the teacher's export."""
+        self.refuse_unreachable()
+        self.calibrate()
+
+    def refuse_unreachable(self) -> None:
+        """One-line RobustEdgeError when the weights alone (no fixed part) cannot meet the
+        budget by either way (computed: nothing exported)."""
+        t = self.teacher
+        search_flash(t.model, t.input_shape, self.budget, 0.0, self.measures.pack, *t.layers)
+
+    def calibrate(self) -> None:
+        """The estimate's fixed part: the teacher's export less its weights' bytes."""
         t, pack = self.teacher, self.measures.pack
-        search_flash(t.model, t.input_shape, self.budget, 0.0, pack, *t.layers)
         self.teacher_measured = self.measures.model_flash(t.model, t.spec, t.data_name, t.data_dir)
         weights = compressed_weight_bytes(t.model, pack)
         self.fixed = float(self.teacher_measured["flash_bytes"] - weights)
 
     def measure(self, model: nn.Module) -> float:
+        """The calibrated estimate (calibrated first if :meth:`prepare` left it out)."""
+        if not self.teacher_measured:
+            self.calibrate()
         return flash_estimate(self.fixed, self.measures.pack)(model)
 
     def search(self) -> SearchResult:
