@@ -75,7 +75,7 @@ def test_each_candidate_is_fine_tuned_before_its_loss_is_measured():
     assert state.step(limit=0.0)
     assert sorted(seen) == [(13, 120, 84), (16, 63, 84), (16, 120, 19)]  # each layer's move
     chosen = seen.index((13, 120, 84)) + 1  # the conv 3 move, fine-tuned as the mark'th
-    assert float(state.model[11].bias[0]) == chosen and state.model[3].out_channels == 13
+    assert float(state.model[11].bias[0].detach()) == chosen and state.model[3].out_channels == 13
 
 
 def test_search_widths_meets_the_budget_and_refuses_the_impossible():
@@ -120,7 +120,10 @@ def lenet_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("shape", ["layers", "uniform"])
-def test_a_macs_budget_trains_the_searched_widths(lenet_run, tmp_path, shape):
+def test_a_macs_budget_trains_the_searched_widths(lenet_run, tmp_path, shape, monkeypatch):
+    from robustedge.compress.budget import shape as shape_search
+
+    monkeypatch.setattr(shape_search, "RECOVERY_ITERS", 2)  # each candidate's fine-tune: short
     cfg = CompressConfig(
         teacher=str(lenet_run), method="magnitude", adversary="none", epochs=1,
         finetune_epochs=0, batch_size=128, lr=1e-2, steps=2,

@@ -20,9 +20,9 @@ here instead shrinks one layer at a time (NetAdapt's loop, with a robust criteri
    until the value is within the limit. A budget no width can meet is refused in one line.
 
 Measured on digits (docs/robust-methods.md): scored on losses measured *before* any fine-tune,
-the search starved LeNet-5's hidden layers (fc 120 -> 1): an un-tuned cut that already lost
-most of its accuracy adds little more loss per byte, so the cheapest bytes won. The short
-fine-tune makes the loss say what the trained student will keep.
+the search starved LeNet-5's hidden layers (fc 120 -> 1 or 84 -> 2): an un-tuned cut sits at
+chance-level loss, after which every further cut adds almost nothing per byte and the cheapest
+bytes win. The short fine-tune keeps the loss informative down to the limit.
 """
 
 from __future__ import annotations
@@ -80,19 +80,20 @@ class Sensitivity:
 @dataclass
 class Recovery:
     """A candidate's short fine-tune before its robust loss is measured (in place): ``iters``
-    Adam steps of PGD adversarial training on seeded batches of ``(x, y)``."""
+    (None: :data:`RECOVERY_ITERS`) Adam steps of PGD adversarial training on seeded batches of
+    ``(x, y)``."""
 
     x: torch.Tensor
     y: torch.Tensor
     eps: float
     steps: int
     seed: int = 0
-    iters: int = RECOVERY_ITERS
+    iters: Optional[int] = None
 
     def __call__(self, model: nn.Module) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         opt = torch.optim.Adam(model.parameters(), lr=RECOVERY_LR)
-        for _ in range(self.iters):
+        for _ in range(self.iters or RECOVERY_ITERS):
             idx = torch.randint(len(self.x), (RECOVERY_BATCH,), generator=gen)
             x, y = self.x[idx], self.y[idx]
             attack = PGD(model.eval(), self.eps, steps=self.steps, generator=gen)
