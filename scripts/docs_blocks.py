@@ -282,29 +282,31 @@ def xz_vs_gzip(measured: Path) -> List[str]:
 
 
 def budget_shape(measured: Path) -> List[str]:
-    """benchmarks/budget_shape.py: layer-wise vs uniform widths at one flash budget."""
+    """benchmarks/budget_shape.py: per-layer vs one-fraction widths at each flash budget, and
+    one fraction on the teacher-calibrated estimate (``today``), per seed, then seed means."""
     d = _load(measured, "budget_shape.json")
     rows = d.get("rows", [])
     table = [
-        [r.get("budget_kb"), r.get("shape"), ", ".join(map(str, (r.get("widths") or {}).values())),
-         f"{r.get('flash_kib', 0):.2f}", r.get("export_gate"), pct(r.get("clean")),
-         pct(r.get("worst_case")), f"{r.get('seconds', 0):.0f}"]
+        [r.get("budget_kb"), r.get("seed", 0), r.get("shape"),
+         ", ".join(map(str, (r.get("widths") or {}).values())), f"{r.get('flash_kib', 0):.2f}",
+         r.get("export_gate", "")[:6], pct(r.get("clean")), pct(r.get("worst_case")),
+         f"{r.get('seconds', 0):.0f}"]
         for r in rows
     ]  # fmt: skip
-    head = ["flash_kb", "shape", "widths", "flash KiB", "export gate", "clean %"]
+    head = ["flash_kb", "seed", "shape", "widths", "flash KiB", "export gate", "clean %"]
     lines = md_table([*head, "worst case %", "s"], table)
-    by = {r.get("shape"): r for r in rows}
-    if {"layers", "uniform"} <= set(by):
-        lay, uni = by["layers"], by["uniform"]
-        lines += [
-            f"Layers minus uniform: {100 * (lay['worst_case'] - uni['worst_case']):+.1f} points "
-            f"worst case, {100 * (lay['clean'] - uni['clean']):+.1f} clean; budget left unused: "
-            f"{100 * (1 - lay['flash_kib'] / lay['budget_kb']):.0f} % (layers), "
-            f"{100 * (1 - uni['flash_kib'] / uni['budget_kb']):.0f} % (uniform). Not measured: "
-            f"{'; '.join(d.get('not_measured', []))}.",
-            "",
-        ]
-    return lines
+    for kb in sorted({r.get("budget_kb") for r in rows}):
+        parts = []
+        for shape in ("today", "uniform", "layers"):
+            w = [100 * r["worst_case"] for r in rows if (r["budget_kb"], r["shape"]) == (kb, shape)]
+            if w:
+                parts.append(
+                    f"{shape} {sum(w) / len(w):.1f} ({min(w):.1f}-{max(w):.1f}, {len(w)} seeds)"
+                )
+        lines.append(f"flash_kb={kb}: worst case % mean (min-max): {'; '.join(parts)}.")
+    if d.get("not_measured"):
+        lines.append(f"Not measured: {'; '.join(d['not_measured'])}.")
+    return [*lines, ""]
 
 
 def emulation_slowdown(measured: Path) -> List[str]:

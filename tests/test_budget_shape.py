@@ -36,22 +36,46 @@ def width_loss(model: nn.Module) -> float:
 def test_one_greedy_step_by_hand():
     # LeNet-5 on 8x8: MACs 9600 (conv 0) + 38400 (conv 3) + 7680 (fc 7) + 10080 (fc 9) + 840
     model = lenet()
-    state = GreedyShape(model, SHAPE, macs_measure(SHAPE), width_loss, (False, False), 1 / 16)
+    state = GreedyShape(model, SHAPE, macs_measure(SHAPE), width_loss, (False, False), 1 / 8)
     assert state.value == 66600 and state.full == {"3": 16, "7": 120, "9": 84}
-    # moves: 1/16 of the current width, at least 1: round(16/16), round(7.5), round(5.25)
-    assert {n: state.move(n) for n in state.widths} == {"3": 1, "7": 8, "9": 5}
-    # conv 3 16->15 saves 2400 + 480 (fc 7's inputs 64->60) for 10/16 = 0.625 of loss;
-    # fc 7 120->112 saves 512 + 672 for 5 * 8/120; fc 9 84->79 saves 600 + 50 for 3 * 5/84
-    scores = {n: state.candidate(n)[0] for n in state.widths}
-    assert scores["3"] == pytest.approx(0.625 / 2880)
-    assert scores["7"] == pytest.approx((5 * 8 / 120) / 1184)
-    assert scores["9"] == pytest.approx((3 * 5 / 84) / 650)
+    # a move saves 1/8 of 66600 = 8325 MACs: per channel conv 3 saves 2400 + 480 (fc 7's four
+    # inputs x 120), fc 7 64 + 84, fc 9 120 + 10; the fewest channels saving 8325 are 3
+    # (8640), 57 (8436) and 65 (8450)
+    assert state.need(limit=0.0) == 8325
+    moves = {n: state.candidate(n, 8325) for n in state.widths}
+    assert {n: m.widths[n] for n, m in moves.items()} == {"3": 13, "7": 63, "9": 19}
+    assert {n: state.value - m.value for n, m in moves.items()} == {"3": 8640, "7": 8436, "9": 8450}
+    # loss added per MAC of the saving needed: 10 * 3/16, 5 * 57/120, 3 * 65/84 over 8325
+    assert moves["3"].score == pytest.approx(10 * 3 / 16 / 8325)
+    assert moves["7"].score == pytest.approx(5 * 57 / 120 / 8325)
+    assert moves["9"].score == pytest.approx(3 * 65 / 84 / 8325)
     assert state.step(limit=0.0)
-    assert state.widths == {"3": 15, "7": 120, "9": 84} and state.value == 66600 - 2880
-    student = shrunk_to(model, SHAPE, state.widths)
-    assert count_macs(student, SHAPE)["dense"] == 63720
-    state.widths["7"] = 8  # a narrow layer moves by one channel, not 1/16 of its original
-    assert state.move("7") == 1 and state.move("3") == 1
+    assert state.widths == {"3": 13, "7": 120, "9": 84} and state.value == 66600 - 8640
+    assert count_macs(shrunk_to(model, SHAPE, state.widths), SHAPE)["dense"] == 57960
+    # 960 MACs left above a limit of 57000: one conv 3 channel saves 2880 (scored on 960),
+    # 8 fc 7 neurons save 8 x (52 + 84) = 1088, 8 fc 9 neurons 8 x 130 = 1040: fc 9 adds the
+    # least loss (3 * 8/84 < 5 * 8/120 < 10/16) and the student lands 80 MACs under the limit
+    assert state.need(limit=57000) == 960
+    assert state.step(limit=57000) and state.widths == {"3": 13, "7": 120, "9": 76}
+    assert state.value == 56920
+
+
+def test_each_candidate_is_fine_tuned_before_its_loss_is_measured():
+    """The recovery runs on every candidate (cut from the current student) before its loss is
+    measured, and the chosen student keeps its fine-tuned weights."""
+    seen = []
+
+    def recover(student):
+        seen.append((student[3].out_channels, student[7].out_features, student[9].out_features))
+        with torch.no_grad():
+            student[11].bias.fill_(float(len(seen)))  # marks which candidate this was
+
+    state = GreedyShape(lenet(), SHAPE, macs_measure(SHAPE), width_loss, (False, False), 1 / 8)
+    state.recover = recover
+    assert state.step(limit=0.0)
+    assert sorted(seen) == [(13, 120, 84), (16, 63, 84), (16, 120, 19)]  # each layer's move
+    chosen = seen.index((13, 120, 84)) + 1  # the conv 3 move, fine-tuned as the mark'th
+    assert float(state.model[11].bias[0].detach()) == chosen and state.model[3].out_channels == 13
 
 
 def test_search_widths_meets_the_budget_and_refuses_the_impossible():
@@ -96,7 +120,10 @@ def lenet_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("shape", ["layers", "uniform"])
-def test_a_macs_budget_trains_the_searched_widths(lenet_run, tmp_path, shape):
+def test_a_macs_budget_trains_the_searched_widths(lenet_run, tmp_path, shape, monkeypatch):
+    from robustedge.compress.budget import shape as shape_search
+
+    monkeypatch.setattr(shape_search, "RECOVERY_ITERS", 2)  # each candidate's fine-tune: short
     cfg = CompressConfig(
         teacher=str(lenet_run), method="magnitude", adversary="none", epochs=1,
         finetune_epochs=0, batch_size=128, lr=1e-2, steps=2,
@@ -153,3 +180,53 @@ def test_a_student_its_export_refuses_is_not_met(tiny_run, tmp_path, passed):
     m = compress_to_budget(cfg, Budget("flash_kb", limit), out, GateMeasures(passed), ("fgsm",))
     b = m["budget"]
     assert b["student"] <= limit and b["export_parity"] is passed and b["met"] is passed
+
+
+class ChannelExports:
+    """Flash measures whose file holds, beyond the int8 weights (under zlib: quick), 100 B
+    plus 8 B per output channel: a narrow student has less around its weights than the
+    teacher, as real int8 TFLite files do (counted in ``exports``)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+
+    def pack(self, raw: bytes) -> bytes:
+        import zlib
+
+        return zlib.compress(raw, 1)
+
+    def model_flash(self, model, spec, data_name, data_dir):
+        from robustedge.compress.budget.flash import compressed_weight_bytes
+
+        self.exports += 1
+        return {"flash_bytes": compressed_weight_bytes(model, self.pack) + around(model)}
+
+
+def around(model: nn.Module) -> int:
+    """ChannelExports' bytes around the weights: 100 + 8 per conv / linear output channel."""
+    return 100 + 8 * sum(m.weight.shape[0] for m in model.modules() if hasattr(m, "weight"))
+
+
+def test_the_flash_estimate_is_recalibrated_on_the_structure_found():
+    """Calibrated on the teacher (100 + 8 x 236 channels = 1988 B around its weights), the
+    search cuts too much; the export of what it found holds less around its weights, and the
+    search on that calibration keeps more channels within the same budget."""
+    from robustedge.compress.budget import FlashStrategy, Teacher, search_flash
+    from robustedge.compress.budget.flash import structure_of
+
+    model, budget, exports = lenet(), Budget("flash_kb", 5.0, shape="uniform"), ChannelExports()
+    today = FlashStrategy(budget, Teacher(model, None, "digits", None, SHAPE), exports)
+    today.calibrations = 0
+    today.prepare()
+    assert today.fixed == 1988 and exports.exports == 1
+    first = today.search()
+    assert first.value == search_flash(model, SHAPE, budget, 1988, exports.pack).value
+    s = FlashStrategy(budget, Teacher(model, None, "digits", None, SHAPE), exports)
+    s.prepare()
+    found = s.search()
+    cut = structure_of(model, SHAPE, first)
+    assert s.calibrated[0]["fixed_bytes"] == around(cut) < 1988  # measured on the first cut
+    assert len(s.calibrated) <= 2 and s.fixed == found.choice["fixed_bytes"] < 1988
+    assert found.channel_sparsity < first.channel_sparsity  # wider, in the same budget
+    assert s.measure(structure_of(model, SHAPE, found)) == found.value <= 5.0 * 0.97
+    assert s.record(found, found.value, [])["calibration"] == s.calibrated

@@ -176,11 +176,22 @@ def _kept(
     """The non-zero weights the structure ``found`` keeps (None: nothing found)."""
     if found is None:
         return None
+    return stored_weights(structure_of(model, input_shape, found, layers))
+
+
+def structure_of(
+    model: nn.Module,
+    input_shape: Tuple[int, int, int],
+    found: SearchResult,
+    layers: Tuple[bool, bool] = (False, False),
+) -> nn.Module:
+    """A copy of ``model`` cut to the structure ``found``: weights zeroed, per-layer widths,
+    or one fraction of channels removed."""
     if found.structure == WEIGHTS:
-        return stored_weights(sparse_copy(model, found.weight_sparsity, *layers))
+        return sparse_copy(model, found.weight_sparsity, *layers)
     if found.widths:
-        return stored_weights(shrunk_to(model, input_shape, found.widths, layers))
-    return stored_weights(shrunk_copy(model, input_shape, found.channel_sparsity, *layers)[0])
+        return shrunk_to(model, input_shape, found.widths, layers)
+    return shrunk_copy(model, input_shape, found.channel_sparsity, *layers)[0]
 
 
 def flash_refusal(

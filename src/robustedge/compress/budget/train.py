@@ -11,13 +11,18 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from robustedge.attacks import eps_or_default
 from robustedge.compress.budget.joint import JointStrategy
 from robustedge.compress.budget.measures import BudgetMeasures
 from robustedge.compress.budget.search import WEIGHTS, SearchResult
-from robustedge.compress.budget.shape import Sensitivity, sensitivity_batch
+from robustedge.compress.budget.shape import (
+    Recovery,
+    Sensitivity,
+    recovery_batch,
+    sensitivity_batch,
+)
 from robustedge.compress.budget.spec import AnyBudget, JointBudget
 from robustedge.compress.budget.strategies import (
     BudgetStrategy,
@@ -72,9 +77,9 @@ def compress_to_budget(
     model, spec, t_cfg, data = load_teacher(cfg)
     data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
     layers = (cfg.include_first, cfg.include_last)
-    x, y = sensitivity_batch(data.x_train, data.y_train, cfg.seed)
-    sens = Sensitivity(x, y, eps_or_default(cfg.eps), cfg.steps, cfg.seed)
-    teacher = Teacher(model, spec, data.name, data_dir, data.input_shape, layers, sens)
+    teacher = Teacher(
+        model, spec, data.name, data_dir, data.input_shape, layers, *robust_loss(cfg, data)
+    )
     strategy: BudgetStrategy = (
         JointStrategy(budget, teacher, measures)
         if isinstance(budget, JointBudget)
@@ -90,6 +95,15 @@ def compress_to_budget(
         strategy.warn_refused()
     write_json(out / "metrics.json", last.metrics)
     return last.metrics
+
+
+def robust_loss(cfg: CompressConfig, data: Any) -> Tuple[Sensitivity, Recovery]:
+    """What the per-layer width search spends: the robust loss on a fixed batch of training
+    images, and a candidate's short fine-tune on the next ones (PGD at the run's eps, steps)."""
+    eps = eps_or_default(cfg.eps)
+    x, y = sensitivity_batch(data.x_train, data.y_train, cfg.seed)
+    rx, ry = recovery_batch(data.x_train, data.y_train, cfg.seed)
+    return Sensitivity(x, y, eps, cfg.steps, cfg.seed), Recovery(rx, ry, eps, cfg.steps, cfg.seed)
 
 
 def train_to_budget(
