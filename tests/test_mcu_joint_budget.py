@@ -232,11 +232,13 @@ class LeNetMeasures:
 def test_per_layer_joint_search_keeps_the_layers_only_the_slack_limit_prices():
     """shape=layers on the joint share, one step by hand. Limits 2.5 KiB arena and 3.5 KiB =
     3,584 B flash; the teacher needs 2,048 B (share 0.8) and 4,040 B (1.127232): flash binds.
-    Conv 3 16 -> 15 shrinks only the arena: the share stays, the move saves nothing and is
-    never taken. Fc 7 120 -> 112 saves 80 B = 0.022321 of the share for 5 * 8/120 of loss
-    (score 14.93); fc 9 84 -> 79 saves 50 B = 0.013951 for 3 * 5/84 (score 12.80): fc 9
-    goes first. The search ends at 10 (w7 + w9) <= 1,584 with conv 3 whole, where one fraction
-    for every layer narrows conv 3 too."""
+    With a move share of 1/16 a move must save 1.127232 / 16 = 0.070452 of the share. Conv 3
+    shrinks only the arena: the share stays, no move saves anything and none is offered. Fc 7
+    and fc 9 save 10 B = 0.0027902 per unit: 26 units are the fewest that save enough
+    (25 save 0.069754), so fc 7 120 -> 94 adds 5 * 26/120 of loss (score 15.38) and fc 9
+    84 -> 58 adds 3 * 26/84 (score 13.18): fc 9 goes first. The search ends at
+    10 (w7 + w9) <= 1,584 with conv 3 whole, where one fraction for every layer narrows conv 3
+    too."""
     from robustedge.compress.budget import JointStrategy, Teacher
     from robustedge.compress.budget.shape import GreedyShape
     from robustedge.models import ModelSpec, build_model
@@ -250,10 +252,15 @@ def test_per_layer_joint_search_keeps_the_layers_only_the_slack_limit_prices():
     s.prepare()
     state = GreedyShape(model, SHAPE, s.measure, width_loss, (False, False), 1 / 16)
     assert state.value == pytest.approx(4040 / 3584)
-    assert state.candidate("3") is None
-    assert state.candidate("7")[0] == pytest.approx((5 * 8 / 120) / (80 / 3584))
-    assert state.candidate("9")[0] == pytest.approx((3 * 5 / 84) / (50 / 3584))
-    assert state.step(limit=1.0) and state.widths == {"3": 16, "7": 120, "9": 79}
+    need = state.need(1.0)
+    assert need == pytest.approx(4040 / 3584 / 16)
+    assert state.candidate("3", need) is None
+    fc7, fc9 = state.candidate("7", need), state.candidate("9", need)
+    assert fc7.widths["7"] == 94 and fc9.widths["9"] == 58
+    assert fc7.value == pytest.approx(3780 / 3584) and fc9.value == pytest.approx(3780 / 3584)
+    assert fc7.score == pytest.approx((5 * 26 / 120) / need)
+    assert fc9.score == pytest.approx((3 * 26 / 84) / need)
+    assert state.step(limit=1.0) and state.widths == {"3": 16, "7": 120, "9": 58}
     found = s.search()
     assert found.widths["3"] == 16 and found.value <= 1.0
     assert 10 * (found.widths["7"] + found.widths["9"]) <= 1584
