@@ -18,6 +18,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 from typing import Callable, Sequence, Tuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,25 @@ def digits():
     from robustedge.data import load_dataset
 
     return load_dataset("digits")
+
+
+SMALL_DIGITS = (192, 32)  # training and test images of ``small_digits``
+
+
+@pytest.fixture(scope="session")
+def small_digits(tmp_path_factory, digits) -> str:
+    """Digits cut to 192 training and 32 test images, as an npz file (the option-effect tests:
+    a whole run in a fraction of a second)."""
+    n_train, n_test = SMALL_DIGITS
+    path = tmp_path_factory.mktemp("small") / "digits192.npz"
+    np.savez(
+        path,
+        x_train=digits.x_train[:n_train],
+        y_train=digits.y_train[:n_train],
+        x_test=digits.x_test[:n_test],
+        y_test=digits.y_test[:n_test],
+    )
+    return str(path)
 
 
 @pytest.fixture(scope="session")

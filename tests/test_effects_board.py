@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from robustedge.device.board.bundle_format import verify_bundle
+from test_device_config import RECIPE  # the one-stage recipe its bench stages extend
 
 SSH_URL = "ssh://pi@board.invalid/~/b"  # never reached: the ProxyCommand below answers first
 
@@ -215,15 +216,6 @@ def test_device_setup_and_vm_commands_act_on_the_arch_asked_for(tmp_path, monkey
     assert "no aarch64 VM image: run `robustedge device setup-vm --arch aarch64`" in str(
         r.exception
     )
-
-
-RECIPE = """\
-name: t
-data: {name: digits}
-teacher:
-  train: {model: tiny, epochs: 1, adversary: none, eps: 0.0}
-export: {formats: [onnx, tflite-int8]}
-"""
 
 
 def bench_stages(text: str, out: Path, device_export: Path) -> dict:

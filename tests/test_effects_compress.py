@@ -10,36 +10,24 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from conftest import SMALL_DIGITS
 from robustedge.compress import CompressConfig, compress_run, read_masks
 from robustedge.compress.pipeline import build_student, load_teacher, make_adversary, make_context
 from robustedge.compress.targets import prunable_params
 from robustedge.models import ModelSpec, build_model, count_params, load_model
 
-N_TRAIN, N_TEST = 192, 32
+N_TRAIN, N_TEST = SMALL_DIGITS
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> str:
-    """Digits cut to 192 training and 32 test images (an npz file)."""
-    from robustedge.data import load_dataset
-
-    d = load_dataset("digits")
-    path = tmp_path_factory.mktemp("small") / "digits192.npz"
-    np.savez(
-        path,
-        x_train=d.x_train[:N_TRAIN],
-        y_train=d.y_train[:N_TRAIN],
-        x_test=d.x_test[:N_TEST],
-        y_test=d.y_test[:N_TEST],
-    )
-    return str(path)
+def small(small_digits) -> str:
+    return small_digits
 
 
 def _fast(tiny_run, small, **kw) -> CompressConfig:

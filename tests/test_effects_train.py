@@ -17,29 +17,18 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from conftest import SMALL_DIGITS
 from robustedge.models import ModelSpec, build_model, count_params, load_model
 from robustedge.training import epoch_batches
 from robustedge.training.config import TrainConfig
 from robustedge.training.run import seed_everything, train_run
 
-N_TRAIN, N_TEST = 192, 32
+N_TRAIN, N_TEST = SMALL_DIGITS
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> str:
-    """Digits cut to 192 training and 32 test images (an npz file)."""
-    from robustedge.data import load_dataset
-
-    d = load_dataset("digits")
-    path = tmp_path_factory.mktemp("small") / "digits192.npz"
-    np.savez(
-        path,
-        x_train=d.x_train[:N_TRAIN],
-        y_train=d.y_train[:N_TRAIN],
-        x_test=d.x_test[:N_TEST],
-        y_test=d.y_test[:N_TEST],
-    )
-    return str(path)
+def small(small_digits) -> str:
+    return small_digits
 
 
 def _xy(path: str):
