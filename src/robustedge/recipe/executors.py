@@ -225,6 +225,7 @@ class RayBackend(Backend):
             ) from None
         self.ray = ray
         self.started = False
+        where = spec.address or "a local instance"
         if not ray.is_initialized():
             opts: Dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if spec.address:
@@ -234,12 +235,10 @@ class RayBackend(Backend):
             try:
                 ray.init(**opts)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                where = spec.address or "a local instance"
                 raise RobustEdgeError(f"cannot start Ray on {where}: {e}") from None
             self.started = True
         resources = ray.cluster_resources()
         self.gpus = float(resources.get("GPU", 0))
-        where = spec.address or "a local instance"
         cpus = float(resources.get("CPU", 0))
         logger.info("ray: %s with %g CPU(s), %g GPU(s)", where, cpus, self.gpus)
         # a task whose worker or node died is retried (elsewhere); a stage's own error is not

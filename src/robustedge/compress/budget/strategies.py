@@ -327,8 +327,9 @@ class FlashStrategy(BudgetStrategy):
     def widen(self, result: SearchResult, measured: float) -> bool:
         """Add the estimate's error seen (measured less predicted) to its fixed part (and keep
         it on top of later re-calibrations)."""
-        self.excess += (measured - result.value) * 1024.0
-        self.fixed += (measured - result.value) * 1024.0
+        error = (measured - result.value) * 1024.0
+        self.excess += error
+        self.fixed += error
         logger.warning(
             "the trained student stores %d B, over the budget (%d B): searching again with "
             "the estimate corrected",
