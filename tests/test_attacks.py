@@ -22,7 +22,15 @@ from robustedge.attacks.square_core import p_schedule, square_linf_numpy, square
 OWN_TESTS = {"onmanifold"}
 NAMES = [n for n in ATTACKS.names() if n not in OWN_TESTS]
 EPS = 0.1
-STEPS = {"pgd": 10, "square": 200}  # spec.steps per attack (square: queries)
+# spec.steps per attack (square: queries); the AutoAttack members' standard budgets (100 steps,
+# 5000 queries) cost minutes here, and the properties below do not depend on them
+STEPS = {
+    "pgd": 10,
+    "square": 200,
+    "autoattack-apgd-t": 10,
+    "autoattack-fab-t": 10,
+    "autoattack-square": 200,
+}
 WITH_RESTARTS = [n for n in NAMES if ATTACKS.get(n).has_restarts]
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import run_cli
 from robustedge.compress import CompressConfig, compress_run, read_masks
 from robustedge.io import read_json
 from robustedge.models import count_params, load_model
@@ -87,15 +86,9 @@ def test_structured_shrinks_and_reloads(teacher, tmp_path):
     assert m["notes"]["channel_sparsity"] == pytest.approx(0.5, abs=0.07)
 
 
-def _cli(*args: str):
-    return subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_compress_then_eval(teacher, tmp_path):
     out = tmp_path / "cli"
-    r = _cli(
+    r = run_cli(
         "compress",
         "--teacher",
         str(teacher),
@@ -122,7 +115,7 @@ def test_cli_compress_then_eval(teacher, tmp_path):
     assert [h["phase"] for h in m["history"]] == ["prox", "finetune"]
     assert [r["attack"] for r in m["robust"]] == ["fgsm"] and m["teacher"]["run"] == str(teacher)
     assert m["adversary"] == "fgsm" and (out / "model.safetensors").is_file()
-    r = _cli("eval", str(out), "--attack", "fgsm", "--json")
+    r = run_cli("eval", str(out), "--attack", "fgsm", "--json")
     assert r.returncode == 0, r.stderr
 
 
@@ -139,7 +132,7 @@ def test_cli_compress_then_eval(teacher, tmp_path):
 )
 def test_cli_bad_input_one_line(teacher, tmp_path, args, words):
     out = tmp_path / "bad"
-    r = _cli("compress", "--teacher", str(teacher), "--out", str(out), "--epochs", "1", *args)
+    r = run_cli("compress", "--teacher", str(teacher), "--out", str(out), "--epochs", "1", *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0]
@@ -147,7 +140,7 @@ def test_cli_bad_input_one_line(teacher, tmp_path, args, words):
 
 
 def test_cli_missing_teacher(tmp_path):
-    r = _cli("compress", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    r = run_cli("compress", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "teacher run not found" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
@@ -164,7 +157,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(teacher, tmp_path):
     }
     save_file(state, str(bad / "model.safetensors"))
     out = tmp_path / "student"
-    r = _cli(
+    r = run_cli(
         "compress",
         "--teacher",
         str(bad),

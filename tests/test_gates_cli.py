@@ -4,9 +4,6 @@ the job summary), and the recipe's ``gates:`` section (validated with file:line)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -16,29 +13,21 @@ from robustedge.recipe.schema import parse_recipe
 from test_gates import results, write
 
 
-def test_exit_codes_lines_and_outputs(tmp_path):
+def test_exit_codes_lines_and_outputs(tmp_path, monkeypatch):
     a = write(tmp_path, "results.json", results(run="s1", robust=0.70))
     ok = run_cli("check", str(a), "--expect", "clean>=0.9", "--expect", "robust>=0.6")
     assert ok.returncode == 0 and "2 of 2 gates hold: ok" in ok.stdout
     summary = tmp_path / "step-summary.md"
-    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary)}
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robustedge.cli",
-            "check",
-            str(a),
-            "--expect",
-            "robust>=0.75",
-            "--junit",
-            str(tmp_path / "j.xml"),
-            "--json",
-            str(tmp_path / "c.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    bad = run_cli(
+        "check",
+        str(a),
+        "--expect",
+        "robust>=0.75",
+        "--junit",
+        str(tmp_path / "j.xml"),
+        "--json",
+        str(tmp_path / "c.json"),
     )
     assert bad.returncode == 1
     (line,) = [x for x in bad.stdout.splitlines() if x.startswith("FAIL")]
