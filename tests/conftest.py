@@ -100,39 +100,65 @@ def small_digits(tmp_path_factory, digits) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A tiny CNN trained naturally on digits for 3 epochs (a few seconds)."""
+    """A tiny CNN trained naturally on digits for 3 epochs (a few seconds); trained once per
+    session and read by every worker."""
+    return built_once(tmp_path_factory, "tiny-run", _train_tiny_run) / "tiny"
+
+
+def _train_tiny_run(folder: Path) -> None:
     from robustedge.training.config import TrainConfig
     from robustedge.training.run import train_run
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig(model="tiny", adversary="none", eps=0.1, epochs=3, lr=1e-2, seed=0)
-    train_run(cfg, out)
-    return out
+    train_run(cfg, folder / "tiny")
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(digits):
+def trained_tiny(tmp_path_factory, digits):
     """(model, x_test, y_test): the tiny CNN naturally trained 8 epochs on digits (seed 0), in
-    eval mode; shared by the attack test modules (each takes its own slice of the test set)."""
-    from robustedge.models import ModelSpec, build_model
-    from robustedge.training import build_adversary, epoch_batches, fit
+    eval mode; shared by the attack test modules (each takes its own slice of the test set).
+    Trained once per session; each worker loads the weights."""
+    from safetensors.torch import load_file
 
-    torch.manual_seed(0)
-    model = build_model(ModelSpec("tiny", digits.input_shape, digits.num_classes))
-    x_tr, y_tr = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    fit(model, epoch_batches(x_tr, y_tr, 64, seed=0), build_adversary("none"), opt, epochs=8)
+    folder = built_once(tmp_path_factory, "trained-tiny", lambda f: _train_tiny(f, digits))
+    model = _tiny_model(digits)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
     model.eval()
     return model, torch.from_numpy(digits.x_test), torch.from_numpy(digits.y_test)
 
 
+def _tiny_model(digits):
+    from robustedge.models import ModelSpec, build_model
+
+    return build_model(ModelSpec("tiny", digits.input_shape, digits.num_classes))
+
+
+def _train_tiny(folder: Path, digits) -> None:
+    from safetensors.torch import save_file
+
+    from robustedge.training import build_adversary, epoch_batches, fit
+
+    torch.manual_seed(0)
+    model = _tiny_model(digits)
+    x_tr, y_tr = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fit(model, epoch_batches(x_tr, y_tr, 64, seed=0), build_adversary("none"), opt, epochs=8)
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+
+
 @pytest.fixture(scope="session")
 def device_export(tiny_run, tmp_path_factory) -> Path:
-    """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by device tests;
-    defined here, not imported into each module, so it is built once per worker)."""
+    """``tiny_run`` exported to onnx + tflite-int8 once per session (shared by the device tests
+    of every worker; they only read it)."""
+    return (
+        built_once(tmp_path_factory, "device-export", lambda f: _export_tiny(tiny_run, f)) / "run"
+    )
+
+
+def _export_tiny(tiny_run: Path, folder: Path) -> Path:
     from robustedge.export import ExportConfig, export_run
 
-    run = tmp_path_factory.mktemp("device") / "run"
+    run = folder / "run"
     shutil.copytree(tiny_run, run)
     export_run(run, ExportConfig(formats="onnx,tflite-int8", transfer_steps=5, transfer_restarts=1))
     return run
