@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Dict
 
 RECIPE = """\
 name: tiny
@@ -42,8 +41,6 @@ devices:
   square_n: 10
 """
 
-_CACHE: Dict[str, Path] = {}
-
 
 def write_recipe(path: Path, teacher: Path, margin: float = 50.0) -> Path:
     path.write_text(RECIPE.format(teacher=teacher, margin=margin))
@@ -51,17 +48,19 @@ def write_recipe(path: Path, teacher: Path, margin: float = 50.0) -> Path:
 
 
 def recipe_run(tmp_path_factory, teacher: Path) -> Path:
-    """The output folder of the small recipe (run once; callers copy it before changing it)."""
-    if "out" not in _CACHE:
-        from robustedge.recipe import load_recipe
-        from robustedge.recipe.stages import run_recipe
+    """The output folder of the small recipe, run once per session and read by every xdist
+    worker (callers copy it before changing it)."""
+    from conftest import built_once
 
-        root = tmp_path_factory.mktemp("recipe")
-        recipe = write_recipe(root / "tiny.yaml", teacher)
-        run_recipe(load_recipe(recipe), root / "out")
-        _CACHE["out"] = root / "out"
-        _CACHE["recipe"] = recipe
-    return _CACHE["out"]
+    return built_once(tmp_path_factory, "recipe-run", lambda f: _run(f, teacher)) / "out"
+
+
+def _run(folder: Path, teacher: Path) -> None:
+    from robustedge.recipe import load_recipe
+    from robustedge.recipe.stages import run_recipe
+
+    recipe = write_recipe(folder / "tiny.yaml", teacher)
+    run_recipe(load_recipe(recipe), folder / "out")
 
 
 def copy_run(src: Path, dst: Path) -> Path:

@@ -323,7 +323,7 @@ def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(longest_first())}
     for item in items:
         group = XDIST_GROUPS.get(item.module.__name__)
-        if group is not None:
+        if group is not None and config.pluginmanager.hasplugin("xdist"):
             item.add_marker(pytest.mark.xdist_group(group))
     if getattr(config.option, "numprocesses", None):  # only under xdist (`-n N`)
         # stable: a module's tests stay together and in their order (module fixtures built once)

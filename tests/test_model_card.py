@@ -55,7 +55,6 @@ def test_cards_follow_the_json_on_every_run(done, tmp_path):
     current JSON (a deleted card comes back)."""
     import shutil
 
-    from _recipe_run import _CACHE
     from robustedge.recipe import load_recipe
     from robustedge.recipe.stages import run_recipe
 
@@ -63,7 +62,7 @@ def test_cards_follow_the_json_on_every_run(done, tmp_path):
     card = out / "students/prox-s0.8/device/local/MODEL_CARD.md"
     before = card.read_text()
     card.unlink()
-    summary = run_recipe(load_recipe(_CACHE["recipe"]), out)
+    summary = run_recipe(load_recipe(done.parent / "tiny.yaml"), out)
     assert {s["status"] for s in summary["stages"]} == {"cached"}
     assert card.read_text() == before
 
