@@ -7,7 +7,7 @@ REQS := requirements/base.txt requirements/export.txt requirements/dev.txt requi
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint venv clean system-deps mutation plant-bugs
+.PHONY: demo test lint style venv clean system-deps mutation plant-bugs
 
 venv: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): $(REQS) pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-lint: $(STAMP)
+# style and import layers (seconds); `lint` adds the strict typing of the public API (the slowest
+# check), which `make test` runs as a test beside the others (tests/test_architecture.py)
+style: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/lint-imports
+
+lint: style
 	# the public API, strictly typed (no cache: mypy 1.18 cannot serialize some torch types)
 	$(BIN)/python -m mypy --strict --follow-imports=silent --ignore-missing-imports \
 		--cache-dir=/dev/null src/robustedge/api
@@ -32,7 +36,7 @@ system-deps:
 	else echo "not root: skipping scripts/install-system-deps.sh (QEMU/SSH tests will skip)"; fi
 
 # loadgroup: modules sharing an expensive fixture run on one worker (tests/conftest.py)
-test: lint system-deps
+test: style system-deps
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist load $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -4,6 +4,7 @@ kept, and no module imports a private name from another package."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,19 @@ def test_import_contracts_kept():
     r = subprocess.run([str(exe)], capture_output=True, text=True, cwd=SRC.parents[1])
     assert r.returncode == 0, r.stdout[r.stdout.find("Broken contracts") :][:3000]
     assert "0 broken" in r.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
+                    reason="mypy not installed (requirements/dev.txt)")  # fmt: skip
+def test_public_api_is_strictly_typed():
+    """``mypy --strict`` on robustedge.api (a test, so that it runs beside the others under
+    ``pytest -n 2`` instead of before them; no cache: mypy 1.18 cannot serialize some torch
+    types)."""
+    cmd = [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
+           "--ignore-missing-imports", "--cache-dir=/dev/null", "src/robustedge/api"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=SRC.parents[1])
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert r.stdout.startswith("Success: no issues found")
 
 
 def test_untrusted_json_nesting_is_refused_without_recursing():
