@@ -14,38 +14,23 @@ import time
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import _dist_fixtures as shared
+from _dist_fixtures import ENV, TRAIN
+from conftest import run_cli
 from robustedge.commands.launch import JobLog, Nodes
-from robustedge.training.config import TrainConfig
-from robustedge.training.run import train_run
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTEDGE_DIST_TIMEOUT": "120"}
-TRAIN = ["--model", "lenet5", "--batch-size", "64", "--lr", "0.01", "--device", "cpu"]
+# the shared runs (fixtures of tests/_dist_fixtures.py)
+dist_data, one_process, uninterrupted = shared.dist_data, shared.one_process, shared.uninterrupted
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    """Digits cut to 512 training images (a multiple of 2 x 64: no sampler padding) and 64
-    test images (a short final evaluation)."""
-    from robustedge.data import load_dataset
-
-    d = load_dataset("digits")
-    path = tmp_path_factory.mktemp("nodes") / "digits512.npz"
-    np.savez(
-        path, x_train=d.x_train[:512], y_train=d.y_train[:512], x_test=d.x_test[:64],
-        y_test=d.y_test[:64],
-    )  # fmt: skip
-    return str(path)
 
 
 def descendants(pid: int) -> List[int]:
@@ -198,54 +183,39 @@ def test_a_lost_node_is_one_line():
 
 
 @pytest.mark.slow
-def test_two_nodes_train_and_compress_give_the_one_process_weights(tmp_path, data):
-    train = ["train", "--data", "npz", "--data-dir", data, *TRAIN, "--adversary", "none"]
+def test_two_nodes_train_and_compress_give_the_one_process_weights(
+    tmp_path, monkeypatch, dist_data, one_process
+):
+    """The two-node jobs against the one-process runs of the same configs (the training
+    reference, :func:`_dist_fixtures.one_process`, is shared with test_ddp.py)."""
+    train = ["train", "--data", "npz", "--data-dir", dist_data, *TRAIN, "--adversary", "none"]
     train += ["--epochs", "2", "--no-progress", "--out", str(tmp_path / "nodes")]
     with TwoNodes(train, c10d(free_port())) as job:
         results = job.results()
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     assert sum(o.count("run folder:") for _, o, _ in results) == 1  # global rank 0 only
-    cfg = TrainConfig(
-        data="npz", data_dir=data, model="lenet5", adversary="none", epochs=2,
-        batch_size=64, lr=0.01, device="cpu",
-    )  # fmt: skip
-    one = train_run(cfg, tmp_path / "one")
-    assert_close_weights(tmp_path / "nodes", tmp_path / "one")
+    one = json.loads((one_process / "metrics.json").read_text())
+    assert_close_weights(tmp_path / "nodes", one_process)
     m = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
     assert (m["world_size"], m["global_batch_size"], m["nodes"]) == (2, 64, 2)
     assert [h["ranks"] for h in m["node_hosts"]] == [[0], [1]]
     assert m["node_hosts"][0]["host"] == socket.gethostname()
     assert one["nodes"] == 1 and "node_hosts" not in one
 
-    compress = ["compress", "--teacher", str(tmp_path / "one"), "--method", "magnitude"]
+    compress = ["compress", "--teacher", str(one_process), "--method", "magnitude"]
     compress += ["--sparsity", "0.8", "--epochs", "1", "--finetune-epochs", "1"]
     compress += ["--adversary", "none", "--attack", "fgsm", *TRAIN[2:]]
     with TwoNodes(compress + ["--out", str(tmp_path / "c-nodes")], static(free_port())) as job:
         for rc, _, err in job.results():
             assert rc == 0, err[-3000:]
-    r = subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *compress, "--out", str(tmp_path / "c-one")],
-        capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    r = run_cli(*compress, "--out", str(tmp_path / "c-one"))
     assert r.returncode == 0, r.stderr
     assert_close_weights(tmp_path / "c-nodes", tmp_path / "c-one")
     m = json.loads((tmp_path / "c-nodes" / "metrics.json").read_text())
     assert (m["world_size"], m["nodes"]) == (2, 2)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data) -> Tuple[List[str], Path]:
-    """PGD-AT for 3 epochs with 2 processes on one node (the same 2 global ranks)."""
-    args = ["train", "--data", "npz", "--data-dir", data, *TRAIN, "--adversary", "pgd"]
-    args += ["--steps", "1", "--epochs", "3", "--no-progress"]
-    out = tmp_path_factory.mktemp("full") / "run"
-    r = subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *args, "--nproc", "2", "--out", str(out)],
-        capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return args, out
 
 
 @pytest.mark.slow
