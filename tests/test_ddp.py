@@ -3,6 +3,7 @@ same global batch, identical masks / method state on every rank, rank checks, fa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,52 +16,30 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import _dist_fixtures as shared
+from _dist_fixtures import ENV, one_process_config
+from conftest import run_cli
 from robustedge import distributed
 from robustedge.errors import CheckpointError
-from robustedge.training.config import TrainConfig
 from robustedge.training.run import train_run
 
 ROOT = Path(__file__).resolve().parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTEDGE_DIST_TIMEOUT": "120"}
+
+# the shared runs (fixtures of tests/_dist_fixtures.py)
+dist_data, one_process, uninterrupted = shared.dist_data, shared.one_process, shared.uninterrupted
 
 
-@pytest.fixture(scope="module")
-def even_data(tmp_path_factory) -> str:
-    """Digits cut to 1,024 training images (a multiple of 2 x 64: no sampler padding)."""
-    from robustedge.data import load_dataset
-
-    d = load_dataset("digits")
-    path = tmp_path_factory.mktemp("even") / "digits1024.npz"
-    np.savez(
-        path,
-        x_train=d.x_train[:1024],
-        y_train=d.y_train[:1024],
-        x_test=d.x_test[:200],
-        y_test=d.y_test[:200],
-    )
-    return str(path)
+@pytest.fixture(autouse=True)
+def dist_env(monkeypatch) -> None:
+    """What every job here runs with (``run_cli`` passes this process's environment on)."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, even_data) -> Path:
-    """LeNet-5 trained naturally for one epoch on ``even_data``, once for the module (the
-    tests only read it)."""
-    out = tmp_path_factory.mktemp("teacher") / "teacher"
-    cfg = TrainConfig(
-        data="npz", data_dir=even_data, model="lenet5", adversary="none", epochs=1, lr=0.01
-    )
-    train_run(cfg, out)
-    return out
-
-
-def cli(*args: str, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env or ENV,
-        timeout=timeout,
-    )
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`robustedge ARGS` in a process of its own (forked from the tests' preloaded one): the
+    launcher; torchrun and its ranks are new interpreters, as for a user."""
+    return run_cli(*args)
 
 
 def _wait_gone(marker: str, timeout: float = 60) -> None:
@@ -109,6 +88,23 @@ def test_checksum_sees_values_and_order():
     assert not torch.equal(distributed.checksum(a), distributed.checksum([b]))
 
 
+@pytest.fixture(scope="module")
+def even_data(tmp_path_factory) -> str:
+    """Digits cut to 1,024 training images (a multiple of 2 x 64: no sampler padding)."""
+    from robustedge.data import load_dataset
+
+    d = load_dataset("digits")
+    path = tmp_path_factory.mktemp("even") / "digits1024.npz"
+    np.savez(
+        path,
+        x_train=d.x_train[:1024],
+        y_train=d.y_train[:1024],
+        x_test=d.x_test[:200],
+        y_test=d.y_test[:200],
+    )
+    return str(path)
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_one_process_weights(tmp_path, even_data):
     args = ["--data", "npz", "--data-dir", even_data, "--model", "lenet5", "--adversary"]
@@ -117,25 +113,14 @@ def test_two_processes_give_the_one_process_weights(tmp_path, even_data):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("run folder:") == 1  # rank 1 prints nothing
     assert "2 processes, global batch 64" in r.stdout
-    cfg = TrainConfig(
-        data="npz",
-        data_dir=even_data,
-        model="lenet5",
-        adversary="none",
-        epochs=2,
-        batch_size=64,
-        lr=0.01,
-        device="cpu",
-    )
+    cfg = one_process_config(even_data)  # the same config, trained in one process
     one = train_run(cfg, tmp_path / "one")
     a, b = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    moved = max(float((a[k] - weights(tmp_path / "one")[k]).abs().max()) for k in a)
+    moved = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert moved < 1e-4
-    import json
-
     m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert (m["world_size"], m["global_batch_size"], m["batch_per_rank"]) == (2, 64, 32)
     assert (one["world_size"], one["global_batch_size"]) == (1, 64)
@@ -146,7 +131,7 @@ def test_two_processes_give_the_one_process_weights(tmp_path, even_data):
 
 
 @pytest.mark.slow
-def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, teacher):
+def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, one_process):
     """prox, ADMM and HYDRA with PGD-AT on 2 gloo ranks: each rank's masks and weights are
     the same (its own adversarial examples, its own random stream)."""
     out = tmp_path / "ranks"
@@ -154,7 +139,7 @@ def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, teach
     methods = ["prox", "admm", "hydra"]
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-        + [str(ROOT / "_ddp_worker.py"), str(teacher), str(out), *methods],
+        + [str(ROOT / "_ddp_worker.py"), str(one_process), str(out), *methods],
         capture_output=True,
         text=True,
         env=ENV,
@@ -176,7 +161,8 @@ def test_compress_masks_and_method_state_identical_on_every_rank(tmp_path, teach
         assert not torch.equal(s0["next_random_start"], s1["next_random_start"])
 
 
-def _factory_module(tmp_path: Path) -> dict:
+def _factory_module(tmp_path: Path, monkeypatch) -> None:
+    """``rankfactories``, importable by the jobs started from here on."""
     (tmp_path / "rankfactories.py").write_text(
         "import os\n"
         "import torch\n"
@@ -189,7 +175,7 @@ def _factory_module(tmp_path: Path) -> dict:
         "    torch.manual_seed(int(os.environ.get('RANK', '0')))\n"
         "    return MODELS.get('tiny')(input_shape=input_shape, num_classes=num_classes)\n"
     )
-    return {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ENV.get('PYTHONPATH', '')}")
 
 
 LEAVE_SCRIPT = """
@@ -228,17 +214,18 @@ def test_leaving_the_session_joins_gloos_threads(tmp_path):
         assert before.strip("( ") == after.strip(") "), c
 
 
-def _train_factory(tmp_path: Path, factory: str) -> subprocess.CompletedProcess:
+def _train_factory(tmp_path: Path, monkeypatch, factory: str) -> subprocess.CompletedProcess:
     """`robustedge train --nproc 2` on a model factory of :func:`_factory_module`."""
     args = ["train", "--model", f"rankfactories:{factory}", "--adversary", "none"]
     args += ["--epochs", "1", "--device", "cpu", "--nproc", "2", "--out", str(tmp_path / "o")]
-    return cli(*args, env=_factory_module(tmp_path), timeout=300)
+    _factory_module(tmp_path, monkeypatch)
+    return cli(*args)
 
 
 @pytest.mark.slow
-def test_one_failing_rank_ends_the_job_with_one_line(tmp_path):
+def test_one_failing_rank_ends_the_job_with_one_line(tmp_path, monkeypatch):
     t0 = time.monotonic()
-    r = _train_factory(tmp_path, "fails_on_rank1")
+    r = _train_factory(tmp_path, monkeypatch, "fails_on_rank1")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -248,23 +235,20 @@ def test_one_failing_rank_ends_the_job_with_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_diverging_ranks_are_caught(tmp_path):
+def test_diverging_ranks_are_caught(tmp_path, monkeypatch):
     """Weights that differ between ranks (here: a rank-seeded init) stop the job."""
-    r = _train_factory(tmp_path, "rank_seeded")
+    r = _train_factory(tmp_path, monkeypatch, "rank_seeded")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "ranks diverged: initial weights differ between rank 0 and rank 1" in r.stderr
 
 
 @pytest.mark.slow
-def test_resume_under_ddp_equals_uninterrupted(tmp_path, even_data):
+def test_resume_under_ddp_equals_uninterrupted(tmp_path, uninterrupted):
     """2-process PGD-AT killed after its first checkpoint, resumed with --nproc 2: the same
     weights, bit for bit, as the uninterrupted 2-process run."""
-    args = ["train", "--data", "npz", "--data-dir", even_data, "--model", "lenet5"]
-    args += ["--adversary", "pgd", "--steps", "2", "--epochs", "3", "--batch-size", "64"]
-    args += ["--lr", "0.01", "--device", "cpu", "--nproc", "2", "--no-progress"]
-    full = cli(*args, "--out", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr
+    args, full = uninterrupted
+    args = [*args, "--nproc", "2"]
     part = tmp_path / "part"
     ckpt = part / "checkpoint" / "last.pt"
     proc = subprocess.Popen(
@@ -287,14 +271,14 @@ def test_resume_under_ddp_equals_uninterrupted(tmp_path, even_data):
     assert not (part / "model.safetensors").exists()
     resumed = cli(*args, "--out", str(part), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = weights(tmp_path / "full"), weights(part)
+    a, b = weights(full), weights(part)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL backend)")
 @pytest.mark.slow
-def test_two_gpus_nccl(tmp_path, even_data):
+def test_two_gpus_nccl(tmp_path, dist_data):
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs 2 CUDA GPUs for 2 NCCL ranks, found {torch.cuda.device_count()}")
     r = cli(
@@ -302,7 +286,7 @@ def test_two_gpus_nccl(tmp_path, even_data):
         "--data",
         "npz",
         "--data-dir",
-        even_data,
+        dist_data,
         "--model",
         "lenet5",
         "--epochs",
@@ -321,12 +305,10 @@ def test_two_gpus_nccl(tmp_path, even_data):
 
 
 @pytest.mark.slow
-def test_compress_and_manifold_train_cli_with_nproc(tmp_path, even_data, tiny_run):
-    import json
-
+def test_compress_and_manifold_train_cli_with_nproc(tmp_path, dist_data, one_process):
     out = tmp_path / "student"
     r = cli(
-        "compress", "--teacher", str(tiny_run), "--method", "admm", "--sparsity", "0.8",
+        "compress", "--teacher", str(one_process), "--method", "admm", "--sparsity", "0.8",
         "--epochs", "1", "--finetune-epochs", "1", "--adversary", "pgd", "--steps", "2",
         "--attack", "fgsm", "--device", "cpu", "--nproc", "2", "--out", str(out),
     )  # fmt: skip
@@ -337,8 +319,8 @@ def test_compress_and_manifold_train_cli_with_nproc(tmp_path, even_data, tiny_ru
     assert not (out / "checkpoint").exists() and r.stdout.count("sparsity (prunable") == 1
     vae = tmp_path / "vae"
     r = cli(
-        "manifold", "train", "--epochs", "1", "--device", "cpu", "--nproc", "2",
-        "--out", str(vae),
+        "manifold", "train", "--data", "npz", "--data-dir", dist_data, "--epochs", "1",
+        "--device", "cpu", "--nproc", "2", "--out", str(vae),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     m = json.loads((vae / "metrics.json").read_text())
@@ -346,11 +328,11 @@ def test_compress_and_manifold_train_cli_with_nproc(tmp_path, even_data, tiny_ru
 
 
 @pytest.mark.slow
-def test_awp_under_ddp_perturbs_by_the_global_batch(tmp_path, teacher):
+def test_awp_under_ddp_perturbs_by_the_global_batch(tmp_path, one_process):
     """With clean examples (no random starts) and no BatchNorm, 2 ranks of 32 train what 1
     process of 64 does, AWP included: its ascent gradient is averaged over the ranks before it
     perturbs (per-rank perturbations moved the weights by 0.08, checked by removing it)."""
-    args = ["compress", "--teacher", str(teacher), "--method", "magnitude", "--sparsity"]
+    args = ["compress", "--teacher", str(one_process), "--method", "magnitude", "--sparsity"]
     args += ["0.8", "--epochs", "1", "--finetune-epochs", "1", "--adversary", "none"]
     args += ["--awp-gamma", "0.05", "--batch-size", "64", "--lr", "0.01", "--device", "cpu"]
     args += ["--attack", "fgsm"]

@@ -9,43 +9,35 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import _dist_fixtures as shared
+from _dist_fixtures import ENV, TRAIN
+from conftest import CliZygote, run_cli
 from robustedge.commands.launch import JobLog, Nodes
-from robustedge.training.config import TrainConfig
-from robustedge.training.run import train_run
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ROBUSTEDGE_DIST_TIMEOUT": "120"}
-TRAIN = ["--model", "lenet5", "--batch-size", "64", "--lr", "0.01", "--device", "cpu"]
+# the shared runs (fixtures of tests/_dist_fixtures.py)
+dist_data, one_process, uninterrupted = shared.dist_data, shared.one_process, shared.uninterrupted
+
+
+@pytest.fixture(autouse=True)
+def dist_env(monkeypatch) -> None:
+    """What every job here runs with (the nodes' zygotes pass this process's environment on)."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    """Digits cut to 512 training images (a multiple of 2 x 64: no sampler padding) and 64
-    test images (a short final evaluation)."""
-    from robustedge.data import load_dataset
-
-    d = load_dataset("digits")
-    path = tmp_path_factory.mktemp("nodes") / "digits512.npz"
-    np.savez(
-        path, x_train=d.x_train[:512], y_train=d.y_train[:512], x_test=d.x_test[:64],
-        y_test=d.y_test[:64],
-    )  # fmt: skip
-    return str(path)
 
 
 def descendants(pid: int) -> List[int]:
@@ -75,41 +67,69 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+class Node:
+    """One machine: a preloaded process (``conftest.CliZygote``, kept for the module's jobs)
+    that forks the node's ``robustedge`` command; switching the node off kills it all."""
+
+    def __init__(self) -> None:
+        self.zygote = CliZygote()
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.job: Optional[Future] = None
+
+    def start(self, argv: Sequence[str]) -> None:
+        self.zygote.start()
+        self.job = self.pool.submit(self.zygote.run, argv, None, 600)
+
+    def running(self) -> bool:
+        return self.job is not None and not self.job.done()
+
+    def result(self, timeout: float) -> Tuple[int, str, str]:
+        assert self.job is not None
+        r = self.job.result(timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+    def kill(self) -> None:
+        """SIGKILL the node: its launcher, torchrun agent and workers (a machine switched
+        off), and the process they were forked from (started again for the next job)."""
+        assert self.zygote.proc is not None
+        kill_tree(self.zygote.proc)
+        if self.job is not None:
+            wait([self.job], timeout=60)
+
+
+NODES = (Node(), Node())
+
+
 class TwoNodes:
-    """``robustedge ARGS --nnodes 2 ...`` started twice, as two nodes; every process they
-    started is killed on leaving, whatever happened."""
+    """``robustedge ARGS --nnodes 2 ...`` started twice, as two nodes (:data:`NODES`); every
+    process they started is killed on leaving, whatever happened."""
 
     def __init__(self, args: Sequence[str], node_args: Sequence[Sequence[str]]) -> None:
         self.args, self.node_args = list(args), node_args
-        self.procs: List[subprocess.Popen] = []
+        self.nodes: List[Node] = []
 
     def __enter__(self) -> TwoNodes:
-        for extra in self.node_args:
-            cmd = [sys.executable, "-m", "robustedge.cli", *self.args, "--nnodes", "2", *extra]
-            self.procs.append(
-                subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-                )
-            )
-            if len(self.procs) == 1:  # the first node hosts the store: the second joins it
-                self.wait_listening(self.procs[0], endpoint_port(extra))
+        for node, extra in zip(NODES, self.node_args):
+            node.start([*self.args, "--nnodes", "2", *extra])
+            self.nodes.append(node)
+            if len(self.nodes) == 1:  # the first node hosts the store: the second joins it
+                self.wait_listening(node, endpoint_port(extra))
         return self
 
     @staticmethod
-    def wait_listening(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:
-        """Until ``port`` listens (the first node's store is up) or ``proc`` has ended."""
+    def wait_listening(node: Node, port: int, timeout: float = 120) -> None:
+        """Until ``port`` listens (the first node's store is up) or ``node``'s job ended."""
         deadline = time.monotonic() + timeout
-        while not listening(port) and proc.poll() is None and time.monotonic() < deadline:
+        while not listening(port) and node.running() and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def results(self, timeout: float = 600) -> List[Tuple[int, str, str]]:
-        outs = [p.communicate(timeout=timeout) for p in self.procs]
-        return [(p.returncode, o, e) for p, (o, e) in zip(self.procs, outs)]
+        return [n.result(timeout) for n in self.nodes]
 
     def __exit__(self, *exc) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                kill_tree(p)
+        for n in self.nodes:
+            if n.running():
+                n.kill()
 
 
 def endpoint_port(node_args: Sequence[str]) -> int:
@@ -198,54 +218,37 @@ def test_a_lost_node_is_one_line():
 
 
 @pytest.mark.slow
-def test_two_nodes_train_and_compress_give_the_one_process_weights(tmp_path, data):
-    train = ["train", "--data", "npz", "--data-dir", data, *TRAIN, "--adversary", "none"]
+def test_two_nodes_train_and_compress_give_the_one_process_weights(
+    tmp_path, dist_data, one_process
+):
+    """The two-node jobs against the one-process runs of the same configs (the training
+    reference, :func:`_dist_fixtures.one_process`, is shared with test_ddp.py)."""
+    train = ["train", "--data", "npz", "--data-dir", dist_data, *TRAIN, "--adversary", "none"]
     train += ["--epochs", "2", "--no-progress", "--out", str(tmp_path / "nodes")]
     with TwoNodes(train, c10d(free_port())) as job:
         results = job.results()
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     assert sum(o.count("run folder:") for _, o, _ in results) == 1  # global rank 0 only
-    cfg = TrainConfig(
-        data="npz", data_dir=data, model="lenet5", adversary="none", epochs=2,
-        batch_size=64, lr=0.01, device="cpu",
-    )  # fmt: skip
-    one = train_run(cfg, tmp_path / "one")
-    assert_close_weights(tmp_path / "nodes", tmp_path / "one")
+    one = json.loads((one_process / "metrics.json").read_text())
+    assert_close_weights(tmp_path / "nodes", one_process)
     m = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
     assert (m["world_size"], m["global_batch_size"], m["nodes"]) == (2, 64, 2)
     assert [h["ranks"] for h in m["node_hosts"]] == [[0], [1]]
     assert m["node_hosts"][0]["host"] == socket.gethostname()
     assert one["nodes"] == 1 and "node_hosts" not in one
 
-    compress = ["compress", "--teacher", str(tmp_path / "one"), "--method", "magnitude"]
+    compress = ["compress", "--teacher", str(one_process), "--method", "magnitude"]
     compress += ["--sparsity", "0.8", "--epochs", "1", "--finetune-epochs", "1"]
     compress += ["--adversary", "none", "--attack", "fgsm", *TRAIN[2:]]
     with TwoNodes(compress + ["--out", str(tmp_path / "c-nodes")], static(free_port())) as job:
         for rc, _, err in job.results():
             assert rc == 0, err[-3000:]
-    r = subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *compress, "--out", str(tmp_path / "c-one")],
-        capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
+    r = run_cli(*compress, "--out", str(tmp_path / "c-one"))
     assert r.returncode == 0, r.stderr
     assert_close_weights(tmp_path / "c-nodes", tmp_path / "c-one")
     m = json.loads((tmp_path / "c-nodes" / "metrics.json").read_text())
     assert (m["world_size"], m["nodes"]) == (2, 2)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data) -> Tuple[List[str], Path]:
-    """PGD-AT for 3 epochs with 2 processes on one node (the same 2 global ranks)."""
-    args = ["train", "--data", "npz", "--data-dir", data, *TRAIN, "--adversary", "pgd"]
-    args += ["--steps", "1", "--epochs", "3", "--no-progress"]
-    out = tmp_path_factory.mktemp("full") / "run"
-    r = subprocess.run(
-        [sys.executable, "-m", "robustedge.cli", *args, "--nproc", "2", "--out", str(out)],
-        capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return args, out
 
 
 @pytest.mark.slow
@@ -259,12 +262,12 @@ def test_a_dying_node_ends_the_job_and_the_checkpoint_resumes(tmp_path, uninterr
     with TwoNodes([*args, "--out", str(out)], c10d(free_port())) as job:
         deadline = time.monotonic() + 600
         while not ckpt.exists() and time.monotonic() < deadline:
-            assert all(p.poll() is None for p in job.procs), "a node ended early"
+            assert all(n.running() for n in job.nodes), "a node ended early"
             time.sleep(0.05)
-        dead = job.procs[0 if victim == "store-host" else 1]
-        kill_tree(dead)
+        dead, alive = job.nodes if victim == "store-host" else job.nodes[::-1]
+        dead.kill()
         t0 = time.monotonic()
-        [(rc, _, err)] = [r for p, r in zip(job.procs, job.results()) if p is not dead]
+        rc, _, err = alive.result(600)
         took = time.monotonic() - t0
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1, err[-3000:]

@@ -18,10 +18,13 @@ import functools
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import IO, Any, Callable, Dict, List, NoReturn, Optional
 
 import click
 
@@ -229,27 +232,93 @@ def launch(nodes: Nodes, argv: List[str], verbose: Optional[bool] = None) -> Non
     output passes through; on failure raise one :class:`RobustEdgeError` line naming the
     rank (or what this node lost)."""
     verbose = "-v" in argv if verbose is None else verbose
-    cmd = [sys.executable, "-m", "torch.distributed.run", *nodes.torchrun_args(argv)]
-    cmd += ["--tee=2", "-m", "robustedge.cli", *argv]
+    args = [*nodes.torchrun_args(argv), "--tee=2", "-m", "robustedge.cli", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("LOGLEVEL", "INFO" if verbose else "ERROR")
     env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = PREFIX_TEMPLATE
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    agent = Agent(args, env)
     log = JobLog()
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
+        for line in agent.stderr:
             log.read(line.rstrip("\n"))
             if verbose:
                 sys.stderr.write(line)
-        rc = proc.wait()
+        rc = agent.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
+        agent.terminate()
         raise
     if rc != 0:
         raise RobustEdgeError(log.failure(nodes, rc))
+
+
+class Agent:
+    """torchrun's agent (``python -m torch.distributed.run ARGS``) with its stderr in a pipe.
+
+    It is this process forked: the launcher has imported torch already, and a new
+    interpreter would spend about 1.5 s of CPU importing it again, on every node of every
+    job. The child runs torchrun's ``main`` as that interpreter would (its environment
+    ``env``, its exit code, a traceback on stderr when it raises). While other threads run
+    (a fork copies the locks they hold) it is a new interpreter instead."""
+
+    def __init__(self, args: List[str], env: Dict[str, str]) -> None:
+        self.proc: Optional[subprocess.Popen] = None
+        if threading.active_count() > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", *args]
+            self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+            assert self.proc.stderr is not None
+            self.stderr: IO[str] = self.proc.stderr
+            return
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the agent: never returns
+            os.close(read)
+            os.dup2(write, 2)
+            os.close(write)
+            _run_agent(args, env)
+        os.close(write)
+        self.stderr = os.fdopen(read, "r", errors="replace")
+
+    def wait(self) -> int:
+        """The agent's exit code (minus the signal that ended it, like Popen's)."""
+        if self.proc is not None:
+            return self.proc.wait()
+        self.stderr.close()
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+    def terminate(self) -> None:
+        """SIGTERM the agent (it stops its ranks) and reap it."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        os.waitpid(self.pid, 0)
+
+
+def _run_agent(args: List[str], env: Dict[str, str]) -> NoReturn:
+    """In the forked child: torchrun's ``main(args)``, then exit as its interpreter would."""
+    code = 1
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = [sys.executable, "-m", "torch.distributed.run", *args]
+        from torch.distributed.run import main
+
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    except BaseException:  # as the interpreter reports an uncaught exception
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 class JobLog:
