@@ -301,6 +301,9 @@ class Agent:
 def _run_agent(args: List[str], env: Dict[str, str]) -> NoReturn:
     """In the forked child: torchrun's ``main(args)``, then exit as its interpreter would."""
     code = 1
+    # the pipe is fd 2; sys.stderr may be another stream (a notebook's, pytest's capture),
+    # and torchrun tees the ranks' lines to sys.stderr
+    sys.stderr = os.fdopen(2, "w", buffering=1, errors="replace", closefd=False)
     try:
         os.environ.clear()
         os.environ.update(env)
