@@ -32,10 +32,11 @@ class Call:
         self.zygote, self.pid, self.out, self.err = zygote, pid, out, err
         self.rc: Optional[int] = None
 
-    def wait(self, timeout: float = 600) -> int:
-        """The exit code (negative: the signal that ended it)."""
+    def wait(self, timeout: float = 600) -> Optional[int]:
+        """The exit code (negative: the signal that ended it); None while it still runs after
+        ``timeout`` seconds."""
         if self.rc is None:
-            self.rc = self.zygote.reply("rc", timeout)
+            self.rc = self.zygote.reply("rc", timeout, running_ok=True)
         return self.rc
 
     def stderr(self) -> str:
@@ -45,11 +46,12 @@ class Call:
 class ForkedCli:
     """The client of one zygote process; one command at a time."""
 
-    def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, env: Optional[Dict[str, str]] = None, preload: Sequence[str] = ()) -> None:
+        """``preload``: more modules to import before forking (beyond ``PRELOAD``)."""
         self.env = dict(os.environ if env is None else env)
         self.tmp = Path(tempfile.mkdtemp(prefix="forked-cli-"))
         code = "import importlib, runpy\n"
-        code += "".join(f"importlib.import_module({m!r})\n" for m in PRELOAD)
+        code += "".join(f"importlib.import_module({m!r})\n" for m in (*PRELOAD, *preload))
         code += f"runpy.run_path({str(ZYGOTE)!r}, run_name='__main__')\n"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
@@ -60,10 +62,17 @@ class ForkedCli:
             env=self.env,
         )
         self.calls = 0
+        # the zygote answers once it has imported everything: a first command waits for that,
+        # so that the callers' commands are timed without it
+        first = self.start(["--help"])
+        assert first.wait() == 0, first.stderr()
 
-    def reply(self, word: str, timeout: float) -> int:
+    def reply(self, word: str, timeout: float, running_ok: bool = False) -> Optional[int]:
+        """The zygote's next ``word N`` line: N (None after ``timeout`` if ``running_ok``)."""
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready and running_ok:
+            return None
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith(word + " "):
             self.proc.kill()
@@ -78,7 +87,9 @@ class ForkedCli:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({**req, "out": str(out), "err": str(err)}) + "\n")
         self.proc.stdin.flush()
-        return Call(self, self.reply("pid", 60), out, err)
+        pid = self.reply("pid", 60)
+        assert pid is not None
+        return Call(self, pid, out, err)
 
     def close(self) -> None:
         """End the zygote and reap it (its CPU time, and its children's, then counts in this
