@@ -300,16 +300,10 @@ def test_a_worker_node_killed_mid_run_has_its_stages_retried(recipe, serial, clu
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    lines = err.strip().splitlines()
     print(f"killed during {stage}: exit {proc.returncode}, stages per node {_per_node(err)}")
-    if proc.returncode != 0:  # allowed: one line naming the stage, nothing half-recorded
-        assert lines[-1].startswith("error: stage "), err[-3000:]
-        serial_rec = records(serial)
-        for sid, rec in records(tmp_path / "ray").items():  # what is recorded is whole
-            for rel, sha in rec["outputs"].items():
-                if rel.endswith(".safetensors"):
-                    assert serial_rec[sid]["outputs"][rel] == sha, (sid, rel)
-        return
+    # killed while it ran a stage, that stage's task is retried on the head (Ray reruns a task
+    # whose node died): the recipe finishes (with no retries it ends "error: stage ...")
+    assert proc.returncode == 0, err[-3000:]
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert all(s["status"] == "done" for s in summary["stages"])
     same_outputs(serial, tmp_path / "ray")
