@@ -5,7 +5,7 @@ outputs equal the serial run's; a worker node killed mid-run (while a stage runs
 its stages retried by Ray and the recipe still finishes, with no stage recorded half-written.
 One cluster serves both runs.
 
-The sweep's stages take seconds (full digits, a PGD evaluation in each student), unlike
+The sweep's stages take seconds (all of digits, a PGD evaluation in each student), unlike
 test_ray.py's sweep on 192 images: Ray hands a finished task's worker the next queued task of
 its kind, so stages shorter than a Ray worker's start on the second node (seconds here) would
 all run on the head, and the second node would have nothing to run or to be killed during."""
@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict
 
+import numpy as np
 import pytest
 
 from _ray_fixtures import wait_for_task
@@ -41,7 +42,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 RECIPE = """\
 name: cluster-sweep
 seed: 0
-data: {{name: digits}}
+data: {{name: npz, data_dir: {data}}}
 teacher:
   load: {teacher}
 evaluate:
@@ -240,9 +241,21 @@ def _per_node(stderr: str) -> Dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, tiny_run) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "sweep.yaml"
-    path.write_text(RECIPE.format(teacher=tiny_run))
+def recipe(tmp_path_factory, digits) -> Path:
+    """The sweep on digits saved as an npz file, with a tiny CNN trained 3 epochs on it as the
+    teacher (the stages' processes then read a file: no scikit-learn import, as digits' own
+    loader has, in each Ray worker)."""
+    from robustedge.training.config import TrainConfig
+    from robustedge.training.run import train_run
+
+    folder = tmp_path_factory.mktemp("recipe")
+    data = folder / "digits.npz"
+    arrays = ("x_train", "y_train", "x_test", "y_test")
+    np.savez(data, **{k: getattr(digits, k) for k in arrays})
+    cfg = dict(model="tiny", adversary="none", epochs=3, lr=1e-2, seed=0)
+    train_run(TrainConfig(data="npz", data_dir=str(data), **cfg), folder / "teacher")
+    path = folder / "sweep.yaml"
+    path.write_text(RECIPE.format(data=data, teacher=folder / "teacher"))
     return path
 
 
