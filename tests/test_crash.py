@@ -3,70 +3,88 @@
 The full sweep (10 points for each of train, compress, export, bundle, deploy and a recipe run)
 is ``benchmarks/crash.py``, measured in ``benchmarks/measured/crash.json``; these tests keep the
 two cheapest promises checked on every ``make test``: a bundle being rebuilt is never lost, and
-a killed training run resumes to a loadable, finished run.
+a killed training run resumes to a loadable, finished run. The commands are forked from one
+preloaded process (``_forked_cli``): no interpreter start in the timed runs, so the random kill
+points, drawn over a run's duration, fall in the command's work rather than in its imports.
 """
 
 from __future__ import annotations
 
+import os
 import random
-import sys
+import signal
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from _forked_cli import ForkedCli
+
 pytestmark = pytest.mark.crash
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from crash import cli, run, run_and_kill  # noqa: E402  (the benchmark's own kill loop)
+PRELOAD = ("sklearn.datasets", "robustedge.device.host.bundle")  # digits; the bundle builder
 
 
-def kill_after(cmd: list, delay: float, cwd: Path) -> bool:
-    return run_and_kill([str(c) for c in cmd], cwd, delay)[0]
+@pytest.fixture(scope="module")
+def cli():
+    forked = ForkedCli({**os.environ, "OMP_NUM_THREADS": "1"}, preload=PRELOAD)
+    yield forked
+    forked.close()
 
 
-def timed(cmd: list, cwd: Path) -> float:
+def kill_after(cli: ForkedCli, args: list, delay: float, cwd: Path) -> bool:
+    """`robustedge ARGS`, SIGKILLed after ``delay`` s unless it ended first (then False)."""
+    call = cli.start(args, cwd)
+    if call.wait(timeout=delay) is not None:
+        return False
+    os.kill(call.pid, signal.SIGKILL)
+    call.wait()
+    print(f"killed after {delay:.2f} s: {' '.join(map(str, args[:1]))}")
+    return True
+
+
+def timed(cli: ForkedCli, args: list, cwd: Path) -> float:
     t = time.perf_counter()
-    proc = run([str(c) for c in cmd], cwd, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    call = cli.start(args, cwd)
+    assert call.wait() == 0, call.stderr()
     return time.perf_counter() - t
 
 
-def test_killed_bundle_rebuild_never_loses_the_finished_bundle(tmp_path):
+def test_killed_bundle_rebuild_never_loses_the_finished_bundle(tmp_path, cli):
     from hostile_kit import fake_export
     from robustedge.device.board.bundle_format import verify_bundle
 
     fake_export(tmp_path / "run")
-    cmd = cli("bundle", tmp_path / "run", "--out", tmp_path / "b")
-    full = timed(cmd, tmp_path)
+    cmd = ["bundle", tmp_path / "run", "--out", tmp_path / "b"]
+    full = timed(cli, cmd, tmp_path)
     files = verify_bundle(tmp_path / "b")["files"]
     assert any(rel.startswith("models/") for rel in files)
     rng = random.Random(0)
     for _ in range(3):
-        kill_after(cmd, rng.uniform(0.3 * full, full), tmp_path)
+        kill_after(cli, cmd, rng.uniform(0.3 * full, full), tmp_path)
         # old or new, always complete (verify_bundle raises on a missing or damaged file)
         assert verify_bundle(tmp_path / "b")["files"] == files
-    timed(cmd, tmp_path)
+    timed(cli, cmd, tmp_path)
     assert verify_bundle(tmp_path / "b")["files"] == files
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_a_finished_run(tmp_path):
+def test_killed_training_resumes_to_a_finished_run(tmp_path, cli):
     from robustedge.io import read_json
     from robustedge.models import load_model
 
     out = tmp_path / "r"
     args = ["--model", "tiny", "--adversary", "none", "--epochs", "4", "--no-progress"]
-    full = timed(cli("train", *args, "--out", tmp_path / "ref"), tmp_path)
+    full = timed(cli, ["train", *args, "--out", tmp_path / "ref"], tmp_path)
     rng = random.Random(1)
     for _ in range(2):
         resume = ["--resume"] if out.exists() and any(out.iterdir()) else []
-        kill_after(cli("train", *args, "--out", out, *resume), rng.uniform(0, full), tmp_path)
+        kill_after(cli, ["train", *args, "--out", out, *resume], rng.uniform(0, full), tmp_path)
         if (out / "metrics.json").is_file():  # finished before the kill: must be whole
             read_json(out / "metrics.json")
             load_model(out)
     resume = ["--resume"] if out.exists() and any(out.iterdir()) else []
-    timed(cli("train", *args, "--out", out, *resume), tmp_path)
+    timed(cli, ["train", *args, "--out", out, *resume], tmp_path)
     # killed twice and resumed, the run equals the uninterrupted reference (one thread, same
     # seed): same weights bit for bit, same history and accuracies
     got, ref = read_json(out / "metrics.json"), read_json(tmp_path / "ref" / "metrics.json")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from _ray_fixtures import STAGES, shared_sweep, sweep_recipe, wait_for_task
 from robustedge.errors import RobustEdgeError
 from robustedge.recipe.executors import (
     ExecutorSpec,
@@ -25,39 +27,13 @@ from robustedge.recipe.executors import (
 )
 from robustedge.recipe.runner import SkipStage, Stage, StageRunner
 
-RECIPE = """\
-name: sweep
-seed: 0
-data: {{name: digits}}
-teacher:
-  load: {teacher}
-evaluate:
-  attacks: [pgd]
-  eps: [0.1]
-  pgd_steps: 2
-  restarts: 1
-compress:
-  - name: prox
-    method: prox
-    adversary: none
-    eps: 0.0
-    sparsity: [0.5, 0.8]
-    epochs: 1
-    finetune_epochs: 1
-  - name: mag
-    method: magnitude
-    adversary: none
-    eps: 0.0
-    sparsity: [0.5]
-    epochs: 1
-    finetune_epochs: 0
-{extra}"""
 VOLATILE = {"seconds", "finished", "rss_peak_bytes", "memory"}
 
 
-def write(tmp_path: Path, teacher: Path, extra: str = "") -> Path:
+def write(tmp_path: Path, shared: Path, extra: str = "") -> Path:
+    """The shared sweep (``ray_sweep``) with ``extra`` compress entries, in ``tmp_path``."""
     path = tmp_path / "sweep.yaml"
-    path.write_text(RECIPE.format(teacher=teacher, extra=extra))
+    path.write_text(sweep_recipe(shared, extra))
     return path
 
 
@@ -97,6 +73,12 @@ FAILING_FACTORY = (
 
 
 @pytest.fixture(scope="module")
+def ray_sweep(tmp_path_factory, digits) -> Path:
+    """The sweep and its serial run, shared with test_ray_cluster.py (``_ray_fixtures``)."""
+    return shared_sweep(tmp_path_factory, digits)
+
+
+@pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     """One local Ray instance (2 CPUs) for this module's in-process runs, which join it as
     they would join a cluster: its workers start, and import torch, once. They have a folder
@@ -123,25 +105,27 @@ def local_ray(tmp_path_factory):
 
 @needs_ray
 @pytest.mark.slow
-def test_ray_reproduces_the_serial_run(tiny_run, tmp_path, local_ray):
-    recipe = write(tmp_path, tiny_run)
-    serial, parallel = tmp_path / "serial", tmp_path / "ray"
-    s_sum = run(recipe, serial, ExecutorSpec())
+def test_ray_reproduces_the_serial_run(ray_sweep, tmp_path, local_ray):
+    recipe, serial, parallel = ray_sweep / "sweep.yaml", ray_sweep / "serial", tmp_path / "ray"
+    s_sum = json.loads((serial / "summary.json").read_text())  # the serial run (shared)
     r_sum = run(recipe, parallel, ExecutorSpec("ray", num_cpus=2))
     assert [x["id"] for x in r_sum["stages"]] == [x["id"] for x in s_sum["stages"]]
     assert all(x["status"] == "done" for x in r_sum["stages"])
     s_rec, r_rec = records(serial), records(parallel)
-    assert s_rec.keys() == r_rec.keys() and len(s_rec) == 8
+    assert s_rec.keys() == r_rec.keys() and len(s_rec) == STAGES
     for sid, rec in s_rec.items():
         assert rec["outputs"].keys() == r_rec[sid]["outputs"].keys(), sid
         for rel, sha in rec["outputs"].items():
             if rel.endswith((".safetensors",)):  # weights and masks: the same bytes
                 assert r_rec[sid]["outputs"][rel] == sha, (sid, rel)
             assert normalised(serial / rel, serial) == normalised(parallel / rel, parallel)
-    # the same cache: Ray on the serial folder, and serial on the Ray folder, redo nothing
-    again = run(recipe, serial, ExecutorSpec("ray", num_cpus=2))
+    # the same cache: Ray on the serial folder (a copy: the shared one is only read), and
+    # serial on the Ray folder, redo nothing
+    mine = tmp_path / "serial"
+    shutil.copytree(serial, mine)
+    again = run(recipe, mine, ExecutorSpec("ray", num_cpus=2))
     assert {x["status"] for x in again["stages"]} == {"cached"}
-    assert {k: v["input_hash"] for k, v in records(serial).items()} == {
+    assert {k: v["input_hash"] for k, v in records(mine).items()} == {
         k: v["input_hash"] for k, v in s_rec.items()
     }
     back = run(recipe, parallel, ExecutorSpec())
@@ -162,15 +146,15 @@ FAILING = """\
 
 @needs_ray
 @pytest.mark.slow
-def test_a_failing_stage_leaves_finished_stages_cached(tiny_run, tmp_path, local_ray):
-    recipe = write(tmp_path, tiny_run, FAILING)
+def test_a_failing_stage_leaves_finished_stages_cached(ray_sweep, tmp_path, local_ray):
+    recipe = write(tmp_path, ray_sweep, FAILING)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="out of GPU memory"):
         run(recipe, out, ExecutorSpec("ray", num_cpus=2))
     done = records(out)
     assert "student-broken-s0.5" not in done
     assert {"teacher", "student-prox-s0.5", "student-prox-s0.8", "student-mag-s0.5"} <= set(done)
-    write(tmp_path, tiny_run)  # without the broken student
+    write(tmp_path, ray_sweep)  # without the broken student
     summary = run(tmp_path / "sweep.yaml", out, ExecutorSpec())
     status = {x["id"]: x["status"] for x in summary["stages"]}
     for sid in done:
@@ -179,8 +163,8 @@ def test_a_failing_stage_leaves_finished_stages_cached(tiny_run, tmp_path, local
 
 @needs_ray
 @pytest.mark.slow
-def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
-    recipe = write(tmp_path, tiny_run)
+def test_ctrl_c_stops_a_ray_run_cleanly(ray_sweep, tmp_path):
+    recipe = ray_sweep / "sweep.yaml"
     out = tmp_path / "out"
     # the run must not inherit an ignored SIGINT (pytest started as a background job, `cmd &`,
     # ignores it, and so would the run: it then ran to the end, exit 0)
@@ -200,7 +184,8 @@ def test_ctrl_c_stops_a_ray_run_cleanly(tiny_run, tmp_path):
     for line in proc.stdout:
         if "running] student-" in line:
             break
-    time.sleep(1.0)
+    # Ctrl-C while a student runs (its Ray worker, below the run's process, is titled so)
+    wait_for_task(proc.pid, ("student-",), lambda: proc.poll() is None)
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=120)

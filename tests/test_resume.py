@@ -7,9 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 from typing import Callable, List
 
@@ -17,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _forked_cli import ForkedCli, kill_at
 from robustedge.compress import CompressConfig, compress_run
 from robustedge.training.config import TrainConfig
 from robustedge.training.run import train_run
@@ -24,32 +23,33 @@ from robustedge.training.run import train_run
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def kill_when(args: List[str], ckpt: Path, ready: Callable[[dict], bool]) -> dict:
-    """Run `robustedge ARGS`, SIGKILL it as soon as its checkpoint satisfies ``ready``;
-    returns that checkpoint."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robustedge.cli", *args],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    state = None
-    try:
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and time.monotonic() < deadline:
-            if ckpt.exists():
-                try:
-                    state = torch.load(ckpt, weights_only=True)
-                except Exception:  # being replaced right now: look again
-                    state = None
-                if state is not None and ready(state):
-                    break
-            time.sleep(0.01)
-    finally:
-        proc.kill()
-        _, err = proc.communicate()
-    assert state is not None and ready(state), f"never reached the kill point: {err[-2000:]}"
-    return state
+@pytest.fixture(scope="module")
+def cli():
+    """The killed runs: `robustedge` commands forked from one preloaded process (no 2-3 s of
+    interpreter start each, so the runs can be small: digits cut to 192 training images)."""
+    forked = ForkedCli(ENV)
+    yield forked
+    forked.close()
+
+
+def load_ckpt(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def kill_when(cli: ForkedCli, args: List[str], ckpt: Path, ready: Callable[[dict], bool]) -> dict:
+    """Run `robustedge ARGS`, SIGKILL it at the first checkpoint that satisfies ``ready``;
+    returns that checkpoint. A run whose epochs outpaced the watcher (it skipped the kill
+    point) is redone from an empty folder, up to 3 times."""
+    err = ""
+    for _ in range(3):
+        shutil.rmtree(ckpt.parent.parent, ignore_errors=True)
+        call = cli.start(args)
+        state = kill_at(call, ckpt, ready, load_ckpt)
+        if state is not None:
+            return state
+        call.wait()
+        err = call.stderr()
+    raise AssertionError(f"never reached the kill point: {err[-2000:]}")
 
 
 def same_weights(a: Path, b: Path) -> None:
@@ -64,13 +64,20 @@ def without_time(history):
 
 
 @pytest.mark.slow
-def test_pgd_training_resumed_after_kill_equals_uninterrupted(tmp_path):
-    cfg = TrainConfig(model="tiny", adversary="pgd", eps=0.1, steps=3, epochs=3, lr=1e-2, seed=5)
+def test_pgd_training_resumed_after_kill_equals_uninterrupted(tmp_path, small_digits, cli):
+    # 12 steps an epoch (192 images, batches of 16): killed after epoch 1 of 3, the rest
+    # needs the restored cosine schedule, Adam moments, shuffle and PGD generator
+    data = dict(data="npz", data_dir=small_digits, batch_size=16)
+    cfg = TrainConfig(
+        model="tiny", adversary="pgd", eps=0.1, steps=3, epochs=3, lr=1e-2, seed=5, **data
+    )
     full = train_run(cfg, tmp_path / "full")
     part = tmp_path / "part"
     args = ["train", "--model", "tiny", "--adversary", "pgd", "--eps", "0.1", "--steps", "3"]
     args += ["--epochs", "3", "--lr", "0.01", "--seed", "5", "--device", "auto", "--no-progress"]
-    state = kill_when([*args, "--out", str(part)], part / "checkpoint" / "last.pt", lambda s: True)
+    args += ["--data", "npz", "--data-dir", small_digits, "--batch-size", "16"]
+    ckpt = part / "checkpoint" / "last.pt"
+    state = kill_when(cli, [*args, "--out", str(part)], ckpt, lambda s: s["epoch"] == 1)
     assert state["epoch"] < 3 and not (part / "metrics.json").exists()
     rng = state["rng"][0]
     assert {"torch", "numpy", "python", "generator"} <= set(rng)
@@ -108,10 +115,14 @@ def test_the_adversary_draws_from_its_own_generator(tiny_run):
 ADMM_WARM = {"admm_warm": True, "ramp_start": 0.6}
 
 
-def compress_cfg(teacher: Path, method: str, finetune: int, extra=None) -> CompressConfig:
+def compress_cfg(teacher: Path, data: str, method: str, finetune: int, extra=None):
+    """The run killed and resumed: 2 pruning epochs on ``data`` (an npz file: digits cut to
+    192 images, 12 steps of 16 an epoch), then ``finetune`` masked fine-tune epochs."""
     return CompressConfig.from_keys(
         **(extra or {}),
         teacher=str(teacher),
+        data="npz",
+        data_dir=data,
         method=method,
         sparsity=0.8,
         epochs=2,
@@ -123,13 +134,15 @@ def compress_cfg(teacher: Path, method: str, finetune: int, extra=None) -> Compr
     )
 
 
-# gmp masks every 5 steps over both epochs (about 23 steps each): after the kill, the pruning
-# turns and their sparsity targets depend on the restored step counter
+# gmp masks every 5 steps over both epochs (12 steps each): after the kill, the pruning turns
+# and their sparsity targets depend on the restored step counter
 GMP_TURNS = {"gmp_frequency": 5}
 
 
-def compress_args(teacher: Path, method: str, finetune: int, out: Path, extra=None) -> List[str]:
-    flags: List[str] = []
+def compress_args(
+    teacher: Path, data: str, method: str, finetune: int, out: Path, extra=None
+) -> List[str]:
+    flags: List[str] = ["--data", "npz", "--data-dir", data]
     for key, value in (extra or {}).items():  # the same settings as command-line flags
         flags += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return [
@@ -174,20 +187,17 @@ def compress_args(teacher: Path, method: str, finetune: int, out: Path, extra=No
     ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm", "gmp"],
 )
 def test_compress_resumed_after_kill_equals_uninterrupted(
-    tiny_run, tmp_path, method, finetune, phase, extra
+    tiny_run, small_digits, cli, tmp_path, method, finetune, phase, extra
 ):
-    cfg = compress_cfg(tiny_run, method, finetune, extra)
+    cfg = compress_cfg(tiny_run, small_digits, method, finetune, extra)
     full = compress_run(cfg, tmp_path / "full", eval_attacks=("fgsm",))
     part = tmp_path / "part"
 
     def ready(s: dict) -> bool:
         return s.get("phase") == phase and s.get("epoch") == 1
 
-    state = kill_when(
-        compress_args(tiny_run, method, finetune, part, extra),
-        part / "checkpoint" / "last.pt",
-        ready,
-    )
+    args = compress_args(tiny_run, small_digits, method, finetune, part, extra)
+    state = kill_when(cli, args, part / "checkpoint" / "last.pt", ready)
     assert state["method_state"]  # ADMM Z/U, HYDRA scores, masks, lazy prox's residual
     if extra == ADMM_WARM:  # the residual, Z and U of every prunable layer
         from robustedge.compress.targets import prunable_params
@@ -197,10 +207,8 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
         assert len(state["method_state"]) == 3 * layers
     assert not (part / "model.safetensors").exists()
     if phase == "finetune":  # through the command line: `compress ... --resume`
-        args = [sys.executable, "-m", "robustedge.cli"]
-        args += [*compress_args(tiny_run, method, finetune, part, extra), "--resume"]
-        r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr
+        call = cli.start([*args, "--resume"])
+        assert call.wait() == 0, call.stderr()
         resumed = json.loads((part / "metrics.json").read_text())
     else:
         resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
@@ -214,13 +222,13 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
     assert not (part / "checkpoint").exists()  # the finished run folder replaced it
 
 
-def test_compress_resume_refuses_another_config(tiny_run, tmp_path):
+def test_compress_resume_refuses_another_config(tiny_run, small_digits, tmp_path):
     from robustedge.errors import CheckpointError
 
     out = tmp_path / "s"
-    compress_run(compress_cfg(tiny_run, "magnitude", 1), out, eval_attacks=())
+    cfg = compress_cfg(tiny_run, small_digits, "magnitude", 1)
+    compress_run(cfg, out, eval_attacks=())
     (out / "checkpoint").mkdir()
-    cfg = compress_cfg(tiny_run, "magnitude", 1)
     torch.save(
         {"config": {"other": 1}, "phase": "finetune", "epoch": 1}, out / "checkpoint" / "last.pt"
     )
