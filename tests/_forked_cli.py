@@ -2,11 +2,11 @@
 that a test can stop or SIGKILL one mid-run (test_resume.py, test_crash.py).
 
 The zygote is conftest's (tests/cli_zygote.py: each command a fresh fork of a process that has
-imported ``robustedge.cli`` and run nothing; the child takes the caller's folder, environment
-and arguments, and exits with the code ``python -m robustedge.cli`` would). Here it has also
-imported the training and compression code and ``torch._dynamo`` (which torch's optimizers
-import on their first use) before it forks: a killed run starts in milliseconds instead of
-2-3 s of CPU, so a test can kill and resume runs whose epochs take a fraction of a second."""
+imported ``robustedge.cli`` and ``torch._dynamo`` and run nothing; the child takes the caller's
+folder, environment and arguments, and exits with the code ``python -m robustedge.cli`` would).
+Here it has also imported the training and compression code before it forks: a killed run
+starts in milliseconds instead of 2-3 s of CPU, so a test can kill and resume runs whose epochs
+take a fraction of a second."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 ZYGOTE = Path(__file__).with_name("cli_zygote.py")
-PRELOAD = ("torch._dynamo", "robustedge.training.run", "robustedge.compress.pipeline")
+PRELOAD = ("robustedge.training.run", "robustedge.compress.pipeline")
 
 
 class Call:

@@ -8,7 +8,9 @@ folder, environment (``PYTHONPATH`` entries included) and arguments, runs ``main
 stdout and stderr in files and stdin empty, and exits with the code ``python -m robustedge.cli``
 would: 0 on return, SystemExit's code, 1 after a traceback. The zygote has run no command, so
 every call starts from the same state as a new interpreter (nothing one call registers or
-imports reaches the next).
+imports reaches the next). Besides ``robustedge.cli`` it has imported ``torch._dynamo``, which
+torch's optimizers import on their first step (about 1 s of CPU in every call that trains);
+importing it starts no thread.
 
 Protocol on the zygote's stdin / stdout: one JSON request per line, answered by the lines
 ``pid N`` and ``rc N``.
@@ -69,6 +71,8 @@ def _child(req: dict) -> None:
 
 def serve() -> None:
     """Answer requests until stdin closes."""
+    import torch._dynamo  # noqa: F401
+
     import robustedge.cli  # noqa: F401  (the point: imported once, before any fork)
 
     reply = sys.stdout
