@@ -250,3 +250,28 @@ def test_gitlab_template_passes_good_fails_degraded(students, cli_bin, tmp_path)
     assert rc == 1, log
     assert any(n.endswith("clean>=0.85") for _, n, _ in failures(repo))
     assert "robustedge.gates" not in log and "Traceback" not in log
+
+
+def test_robustedge_on_path_answers_as_the_console_script(cli_bin, tmp_path):
+    """The steps' `robustedge` (tests/cli_fork_server.py) gives what the installed console
+    script gives: stdout, stderr and exit status, in the caller's folder (a relative path)
+    and environment (ROBUSTEDGE_CACHE), its output through a pipe."""
+    console = Path(sys.executable).parent / "robustedge"
+    assert console.is_file()
+    (tmp_path / "bad.json").write_text("{not json")
+    env = {**os.environ, "ROBUSTEDGE_CACHE": str(tmp_path / "cache")}
+    check = "check bad.json --expect 'clean>=0.5'"
+    calls = ("--version", check, "device cache-key --arch aarch64 --path | rev")
+    for args in calls:
+        got, want = (
+            bash(f"{cli_bin}/robustedge {args}", env, tmp_path),
+            bash(f"{console} {args}", env, tmp_path),
+        )
+        assert (got.returncode, got.stdout, got.stderr) == (
+            want.returncode,
+            want.stdout,
+            want.stderr,
+        )
+    bad = bash(f"{cli_bin}/robustedge {check}", env, tmp_path)
+    assert bad.returncode == 2 and "bad.json: not a readable results file" in bad.stderr
+    assert got.stdout.strip()[::-1] == str(tmp_path / "cache" / "qemu" / "aarch64")
