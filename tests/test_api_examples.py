@@ -14,8 +14,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_example(name: str, *args: str, cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+def run_example(name: str, *args: str, cwd: Path, **env_vars: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **env_vars}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / name), *args],
         capture_output=True,
@@ -59,12 +59,14 @@ def test_compress_own_model_example(tmp_path):
 
 
 @pytest.mark.slow
-def test_sparsity_sweep_example(tmp_path):
+def test_sparsity_sweep_example(tmp_path, small_digits):
+    """On the session's digits cut (an npz file, --data npz with $ROBUSTEDGE_DATA_DIR): the
+    table's rows and the sparsities reached do not depend on the data's size."""
     out = run_example(
         "sparsity_sweep.py",
         "--out", str(tmp_path / "sweep"), "--model", "tiny", "--epochs", "1",
-        "--sparsity", "0.5", "0.75",
-        cwd=tmp_path,
+        "--sparsity", "0.5", "0.75", "--data", "npz",
+        cwd=tmp_path, ROBUSTEDGE_DATA_DIR=small_digits,
     )  # fmt: skip
     rows = [line.split() for line in out.splitlines()[1:]]
     assert [r[:2] for r in rows] == [["teacher", "0.0%"], ["student", "0.5"], ["student", "0.75"]]
