@@ -4,10 +4,11 @@ onnx2tf starts TensorFlow in a fresh process for every conversion (about 14 s of
 small CNN), and it is deterministic: the same ONNX bytes, options, calibration inputs and
 converter versions give the same files. So the key is the sha256 of exactly those (the ONNX
 file, onnx2tf's options, the calibration and sample arrays with their shapes, onnx2tf's and
-TensorFlow's versions); an entry holds onnx2tf's output folder, its log and the sha256 of
-every file, checked on every read (a damaged entry is dropped and converted again). Entries
-are written to a temporary folder and renamed; a lock per key makes concurrent exports of the
-same model convert once. ``ROBUSTEDGE_CACHE_TFLITE=off`` turns the cache off.
+TensorFlow's versions); an entry holds onnx2tf's output folder, its log, the ONNX file as
+onnx2tf leaves it (it rewrites its input, simplified, in place: a cache hit must too) and the
+sha256 of every file, checked on every read (a damaged entry is dropped and converted
+again). Entries are written to a temporary folder and renamed; a lock per key makes concurrent
+exports of the same model convert once. ``ROBUSTEDGE_CACHE_TFLITE=off`` turns the cache off.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 KIND = "tflite"
 OUT, LOG, FILES = "onnx2tf_out", "onnx2tf.log", "files.json"
+ONNX = "input.onnx"  # the input file as onnx2tf left it (it rewrites it, simplified, in place)
 # The distributions a conversion's output depends on (TensorFlow ships under several names).
 CONVERTERS = (("onnx2tf",), ("tensorflow", "tensorflow-cpu", "tensorflow_cpu"))
 
@@ -73,8 +75,10 @@ def conversion_cache(
     sample: Optional[np.ndarray],
     workdir: Path,
 ) -> Iterator[bool]:
-    """Yields True after restoring ``workdir/onnx2tf_out`` and ``workdir/onnx2tf.log`` from
-    the cache; else False, and stores them when the block (the conversion) succeeds."""
+    """Yields True after restoring ``workdir/onnx2tf_out``, ``workdir/onnx2tf.log`` and the
+    ONNX file as onnx2tf leaves it (simplified in place) from the cache; else False, and
+    stores them when the block (the conversion) succeeds. Either way the caller ends with the
+    same files, byte for byte."""
     root = cache_dir(KIND)
     if root is None:
         yield False
@@ -90,12 +94,12 @@ def conversion_cache(
         return
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if _restore(root / key, workdir):
+        if _restore(root / key, workdir, onnx_path):
             logger.info("onnx2tf conversion %s taken from the cache %s", key[:12], root)
             yield True
             return
         yield False
-        _store(root / key, workdir)
+        _store(root / key, workdir, onnx_path)
 
 
 def _file_hashes(folder: Path) -> Dict[str, str]:
@@ -106,7 +110,7 @@ def _file_hashes(folder: Path) -> Dict[str, str]:
     }
 
 
-def _restore(entry: Path, workdir: Path) -> bool:
+def _restore(entry: Path, workdir: Path, onnx_path: Path) -> bool:
     """Copy a verified entry into ``workdir``; False (and the entry dropped) when it is
     missing, incomplete or any file's sha256 differs from the one recorded."""
     try:
@@ -119,22 +123,28 @@ def _restore(entry: Path, workdir: Path) -> bool:
         shutil.rmtree(entry, ignore_errors=True)
         return False
     shutil.rmtree(workdir / OUT, ignore_errors=True)
+    onnx_tmp = onnx_path.with_name(f".{onnx_path.name}.cached")
     try:
         shutil.copytree(entry / "data" / OUT, workdir / OUT)
         shutil.copy2(entry / "data" / LOG, workdir / LOG)
+        shutil.copy2(entry / "data" / ONNX, onnx_tmp)
+        os.replace(onnx_tmp, onnx_path)
     except OSError as err:  # e.g. a full disk: convert instead
         logger.warning("could not copy the cached conversion %s: %s", entry, err)
         shutil.rmtree(workdir / OUT, ignore_errors=True)
+        onnx_tmp.unlink(missing_ok=True)
         return False
     return True
 
 
-def _store(entry: Path, workdir: Path) -> None:
-    """Write ``workdir``'s output folder and log as ``entry`` (temporary folder, then rename)."""
+def _store(entry: Path, workdir: Path, onnx_path: Path) -> None:
+    """Write ``workdir``'s output folder and log and the converted ONNX file as ``entry``
+    (temporary folder, then rename)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         shutil.copytree(workdir / OUT, tmp / "data" / OUT)
         shutil.copy2(workdir / LOG, tmp / "data" / LOG)
+        shutil.copy2(onnx_path, tmp / "data" / ONNX)
         (tmp / FILES).write_text(json.dumps(_file_hashes(tmp / "data"), sort_keys=True))
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
