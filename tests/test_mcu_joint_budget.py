@@ -194,9 +194,11 @@ def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     t = measures.model_arena(teacher.eval(), spec, "digits", None)
     arena = round((t["arena_bytes"] - 40) / 1024, 4)
     flash = round(0.9 * t["tflm_flash_bytes"] / 1024, 4)
+    # the student test_mcu_budget's arena test trains (same limit, settings and structure):
+    # in one session its export is converted once
     cfg = CompressConfig(teacher=str(tiny_run), adversary="fgsm", epochs=1, finetune_epochs=1)
     budget = parse_budget(f"arena_kb={arena},tflm_flash_kb={flash}")
-    b = compress_to_budget(cfg, budget, tmp_path / "s", measures)["budget"]
+    b = compress_to_budget(cfg, budget, tmp_path / "s", measures, ("fgsm",))["budget"]
     a, f = b["constraints"]
     assert a["met"] and a["measured"]["arena_bytes"] <= arena * 1024 < t["arena_bytes"]
     assert f["measured"]["model_bytes"] <= flash * 1024 < t["tflm_flash_bytes"]
@@ -204,6 +206,8 @@ def test_joint_budget_on_tflm_measures(tiny_run, tmp_path):
     # TFLM flash is met only when the student's own export passes its parity gate (a 1-epoch
     # tiny student may not): the joint verdict is both parts'
     assert f["met"] == (f["export_parity"] is not False)
+    # a refused student's sizes are its own export's file, kept when the gate refused it
+    assert ("parity gate refused it" in f["measured"]["how"]) == (f["export_parity"] is False)
     assert b["met"] == (a["met"] and f["met"])
 
 

@@ -1,5 +1,8 @@
 """A recipe benches its models on the tflm target: the device stage records the MCU section
-(arena, TFLM flash, ops, parity, Ethos-U estimate) and the report's collect code reads it."""
+(arena, TFLM flash, ops, parity, Ethos-U estimate) and the report's collect code reads it.
+
+The recipe's export calibrates as the session's ``device_export`` does (the default draw from
+the same teacher): in one test session its onnx2tf conversion is made once."""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ export:
   formats: [tflite-int8]
   transfer_steps: 2
   transfer_restarts: 1
-  calib_samples: 20
   clean_margin: 50
   robust_margin: 50
 devices:

@@ -43,6 +43,8 @@ FLASH_HOW = (
     "exported with default calibration, parity gate off "
     "(the run's own export re-checks parity and records the same sizes in its ledger)"
 )
+# a refused student's file: the one its own export built before the gate refused it
+REFUSED_HOW = "exported with the run's default export settings, parity gate refused it"
 
 
 def refuse_emulated(target: str, emulated: bool = False) -> None:
@@ -128,8 +130,10 @@ class BoardMeasures:
         """The sizes of the run folder ``run``'s ``tflite-int8`` export as its own export
         makes it (default settings, parity gate on), and how it was made; when the gate
         refuses the student, the sizes of a gate-off export with ``parity: False`` and why
-        (a budget is then not met: the student would not ship)."""
-        from robustedge.export import ExportConfig, export_run
+        (a budget is then not met: the student would not ship). The refused file is the one
+        the export built and kept beside its failure report (its gate runs after the build);
+        only an export that failed before building it is made again with the gate off."""
+        from robustedge.export import FORMATS, ExportConfig, export_run
         from robustedge.export.probe import export_flash, measured_flash
 
         with tempfile.TemporaryDirectory(prefix="robustedge-flash-") as tmp:
@@ -138,9 +142,13 @@ class BoardMeasures:
                 sizes = measured_flash(rep.path(FLASH_FORMAT), FLASH_FORMAT)
                 return {**sizes, "parity": True, "how": f"{FLASH_FORMAT} {GATED_HOW}"}
             except RobustEdgeError as e:
-                sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "probe")
-                how = f"{FLASH_FORMAT} {FLASH_HOW}"
-                return {**sizes, "parity": False, "refused": str(e), "how": how}
+                kept = Path(tmp) / "x.failed" / FORMATS[FLASH_FORMAT].file
+                if kept.is_file():
+                    sizes, how = measured_flash(kept, FLASH_FORMAT), REFUSED_HOW
+                else:
+                    sizes = export_flash(run, FLASH_FORMAT, Path(tmp) / "probe")
+                    how = FLASH_HOW
+                return {**sizes, "parity": False, "refused": str(e), "how": f"{FLASH_FORMAT} {how}"}
 
     def model_arena(
         self, model: Any, spec: Any, data_name: str, data_dir: Optional[str]
