@@ -182,6 +182,9 @@ def device_host_ref(device_bundle):
     return LocalTarget().bench(device_bundle, [*BENCH, "--backend", "tflite-runtime"])
 
 
+START_PYTHONPATH = os.environ.get("PYTHONPATH")  # before any test changes it
+
+
 class CliZygote:
     """The client of tests/cli_zygote.py: one preloaded process per pytest worker, started on
     first use, that forks each `robustedge` call (see that module for why and how)."""
@@ -191,17 +194,29 @@ class CliZygote:
         self.lock = threading.Lock()
 
     def start(self) -> subprocess.Popen:
+        """The zygote, started on first use with the PYTHONPATH this worker started with (a
+        test's own PYTHONPATH, set when it happens to make the first call, would otherwise stay
+        on the zygote's sys.path and reach every later call)."""
         if self.proc is None or self.proc.poll() is not None:
             code = f"import runpy; runpy.run_path({str(ZYGOTE)!r}, run_name='__main__')"
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            env.update({"PYTHONPATH": START_PYTHONPATH} if START_PYTHONPATH is not None else {})
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=ZYGOTE.parent,
+                env=env,
             )
             atexit.register(self.stop, self.proc)
         return self.proc
+
+    def restart(self) -> None:
+        """Stop the zygote; the next call starts a new one."""
+        if self.proc is not None:
+            self.stop(self.proc)
+            self.proc = None
 
     @staticmethod
     def stop(proc: subprocess.Popen) -> None:
@@ -245,13 +260,13 @@ class CliZygote:
 
 
 ZYGOTE = Path(__file__).with_name("cli_zygote.py")
-_ZYGOTE = CliZygote()
+ZYGOTE_CLIENT = CliZygote()
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> CompletedProcess:
     """Run `robustedge ARGS` as a user would: a process of its own (forked from one that has
     imported robustedge.cli and nothing else), in the caller's folder and environment."""
-    return _ZYGOTE.run(args, cwd, timeout=600)
+    return ZYGOTE_CLIENT.run(args, cwd, timeout=600)
 
 
 @pytest.fixture

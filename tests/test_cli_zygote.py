@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import run_cli
+from conftest import ZYGOTE_CLIENT, run_cli
 
 
 def fresh(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -50,6 +50,7 @@ def test_a_user_module_on_pythonpath_is_importable_and_forgotten(monkeypatch, tm
     )
     args = ("train", "--model", "zyg_factory:build", "--epochs", "1", "--out", str(tmp_path / "r"))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    ZYGOTE_CLIENT.restart()  # the first call below starts the zygote, with this PYTHONPATH set
     first = run_cli(*args)
     assert first.returncode == 2 and "factory zyg ran" in first.stderr
     monkeypatch.delenv("PYTHONPATH")
