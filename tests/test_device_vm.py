@@ -236,3 +236,4 @@ def test_vm_armv7_matches_host(bundle, host_ref):  # noqa: F811
     assert b["kernel"].endswith("armmp-lpae") and "cortex-a15" in r["emulation"]["model"]
     assert r["output_sha256"] == host_ref["output_sha256"]  # int8 outputs bit-identical
     assert r["accuracy"] == host_ref["accuracy"]
+    assert r["robust"][0]["acc"] == host_ref["robust"][0]["acc"]  # Square's too
