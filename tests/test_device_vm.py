@@ -6,6 +6,8 @@ session (reused if one is already running). Needs root and the packages from
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -29,15 +31,43 @@ pytestmark = [pytest.mark.vm, pytest.mark.ssh, pytest.mark.slow]
 
 @pytest.fixture(scope="session")
 def board_vm():
-    """The cached image, booted once; stopped at the end unless it was already running."""
+    """The cached image, booted once (a fresh overlay: no state from earlier runs) and shared
+    by the pytest-xdist workers: each holds a lease while it runs; the last one out stops it,
+    unless it was running before the tests began."""
     need_root("mmdebstrap", "mke2fs", "ssh", "ssh-keygen", "qemu-system-aarch64", "qemu-img")
     vm.setup_vm("aarch64")
     machine = vm.VM("aarch64")
-    was_running = machine.state() is not None
-    st = machine.start(fresh=not was_running)  # a fresh overlay: no state from earlier runs
+    machine.state_dir.mkdir(parents=True, exist_ok=True)
+    booted, lease = machine.state_dir / "tests-booted", machine.state_dir / f"tests-{os.getpid()}"
+    with _tests_lock(machine):
+        if machine.state() is None:
+            booted.touch()
+        st = machine.start(fresh=booted.exists() and not _leases(machine))
+        lease.touch()
     yield machine, st
-    if not was_running:
-        machine.stop()
+    with _tests_lock(machine):
+        lease.unlink()
+        if not _leases(machine) and booted.exists():
+            machine.stop()
+            booted.unlink()
+
+
+@contextlib.contextmanager
+def _tests_lock(machine):
+    with open(machine.state_dir / "tests-lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _leases(machine) -> list:
+    """The test processes using the VM now (a lease whose process is gone is dropped)."""
+    live = []
+    for p in machine.state_dir.glob("tests-[0-9]*"):
+        if os.path.exists(f"/proc/{p.name[6:]}"):
+            live.append(p)
+        else:
+            p.unlink(missing_ok=True)
+    return live
 
 
 def test_vm_bench_matches_host(board_vm, bundle, host_ref, cli, tmp_path):  # noqa: F811
@@ -76,7 +106,7 @@ def test_vm_bench_matches_host(board_vm, bundle, host_ref, cli, tmp_path):  # no
 
 def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
     machine, st = board_vm
-    good = VMTarget("aarch64")
+    good = VMTarget("aarch64", path="~/refusals")  # a folder of its own: tests share the VM
     live = good.deploy(bundle)
     # Wrong client key: the VM's sshd says no (a connection of its own: a shared session to
     # the VM, logged in with the right key, must not answer for it).
@@ -106,7 +136,7 @@ def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
     with pytest.raises(RobustEdgeError, match="tampered"):
         good.deploy(bad)
     assert _unchanged(machine, st, bundle, live)
-    assert _entries(machine, st, bundle.name) == [bundle.name]
+    assert _entries(machine, st, bundle.name, "refusals") == [bundle.name]
 
 
 def bare_python(machine, st) -> str:
@@ -120,9 +150,9 @@ def bare_python(machine, st) -> str:
     return "python3-bare"
 
 
-def _entries(machine, st, name: str) -> list:
-    """This bundle and any upload/swap leftovers in the board's bundle folder."""
-    out = machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split()
+def _entries(machine, st, name: str, folder: str) -> list:
+    """This bundle and any upload/swap leftovers in the board's bundle folder ``~/folder``."""
+    out = machine.ssh(st, f"ls -A ~/{folder}", user=vm.USER).stdout.split()
     return [e for e in out if e.startswith(".") or e == name]
 
 
@@ -139,7 +169,7 @@ def _unchanged(machine, st, local: Path, live: str) -> bool:
 
 def _partial(machine, st, size: int) -> bool:
     """An upload in progress on the board holds part of padding.bin (and not all of it)."""
-    out = machine.ssh(st, "stat -c %s ~/robustedge/.upload.*/*/data/padding.bin", user=vm.USER,
+    out = machine.ssh(st, "stat -c %s ~/cut/.upload.*/*/data/padding.bin", user=vm.USER,
                       check=False).stdout.split()  # fmt: skip
     return len(out) == 1 and 0 < int(out[0]) < size
 
@@ -150,7 +180,7 @@ def _inode(machine, st, path: str) -> str:
 
 def test_vm_interrupted_upload_keeps_old_bundle(board_vm, bundle, tmp_path):  # noqa: F811
     machine, st = board_vm
-    target = VMTarget("aarch64")
+    target = VMTarget("aarch64", path="~/cut")  # a folder of its own: tests share the VM
     live = target.deploy(bundle)
     before = _inode(machine, st, live)
     big = copy_bundle(bundle, tmp_path)
@@ -178,10 +208,10 @@ def test_vm_interrupted_upload_keeps_old_bundle(board_vm, bundle, tmp_path):  # 
     proc.wait()
     assert proc.returncode != 0
     for _ in range(50):  # the board notices the dropped connection and cleans up
-        if _entries(machine, st, bundle.name) == [bundle.name]:
+        if _entries(machine, st, bundle.name, "cut") == [bundle.name]:
             break
         time.sleep(0.2)
-    assert _entries(machine, st, bundle.name) == [bundle.name]
+    assert _entries(machine, st, bundle.name, "cut") == [bundle.name]
     assert _inode(machine, st, live) == before  # the old bundle was never swapped out
     assert _unchanged(machine, st, bundle, live)
 
