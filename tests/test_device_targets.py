@@ -211,11 +211,13 @@ def test_ssh_refusals(board, bundle, tmp_path):  # noqa: F811
         board.target(key="id_other").deploy(bundle)
     with pytest.raises(RobustEdgeError, match="Host key verification failed"):
         board.target(known_hosts="empty_known_hosts").deploy(bundle)
-    bare = board.target(python="python3-bare")
+    good = board.target()
+    live = Path(good.deploy(bundle))
+    # A board without numpy: the runner (on the bundle deployed above) says what to install.
     with pytest.raises(RobustEdgeError, match="pip install numpy"):
-        bare.bench(bundle, ["--runs", "200"])
+        board.target(python="python3-bare").run(str(live), ["--runs", "200"])
     # `deploy --python`: the board verifies the upload with that python (the default python3
-    # deploys below); one the board does not have refuses the upload and nothing goes live
+    # deployed above); one the board does not have refuses the upload and nothing goes live
     from click.testing import CliRunner
 
     from robustedge.commands.device import deploy_cmd
@@ -225,8 +227,6 @@ def test_ssh_refusals(board, bundle, tmp_path):  # noqa: F811
     assert r.exit_code != 0 and "python3-missing: not found" in str(r.exception), r.output
     assert not (board.home / "py" / bundle.name).exists()
     # A tampered upload is refused on the board and the live bundle stays as it was.
-    good = board.target()
-    live = Path(good.deploy(bundle))
     bad = copy_bundle(bundle, tmp_path)
     (bad / "square_core.py").write_text("raise SystemExit\n")
     with pytest.raises(RobustEdgeError, match="tampered"):

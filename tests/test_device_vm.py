@@ -6,12 +6,17 @@ session (reused if one is already running). Needs root and the packages from
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -26,15 +31,43 @@ pytestmark = [pytest.mark.vm, pytest.mark.ssh, pytest.mark.slow]
 
 @pytest.fixture(scope="session")
 def board_vm():
-    """The cached image, booted once; stopped at the end unless it was already running."""
+    """The cached image, booted once (a fresh overlay: no state from earlier runs) and shared
+    by the pytest-xdist workers: each holds a lease while it runs; the last one out stops it,
+    unless it was running before the tests began."""
     need_root("mmdebstrap", "mke2fs", "ssh", "ssh-keygen", "qemu-system-aarch64", "qemu-img")
     vm.setup_vm("aarch64")
     machine = vm.VM("aarch64")
-    was_running = machine.state() is not None
-    st = machine.start(fresh=not was_running)  # a fresh overlay: no state from earlier runs
+    machine.state_dir.mkdir(parents=True, exist_ok=True)
+    booted, lease = machine.state_dir / "tests-booted", machine.state_dir / f"tests-{os.getpid()}"
+    with _tests_lock(machine):
+        if machine.state() is None:
+            booted.touch()
+        st = machine.start(fresh=booted.exists() and not _leases(machine))
+        lease.touch()
     yield machine, st
-    if not was_running:
-        machine.stop()
+    with _tests_lock(machine):
+        lease.unlink()
+        if not _leases(machine) and booted.exists():
+            machine.stop()
+            booted.unlink()
+
+
+@contextlib.contextmanager
+def _tests_lock(machine):
+    with open(machine.state_dir / "tests-lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _leases(machine) -> list:
+    """The test processes using the VM now (a lease whose process is gone is dropped)."""
+    live = []
+    for p in machine.state_dir.glob("tests-[0-9]*"):
+        if os.path.exists(f"/proc/{p.name[6:]}"):
+            live.append(p)
+        else:
+            p.unlink(missing_ok=True)
+    return live
 
 
 def test_vm_bench_matches_host(board_vm, bundle, host_ref, cli, tmp_path):  # noqa: F811
@@ -73,11 +106,12 @@ def test_vm_bench_matches_host(board_vm, bundle, host_ref, cli, tmp_path):  # no
 
 def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
     machine, st = board_vm
-    good = VMTarget("aarch64")
+    good = VMTarget("aarch64", path="~/refusals")  # a folder of its own: tests share the VM
     live = good.deploy(bundle)
-    # Wrong client key: the VM's sshd says no.
+    # Wrong client key: the VM's sshd says no (a connection of its own: a shared session to
+    # the VM, logged in with the right key, must not answer for it).
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")])
-    opts = machine.ssh_options(st)
+    opts = machine.ssh_options(st, shared=False)
     opts[opts.index("-i") + 1] = str(tmp_path / "k")
     with pytest.raises(RobustEdgeError, match="Permission denied"):
         SSHTarget(machine.ssh_url(st), opts).deploy(bundle)
@@ -88,21 +122,21 @@ def test_vm_refusals(board_vm, bundle, tmp_path):  # noqa: F811
     other.write_text(f"[127.0.0.1]:{st.port} {kind} {key}\n")
     opts = [
         o if not o.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={other}"
-        for o in machine.ssh_options(st)
+        for o in machine.ssh_options(st, shared=False)
     ]
     with pytest.raises(RobustEdgeError, match="Host key verification failed"):
         SSHTarget(machine.ssh_url(st), opts).deploy(bundle)
-    # A board without numpy: the runner says what to pip install.
+    # A board without numpy: the runner says what to pip install (run on the bundle deployed
+    # above: the runner is the one that answers).
     with pytest.raises(RobustEdgeError, match="pip install numpy"):
-        VMTarget("aarch64", python=bare_python(machine, st)).bench(bundle, ["--runs", "200"])
+        VMTarget("aarch64", python=bare_python(machine, st)).run(live, ["--runs", "200"])
     # A tampered upload is refused on the board; the live bundle stays as it was.
     bad = copy_bundle(bundle, tmp_path)
     (bad / "square_core.py").write_text("raise SystemExit\n")
     with pytest.raises(RobustEdgeError, match="tampered"):
         good.deploy(bad)
-    check = machine.ssh(st, f"cd {live} && python3 run_bundle.py --verify-only", user=vm.USER)
-    assert "bundle ok" in check.stdout
-    assert _entries(machine, st, bundle.name) == [bundle.name]
+    assert _unchanged(machine, st, bundle, live)
+    assert _entries(machine, st, bundle.name, "refusals") == [bundle.name]
 
 
 def bare_python(machine, st) -> str:
@@ -116,10 +150,28 @@ def bare_python(machine, st) -> str:
     return "python3-bare"
 
 
-def _entries(machine, st, name: str) -> list:
-    """This bundle and any upload/swap leftovers in the board's bundle folder."""
-    out = machine.ssh(st, "ls -A ~/robustedge", user=vm.USER).stdout.split()
+def _entries(machine, st, name: str, folder: str) -> list:
+    """This bundle and any upload/swap leftovers in the board's bundle folder ``~/folder``."""
+    out = machine.ssh(st, f"ls -A ~/{folder}", user=vm.USER).stdout.split()
     return [e for e in out if e.startswith(".") or e == name]
+
+
+def _unchanged(machine, st, local: Path, live: str) -> bool:
+    """The manifest and every file it lists are on the board in ``live`` byte for byte as in
+    ``local`` (the bundle that verified on deploy: this is what --verify-only checks, without
+    the emulated Python start)."""
+    files = ["manifest.json", *sorted(json.loads((local / "manifest.json").read_text())["files"])]
+    here = [f"{hashlib.sha256((local / f).read_bytes()).hexdigest()}  {f}" for f in files]
+    names = " ".join(shlex.quote(f) for f in files)
+    there = machine.ssh(st, f"cd {live} && sha256sum {names}", user=vm.USER).stdout
+    return there.splitlines() == here
+
+
+def _partial(machine, st, size: int) -> bool:
+    """An upload in progress on the board holds part of padding.bin (and not all of it)."""
+    out = machine.ssh(st, "stat -c %s ~/cut/.upload.*/*/data/padding.bin", user=vm.USER,
+                      check=False).stdout.split()  # fmt: skip
+    return len(out) == 1 and 0 < int(out[0]) < size
 
 
 def _inode(machine, st, path: str) -> str:
@@ -128,32 +180,40 @@ def _inode(machine, st, path: str) -> str:
 
 def test_vm_interrupted_upload_keeps_old_bundle(board_vm, bundle, tmp_path):  # noqa: F811
     machine, st = board_vm
-    target = VMTarget("aarch64")
+    target = VMTarget("aarch64", path="~/cut")  # a folder of its own: tests share the VM
     live = target.deploy(bundle)
     before = _inode(machine, st, live)
     big = copy_bundle(bundle, tmp_path)
-    (big / "data" / "padding.bin").write_bytes(os.urandom(8 << 20))  # slow enough to cut
+    (big / "data" / "padding.bin").write_bytes(os.urandom(1 << 20))
     tar = tmp_path / "b.tar"
     with tarfile.open(tar, "w") as t:
         t.add(big, arcname=big.name)
-    script = target.deploy_script(big.name)
-    proc = subprocess.Popen(
-        [*target.ssh, target.dest, script], stdin=subprocess.PIPE, stderr=subprocess.PIPE
-    )
     data = tar.read_bytes()
-    proc.stdin.write(data[: len(data) // 3])  # a third of the archive, then the link drops
+    cut = len(data) // 3  # a third of the archive, then the link drops: inside padding.bin
+    with tarfile.open(tar) as t:
+        pad = t.getmember(f"{big.name}/data/padding.bin")
+    assert pad.offset_data < cut < pad.offset_data + pad.size
+    script = target.deploy_script(big.name)
+    own = ["ssh", "-o", "BatchMode=yes", *machine.ssh_options(st, shared=False)]  # a link to cut
+    own += ["-p", str(st.port), target.dest, script]
+    proc = subprocess.Popen(own, stdin=subprocess.PIPE)
+    proc.stdin.write(data[:cut])
     proc.stdin.flush()
+    for _ in range(100):  # the board is writing the upload when the connection drops
+        if _partial(machine, st, pad.size):
+            break
+        time.sleep(0.2)
+    assert _partial(machine, st, pad.size)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode != 0
     for _ in range(50):  # the board notices the dropped connection and cleans up
-        if _entries(machine, st, bundle.name) == [bundle.name]:
+        if _entries(machine, st, bundle.name, "cut") == [bundle.name]:
             break
         time.sleep(0.2)
-    assert _entries(machine, st, bundle.name) == [bundle.name]
+    assert _entries(machine, st, bundle.name, "cut") == [bundle.name]
     assert _inode(machine, st, live) == before  # the old bundle was never swapped out
-    check = machine.ssh(st, f"cd {live} && python3 run_bundle.py --verify-only", user=vm.USER)
-    assert "bundle ok" in check.stdout
+    assert _unchanged(machine, st, bundle, live)
 
 
 def test_vm_disk_full_leaves_nothing(board_vm, bundle):  # noqa: F811
@@ -206,3 +266,4 @@ def test_vm_armv7_matches_host(bundle, host_ref):  # noqa: F811
     assert b["kernel"].endswith("armmp-lpae") and "cortex-a15" in r["emulation"]["model"]
     assert r["output_sha256"] == host_ref["output_sha256"]  # int8 outputs bit-identical
     assert r["accuracy"] == host_ref["accuracy"]
+    assert r["robust"][0]["acc"] == host_ref["robust"][0]["acc"]  # Square's too

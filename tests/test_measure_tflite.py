@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from tests.test_api_examples import image_folder, run_example
 
 from robustedge import api
@@ -17,19 +19,31 @@ from robustedge.errors import RobustEdgeError
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 
 
+def digit_folder(root: Path, digits, per_class: int = 3) -> Path:
+    """The first test digits of each class as a user's image folder (8x8 grayscale PNGs,
+    ROOT/{train,test}/<digit>/), the layout the example reads."""
+    for split, x, y in (("train", digits.x_train, digits.y_train),
+                        ("test", digits.x_test, digits.y_test)):  # fmt: skip
+        for c in range(digits.num_classes):
+            (root / split / str(c)).mkdir(parents=True)
+            for i, img in enumerate(x[y == c][:per_class]):
+                a = np.clip(np.rint(img.reshape(8, 8) * 255), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(root / split / str(c) / f"{i:03d}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
-def tflite(tmp_path_factory):
-    """A tiny int8 .tflite exported from a tiny model trained on the tiny image folder; the
-    file is then copied out alone (no run folder beside it, as a user's file would be)."""
+def tflite(tmp_path_factory, device_export, digits):
+    """The session's tiny int8 .tflite (``device_export``: the tiny CNN trained on digits),
+    copied out alone (no run folder beside it, as a user's file would be), and digits written
+    as the user's own image folder."""
     root = tmp_path_factory.mktemp("measure")
-    images = image_folder(root / "images")
-    t = api.train(out=root / "run", model="tiny", data="imagefolder", data_dir=str(images),
-                  epochs=1, adversary="none")  # fmt: skip
-    x = api.export(t.run, formats=("tflite-int8",), calib_samples=16, transfer_steps=2)
+    images = digit_folder(root / "images", digits)
     model = root / "mine" / "model.tflite"
     model.parent.mkdir()
-    shutil.copyfile(x.path("tflite-int8"), model)
-    return model, images, t.run
+    export = json.loads((device_export / "export" / "export.json").read_text())
+    shutil.copyfile(device_export / "export" / export["artifacts"]["tflite-int8"]["file"], model)
+    return model, images, device_export
 
 
 def test_example_prints_the_bench_results(tflite, tmp_path):
@@ -67,7 +81,7 @@ def test_bundle_model_with_a_source_model_adds_the_transfer_set(tflite, tmp_path
     assert m["square"]["eps"] == 0.05
     with np.load(b.path / m["eval_sets"]["clean"]) as f:
         x, y = f["x"], f["y"]
-    assert x.shape == (10, 1, 12, 12)
+    assert x.shape == (10, 1, 8, 8)
     # the fixed seeded subset: the same draw again, another seed another draw
     again = api.bundle_model(model, tmp_path / "c", "imagefolder", data_dir=str(images),
                              samples=10, seed=3)  # fmt: skip

@@ -51,6 +51,9 @@ from robustedge.errors import RobustEdgeError
 
 logger = logging.getLogger(__name__)
 
+SHARE_IDLE_S = 120  # a shared SSH session to the VM ends after this long unused
+SOCKET_DIR_MAX = 80  # longer state folders: no shared session (unix socket paths are short)
+
 
 def setup_vm(arch: str, root: Optional[Path] = None, force: bool = False) -> Path:
     """Build (or reuse) the VM image for ``arch``; return its folder. Atomic and idempotent."""
@@ -107,8 +110,14 @@ class VM:
         path.write_text(f"[127.0.0.1]:{port} {kind} {key}\n")
         return path
 
-    def ssh_options(self, state: VMState) -> List[str]:
+    def ssh_options(self, state: VMState, shared: bool = True) -> List[str]:
+        """OpenSSH options for this VM. ``shared``: the connections share one SSH session per
+        user (a control master in the state folder, closed after ``SHARE_IDLE_S`` idle or by
+        ``stop``): key exchange and login cost ~1.3 s of emulated CPU each, so without sharing
+        every upload, run and probe pays them again. ``shared=False``: a connection of its own
+        (what a check of the keys or of a dropped link needs)."""
         return [
+            *(self._share_options() if shared else ["-o", "ControlPath=none"]),
             "-i",
             str(self.key),
             "-o",
@@ -122,6 +131,27 @@ class VM:
             "-o",
             "LogLevel=ERROR",
         ]
+
+    def _share_options(self) -> List[str]:
+        path = self.state_dir / "cm-%r-%p"  # short: a unix socket path has ~100 bytes
+        if len(str(self.state_dir)) > SOCKET_DIR_MAX:
+            return ["-o", "ControlPath=none"]
+        return [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={path}",
+            "-o",
+            f"ControlPersist={SHARE_IDLE_S}",
+        ]
+
+    def close_shared(self, state: VMState) -> None:
+        """End the shared SSH sessions (their control masters) to this VM, if any."""
+        for user in ("root", USER):
+            sock = self.state_dir / f"cm-{user}-{state.port}"
+            if sock.exists():
+                cmd = ["ssh", *self.ssh_options(state), "-p", str(state.port), "-O", "exit"]
+                subprocess.run([*cmd, f"{user}@127.0.0.1"], capture_output=True, timeout=20)
 
     def ssh_url(self, state: VMState, user: str = USER, path: str = "~/robustedge") -> str:
         return f"ssh://{user}@127.0.0.1:{state.port}/{path}"
@@ -270,6 +300,7 @@ class VM:
         if st is None:
             return False
         self.ssh(st, "/bin/busybox poweroff", timeout=20, check=False)
+        self.close_shared(st)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and _alive(st.pid, self.spec.qemu_binary):
             time.sleep(0.5)
