@@ -28,6 +28,17 @@ from hostile_kit import Sandbox
 torch.set_num_threads(1)
 
 
+def skip_unless_installed(*modules: str, reason: str = "") -> None:
+    """Skip the calling test module when one of ``modules`` is not installed. Unlike
+    ``pytest.importorskip`` it imports nothing: importing onnx2tf (TensorFlow) or torchattacks
+    at collection costs every worker seconds of CPU before any test runs."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(reason or f"needs {', '.join(missing)}", allow_module_level=True)
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """The folder ``name`` built by ``build(folder)`` once per test session and shared by the
     pytest-xdist workers: the first worker to ask builds it under a lock, in the temp root all

@@ -10,11 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+from conftest import skip_unless_installed
 from test_data import cifar_files, write_cifar
 
-pytest.importorskip("torchattacks")
+skip_unless_installed("torchattacks")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import skip_unless_installed
 from robustedge.attacks import ATTACKS, AttackSpec, build_attack, predict
 from robustedge.attacks.suite import SUITES, build_suite, worst_case_accuracy
 
-torchattacks = pytest.importorskip("torchattacks")  # pinned in requirements/nodeps.txt
+skip_unless_installed("torchattacks")  # pinned in requirements/nodeps.txt
 EPS = 0.1
 
 
 def test_the_standard_suite_records_autoattacks_settings():
+    import torchattacks
+
     suite = build_suite("autoattack", EPS)
     rows = [s.resolved().record() for s in suite.specs]
     assert [(r["attack"], r["steps"], r["restarts"]) for r in rows] == [

@@ -15,8 +15,11 @@ from typing import Tuple
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx2tf", reason="needs the [export] extra (requirements/export.txt)")
-pytest.importorskip("ai_edge_litert", reason="needs the [export] extra (requirements/export.txt)")
+from conftest import skip_unless_installed
+
+skip_unless_installed(
+    "onnx2tf", "ai_edge_litert", reason="needs the [export] extra (requirements/export.txt)"
+)
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
