@@ -36,8 +36,10 @@ system-deps:
 	else echo "not root: skipping scripts/install-system-deps.sh (QEMU/SSH tests will skip)"; fi
 
 # loadgroup: modules sharing an expensive fixture run on one worker (tests/conftest.py)
+# PYTHONDONTWRITEBYTECODE= : bytecode is cached even where the environment turns it off, so
+# that the suite's hundreds of Python processes do not each compile robustedge again
 test: style system-deps
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist load $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist load $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@bash scripts/demo-board.sh $(BIN)/robustedge

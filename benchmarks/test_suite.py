@@ -1,10 +1,11 @@
 """How long `make test`'s pytest line takes: wall and CPU time, counts, the 20 slowest tests.
 
-Runs exactly the Makefile's test command (`pytest -n 2 --dist load`, OMP_NUM_THREADS=1) with a
+Runs exactly the Makefile's test command (`pytest -n 2 --dist load`, OMP_NUM_THREADS=1, bytecode
+cached: PYTHONDONTWRITEBYTECODE empty) with a
 JUnit XML report, measures its wall time and the CPU time of the whole process tree
 (RUSAGE_CHILDREN: workers, subprocesses, QEMU), and writes
 benchmarks/measured/test_suite.json (hardware, load before and after, commit, date).
-Lint and system dependencies (`make lint system-deps`) are not part of the figure.
+Style checks and system dependencies (`make style system-deps`) are not part of the figure.
 
 Usage: python benchmarks/test_suite.py [--workers 2] [-- extra pytest args]
 """
@@ -67,7 +68,7 @@ def run(workers: int, extra: List[str]) -> Dict[str, object]:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-n", str(workers), "--dist", "load", "-q"]
         cmd += ["-p", "no:cacheprovider", f"--junitxml={junit}", *extra]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": ""}
         load_before = loadavg()
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
