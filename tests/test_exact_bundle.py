@@ -236,3 +236,18 @@ def test_file_entry_and_swap(tmp_path):
     other.write_text("a file")
     with pytest.raises(RobustEdgeError, match="exists and is not a bundle"):
         swap_in_bundle(s3, other)
+
+
+def test_loading_the_square_core_writes_nothing_into_the_bundle(bundle, monkeypatch):
+    """The runner imports the bundle's ``square_core.py`` by file path; where Python caches
+    bytecode (the default), that import must not leave a ``__pycache__`` in the bundle: the
+    next verification would refuse it as code the manifest does not list."""
+    import sys
+
+    from robustedge.device.board.bundle_format import load_square_core, verify_bundle
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    mod = load_square_core(bundle / "square_core.py")
+    assert mod.P_INIT > 0 and sys.dont_write_bytecode is False
+    assert not list(bundle.rglob("__pycache__"))
+    verify_bundle(bundle)

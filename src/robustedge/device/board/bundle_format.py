@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Union
@@ -158,7 +159,11 @@ def load_square_core(path: Union[str, os.PathLike]) -> Any:
     if spec is None or spec.loader is None:
         raise BundleError(f"cannot load the Square core {Path(path).name}")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    cache, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:  # never a __pycache__ beside a bundle's checked files (it would fail verification)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = cache
     return mod
 
 
