@@ -277,6 +277,14 @@ class RayBackend(Backend):
         return float(seconds)
 
     def cancel(self, handles: Sequence[Any]) -> None:
+        """Stop the running stages. Where this backend started Ray (a local instance, or its
+        connection to a cluster), ``close`` shuts it down and that ends them: the job's
+        workers are killed with it. Cancelling them first is not only redundant: Ray's
+        ``cancel`` can abort the driver when a task completes at that moment (RAY_CHECK
+        "Tried to complete task that was not pending", seen with Ray 2.60). In a Ray session
+        of the caller's, each task is cancelled."""
+        if self.started:
+            return
         for h in handles:
             try:
                 self.ray.cancel(h, force=True)
