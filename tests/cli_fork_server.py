@@ -23,8 +23,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import traceback
 from pathlib import Path
+
+from cli_zygote import run_main
 
 CLIENT = """#!{python} -S
 import json, os, socket, sys
@@ -74,16 +75,6 @@ class ForkServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _exit_code(code: object) -> int:
-    """The status a Python process exits with after ``sys.exit(code)``."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
-
-
 def _child(req: dict, fds: list) -> None:
     """Become the command, on the client's stdout / stderr: never returns."""
     null = os.open(os.devnull, os.O_RDONLY)
@@ -96,25 +87,7 @@ def _child(req: dict, fds: list) -> None:
     os.environ.update(req["env"])
     extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:0] = [p for p in extra if p not in sys.path]
-    sys.argv = ["robustedge", *req["argv"]]
-    import robustedge.cli
-
-    try:
-        robustedge.cli.main(req["argv"])
-        code = 0
-    except SystemExit as e:
-        code = _exit_code(e.code)
-    except BaseException:  # what an uncaught exception does: a traceback and status 1
-        traceback.print_exc()
-        code = 1
-    try:
-        import atexit
-
-        atexit._run_exitfuncs()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    run_main(req["argv"])
 
 
 def _answer(srv: socket.socket) -> None:

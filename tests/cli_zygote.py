@@ -50,11 +50,17 @@ def _child(req: dict) -> None:
     extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:1] = [os.getcwd()] + [p for p in extra if p not in sys.path]  # as `python -m`
     importlib.invalidate_caches()
-    sys.argv = ["robustedge", *req["argv"]]
+    run_main(req["argv"])
+
+
+def run_main(argv: list) -> None:
+    """``robustedge ARGV`` in this (forked) process, then exit as ``python -m robustedge.cli``
+    would: never returns."""
+    sys.argv = ["robustedge", *argv]
     import robustedge.cli
 
     try:
-        robustedge.cli.main(req["argv"])
+        robustedge.cli.main(argv)
         code = 0
     except SystemExit as e:
         code = _exit_code(e.code)
