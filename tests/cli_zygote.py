@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import traceback
+from typing import Callable
 
 
 def _exit_code(code: object) -> int:
@@ -59,8 +60,15 @@ def run_main(argv: list) -> None:
     sys.argv = ["robustedge", *argv]
     import robustedge.cli
 
+    finish(lambda: robustedge.cli.main(argv))
+
+
+def finish(command: Callable[[], object]) -> None:
+    """Run ``command`` as a Python process's main code, then exit with the status that process
+    would: 0 on return, SystemExit's code, 1 after a traceback; exit functions run and the
+    standard streams are flushed. Never returns."""
     try:
-        robustedge.cli.main(argv)
+        command()
         code = 0
     except SystemExit as e:
         code = _exit_code(e.code)

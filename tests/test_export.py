@@ -288,10 +288,11 @@ def test_cli_export_onnx_and_error(tiny_run, tmp_path, cli):
 
 
 def test_converter_failure_names_stage_and_op(tiny_run, tmp_path, monkeypatch):
-    """A converter crash: one line naming the stage and the op, no half export, log kept."""
-    import sys
-
+    """A converter crash: one line naming the stage and the op, no half export, log kept.
+    The converter runs in $ROBUSTEDGE_CONVERTER_PYTHON (here a script that fails as onnx2tf
+    does)."""
     from robustedge.export import export_run
+    from robustedge.export.tflite import CONVERTER_PYTHON_ENV
 
     fake = tmp_path / "fake_python"
     fake.write_text(
@@ -300,7 +301,7 @@ def test_converter_failure_names_stage_and_op(tiny_run, tmp_path, monkeypatch):
         "echo 'ERROR: onnx_op_name: /features/GridSample_3'\nexit 1\n"
     )
     fake.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setenv(CONVERTER_PYTHON_ENV, str(fake))
     out = tmp_path / "export"
     with pytest.raises(RobustEdgeError) as info:
         export_run(tiny_run, FAST.replace(formats="onnx,tflite-float32", parity=False), out=out)

@@ -29,6 +29,10 @@ from robustedge.export.convert_cache import conversion_cache
 logger = logging.getLogger(__name__)
 
 CONVERT_TIMEOUT_S = 1800
+# the interpreter the converters run in, when not this one: a launcher of this same environment
+# (the conversion cache keys on the onnx2tf and TensorFlow installed here), e.g. the tests'
+# fork server preloaded with TensorFlow (tests/cli_fork_server.py)
+CONVERTER_PYTHON_ENV = "ROBUSTEDGE_CONVERTER_PYTHON"
 LOG_TAIL_LINES = 40
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 _BOILERPLATE = re.compile(
@@ -98,7 +102,7 @@ def _convert(
     calib_path = workdir / "calib.npy"
     if calib is not None:
         np.save(calib_path, np.ascontiguousarray(calib, dtype=np.float32))
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out)]
+    cmd = [converter_python(), "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out)]
     cmd += [str(calib_path) if f == "{calib}" else f for f in flags]
     return _run(cmd, workdir / "onnx2tf.log")
 
@@ -154,7 +158,7 @@ def convert_tflite_sparse(saved_model_dir: Path, out_path: Path, calib_nhwc: np.
     np.save(calib_path, np.ascontiguousarray(calib))
     tmp = Path(str(out_path) + ".tmp")
     cmd = [
-        sys.executable,
+        converter_python(),
         "-c",
         _SPARSE_SCRIPT,
         str(saved_model_dir),
@@ -180,6 +184,11 @@ def _write_sample_images(workdir: Path, x_nhwc: np.ndarray) -> None:
     rows = np.arange(128) * x.shape[1] // 128
     cols = np.arange(128) * x.shape[2] // 128
     np.save(workdir / SAMPLE_FILE, np.ascontiguousarray(x[:, rows][:, :, cols]))
+
+
+def converter_python() -> str:
+    """``$ROBUSTEDGE_CONVERTER_PYTHON`` if set, else this interpreter."""
+    return os.environ.get(CONVERTER_PYTHON_ENV) or sys.executable
 
 
 def _run(cmd: List[str], log_path: Path, what: str = "TFLite conversion (onnx2tf)") -> str:
