@@ -366,6 +366,7 @@ def pytest_collection_modifyitems(config, items):
         group = XDIST_GROUPS.get(item.module.__name__)
         if group is not None and config.pluginmanager.hasplugin("xdist"):
             item.add_marker(pytest.mark.xdist_group(group))
-    if getattr(config.option, "numprocesses", None):  # only under xdist (`-n N`)
+    # only under xdist (`-n N`): in its workers, which collect (there numprocesses is None)
+    if hasattr(config, "workerinput"):
         # stable: a module's tests stay together and in their order (module fixtures built once)
         items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))
