@@ -157,11 +157,11 @@ def one_row(teacher: Path, root: Path, limit: float, shape: str, a) -> Dict[str,
         return {}
     else:
         row = {"seed": a.seed, **student(teacher, out, limit, shape, a)}
-    boards = [b for b in row.get("board", []) if b["target"] in a.board_targets]
+    boards = list(row.get("board", []))  # kept: a later run may add another target
     missing = [t for t in a.board_targets if t not in {b["target"] for b in boards}]
     if missing and row["export_gate"] == "passed" and not a.collect:
         boards += board_rows(out, tag, argparse.Namespace(**{**vars(a), "board_targets": missing}))
-    row["board"] = sorted(boards, key=lambda b: a.board_targets.index(b["target"]))
+    row["board"] = sorted(boards, key=lambda b: (b["target"] != "local", b["target"]))
     done.write_text(json.dumps(row, default=jsonable))
     return row
 
@@ -174,7 +174,10 @@ def write_measured(a, teacher: Path, rows: List[Dict[str, Any]]) -> None:
         "load": loadavg(),
         "note": "other helpers were running on the same 2 cores"
         + (f"; {a.note}" if a.note else ""),
-        "setting": {k: v for k, v in vars(a).items() if k not in skip},
+        "setting": {
+            **{k: v for k, v in vars(a).items() if k not in skip},
+            "carry": a.carry and a.carry[1],  # the label, not this host's path
+        },
         "teacher": str(teacher),
         "rows": rows,
         "not_measured": NOT_MEASURED,
@@ -215,6 +218,13 @@ def main() -> None:
     ap.add_argument("--board-square-queries", type=int, default=BenchConfig().square_queries)
     ap.add_argument("--board-square-n", default=ALL, help="a number of images, or 'all'")
     ap.add_argument("--collect", action="store_true", help="only students already trained")
+    ap.add_argument(
+        "--carry",
+        nargs=2,
+        metavar=("JSON", "LABEL"),
+        help="copy an earlier budget_shape.json's rows of shapes not run here, marked "
+        "carried_from=LABEL (not re-run: no board rows)",
+    )
     ap.add_argument("--note", default="", help="added to the record's note (e.g. CPU time)")
     a = ap.parse_args()
     a.board_targets = ["local"] if a.board_targets is None else a.board_targets
@@ -235,6 +245,10 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row, default=jsonable), flush=True)
             write_measured(a, teacher, rows)  # after every student: a stopped run keeps them
+    if a.carry:
+        earlier = json.loads(Path(a.carry[0]).read_text())["rows"]
+        rows += [{**r, "carried_from": a.carry[1]} for r in earlier if r["shape"] not in a.shapes]
+        write_measured(a, teacher, rows)
     print_table(rows)
 
 

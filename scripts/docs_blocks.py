@@ -329,7 +329,7 @@ def budget_shape(measured: Path) -> List[str]:
     d = _load(measured, "budget_shape.json")
     rows = d.get("rows", [])
     table = [
-        [r.get("budget_kb"), r.get("seed", 0), r.get("shape"),
+        [r.get("budget_kb"), r.get("seed", 0), r["shape"] + ("*" if r.get("carried_from") else ""),
          ", ".join(map(str, (r.get("widths") or {}).values())), f"{r.get('flash_kib', 0):.2f}",
          r.get("export_gate", "")[:6], pct(r.get("clean")), pct(r.get("worst_case")),
          b.get("target", "-") + (" (EMULATED)" if b.get("emulated") else ""),
@@ -349,6 +349,9 @@ def budget_shape(measured: Path) -> List[str]:
             f"{sq.get('seed')}, on {sq.get('n')} of {b.get('n_test')} test images; "
             f"{b.get('backend')}; {b.get('weaker') or 'the default budget'})."
         )
+    carried = sorted({r["carried_from"] for r in rows if r.get("carried_from")})
+    if carried:
+        lines.append(f"Rows marked * are carried from {', '.join(carried)}: host only, not re-run.")
     for kb in sorted({r.get("budget_kb") for r in rows}):
         lines += ["", *_budget_summary(rows, kb)]
     if d.get("not_measured"):
@@ -375,10 +378,12 @@ def _budget_summary(rows: List[Json], kb: float) -> List[str]:
     if gaps:
         g = list(gaps.values())
         verdict = gap_verdict(gaps)
+        host = [v for k, v in shape_gaps(rows, kb, "worst_case").items() if k in gaps]
         out.append(
             f"Board (local) worst case, layers - today: {_mean_std(g)} points; per seed "
             + ", ".join(f"{s}: {v:+.1f}" for s, v in gaps.items())
-            + f"; issue 24's target +5: {verdict}."
+            + f"; issue 24's target +5: {verdict}"
+            + (f" (host, same seeds: {_mean_std(host)} points)." if host else ".")
         )
     same = [(_board(r), _board(r, "qemu-aarch64")) for r in rows if r.get("budget_kb") == kb]
     same = [(a, q) for a, q in same if a and q]
