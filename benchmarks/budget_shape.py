@@ -168,10 +168,11 @@ def one_row(teacher: Path, root: Path, limit: float, shape: str, a) -> Dict[str,
 
 def write_measured(a, teacher: Path, rows: List[Dict[str, Any]]) -> None:
     """benchmarks/measured/budget_shape.json with the rows so far (atomically replaced)."""
-    skip = ("seed", "collect", "note", *(["teacher_epochs"] if a.teacher else []))
+    skip = ("seed", "collect", "note", "load_before", *(["teacher_epochs"] if a.teacher else []))
     payload = {
         "hardware": hardware(),
-        "load": loadavg(),
+        "load_before": a.load_before,  # 1, 5, 15 min: when this run started
+        "load_after": loadavg(),
         "note": "other helpers were running on the same 2 cores"
         + (f"; {a.note}" if a.note else ""),
         "setting": {
@@ -227,6 +228,7 @@ def main() -> None:
     )
     ap.add_argument("--note", default="", help="added to the record's note (e.g. CPU time)")
     a = ap.parse_args()
+    a.load_before = loadavg()
     a.board_targets = ["local"] if a.board_targets is None else a.board_targets
     import logging
 
