@@ -206,6 +206,13 @@ SECTIONS: List[Section] = [
         "`benchmarks/scale.py`: data-parallel training and a recipe sweep on Ray vs serial.",
     ),
     (
+        "Budgets choose the shape",
+        ["budget_shape.json"],
+        lambda name, d: docs_blocks.budget_shape(MEASURED),
+        "`benchmarks/budget_shape.py`: flash-budget students per shape, worst case on the host "
+        "and on the board, and the layers - today gap against issue 24's target.",
+    ),
+    (
         "Microcontrollers (TFLM)",
         ["mcu.json"],
         lambda name, d: docs_blocks.mcu_rows(MEASURED),
