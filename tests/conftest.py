@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -333,8 +333,11 @@ def run_copy(tiny_run, sb) -> Path:
 # `--dist loadgroup` (opt-in: PYTEST_ARGS) modules that share an expensive per-process
 # fixture run on one worker, so it is built once instead of once per worker: the small recipe
 # run (`_recipe_run.recipe_run`, cached per process) and the exported tiny model with its bundle
-# (`test_device.device_export` / `bundle`, session-scoped). The longest modules are collected
-# first (under xdist only) so that neither worker is left alone with a long test at the end.
+# (`test_device.device_export` / `bundle`, session-scoped). Modules run in file-name order, which
+# mixes the multi-process modules (VM, DDP, Ray, CI templates) with light ones. Longest first was
+# measured slower (docs/testing.md): `--dist load` hands each worker a contiguous first chunk, so
+# one worker got every long module; with small chunks the long modules ran side by side and
+# their processes competed for the two cores.
 XDIST_GROUPS = {
     "test_check_templates": "ci-templates",
     "test_recipe": "recipe-run",
@@ -346,27 +349,11 @@ XDIST_GROUPS = {
     "test_device_config": "device-bundle",
     "test_bundle_compressed": "device-bundle",
 }
-MEASURED = Path(__file__).resolve().parent.parent / "benchmarks" / "measured" / "test_suite.json"
-
-
-def longest_first() -> Tuple[str, ...]:
-    """The test modules, longest first, as the last full-suite measurement
-    (benchmarks/test_suite.py) timed them; modules it has not seen run after these."""
-    try:
-        modules = json.loads(MEASURED.read_text()).get("modules", {})
-    except (OSError, ValueError):
-        modules = {}
-    return tuple(sorted(modules, key=lambda m: -modules[m]))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(longest_first())}
     for item in items:
         group = XDIST_GROUPS.get(item.module.__name__)
         if group is not None and config.pluginmanager.hasplugin("xdist"):
             item.add_marker(pytest.mark.xdist_group(group))
-    # only under xdist (`-n N`): in its workers, which collect (there numprocesses is None)
-    if hasattr(config, "workerinput"):
-        # stable: a module's tests stay together and in their order (module fixtures built once)
-        items.sort(key=lambda it: rank.get(it.module.__name__, len(rank)))

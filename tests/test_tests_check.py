@@ -98,19 +98,3 @@ def test_runs_only():
     good = checking_functions({"m": tree})
     assert "check_it" in good and "helper" not in good
     assert "test_checks_through_helper" in good and "test_runs_only" not in good
-
-
-def test_xdist_workers_run_the_longest_modules_first(request):
-    """Under pytest-xdist each worker collects the modules longest first (as the last full-suite
-    measurement timed them: conftest.longest_first), so neither worker is left alone with a long
-    module at the end; the order was once applied only where nothing is collected."""
-    import pytest
-
-    from conftest import longest_first
-
-    if not hasattr(request.config, "workerinput"):
-        pytest.skip("the order is applied in pytest-xdist workers only (make test: -n 2)")
-    rank = {name: i for i, name in enumerate(longest_first())}
-    assert len(rank) > 10
-    order = [rank.get(item.module.__name__, len(rank)) for item in request.session.items]
-    assert order == sorted(order)
