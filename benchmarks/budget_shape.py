@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -168,6 +167,8 @@ def one_row(teacher: Path, root: Path, limit: float, shape: str, a) -> Dict[str,
 
 def write_measured(a, teacher: Path, rows: List[Dict[str, Any]]) -> None:
     """benchmarks/measured/budget_shape.json with the rows so far (atomically replaced)."""
+    from robustedge.io import write_text
+
     skip = ("seed", "collect", "note", "load_before", *(["teacher_epochs"] if a.teacher else []))
     payload = {
         "hardware": hardware(),
@@ -183,10 +184,7 @@ def write_measured(a, teacher: Path, rows: List[Dict[str, Any]]) -> None:
         "rows": rows,
         "not_measured": NOT_MEASURED,
     }
-    MEASURED.parent.mkdir(parents=True, exist_ok=True)
-    tmp = MEASURED.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=jsonable) + "\n")
-    os.replace(tmp, MEASURED)
+    write_text(MEASURED, json.dumps(payload, indent=2, default=jsonable) + "\n")
 
 
 def print_table(rows: List[Dict[str, Any]]) -> None:

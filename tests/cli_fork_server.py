@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
-from cli_zygote import finish, run_main
+from cli_zygote import finish, run_main, take_caller
 
 CLIENT = """#!{python} -S
 import json, os, signal, socket, sys, time
@@ -120,16 +120,7 @@ def run_python(argv: List[str]) -> None:
 
 def _child(kind: str, req: dict, fds: list) -> None:
     """Become the command, on the client's stdout / stderr: never returns."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    for target, fd in zip((1, 2), fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
-    extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    extra = [p for p in extra if p not in sys.path]
+    extra = take_caller(req, fds)
     if kind == "python":  # as `python -m` / `-c`: the working folder first
         sys.path[:1] = [os.getcwd() if req["argv"][:1] == ["-m"] else "", *extra]
     else:  # as the console script: its folder first

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, List
 
 
 def _exit_code(code: object) -> int:
@@ -39,19 +39,29 @@ def _exit_code(code: object) -> int:
 
 def _child(req: dict) -> None:
     """Become the command: never returns."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    for fd, path in ((1, req["out"]), (2, req["err"])):
-        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(f, fd)
-        os.close(f)
+    files = (req["out"], req["err"])
+    extra = take_caller(
+        req, [os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for f in files]
+    )
+    sys.path[:1] = [os.getcwd(), *extra]  # as `python -m`
+    importlib.invalidate_caches()
+    run_main(req["argv"])
+
+
+def take_caller(req: dict, out_fds: List[int]) -> List[str]:
+    """Take the caller's place in a forked child: stdin empty, stdout and stderr on ``out_fds``
+    (closed here), the caller's working folder and environment. Returns the caller's
+    PYTHONPATH entries not yet on ``sys.path`` (where they go depends on how the command
+    starts)."""
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    for target, fd in zip((1, 2), out_fds):
+        os.dup2(fd, target)
+        os.close(fd)
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
     extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:1] = [os.getcwd()] + [p for p in extra if p not in sys.path]  # as `python -m`
-    importlib.invalidate_caches()
-    run_main(req["argv"])
+    return [p for p in extra if p not in sys.path]
 
 
 def run_main(argv: list) -> None:
