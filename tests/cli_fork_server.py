@@ -58,12 +58,11 @@ if rc < 0:
     os.kill(os.getpid(), -rc)
 sys.exit(rc)
 """
-# what each kind imports before it forks; the environment its imports see
+# what each kind imports before it forks
 PRELOAD: Dict[str, Tuple[str, ...]] = {
     "robustedge": ("robustedge.cli",),
     "python": ("tensorflow", "onnx2tf.onnx2tf"),
 }
-SERVER_ENV = {"python": {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}}
 
 
 class ForkServer:
@@ -81,7 +80,7 @@ class ForkServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, **SERVER_ENV.get(kind, {})},
+            env={**os.environ, **_server_env(kind)},
         )
         assert self.proc.stdout is not None
         if wait:
@@ -102,6 +101,16 @@ class ForkServer:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _server_env(kind: str) -> Dict[str, str]:
+    """What the server's imports see beside the caller's environment: the converters' own
+    settings for ``python`` (imported here, in the test process, not into the server)."""
+    if kind != "python":
+        return {}
+    from robustedge.export.tflite import CONVERTER_ENV
+
+    return CONVERTER_ENV
 
 
 def run_python(argv: List[str]) -> None:

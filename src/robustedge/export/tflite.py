@@ -33,6 +33,8 @@ CONVERT_TIMEOUT_S = 1800
 # (the conversion cache keys on the onnx2tf and TensorFlow installed here), e.g. the tests'
 # fork server preloaded with TensorFlow (tests/cli_fork_server.py)
 CONVERTER_PYTHON_ENV = "ROBUSTEDGE_CONVERTER_PYTHON"
+# what the converters run with beside the caller's environment: TensorFlow's C++ log quiet, no GPU
+CONVERTER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 LOG_TAIL_LINES = 40
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 _BOILERPLATE = re.compile(
@@ -192,7 +194,7 @@ def converter_python() -> str:
 
 
 def _run(cmd: List[str], log_path: Path, what: str = "TFLite conversion (onnx2tf)") -> str:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, **CONVERTER_ENV}
     logger.info("running %s", " ".join(cmd))
     try:
         proc = subprocess.run(
