@@ -22,12 +22,12 @@ import signal
 import subprocess
 import sys
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, List, NoReturn, Optional
 
 import click
 
+from robustedge.commands.forked import fork_ranks_in_this_agent, fresh_streams, run_as_main
 from robustedge.errors import RobustEdgeError
 
 RANK_LINE = re.compile(r"^\[default(\d+)\]:(.*)$")
@@ -299,29 +299,22 @@ class Agent:
 
 
 def _run_agent(args: List[str], env: Dict[str, str]) -> NoReturn:
-    """In the forked child: torchrun's ``main(args)``, then exit as its interpreter would."""
-    code = 1
-    # the pipe is fd 2; sys.stderr may be another stream (a notebook's, pytest's capture),
-    # and torchrun tees the ranks' lines to sys.stderr
-    sys.stderr = os.fdopen(2, "w", buffering=1, errors="replace", closefd=False)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        sys.argv = [sys.executable, "-m", "torch.distributed.run", *args]
+    """In the forked child: torchrun's ``main(args)`` as its interpreter would run it, with
+    the ranks forked from here too (:mod:`robustedge.commands.forked`). The pipe is fd 2;
+    sys.stderr may have been another stream (a notebook's, pytest's capture), and torchrun
+    tees the ranks' lines to sys.stderr."""
+    fresh_streams()
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [sys.executable, "-m", "torch.distributed.run", *args]
+
+    def agent() -> None:
         from torch.distributed.run import main
 
+        fork_ranks_in_this_agent()
         main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if e.code is not None and not isinstance(e.code, int):
-            print(e.code, file=sys.stderr)
-    except BaseException:  # as the interpreter reports an uncaught exception
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+
+    run_as_main(agent)
 
 
 class JobLog:
