@@ -18,23 +18,13 @@ Protocol on the zygote's stdin / stdout: one JSON request per line, answered by 
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import json
 import os
 import sys
-import traceback
-from typing import Callable, List
+from typing import List
 
-
-def _exit_code(code: object) -> int:
-    """The status a Python process exits with after ``sys.exit(code)``."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+from robustedge.commands.forked import run_as_main as finish  # the exit as `python -m` gives
 
 
 def _child(req: dict) -> None:
@@ -71,26 +61,6 @@ def run_main(argv: list) -> None:
     import robustedge.cli
 
     finish(lambda: robustedge.cli.main(argv))
-
-
-def finish(command: Callable[[], object]) -> None:
-    """Run ``command`` as a Python process's main code, then exit with the status that process
-    would: 0 on return, SystemExit's code, 1 after a traceback; exit functions run and the
-    standard streams are flushed. Never returns."""
-    try:
-        command()
-        code = 0
-    except SystemExit as e:
-        code = _exit_code(e.code)
-    except BaseException:  # what an uncaught exception does: a traceback and status 1
-        traceback.print_exc()
-        code = 1
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def serve() -> None:
