@@ -70,10 +70,11 @@ def pytest_configure(config) -> None:
     and pytest-xdist starts its workers, so that every worker and subprocess inherits it. An
     explicit ROBUSTEDGE_CACHE_TFLITE (``off``, or a folder) is left as it is.
 
-    A process that runs tests (each pytest-xdist worker, or pytest without workers) starts a
-    fork server preloaded with TensorFlow and onnx2tf (tests/cli_fork_server.py) and points
-    ROBUSTEDGE_CONVERTER_PYTHON at it: a conversion then starts in milliseconds instead of
-    about 5 s of CPU, and converts to the same bytes. An explicit one is left as it is."""
+    The session's first process (pytest-xdist's controller, or pytest without workers) starts
+    one fork server preloaded with TensorFlow and onnx2tf (tests/cli_fork_server.py) and points
+    ROBUSTEDGE_CONVERTER_PYTHON at it, for the workers too (each call is forked by a handler of
+    its own, so calls may overlap): a conversion then starts in milliseconds instead of about
+    5 s of CPU, and converts to the same bytes. An explicit one is left as it is."""
     from robustedge.cache import kind_env
     from robustedge.export.convert_cache import KIND
     from robustedge.export.tflite import CONVERTER_PYTHON_ENV
@@ -81,8 +82,8 @@ def pytest_configure(config) -> None:
     if kind_env(KIND) not in os.environ:
         folder = tempfile.mkdtemp(prefix="robustedge-conversions-")
         os.environ[kind_env(KIND)] = config.robustedge_conversions = folder
-    runs_tests = hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", 0)
-    if runs_tests and CONVERTER_PYTHON_ENV not in os.environ and not config.option.collectonly:
+    first = not hasattr(config, "workerinput")
+    if first and CONVERTER_PYTHON_ENV not in os.environ and not config.option.collectonly:
         from cli_fork_server import ForkServer
 
         config.robustedge_converter = ForkServer("python", wait=False)
