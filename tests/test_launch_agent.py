@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -104,7 +105,7 @@ def test_robustedge_ranks_are_forked_and_start_as_new_interpreters(tmp_path, mon
 
 
 RANK_CODE = """
-import json, sys, tempfile
+import json, os, signal, sys, tempfile
 import robustedge.cli  # as in torchrun's agent
 from robustedge.commands.forked import ForkedRank
 out = {}
@@ -114,13 +115,18 @@ for argv in (["--version"], ["no-such-command"]):
         code = rank.wait()
         o.seek(0); e.seek(0)
         out[argv[0]] = [code, rank.poll(), o.read(), e.read()]
+with tempfile.TemporaryDirectory() as d, open(os.devnull, "w") as null:
+    rank = ForkedRank(["train", "--epochs", "1000", "--out", d], {"PATH": "/usr/bin"}, null, null)
+    os.killpg(rank.pid, signal.SIGTERM)  # at once, as torchrun may: its group exists already
+    out["term"] = rank.wait()
 print(json.dumps(out))
 """
 
 
 def test_a_forked_rank_exits_as_its_interpreter_would():
     """ForkedRank (in place of Popen) gives `python -m robustedge.cli ARGS`'s exit status and
-    output on the files it was given; poll() keeps the status after wait()."""
+    output on the files it was given; poll() keeps the status after wait(); its process group
+    exists when it returns, and SIGTERM ends the rank as it ends a new interpreter."""
     from robustedge.commands.forked import rank_argv
 
     proc = subprocess.run([sys.executable, "-c", RANK_CODE], capture_output=True, text=True)
@@ -130,6 +136,7 @@ def test_a_forked_rank_exits_as_its_interpreter_would():
     assert (code, polled, err) == (0, 0, "") and out.startswith("robustedge, version ")
     code, polled, out, err = got["no-such-command"]
     assert (code, polled, out) == (2, 2, "") and "No such command 'no-such-command'" in err
+    assert got["term"] == -signal.SIGTERM
     # only robustedge's own rank command is forked; torchrun keeps Popen for any other
     assert rank_argv(sys.executable, ("-u", "-m", "robustedge.cli", "train")) == ["train"]
     assert rank_argv(sys.executable, ("-u", "-m", "json.tool")) is None

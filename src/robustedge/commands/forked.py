@@ -95,9 +95,21 @@ class ForkedRank:
         sys.stderr.flush()
         self.args = argv
         self.returncode: Optional[int] = None
+        ready, started = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the rank: never returns
-            _become_rank(argv, env, stdout, stderr)
+            try:
+                os.close(ready)
+                _default_signals()
+                os.setsid()  # as Popen(start_new_session=True): torchrun stops ranks by group
+                os.write(started, b"1")
+                os.close(started)
+                _become_rank(argv, env, stdout, stderr)
+            finally:
+                os._exit(1)  # never back into the agent's code
+        os.close(started)
+        os.read(ready, 1)  # the group exists before torchrun may signal it (as Popen waits)
+        os.close(ready)
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -118,14 +130,17 @@ class ForkedRank:
         return self.returncode
 
 
+def _default_signals() -> None:
+    """A new interpreter's handlers for the signals torchrun's agent handles itself."""
+    for sig in AGENT_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _become_rank(
     argv: List[str], env: Dict[str, str], stdout: Optional[IO], stderr: Optional[IO]
 ) -> NoReturn:
     gc.freeze()  # the agent's objects (its store, its threads' state) are never collected here
-    os.setsid()  # as Popen(start_new_session=True): torchrun stops a rank by its group
-    for sig in AGENT_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     for fd, target in ((1, stdout), (2, stderr)):
         if target is not None:
             os.dup2(target.fileno(), fd)
