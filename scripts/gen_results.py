@@ -174,6 +174,7 @@ SECTIONS: List[Section] = [
             "tradeoff_b64.json",
             "tradeoff_square.json",
             "tradeoff_harp.json",
+            "tradeoff_structured.json",
             "compression_steps.json",
             "compression_admm_warm_digits.json",
             "compression_push90.json",
