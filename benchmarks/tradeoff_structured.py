@@ -230,7 +230,7 @@ def run(args, name: str) -> Path:
 
 
 def _payload(args, teacher_row: Dict, cells: List[Dict], verdict: Dict) -> Dict[str, Any]:
-    skip = ("plot_only", "cache_roots", "deadline")
+    skip = ("plot_only", "cache_roots", "deadline", "sparsities", "cached_only")
     settings = {k: v for k, v in vars(args).items() if k not in skip}
     return {
         "benchmark": "tradeoff_structured",
@@ -272,6 +272,8 @@ def main(argv: Optional[List[str]] = None) -> Path:
         "--deadline", type=float, default=None, help="Unix time: start no new student after it."
     )
     args = ap.parse_args(argv)
+    if args.cached_only:
+        ap.error("--cached-only is for the unstructured rows (benchmarks/tradeoff.py)")
     for lv in args.levels:
         try:
             level_factor(lv)
