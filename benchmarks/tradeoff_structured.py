@@ -94,7 +94,10 @@ def request(args, teacher: Path, method: str, level: str, seed: int, teacher_mac
     as ``sparsity``: the budget search replaces it)."""
     factor = level_factor(level)
     cfg = tradeoff.build_config(args, teacher, method, 1.0 - 1.0 / factor, seed)
-    return dataclasses.replace(cfg, structured=True), f"macs={macs_limit(teacher_macs, factor)}"
+    budget = f"macs={macs_limit(teacher_macs, factor)}"
+    if getattr(args, "shape", None):  # else the budget's default shape
+        budget += f",shape={args.shape}"
+    return dataclasses.replace(cfg, structured=True), budget
 
 
 def train(cfg, budget: str, run: Path) -> None:
@@ -119,7 +122,8 @@ def run_cell(args, teacher: Path, method: str, level: str, seed: int, ctx: Dict)
 
     factor, tm = level_factor(level), ctx["teacher_macs"]
     cfg, budget = request(args, teacher, method, level, seed, tm)
-    run = ctx["root"] / f"{method}_{level}_e{args.epochs}+{args.finetune_epochs}_s{seed}"
+    shape = f"_{args.shape}" if getattr(args, "shape", None) else ""
+    run = ctx["root"] / f"{method}_{level}{shape}_e{args.epochs}+{args.finetune_epochs}_s{seed}"
     row: Dict[str, Any] = {"method": method, "level": level, "factor": factor, "seed": seed}
     row.update(budget=budget, teacher_macs=tm, run=str(run))
     try:
@@ -268,6 +272,12 @@ def main(argv: Optional[List[str]] = None) -> Path:
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), help="MACs levels, e.g. 2x 4x.")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--name", default="tradeoff_structured")
+    ap.add_argument(
+        "--shape",
+        default=None,
+        choices=["layers", "uniform"],
+        help="The MACs budget's shape (appended as ,shape=...) [default: the budget's own].",
+    )
     ap.add_argument(
         "--deadline", type=float, default=None, help="Unix time: start no new student after it."
     )

@@ -155,7 +155,8 @@ def tradeoff_structured(d: Json) -> List[str]:
         f"{s.get('seeds')}; batch {batches}. Teacher: clean {pct(t.get('clean'))}, worst "
         f"{pct(t.get('worst'))} ({t.get('n_test')} test images), {num(t.get('macs'))} MACs, "
         f"widths {_widths(t.get('widths') or {})}. Every student made by `compress "
-        "--structured --budget macs=L` with L = floor(teacher MACs / N); worst = "
+        f"--structured --budget macs=L{',shape=' + s['shape'] if s.get('shape') else ''}` "
+        "with L = floor(teacher MACs / N); worst = "
         f"{suite_text(d.get('suite', {}))}.",
         "",
     ]
