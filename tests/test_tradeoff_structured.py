@@ -60,19 +60,22 @@ def test_verdict_per_level_by_hand():
 
 def test_structured_mode_end_to_end(tmp_path, monkeypatch, small_digits):
     """A tiny run (LeNet-5 teacher of 1 epoch, 1 + 1 epochs, 192 training images): each
-    method's student at 2x has at most half the teacher's MACs (measured again here) and is
-    evaluated; at 100x (beyond what removing channels can reach) every student is marked
-    missed, with the reason, and no cell or verdict uses it."""
+    method's student at 2x (budget ``macs=floor(teacher / 2),shape=uniform``) has at most
+    half the teacher's MACs (measured again here) and is evaluated; at 100x (beyond what
+    removing channels can reach) every student is marked missed, with the reason, and no
+    cell or verdict uses it."""
     monkeypatch.setattr(_common, "RESULTS", tmp_path)
     monkeypatch.setattr(ts, "RESULTS", tmp_path)
     argv = ["--data", "npz", "--data-dir", small_digits, "--teacher-epochs", "1"]
     argv += ["--epochs", "1", "--finetune-epochs", "1", "--seeds", "0"]
-    argv += ["--levels", "2x", "100x", "--name", "structured_smoke"]
+    argv += ["--levels", "2x", "100x", "--name", "structured_smoke", "--shape", "uniform"]
     d = json.loads(ts.main(argv).read_text())
     tm = d["teacher"]["macs"]
     assert tm > 0 and d["teacher"]["widths"]
     met = {r["method"]: r for r in d["rows"]}
     assert set(met) == set(ts.METHODS) and all(r["level"] == "2x" for r in d["rows"])
+    assert d["settings"]["shape"] == "uniform"
+    assert all(r["budget"] == f"macs={tm // 2},shape=uniform" for r in d["rows"])
     from robustedge.models import count_macs, load_model
 
     for r in met.values():
