@@ -117,6 +117,7 @@ def run_cell(args, teacher: Path, method: str, level: str, seed: int, ctx: Dict)
     """One student at one level: trained, measured and (when it meets its level) evaluated
     with the suite. ``ctx``: ``root``, ``teacher_macs``, ``input_shape``. The row's
     ``level_met`` says whether it may be reported."""
+    from robustedge.config import FieldError
     from robustedge.errors import RobustEdgeError
     from robustedge.io import read_json
 
@@ -128,7 +129,7 @@ def run_cell(args, teacher: Path, method: str, level: str, seed: int, ctx: Dict)
     row.update(budget=budget, teacher_macs=tm, run=str(run))
     try:
         train(cfg, budget, run)
-    except RobustEdgeError as e:  # an unreachable budget is refused before training
+    except (RobustEdgeError, FieldError) as e:  # a budget or setting compress refuses
         return {**row, "level_met": False, "refused": str(e)}
     macs, w = measure(run, ctx["input_shape"])
     m = read_json(run / "metrics.json")
