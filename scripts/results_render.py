@@ -174,12 +174,19 @@ def tradeoff_structured(d: Json) -> List[str]:
     ]
     head = ["level", "method", "seeds", "worst", "clean", "student / teacher MACs", "widths"]
     lines += md_table(head, rows)
-    for key, what in (("missed", "missed its level (not reported)"), ("not_run", "not run")):
+    for key, what in (
+        ("missed", "not reported (refused, or over their level)"),
+        ("not_run", "not run"),
+    ):
         got = d.get(key) or []
         if got:
             lines += [
-                f"Students that {what}: "
-                + ", ".join(f"{r['method']} {r['level']} seed {r['seed']}" for r in got)
+                f"Students {what}: "
+                + ", ".join(
+                    f"{r['method']} {r['level']} seed {r['seed']}"
+                    + (" (refused)" if r.get("refused") else "")
+                    for r in got
+                )
                 + ".",
                 "",
             ]
