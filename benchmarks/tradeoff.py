@@ -20,6 +20,10 @@ unless stated):
   Wressnegger 2023: learned per-layer rates and scores, then the masked fine-tune; not in the
   default list, run with ``--methods default harp``).
 
+Structured students (2x / 4x fewer MACs, default vs structured magnitude and HARP, through
+``compress --structured --budget macs=...``): benchmarks/tradeoff_structured.py, the same
+protocol and statistics.
+
 The issue-12 targets are judged per sparsity against the best baseline (by mean worst-case
 accuracy): default minus best >= +1 point at 90 / 95 %, >= +2 at 99 %, and default clean no
 more than 1 point below the best baseline's clean. A gap is "resolved" only when both cells have

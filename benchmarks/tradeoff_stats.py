@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 BASELINES = ("admm", "hydra", "harp", "magnitude", "gmp", "gmp-plain")
 AT_BASELINES = ("admm", "hydra", "harp", "magnitude", "gmp")  # the baselines trained adversarially
@@ -22,17 +22,20 @@ def mean_std(xs: Sequence[Optional[float]]):
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def summarize(rows: List[Dict], methods: Sequence[str], sparsities: Sequence[float]) -> List[Dict]:
-    """Mean and sample std over seeds per (method, sparsity) cell."""
+def summarize(
+    rows: List[Dict], methods: Sequence[str], sparsities: Sequence[Any], by: str = "sparsity"
+) -> List[Dict]:
+    """Mean and sample std over seeds per (method, sparsity) cell (``by``: the row key that
+    names the cell's level, e.g. ``"level"`` for the structured rows' MACs levels)."""
     cells = []
     for sp in sparsities:
         for method in methods:
-            at = [r for r in rows if r["method"] == method and r["sparsity"] == sp]
+            at = [r for r in rows if r["method"] == method and r[by] == sp]
             if not at:
                 continue
             cell = {
                 "method": method,
-                "sparsity": sp,
+                by: sp,
                 "n": len(at),
                 "seeds": [r["seed"] for r in at],
             }
@@ -42,11 +45,20 @@ def summarize(rows: List[Dict], methods: Sequence[str], sparsities: Sequence[flo
     return cells
 
 
-def judge(cells: List[Dict], sparsities: Sequence[float], key: str = "worst") -> Dict[str, Dict]:
-    """Issue 12's targets per sparsity: default vs the best baseline (mean ``key``)."""
+def judge(
+    cells: List[Dict],
+    sparsities: Sequence[Any],
+    key: str = "worst",
+    targets: Optional[Dict[Any, float]] = None,
+    by: str = "sparsity",
+) -> Dict[str, Dict]:
+    """Issue 12's targets per sparsity: default vs the best baseline (mean ``key``);
+    ``targets`` (default :data:`TARGET_GAIN`) maps each level (``by`` in the cells) to the
+    points the default must gain."""
+    targets = TARGET_GAIN if targets is None else targets
     out = {}
     for sp in sparsities:
-        at = {c["method"]: c for c in cells if c["sparsity"] == sp}
+        at = {c["method"]: c for c in cells if c[by] == sp}
         base = [at[b] for b in BASELINES if b in at]
         if "default" not in at or not base:
             continue
@@ -57,8 +69,8 @@ def judge(cells: List[Dict], sparsities: Sequence[float], key: str = "worst") ->
         best_clean = max(c["clean"] for c in base)
         clean_gap = 100 * (d["clean"] - best_clean)
         at_clean = max((c["clean"] for c in base if c["method"] in AT_BASELINES), default=None)
-        need = TARGET_GAIN.get(round(sp, 4))
-        out[f"{sp:g}"] = {
+        need = targets.get(sp if isinstance(sp, str) else round(sp, 4))
+        out[sp if isinstance(sp, str) else f"{sp:g}"] = {
             "metric": key,
             "best_baseline": best["method"],
             "default": 100 * d[key],

@@ -174,6 +174,8 @@ SECTIONS: List[Section] = [
             "tradeoff_b64.json",
             "tradeoff_square.json",
             "tradeoff_harp.json",
+            "tradeoff_structured.json",
+            "tradeoff_structured_layers.json",
             "compression_steps.json",
             "compression_admm_warm_digits.json",
             "compression_push90.json",
