@@ -230,3 +230,22 @@ def test_the_flash_estimate_is_recalibrated_on_the_structure_found():
     assert found.channel_sparsity < first.channel_sparsity  # wider, in the same budget
     assert s.measure(structure_of(model, SHAPE, found)) == found.value <= 5.0 * 0.97
     assert s.record(found, found.value, [])["calibration"] == s.calibrated
+
+
+def test_a_method_that_learns_its_own_rates_is_refused_per_layer_widths_before_the_search(
+    tmp_path, cli
+):
+    """HARP learns each layer's rate, so `shape=layers` (searched per-layer widths) contradicts
+    it: refused in one line before the teacher is even read (here it does not exist), not
+    after minutes of width search; `shape=uniform` gets past that check to the teacher."""
+    missing = tmp_path / "no-teacher"
+    cfg = CompressConfig(teacher=str(missing), method="harp", structured=True)
+    with pytest.raises(ValueError, match="HARP learns each layer's rate"):
+        compress_to_budget(cfg, Budget("macs", 1000.0, shape="layers"), tmp_path / "s")
+    with pytest.raises(Exception, match="no-teacher") as uniform:
+        compress_to_budget(cfg, Budget("macs", 1000.0, shape="uniform"), tmp_path / "s")
+    assert "HARP" not in str(uniform.value)
+    args = ["compress", "--teacher", str(missing), "--method", "harp", "--structured"]
+    r = cli(*args, "--budget", "macs=1000,shape=layers", "--out", str(tmp_path / "c"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "HARP learns each layer's rate" in r.stderr

@@ -23,7 +23,7 @@ from robustedge.compress.budget.shape import (
     recovery_batch,
     sensitivity_batch,
 )
-from robustedge.compress.budget.spec import AnyBudget, JointBudget
+from robustedge.compress.budget.spec import AnyBudget, JointBudget, Shape
 from robustedge.compress.budget.strategies import (
     BudgetStrategy,
     FlashStrategy,
@@ -73,6 +73,10 @@ def compress_to_budget(
         able = " or ".join(m for m, p in PRUNERS.items() if p.structured)
         raise RobustEdgeError(
             f"--budget trains a structured student: use --method {able}, not {cfg.method}"
+        )
+    if budget.shape == Shape.LAYERS:  # the method's own refusal, before minutes of search
+        dataclasses.replace(
+            cfg, structured=True, scope=Scope.LAYER, layer_sparsity={"any layer": cfg.sparsity}
         )
     model, spec, t_cfg, data = load_teacher(cfg)
     data_dir = cfg.data_dir if cfg.data else (cfg.data_dir or t_cfg.get("data_dir"))
