@@ -188,6 +188,7 @@ SECTIONS: List[Section] = [
         "Compression trade-off (16x16 synthetic)",
         [
             "tradeoff_synthetic.json",
+            "tradeoff_structured_synthetic.json",
             "compression_steps_synthetic.json",
             "compression_synthetic_levers.json",
             "compression_warm_length_synthetic.json",
