@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -74,6 +75,17 @@ def loadavg() -> List[float]:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except (OSError, ValueError):
         return []
+
+
+def commit() -> str:
+    """The checkout's short commit hash ("" outside a git checkout)."""
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
 
 
 def jsonable(o: Any) -> Any:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import commit  # noqa: E402
 from bug_catalog import ALGORITHMS, Bug  # noqa: E402
 from bug_catalog_edges import EDGES  # noqa: E402
 from bug_catalog_more import MORE  # noqa: E402
@@ -168,12 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for b in bugs:
             print(f"{b.name:32s} {b.cls:10s} {b.file:32s} {b.what}")
         return 0
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     meta = {
         "what": "realistic planted bugs, one at a time, each against its related tests",
-        "commit": commit + (" + working tree" if args.worktree else ""),
+        "commit": commit() + (" + working tree" if args.worktree else ""),
         "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}",
         "load_before": load_avg(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

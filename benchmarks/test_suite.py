@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import commit as short_commit  # noqa: E402
 from _common import hardware, loadavg, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,9 +87,9 @@ def run(workers: int, extra: List[str]) -> Dict[str, object]:
 
 
 def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True)
+    """The short commit hash, ``-dirty`` when the working tree differs from it."""
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True)
-    return out.stdout.decode().strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return short_commit() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def main() -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -41,7 +40,7 @@ from typing import Any, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tradeoff  # noqa: E402
-from _common import RESULTS, hardware, table, write_result  # noqa: E402
+from _common import RESULTS, commit, hardware, loadavg, table, write_result  # noqa: E402
 from tradeoff_stats import judge, summarize  # noqa: E402
 
 # names of benchmarks/tradeoff.py's METHODS (their overrides), each made --structured
@@ -240,8 +239,8 @@ def _payload(args, teacher_row: Dict, cells: List[Dict], verdict: Dict) -> Dict[
     return {
         "benchmark": "tradeoff_structured",
         "hardware": hardware(),
-        "commit": _commit(),
-        "loadavg": list(os.getloadavg()),  # the 2-core VM is shared with other jobs
+        "commit": commit() or None,
+        "loadavg": loadavg(),  # the 2-core VM is shared with other jobs
         "settings": settings,
         "methods": {m: METHODS[m] for m in args.methods},
         "budget": "macs=floor(teacher MACs / N) through compress_student (--budget)",
@@ -254,18 +253,6 @@ def _payload(args, teacher_row: Dict, cells: List[Dict], verdict: Dict) -> Dict[
         "evaluations not included. Rows whose student misses its level are in 'missed', "
         "never in a cell.",
     }
-
-
-def _commit() -> Optional[str]:
-    import subprocess
-
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=Path(__file__).resolve().parent,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip() or None
 
 
 def main(argv: Optional[List[str]] = None) -> Path:
