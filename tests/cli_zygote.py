@@ -18,23 +18,20 @@ Protocol on the zygote's stdin / stdout: one JSON request per line, answered by 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
 from typing import List
 
+from robustedge.commands.forked import path_as_python_m
 from robustedge.commands.forked import run_as_main as finish  # the exit as `python -m` gives
 
 
 def _child(req: dict) -> None:
     """Become the command: never returns."""
     files = (req["out"], req["err"])
-    extra = take_caller(
-        req, [os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for f in files]
-    )
-    sys.path[:1] = [os.getcwd(), *extra]  # as `python -m`
-    importlib.invalidate_caches()
+    take_caller(req, [os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) for f in files])
+    path_as_python_m(req["env"].get("PYTHONPATH", ""))
     run_main(req["argv"])
 
 

@@ -76,6 +76,14 @@ def fresh_streams() -> None:
     root.setLevel(logging.WARNING)
 
 
+def path_as_python_m(pythonpath: str) -> None:
+    """``sys.path`` as ``python -m`` starts with it, in this folder: the folder first, then
+    the ``pythonpath`` entries not on it yet."""
+    extra = [p for p in pythonpath.split(os.pathsep) if p and p not in sys.path]
+    sys.path[:1] = [os.getcwd(), *extra]
+    importlib.invalidate_caches()
+
+
 def rank_argv(entrypoint: str, args: Tuple[str, ...]) -> Optional[List[str]]:
     """The command line of a robustedge rank (``python -u -m robustedge.cli ARGS``), or None
     for any other command."""
@@ -147,10 +155,7 @@ def _become_rank(
     fresh_streams()
     os.environ.clear()
     os.environ.update(env)
-    # sys.path as `python -m`: the working folder first, then the rank's PYTHONPATH
-    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
-    sys.path[:1] = [os.getcwd(), *extra]
-    importlib.invalidate_caches()
+    path_as_python_m(env.get("PYTHONPATH", ""))
 
     def cli() -> None:  # `-m robustedge.cli ARGV`: the module runs as __main__
         sys.argv = [CLI_MODULE, *argv]
