@@ -50,6 +50,7 @@ NON_DEFAULT = {
         prox_pull=0.2,
         admm_warm=True,
         admm_rho=0.05,
+        layer_budget="taylor",
     ),
     "admm": dict(admm_rho=0.05),
     "hydra": dict(score_lr=0.1),
@@ -140,8 +141,10 @@ def test_an_old_flat_config_yaml_loads_for_every_method(tmp_path, method):
     cfg = CompressConfig.from_dict(old)
     assert cfg.method == method and cfg.options == PRUNERS[method].options()
     d = cfg.to_dict()
-    # today's form: the same values, fewer keys (layer_sparsity came later, at its default)
-    assert d == {**{k: old[k] for k in d if k != "layer_sparsity"}, "layer_sparsity": {}}
+    # today's form: the same values, fewer keys (these came later, at their defaults)
+    later = {"layer_sparsity": {}, "layer_budget": "ranked"}
+    assert d == {k: old.get(k, later.get(k)) for k in d}
+    assert set(d) - set(old) == set(later) & set(d)
     assert same_config(old, d)  # a checkpoint written before the split still resumes
     assert not same_config({**old, "seed": 1}, d)
 

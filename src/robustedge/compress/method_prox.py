@@ -27,7 +27,9 @@ on the clean batch (robust soft labels, ARD / RSLAD) instead of the student's ad
 example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.distill.KDTaskLoss`).
 ``admm_warm`` (with ``ramp_start`` > 0): the dense warm start carries ADMM's pull towards the
 target's top-k (:class:`~robustedge.compress.method_admm.ADMMWarmStart`), so the ramp starts
-from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`.
+from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`. ``layer_budget``
+(``fisher`` / ``taylor``): each layer's share of the kept weights is searched once when the ramp
+starts (:mod:`robustedge.compress.sensitivity`) and every projection keeps it.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Optional
+from typing import Callable, Dict, FrozenSet, Optional
 
 import torch
 
+from robustedge.compress import sensitivity
 from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
 from robustedge.compress.config import CompressConfig, MethodOptions, positive, register_method
 from robustedge.compress.distill import KDTaskLoss, RememberClean
@@ -74,6 +77,14 @@ class Penalty(str, enum.Enum):
     REWEIGHTED = "reweighted"
     L1 = "l1"
     L0 = "l0"
+
+
+class LayerBudget(str, enum.Enum):
+    """How prox shares the target's weights among layers (see ``ProxOptions.layer_budget``)."""
+
+    RANKED = "ranked"
+    FISHER = "fisher"
+    TAYLOR = "taylor"
 
 
 class LamSchedule(str, enum.Enum):
@@ -123,9 +134,21 @@ class ProxOptions(MethodOptions):
         "the training stays prox's. Two more weight-sized tensors (Z, U) in the phase.",
     )
     admm_rho: float = setting(default_of(AdmmOptions, "admm_rho"), help=RHO_HELP)
+    layer_budget: LayerBudget = setting(
+        LayerBudget.RANKED,
+        help="Each layer's share of the kept weights: what the --scope ranking of the iterate "
+        "gives at every projection (ranked), or fixed when the ramp starts by a robust saliency "
+        "search on 512 PGD-attacked training images, pruned in 8 rounds (fisher: OBD's "
+        "E[g^2] w^2 / 2; taylor: |E[g] w|). Measured: neither wins on every data set "
+        "(docs/compression-diagnosis.md section 10).",
+    )
 
     def __post_init__(self) -> None:
-        for key, cls in (("penalty", Penalty), ("lam_schedule", LamSchedule)):
+        for key, cls in (
+            ("penalty", Penalty),
+            ("lam_schedule", LamSchedule),
+            ("layer_budget", LayerBudget),
+        ):
             try:
                 object.__setattr__(self, key, cls(getattr(self, key)))
             except ValueError:
@@ -147,6 +170,14 @@ class ProxOptions(MethodOptions):
     def check(self, cfg: CompressConfig) -> None:
         if self.admm_warm and (self.ramp_start <= 0 or cfg.structured):
             raise FieldError("admm_warm", "admm_warm needs ramp_start > 0 and unstructured pruning")
+        if self.layer_budget is not LayerBudget.RANKED and (
+            cfg.structured or cfg.scope.value != "global"
+        ):
+            raise FieldError(
+                "layer_budget",
+                "a searched layer_budget sets each layer's share itself: it needs unstructured "
+                "pruning and scope global",
+            )
 
     def unused(self) -> FrozenSet[str]:
         return frozenset() if self.admm_warm else frozenset({"admm_rho"})
@@ -169,6 +200,18 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     step = ProxStep(cfg, params, optimizer, start, ramp)
     lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
+    if opts.layer_budget is not LayerBudget.RANKED:
+        step.search = lambda model: sensitivity.search(
+            model,
+            params,
+            ctx.batches(0),
+            ctx.device,
+            cfg.sparsity,
+            _probe_eps(cfg),
+            cfg.steps,
+            opts.layer_budget.value,
+        )
+        ctx.keep_state("prox_budgets", step.budget_state, step.load_budgets)
     warm = (
         ADMMWarmStart(ctx, start, start // ctx.steps_per_epoch, clock) if opts.admm_warm else None
     )
@@ -191,14 +234,19 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
         with torch.no_grad():
             for n, p in params.items():
                 p.add_(residual[n])
-    masks = topk_masks(
-        {n: p.detach().abs() for n, p in params.items()}, cfg.sparsity, cfg.scope.value
-    )
+    masks = step.masks(cfg.sparsity)
     apply_masks(params, masks)
     logger.info("prox reached sparsity %.4f (lam %.3g), projected", reached, lam.lam)
-    return PruneOutcome(
-        masks, cfg.finetune_epochs, {"prox_sparsity": reached, "final_lam": lam.lam}
-    )
+    notes: Dict[str, object] = {"prox_sparsity": reached, "final_lam": lam.lam}
+    if step.budgets is not None:
+        notes["layer_budgets"] = dict(step.budgets)
+        notes["sensitivity"] = step.report
+    return PruneOutcome(masks, cfg.finetune_epochs, notes)
+
+
+def _probe_eps(cfg: CompressConfig) -> float:
+    """The sensitivity probe attacks at the training eps (clean losses without an adversary)."""
+    return 0.0 if cfg.adversary == "none" else float(cfg.eps)
 
 
 class ProxStep:
@@ -215,12 +263,32 @@ class ProxStep:
         # lazy prox: residual = dense iterate minus its projection (what the projection removed)
         lazy = self.opts.lazy_prox
         self.residual = {n: torch.zeros_like(p) for n, p in params.items()} if lazy else {}
+        # a searched layer_budget: search(model) -> (per-layer sparsities, report), run once
+        # when the ramp starts; the projections then keep those shares
+        self.search: Optional[Callable] = None
+        self.budgets: Optional[Dict[str, float]] = None
+        self.report: Dict[str, object] = {}
+
+    def budget_state(self) -> Optional[Dict[str, object]]:
+        return None if self.budgets is None else {"budgets": self.budgets, "report": self.report}
+
+    def load_budgets(self, state: Optional[Dict[str, object]]) -> None:
+        if state is not None:
+            self.budgets, self.report = state["budgets"], state["report"]  # type: ignore
+
+    def masks(self, wanted: float) -> Dict[str, torch.Tensor]:
+        """Top-k masks of the weights at sparsity ``wanted``: per layer at the searched
+        budgets' shares when there are some, else ranked by ``scope``."""
+        scores = {n: p.detach().abs() for n, p in self.params.items()}
+        if self.budgets is not None:
+            share = wanted / self.cfg.sparsity if self.cfg.sparsity > 0 else 0.0
+            return sensitivity.budget_masks(scores, self.budgets, share)
+        return topk_masks(scores, wanted, self.cfg.scope.value)
 
     def project(self, wanted: float) -> None:
         """Top-k projection onto sparsity ``wanted`` (the residual keeps what it removed)."""
         params, residual = self.params, self.residual
-        scores = {n: p.detach().abs() for n, p in params.items()}
-        masks = topk_masks(scores, wanted, self.cfg.scope.value)
+        masks = self.masks(wanted)
         if residual:
             with torch.no_grad():
                 for n, p in params.items():
@@ -236,6 +304,9 @@ class ProxStep:
             with torch.no_grad():
                 for n, p in params.items():
                     p.add_(residual[n])
+        if self.search is not None and self.budgets is None:  # the ramp starts: search once
+            self.budgets, self.report = self.search(model)
+            logger.info("prox layer budgets (sensitivity): %s", self.budgets)
         if opts.penalty == "l0":  # prox of the L0-ball indicator: top-k projection on the ramp
             lam.t += 1
             self.project(cubic_ramp(lam.t, self.ramp, self.cfg.sparsity))
