@@ -179,6 +179,7 @@ SECTIONS: List[Section] = [
             "compression_steps.json",
             "compression_admm_warm_digits.json",
             "compression_push90.json",
+            "compression_layer_budget.json",
         ],
         tradeoff,
         "`benchmarks/tradeoff.py`: every pruning method at three sparsities, several seeds, the "
@@ -192,6 +193,7 @@ SECTIONS: List[Section] = [
             "compression_steps_synthetic.json",
             "compression_synthetic_levers.json",
             "compression_warm_length_synthetic.json",
+            "compression_layer_budget_synthetic.json",
         ],
         tradeoff,
         "The same benchmark on the synthetic set (see docs/compression-diagnosis.md).",
