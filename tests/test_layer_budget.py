@@ -153,3 +153,28 @@ def test_the_search_ranks_the_survivors_of_the_pruned_model_again_in_every_round
     assert by_hand(3) != pytest.approx(by_hand(1))
     for n, p in params.items():
         assert torch.equal(p.detach(), before[n])
+
+
+def test_a_resumed_step_keeps_its_searched_budgets_and_does_not_search_again():
+    """The budgets are part of prox's checkpointed state: a step loaded from it projects at
+    those shares from its first ramp step on, and never calls the search (a second search on
+    the half-trained model would give other budgets)."""
+    from robustedge.compress.method_prox import ProxStep
+
+    cfg = CompressConfig.from_keys(teacher="t", sparsity=0.5, layer_budget="fisher")
+    lin = _linear()
+    params = {"weight": lin.weight}
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    first = ProxStep(cfg, params, opt, start=0, ramp=1)
+    calls = []
+    first.search = lambda model: calls.append(1) or ({"weight": 0.5}, {"saliency": "fisher"})
+    first(lin)
+    assert calls == [1] and first.budget_state() == {
+        "budgets": {"weight": 0.5},
+        "report": {"saliency": "fisher"},
+    }
+    again = ProxStep(cfg, params, opt, start=0, ramp=1)
+    again.search = lambda model: pytest.fail("searched again after a resume")
+    again.load_budgets(first.budget_state())
+    again(lin)
+    assert lin.weight.detach().flatten().tolist() == [0.0, 0.0, 3.0, 4.0]  # the 2 smallest cut
