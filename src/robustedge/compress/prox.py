@@ -106,15 +106,23 @@ def erk_keep_counts(shapes: Mapping[str, Sequence[int]], sparsity: float) -> Dic
             break
         dense |= over
     want = {n: float(sizes[n]) if n in dense else eps * raw[n] * sizes[n] for n in sizes}
-    keep = {n: min(sizes[n], int(math.floor(v))) for n, v in want.items()}
-    short = budget - sum(keep.values())
-    for n in sorted(sizes, key=lambda n: want[n] - keep[n], reverse=True):
+    return largest_remainders(want, budget, sizes)
+
+
+def largest_remainders(
+    want: Mapping[str, float], total: int, cap: Mapping[str, int]
+) -> Dict[str, int]:
+    """Integer counts near ``want`` that sum to ``total`` (as far as the caps allow): each
+    floored (at most ``cap``), then one more for the largest remainders first."""
+    out = {n: min(cap[n], int(math.floor(v))) for n, v in want.items()}
+    short = total - sum(out.values())
+    for n in sorted(want, key=lambda n: want[n] - out[n], reverse=True):
         if short <= 0:
             break
-        if keep[n] < sizes[n]:
-            keep[n] += 1
+        if out[n] < cap[n]:
+            out[n] += 1
             short -= 1
-    return keep
+    return out
 
 
 def project_topk(

@@ -16,7 +16,6 @@ budgets.
 
 from __future__ import annotations
 
-import math
 from typing import Dict, Iterable, Mapping, Sequence, Tuple
 
 import torch
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from robustedge import distributed
 from robustedge.attacks import PGD
-from robustedge.compress.prox import topk_mask, topk_masks
+from robustedge.compress.prox import largest_remainders, topk_mask, topk_masks
 
 PROBE_IMAGES = 512  # training images the saliencies are measured on (all ranks together)
 ROUNDS = 8  # the search prunes in this many rounds, ranking the survivors again in each
@@ -72,12 +71,12 @@ def saliencies(
             n_img += len(y)
     finally:
         model.train(was_training)
-    flat = distributed.all_sum([float(n_img)])[0]
+    total = distributed.all_sum([float(n_img)])[0]
     summed = distributed.average_tensors(list(acc.values()))  # mean over ranks of the sums
     size = distributed.world().size
     out = {}
     for (n, p), a in zip(params.items(), summed):
-        mean = a * size / flat
+        mean = a * size / total
         w = p.detach()
         out[n] = 0.5 * mean * w * w if kind == "fisher" else (mean * w).abs()
     return out
@@ -109,16 +108,18 @@ def search(
                 n: torch.where(masks[n], v, torch.full_like(v, -1.0)) for n, v in scores.items()
             }
             masks = topk_masks(alive, s, "global")
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(keep[n] * masks[n])
+            _set(params, {n: keep[n] * masks[n] for n in params})
     finally:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(keep[n])
+        _set(params, keep)
     budgets = {n: 1.0 - float(m.float().mean()) for n, m in masks.items()}
     report = {"saliency": kind, "probe_images": sum(len(y) for _, y in probe), "rounds": rounds}
     return budgets, report
+
+
+def _set(params: Mapping[str, nn.Parameter], values: Mapping[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(values[n])
 
 
 def round_sparsities(sparsity: float, rounds: int):
@@ -135,8 +136,5 @@ def budget_masks(
     ``round(share * sum(budgets[n] * size_n))``."""
     sizes = {n: s.numel() for n, s in scores.items()}
     want = {n: budgets[n] * share * sizes[n] for n in sizes}
-    cut = {n: int(math.floor(w)) for n, w in want.items()}
-    short = int(round(sum(want.values()))) - sum(cut.values())
-    for n in sorted(sizes, key=lambda n: want[n] - cut[n], reverse=True)[: max(0, short)]:
-        cut[n] += 1
-    return {n: topk_mask(s, sizes[n] - min(cut[n], sizes[n])) for n, s in scores.items()}
+    cut = largest_remainders(want, int(round(sum(want.values()))), sizes)
+    return {n: topk_mask(s, sizes[n] - cut[n]) for n, s in scores.items()}
