@@ -5,7 +5,6 @@ every layer on its searched budget and the total on the target."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,6 @@ import torch.nn as nn
 
 from robustedge.compress import CompressConfig, compress_run, read_masks
 from robustedge.compress.sensitivity import budget_masks, round_sparsities, saliencies
-from robustedge.training.config import TrainConfig
-from robustedge.training.run import train_run
 
 
 def _linear():
@@ -84,18 +81,11 @@ def test_a_searched_budget_is_refused_where_something_else_sets_the_shares(kw, w
         CompressConfig.from_keys(teacher="t", layer_budget="hessian")
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    train_run(TrainConfig(model="tiny", adversary="none", epochs=3, lr=1e-2), out)
-    return out
-
-
-def test_a_fisher_budget_run_keeps_every_layer_at_its_searched_share(teacher, tmp_path):
+def test_a_fisher_budget_run_keeps_every_layer_at_its_searched_share(tiny_run, tmp_path):
     """The run records the budgets it searched (the weights they cut are the target's); the final
     masks cut each layer to its budget (to one weight) and the total to the target exactly."""
     cfg = CompressConfig.from_keys(
-        teacher=str(teacher),
+        teacher=str(tiny_run),
         sparsity=0.8,
         layer_budget="fisher",
         include_first=True,  # the tiny model's every layer: more than one to share among
