@@ -78,15 +78,8 @@ def tradeoff(name: str, d: Json) -> List[str]:
     """A tradeoff-style grid: sparsity x method, worst case ± std / clean, over the seeds."""
     if d.get("benchmark") == "tradeoff_structured":
         return tradeoff_structured(d)
-    s, t = d.get("settings", {}), d.get("teacher", {})
-    batches = sorted({r.get("batch_size") for r in d.get("rows", []) if r.get("batch_size")})
     lines = [
-        f"Data `{s.get('data')}`; {s.get('epochs')} pruning + {s.get('finetune_epochs')} "
-        f"fine-tune epochs; PGD-{s.get('steps')} training at eps {s.get('eps')}; seeds "
-        f"{s.get('seeds')}" + (f"; batch {batches}" if batches else "") + ". "
-        f"Teacher: clean {pct(t.get('clean'))}, worst {pct(t.get('worst'))} "
-        f"({t.get('n_test')} test images). Cells: worst ± std / clean, %; worst = "
-        f"{suite_text(d.get('suite', {}))}.",
+        f"{_protocol(d)}. Cells: worst ± std / clean, %; worst = {suite_text(d.get('suite', {}))}.",
         "",
     ]
     cells = d.get("cells", [])
@@ -114,6 +107,20 @@ def tradeoff(name: str, d: Json) -> List[str]:
         )
         lines.append("")
     return lines + tradeoff_targets(d)
+
+
+def _protocol(d: Json) -> str:
+    """The trade-off protocol and teacher of a result, one sentence and a clause: data, epochs,
+    training adversary, seeds, batch; the teacher's clean and worst case."""
+    s, t = d.get("settings", {}), d.get("teacher", {})
+    batches = sorted({r.get("batch_size") for r in d.get("rows", []) if r.get("batch_size")})
+    return (
+        f"Data `{s.get('data')}`; {s.get('epochs')} pruning + {s.get('finetune_epochs')} "
+        f"fine-tune epochs; PGD-{s.get('steps')} training at eps {s.get('eps')}; seeds "
+        f"{s.get('seeds')}" + (f"; batch {batches}" if batches else "") + ". "
+        f"Teacher: clean {pct(t.get('clean'))}, worst {pct(t.get('worst'))} "
+        f"({t.get('n_test')} test images)"
+    )
 
 
 def tradeoff_targets(d: Json, level: str = "sparsity", resolved: bool = False) -> List[str]:
@@ -148,12 +155,8 @@ def tradeoff_structured(d: Json) -> List[str]:
     """benchmarks/tradeoff_structured.py: level x method, worst ± std / clean ± std, the
     students' MACs ratios and widths; students that missed their level and cells not run."""
     s, t = d.get("settings", {}), d.get("teacher", {})
-    batches = sorted({r.get("batch_size") for r in d.get("rows", []) if r.get("batch_size")})
     lines = [
-        f"Data `{s.get('data')}`; {s.get('epochs')} pruning + {s.get('finetune_epochs')} "
-        f"fine-tune epochs; PGD-{s.get('steps')} training at eps {s.get('eps')}; seeds "
-        f"{s.get('seeds')}; batch {batches}. Teacher: clean {pct(t.get('clean'))}, worst "
-        f"{pct(t.get('worst'))} ({t.get('n_test')} test images), {num(t.get('macs'))} MACs, "
+        f"{_protocol(d)}, {num(t.get('macs'))} MACs, "
         f"widths {_widths(t.get('widths') or {})}. Every student made by `compress "
         f"--structured --budget macs=L{',shape=' + s['shape'] if s.get('shape') else ''}` "
         "with L = floor(teacher MACs / N); worst = "
