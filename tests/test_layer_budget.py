@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from robustedge.compress import CompressConfig, compress_run, read_masks
-from robustedge.compress.sensitivity import budget_masks, round_sparsities, saliencies
+from robustedge.compress.saliency import budget_masks, round_sparsities, saliencies
 
 
 def _linear():
@@ -116,7 +116,7 @@ def test_the_search_ranks_the_survivors_of_the_pruned_model_again_in_every_round
     one-shot pruning (the test would not see a search that skipped the re-ranking). The
     weights are restored afterwards."""
     from robustedge.compress.prox import topk_masks
-    from robustedge.compress.sensitivity import search
+    from robustedge.compress.saliency import search
 
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))

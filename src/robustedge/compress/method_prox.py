@@ -29,7 +29,7 @@ example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.dist
 target's top-k (:class:`~robustedge.compress.method_admm.ADMMWarmStart`), so the ramp starts
 from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`. ``layer_budget``
 (``fisher`` / ``taylor``): each layer's share of the kept weights is searched once when the ramp
-starts (:mod:`robustedge.compress.sensitivity`) and every projection keeps it.
+starts (:mod:`robustedge.compress.saliency`) and every projection keeps it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Callable, Dict, FrozenSet, Optional
 
 import torch
 
-from robustedge.compress import sensitivity
+from robustedge.compress import saliency
 from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
 from robustedge.compress.config import CompressConfig, MethodOptions, positive, register_method
 from robustedge.compress.distill import KDTaskLoss, RememberClean
@@ -201,7 +201,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
     if opts.layer_budget is not LayerBudget.RANKED:
-        step.search = lambda model: sensitivity.search(
+        step.search = lambda model: saliency.search(
             model,
             params,
             ctx.batches(0),
@@ -245,7 +245,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
 
 
 def _probe_eps(cfg: CompressConfig) -> float:
-    """The sensitivity probe attacks at the training eps (clean losses without an adversary)."""
+    """The saliency probe attacks at the training eps (clean losses without an adversary)."""
     return 0.0 if cfg.adversary == "none" else float(cfg.eps)
 
 
@@ -282,7 +282,7 @@ class ProxStep:
         scores = {n: p.detach().abs() for n, p in self.params.items()}
         if self.budgets is not None:
             share = wanted / self.cfg.sparsity if self.cfg.sparsity > 0 else 0.0
-            return sensitivity.budget_masks(scores, self.budgets, share)
+            return saliency.budget_masks(scores, self.budgets, share)
         return topk_masks(scores, wanted, self.cfg.scope.value)
 
     def project(self, wanted: float) -> None:
