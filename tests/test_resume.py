@@ -138,6 +138,10 @@ def compress_cfg(teacher: Path, data: str, method: str, finetune: int, extra=Non
 # and their sparsity targets depend on the restored step counter
 GMP_TURNS = {"gmp_frequency": 5}
 
+# prox with searched per-layer budgets: the search runs at the ramp's first step (epoch 0); the
+# resumed run must take the budgets from the checkpoint, not search again on other weights
+FISHER = {"layer_budget": "fisher"}
+
 
 def compress_args(
     teacher: Path, data: str, method: str, finetune: int, out: Path, extra=None
@@ -183,11 +187,12 @@ def compress_args(
         ("prox", 2, "finetune", None),  # killed in the fine-tune: the pruning phase not redone
         ("prox", 1, "prox", ADMM_WARM),  # killed inside the ADMM-pulled warm start
         ("gmp", 1, "gmp", GMP_TURNS),
+        ("prox", 1, "prox", FISHER),
     ],
-    ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm", "gmp"],
+    ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm", "gmp", "prox-fisher"],
 )
 def test_compress_resumed_after_kill_equals_uninterrupted(
-    tiny_run, small_digits, cli, tmp_path, method, finetune, phase, extra
+    tiny_run, small_digits, cli, tmp_path, caplog, method, finetune, phase, extra
 ):
     cfg = compress_cfg(tiny_run, small_digits, method, finetune, extra)
     full = compress_run(cfg, tmp_path / "full", eval_attacks=("fgsm",))
@@ -205,13 +210,18 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
 
         layers = len(prunable_params(load_model(tiny_run)[0]))
         assert len(state["method_state"]) == 3 * layers
+    if extra == FISHER:  # searched before the kill, kept by the checkpoint
+        assert state["extra_state"]["prox_budgets"]["budgets"] == full["notes"]["layer_budgets"]
     assert not (part / "model.safetensors").exists()
     if phase == "finetune":  # through the command line: `compress ... --resume`
         call = cli.start([*args, "--resume"])
         assert call.wait() == 0, call.stderr()
         resumed = json.loads((part / "metrics.json").read_text())
     else:
-        resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
+        with caplog.at_level("INFO", logger="robustedge"):
+            resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
+    if extra == FISHER:  # a search on the resumed weights could pick the same budgets by chance
+        assert "layer budgets (fisher search)" not in caplog.text
     same_weights(tmp_path / "full", part)
     fm = load_file(str(tmp_path / "full" / "masks.safetensors"))
     pm = load_file(str(part / "masks.safetensors"))
