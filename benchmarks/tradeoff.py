@@ -56,12 +56,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ensure_trained, hardware, table, write_result  # noqa: E402
 from tradeoff_stats import judge, plot, summarize  # noqa: E402
 
-# paper 1's prox (the default before issue 12's diagnosis)
-PAPER1 = {"penalty": "reweighted", "lazy_prox": False, "kd_temp": 4.0, "kd_target": "adv"}
+# paper 1's prox (the default before issue 12's diagnosis; its layers ranked globally)
+PAPER1 = {
+    "penalty": "reweighted",
+    "lazy_prox": False,
+    "kd_temp": 4.0,
+    "kd_target": "adv",
+    "layer_budget": "ranked",
+}
 # name -> CompressConfig overrides on top of the shared setting (teacher, sparsity, seed,
 # epochs, adversary pgd, eps, steps)
 METHODS: Dict[str, Dict[str, Any]] = {
     "default": {"method": "prox"},
+    # the default until issue 24 made it search its per-layer budgets (fisher)
+    "prox-ranked": {"method": "prox", "layer_budget": "ranked"},
     "prox": {"method": "prox", **PAPER1},
     "prox-T1": {"method": "prox", **PAPER1, "kd_temp": 1.0},
     "prox-noKD": {"method": "prox", **PAPER1, "kd_alpha": 0.0},
@@ -89,6 +97,7 @@ LEGACY = {
     "gmp_end_step": None,
     "gmp_frequency": 100,
     "gmp_power": 3.0,
+    "layer_budget": "ranked",
 }
 
 
@@ -252,6 +261,7 @@ def run_cell(
         "achieved": m["sparsity"]["global"],
         "nonzero": m["nonzero_params"],
         "layers": {k: round(v["sparsity"], 4) for k, v in m["sparsity"]["layers"].items()},
+        "layer_budget": m.get("notes", {}).get("layer_budget"),  # prox's, as it ran
         "seconds": m.get("seconds"),
         "batch_size": cfg.batch_size,
         "run": str(run),

@@ -82,6 +82,7 @@ class Penalty(str, enum.Enum):
 class LayerBudget(str, enum.Enum):
     """How prox shares the target's weights among layers (see ``ProxOptions.layer_budget``)."""
 
+    AUTO = "auto"
     RANKED = "ranked"
     FISHER = "fisher"
     TAYLOR = "taylor"
@@ -135,11 +136,13 @@ class ProxOptions(MethodOptions):
     )
     admm_rho: float = setting(default_of(AdmmOptions, "admm_rho"), help=RHO_HELP)
     layer_budget: LayerBudget = setting(
-        LayerBudget.RANKED,
+        LayerBudget.AUTO,
         help="Each layer's share of the kept weights: what the --scope ranking of the iterate "
         "gives at every projection (ranked), or fixed when the ramp starts by a robust saliency "
         "search on 512 PGD-attacked training images, pruned in 8 rounds (fisher: OBD's "
-        "E[g^2] w^2 / 2; taylor: |E[g] w|). fisher matched or beat ranked in every cell "
+        "E[g^2] w^2 / 2; taylor: |E[g] w|). auto: fisher where it applies (unstructured, "
+        "--scope global, --lam-schedule ball, no --admm-warm), else ranked; metrics.json "
+        "notes.layer_budget says which ran. fisher matched or beat ranked in every cell "
         "measured (docs/compression-diagnosis.md section 10).",
     )
 
@@ -170,17 +173,34 @@ class ProxOptions(MethodOptions):
     def check(self, cfg: CompressConfig) -> None:
         if self.admm_warm and (self.ramp_start <= 0 or cfg.structured):
             raise FieldError("admm_warm", "admm_warm needs ramp_start > 0 and unstructured pruning")
-        if self.layer_budget is not LayerBudget.RANKED and (
-            cfg.structured or cfg.scope.value != "global"
+        if self.layer_budget in (LayerBudget.FISHER, LayerBudget.TAYLOR) and not _searchable(
+            self, cfg
         ):
             raise FieldError(
                 "layer_budget",
                 "a searched layer_budget sets each layer's share itself: it needs unstructured "
-                "pruning and scope global",
+                "pruning, scope global, lam_schedule ball and no admm_warm",
             )
+
+    def budget(self, cfg: CompressConfig) -> LayerBudget:
+        """The layer budget that runs: ``auto`` resolved (fisher where a search applies)."""
+        if self.layer_budget is not LayerBudget.AUTO:
+            return self.layer_budget
+        return LayerBudget.FISHER if _searchable(self, cfg) else LayerBudget.RANKED
 
     def unused(self) -> FrozenSet[str]:
         return frozenset() if self.admm_warm else frozenset({"admm_rho"})
+
+
+def _searchable(opts: ProxOptions, cfg: CompressConfig) -> bool:
+    """A searched budget applies: unstructured global pruning projected onto the ramp (the
+    ball schedule), and no ADMM warm start (which sets the budgets itself)."""
+    return (
+        not cfg.structured
+        and cfg.scope.value == "global"
+        and opts.lam_schedule is LamSchedule.BALL
+        and not opts.admm_warm
+    )
 
 
 @register_method("prox", options=ProxOptions, structured=True, defaults={"kd_alpha": 0.5})
@@ -200,7 +220,8 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     step = ProxStep(cfg, params, optimizer, start, ramp)
     lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
-    if opts.layer_budget is not LayerBudget.RANKED:
+    budget = opts.budget(cfg)
+    if budget is not LayerBudget.RANKED:
         step.search = lambda model: saliency.search(
             model,
             params,
@@ -209,7 +230,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
             cfg.sparsity,
             _probe_eps(cfg),
             cfg.steps,
-            opts.layer_budget.value,
+            budget.value,
         )
         ctx.keep_state("prox_budgets", step.budget_state, step.load_budgets)
     warm = (
@@ -237,7 +258,11 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     masks = step.masks(cfg.sparsity)
     apply_masks(params, masks)
     logger.info("prox reached sparsity %.4f (lam %.3g), projected", reached, lam.lam)
-    notes: Dict[str, object] = {"prox_sparsity": reached, "final_lam": lam.lam}
+    notes: Dict[str, object] = {
+        "prox_sparsity": reached,
+        "final_lam": lam.lam,
+        "layer_budget": budget.value,
+    }
     if step.budgets is not None:
         notes["layer_budgets"] = dict(step.budgets)
         notes["sensitivity"] = step.report
