@@ -10,15 +10,16 @@ Every cell is the mean and sample std over ``--seeds`` (the student's seed; one 
 
 Methods (``METHODS``; baselines train with cross-entropy as in their papers, all with PGD-AT
 unless stated):
-- ``default``: what `robustedge compress` does without options (prox, lazy L0 prox, KD at T=1
-  from the teacher's answer on the clean image, a=0.5; called prox-lazy-rslad before);
+- ``default``: what `robustedge compress` does without options (prox, lazy L0 prox with per-layer
+  budgets from the robust saliency search, KD at T=1 from the teacher's answer on the clean
+  image, a=0.5); ``prox-ranked``: the same with the global magnitude ranking instead of the
+  search (the default before issue 24);
 - ``prox``: paper 1's setting (reweighted L1 prox, greedy, KD at T=4 on the adversarial
   input), with ablations ``prox-T1`` (KD at T=1) and ``prox-noKD``;
 - ``admm`` (Ye et al. 2019), ``hydra`` (Sehwag et al. 2020, here with PGD-AT like the rest),
   ``magnitude`` (HYDRA's LWM), ``gmp`` (TF-MOT's polynomial schedule with PGD-AT) and
   ``gmp-plain`` (TF-MOT as shipped: per layer, no adversarial training); ``harp`` (Zhao &
-  Wressnegger 2023: learned per-layer rates and scores, then the masked fine-tune; not in the
-  default list, run with ``--methods default harp``).
+  Wressnegger 2023: learned per-layer rates and scores, then the masked fine-tune).
 
 Structured students (2x / 4x fewer MACs, default vs structured magnitude and HARP, through
 ``compress --structured --budget macs=...``): benchmarks/tradeoff_structured.py, the same
@@ -80,7 +81,17 @@ METHODS: Dict[str, Dict[str, Any]] = {
     "gmp-plain": {"method": "gmp", "adversary": "none", "scope": "layer"},
     "harp": {"method": "harp"},
 }
-DEFAULT_METHODS = ["default", "prox", "admm", "hydra", "magnitude", "gmp", "gmp-plain"]
+DEFAULT_METHODS = [
+    "default",
+    "prox-ranked",
+    "prox",
+    "admm",
+    "hydra",
+    "harp",
+    "magnitude",
+    "gmp",
+    "gmp-plain",
+]
 
 # config keys that did not exist when older cached runs were made: the behaviour they had then
 LEGACY = {
@@ -97,7 +108,6 @@ LEGACY = {
     "gmp_end_step": None,
     "gmp_frequency": 100,
     "gmp_power": 3.0,
-    "layer_budget": "ranked",
 }
 
 
@@ -118,8 +128,12 @@ def unused_keys(cfg: Dict[str, Any]) -> set:
 
 def same_run(saved: Dict[str, Any], wanted: Dict[str, Any]) -> bool:
     """True when a saved (resolved) config.yaml describes the run ``wanted`` asks for."""
+    from robustedge.compress.pipeline import SAVED_BEFORE
+
     if saved.get("method") != wanted["method"]:
         return False
+    if saved["method"] == "prox":
+        saved = {**SAVED_BEFORE, **saved}
     skip = unused_keys(wanted)
     for k, v in wanted.items():
         if k in skip:

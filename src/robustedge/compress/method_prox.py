@@ -28,8 +28,9 @@ example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.dist
 ``admm_warm`` (with ``ramp_start`` > 0): the dense warm start carries ADMM's pull towards the
 target's top-k (:class:`~robustedge.compress.method_admm.ADMMWarmStart`), so the ramp starts
 from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`. ``layer_budget``
-(``fisher`` / ``taylor``): each layer's share of the kept weights is searched once when the ramp
-starts (:mod:`robustedge.compress.saliency`) and every projection keeps it.
+(``fisher`` / ``taylor``; ``auto``, the default: ``fisher`` where a search applies, else
+``ranked``): each layer's share of the kept weights is searched once when the ramp starts
+(:mod:`robustedge.compress.saliency`) and every projection keeps it.
 """
 
 from __future__ import annotations
