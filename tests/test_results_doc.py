@@ -68,6 +68,9 @@ def test_formatting_by_hand(gen):
                    {"method": "b", "sparsity": 0.9, "worst": 0.655},
                    {"method": "a", "sparsity": 0.99, "worst": 0.40}]}  # fmt: skip
     assert gen._gaps(d, "a", "b") == "+4.5 points at 90 % sparsity"
+    verdicts = {"targets": {"0.99": {"gap_points": 2.84, "best_baseline": "gmp"},
+                            "0.9": {"gap_points": -0.04, "best_baseline": "admm"}}}  # fmt: skip
+    assert gen._best_gaps(verdicts) == "-0.0 (admm) / +2.8 (gmp) points at 90 / 99 % sparsity"
     assert gen.anchor("Compression trade-off (digits)") == (
         "docs/results.md#compression-trade-off-digits"
     )
