@@ -143,8 +143,9 @@ class ProxOptions(MethodOptions):
         "search on 512 PGD-attacked training images, pruned in 8 rounds (fisher: OBD's "
         "E[g^2] w^2 / 2; taylor: |E[g] w|). auto: fisher where it applies (unstructured, "
         "--scope global, --lam-schedule ball, no --admm-warm), else ranked; metrics.json "
-        "notes.layer_budget says which ran. fisher matched or beat ranked in every cell "
-        "measured (docs/compression-diagnosis.md section 10).",
+        "notes.layer_budget says which ran. Measured against ranked, fisher was never behind "
+        "beyond the seed spread and ahead beyond it in two of nine cells "
+        "(docs/compression-diagnosis.md section 10).",
     )
 
     def __post_init__(self) -> None:
