@@ -28,8 +28,7 @@ VARIANTS = {
     "prox-noKD-layer": {"method": "prox", **PAPER1, "kd_alpha": 0.0, "scope": "layer"},
     "admm-layer": {"method": "admm", "scope": "layer"},
     "gmp-layer": {"method": "gmp", "scope": "layer"},
-    # the default from the diagnosis until issue 24's searched budgets
-    "prox-lazy-l0-clean-T1": {"method": "prox", "layer_budget": "ranked"},
+    "prox-lazy-l0-clean-T1": {"method": "prox"},  # = the default since the diagnosis
 }
 
 

@@ -68,7 +68,7 @@ def main() -> None:
     from robustedge.io import read_json
 
     teacher = Path(a.teacher)
-    cfg = tradeoff.build_config(args, teacher, "prox-ranked", a.sparsity, a.seed)
+    cfg = tradeoff.build_config(args, teacher, "default", a.sparsity, a.seed)
     run = RESULTS / "tradeoff" / "forced_budgets" / f"default_{a.sparsity:g}_s{a.seed}"
     if not (run / "metrics.json").is_file():
         compress_run(cfg, run, eval_attacks=())

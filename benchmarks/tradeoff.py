@@ -10,16 +10,16 @@ Every cell is the mean and sample std over ``--seeds`` (the student's seed; one 
 
 Methods (``METHODS``; baselines train with cross-entropy as in their papers, all with PGD-AT
 unless stated):
-- ``default``: what `robustedge compress` does without options (prox, lazy L0 prox with per-layer
-  budgets from the robust saliency search, KD at T=1 from the teacher's answer on the clean
-  image, a=0.5); ``prox-ranked``: the same with the global magnitude ranking instead of the
-  search (the default before issue 24);
+- ``default``: what `robustedge compress` does without options (prox, lazy L0 prox, KD at T=1
+  from the teacher's answer on the clean image, a=0.5; called prox-lazy-rslad before);
 - ``prox``: paper 1's setting (reweighted L1 prox, greedy, KD at T=4 on the adversarial
   input), with ablations ``prox-T1`` (KD at T=1) and ``prox-noKD``;
 - ``admm`` (Ye et al. 2019), ``hydra`` (Sehwag et al. 2020, here with PGD-AT like the rest),
   ``magnitude`` (HYDRA's LWM), ``gmp`` (TF-MOT's polynomial schedule with PGD-AT) and
   ``gmp-plain`` (TF-MOT as shipped: per layer, no adversarial training); ``harp`` (Zhao &
-  Wressnegger 2023: learned per-layer rates and scores, then the masked fine-tune).
+  Wressnegger 2023: learned per-layer rates and scores, then the masked fine-tune);
+  ``fisher``: the default with per-layer budgets from the robust saliency search
+  (``--layer-budget fisher``).
 
 Structured students (2x / 4x fewer MACs, default vs structured magnitude and HARP, through
 ``compress --structured --budget macs=...``): benchmarks/tradeoff_structured.py, the same
@@ -57,20 +57,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ensure_trained, hardware, table, write_result  # noqa: E402
 from tradeoff_stats import judge, plot, summarize  # noqa: E402
 
-# paper 1's prox (the default before issue 12's diagnosis; its layers ranked globally)
-PAPER1 = {
-    "penalty": "reweighted",
-    "lazy_prox": False,
-    "kd_temp": 4.0,
-    "kd_target": "adv",
-    "layer_budget": "ranked",
-}
+# paper 1's prox (the default before issue 12's diagnosis)
+PAPER1 = {"penalty": "reweighted", "lazy_prox": False, "kd_temp": 4.0, "kd_target": "adv"}
 # name -> CompressConfig overrides on top of the shared setting (teacher, sparsity, seed,
 # epochs, adversary pgd, eps, steps)
 METHODS: Dict[str, Dict[str, Any]] = {
     "default": {"method": "prox"},
-    # the default until issue 24 made it search its per-layer budgets (fisher)
-    "prox-ranked": {"method": "prox", "layer_budget": "ranked"},
     "prox": {"method": "prox", **PAPER1},
     "prox-T1": {"method": "prox", **PAPER1, "kd_temp": 1.0},
     "prox-noKD": {"method": "prox", **PAPER1, "kd_alpha": 0.0},
@@ -80,10 +72,12 @@ METHODS: Dict[str, Dict[str, Any]] = {
     "gmp": {"method": "gmp"},
     "gmp-plain": {"method": "gmp", "adversary": "none", "scope": "layer"},
     "harp": {"method": "harp"},
+    # the default with per-layer budgets from the robust saliency search (issue 24)
+    "fisher": {"method": "prox", "layer_budget": "fisher"},
 }
 DEFAULT_METHODS = [
     "default",
-    "prox-ranked",
+    "fisher",
     "prox",
     "admm",
     "hydra",
@@ -128,12 +122,8 @@ def unused_keys(cfg: Dict[str, Any]) -> set:
 
 def same_run(saved: Dict[str, Any], wanted: Dict[str, Any]) -> bool:
     """True when a saved (resolved) config.yaml describes the run ``wanted`` asks for."""
-    from robustedge.compress.pipeline import SAVED_BEFORE
-
     if saved.get("method") != wanted["method"]:
         return False
-    if saved["method"] == "prox":
-        saved = {**SAVED_BEFORE, **saved}
     skip = unused_keys(wanted)
     for k, v in wanted.items():
         if k in skip:

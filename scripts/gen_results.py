@@ -352,8 +352,7 @@ def headline_rows() -> List[List[str]]:
     """The README's few headline figures, each read from its JSON with a link to its section."""
     demo_d, board_d = _load("demo_student.json"), _load("board.json")
     host, brd = demo_d["host"], demo_d["board"]
-    # synthetic: the layer-budget grid, whose fisher rows are what the default runs since then
-    trade, synth = _load("tradeoff.json"), _load("compression_layer_budget_synthetic.json")
+    trade, synth = _load("tradeoff.json"), _load("compression_steps_synthetic.json")
     t = board_d["workloads"]["lenet5"]["targets"]
     return [
         [
@@ -373,8 +372,8 @@ def headline_rows() -> List[List[str]]:
             f"[trade-off]({anchor('Compression trade-off (digits)')})",
         ],
         [
-            "default (fisher layer budgets) vs ADMM, 16x16 synthetic set (batch 16)",
-            f"worst case {_gaps(synth, 'fisher', 'admm')}",
+            "default vs ADMM, 16x16 synthetic set (batch 16)",
+            f"worst case {_gaps(synth, 'default', 'admm')}",
             f"[synthetic]({anchor('Compression trade-off (16x16 synthetic)')})",
         ],
         [

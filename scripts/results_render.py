@@ -100,25 +100,13 @@ def tradeoff(name: str, d: Json) -> List[str]:
         lines.append(
             "Methods: "
             + "; ".join(
-                f"`{m}` = {', '.join(f'{k}={v}' for k, v in _spec(d, m, o).items())}"
+                f"`{m}` = {', '.join(f'{k}={v}' for k, v in o.items())}"
                 for m, o in settings.items()
             )
             + "."
         )
         lines.append("")
     return lines + tradeoff_targets(d)
-
-
-def _spec(d: Json, method: str, spec: Json) -> Json:
-    """A method's settings as they ran: an unstructured prox that leaves ``layer_budget`` to
-    the default names the budget its runs used (rows recorded it from issue 24 on; rows without
-    it ran the default of their time, ``ranked``)."""
-    if spec.get("method") != "prox" or spec.get("structured") or "layer_budget" in spec:
-        return spec
-    ran = {r.get("layer_budget") for r in d.get("rows", []) if r.get("method") == method}
-    if ran <= {None}:
-        return {**spec, "layer_budget": "ranked (the default when measured)"}
-    return {**spec, "layer_budget": f"auto, ran {'/'.join(sorted(map(str, ran)))}"}
 
 
 def _protocol(d: Json) -> str:

@@ -50,7 +50,7 @@ NON_DEFAULT = {
         prox_pull=0.2,
         admm_warm=True,
         admm_rho=0.05,
-        layer_budget="ranked",
+        layer_budget="taylor",
     ),
     "admm": dict(admm_rho=0.05),
     "hydra": dict(score_lr=0.1),
@@ -142,15 +142,11 @@ def test_an_old_flat_config_yaml_loads_for_every_method(tmp_path, method):
     assert cfg.method == method and cfg.options == PRUNERS[method].options()
     d = cfg.to_dict()
     # today's form: the same values, fewer keys (these came later, at their defaults)
-    later = {"layer_sparsity": {}, "layer_budget": "auto"}
+    later = {"layer_sparsity": {}, "layer_budget": "ranked"}
     assert d == {k: old.get(k, later.get(k)) for k in d}
     assert set(d) - set(old) == set(later) & set(d)
-    # a checkpoint written before the split still resumes, as what it ran: prox's layers
-    # ranked (the default then), not today's searched budgets
-    ran = {**d, "layer_budget": "ranked"} if method == "prox" else d
-    assert same_config(old, ran)
-    assert not same_config({**old, "seed": 1}, ran)
-    assert same_config(old, d) == (method != "prox")
+    assert same_config(old, d)  # a checkpoint written before the split still resumes
+    assert not same_config({**old, "seed": 1}, d)
 
 
 def test_capabilities_come_from_the_registry():

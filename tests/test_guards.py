@@ -190,7 +190,6 @@ def test_prox_step_reaches_every_prunable_layer(digits):
         penalty="reweighted",
         lam_schedule="ball",
         lazy_prox=False,
-        layer_budget="ranked",
     )
     params = prunable_params(model)
     assert len(params) == 3

@@ -76,25 +76,6 @@ def test_formatting_by_hand(gen):
     )
 
 
-def test_a_prox_method_names_the_layer_budget_its_runs_used(gen):
-    """Old rows (no ``layer_budget``) ran the then-default ranked budgets; new rows record
-    what ``auto`` resolved to; a budget named in the settings, or another method, is as given."""
-    import results_render as render
-
-    prox = {"method": "prox"}
-    old = {"rows": [{"method": "default"}]}
-    new = {"rows": [{"method": "default", "layer_budget": "fisher"}, {"method": "admm"}]}
-    assert (
-        render._spec(old, "default", prox)["layer_budget"] == "ranked (the default when measured)"
-    )
-    assert render._spec(new, "default", prox)["layer_budget"] == "auto, ran fisher"
-    assert render._spec(new, "admm", {"method": "admm"}) == {"method": "admm"}
-    named = {"method": "prox", "layer_budget": "taylor"}
-    assert render._spec(old, "default", named) == named
-    structured = {"method": "prox", "structured": True}
-    assert render._spec(old, "default", structured) == structured
-
-
 def test_the_readme_anchors_exist(gen):
     page = (ROOT / "docs/results.md").read_text()
     headings = {gen.anchor(line[3:]) for line in page.splitlines() if line.startswith("## ")}

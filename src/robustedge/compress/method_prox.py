@@ -28,9 +28,8 @@ example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.dist
 ``admm_warm`` (with ``ramp_start`` > 0): the dense warm start carries ADMM's pull towards the
 target's top-k (:class:`~robustedge.compress.method_admm.ADMMWarmStart`), so the ramp starts
 from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`. ``layer_budget``
-(``fisher`` / ``taylor``; ``auto``, the default: ``fisher`` where a search applies, else
-``ranked``): each layer's share of the kept weights is searched once when the ramp starts
-(:mod:`robustedge.compress.saliency`) and every projection keeps it.
+(``fisher`` / ``taylor``): each layer's share of the kept weights is searched once when the ramp
+starts (:mod:`robustedge.compress.saliency`) and every projection keeps it.
 """
 
 from __future__ import annotations
@@ -83,7 +82,6 @@ class Penalty(str, enum.Enum):
 class LayerBudget(str, enum.Enum):
     """How prox shares the target's weights among layers (see ``ProxOptions.layer_budget``)."""
 
-    AUTO = "auto"
     RANKED = "ranked"
     FISHER = "fisher"
     TAYLOR = "taylor"
@@ -137,14 +135,12 @@ class ProxOptions(MethodOptions):
     )
     admm_rho: float = setting(default_of(AdmmOptions, "admm_rho"), help=RHO_HELP)
     layer_budget: LayerBudget = setting(
-        LayerBudget.AUTO,
+        LayerBudget.RANKED,
         help="Each layer's share of the kept weights: what the --scope ranking of the iterate "
         "gives at every projection (ranked), or fixed when the ramp starts by a robust saliency "
         "search on 512 PGD-attacked training images, pruned in 8 rounds (fisher: OBD's "
-        "E[g^2] w^2 / 2; taylor: |E[g] w|). auto: fisher where it applies (unstructured, "
-        "--scope global, --lam-schedule ball, no --admm-warm), else ranked; metrics.json "
-        "notes.layer_budget says which ran. Measured against ranked, fisher was never behind "
-        "beyond the seed spread and ahead beyond it in two of nine cells "
+        "E[g^2] w^2 / 2; taylor: |E[g] w|). Not the default: on LeNet-5 fisher was within the "
+        "seed spread of ranked or ahead, but on ResNet-8 at sparsity 0.99 it lost to ranked "
         "(docs/compression-diagnosis.md section 10).",
     )
 
@@ -175,34 +171,17 @@ class ProxOptions(MethodOptions):
     def check(self, cfg: CompressConfig) -> None:
         if self.admm_warm and (self.ramp_start <= 0 or cfg.structured):
             raise FieldError("admm_warm", "admm_warm needs ramp_start > 0 and unstructured pruning")
-        if self.layer_budget in (LayerBudget.FISHER, LayerBudget.TAYLOR) and not _searchable(
-            self, cfg
+        if self.layer_budget is not LayerBudget.RANKED and (
+            cfg.structured or cfg.scope.value != "global"
         ):
             raise FieldError(
                 "layer_budget",
                 "a searched layer_budget sets each layer's share itself: it needs unstructured "
-                "pruning, scope global, lam_schedule ball and no admm_warm",
+                "pruning and scope global",
             )
-
-    def budget(self, cfg: CompressConfig) -> LayerBudget:
-        """The layer budget that runs: ``auto`` resolved (fisher where a search applies)."""
-        if self.layer_budget is not LayerBudget.AUTO:
-            return self.layer_budget
-        return LayerBudget.FISHER if _searchable(self, cfg) else LayerBudget.RANKED
 
     def unused(self) -> FrozenSet[str]:
         return frozenset() if self.admm_warm else frozenset({"admm_rho"})
-
-
-def _searchable(opts: ProxOptions, cfg: CompressConfig) -> bool:
-    """A searched budget applies: unstructured global pruning projected onto the ramp (the
-    ball schedule), and no ADMM warm start (which sets the budgets itself)."""
-    return (
-        not cfg.structured
-        and cfg.scope.value == "global"
-        and opts.lam_schedule is LamSchedule.BALL
-        and not opts.admm_warm
-    )
 
 
 @register_method("prox", options=ProxOptions, structured=True, defaults={"kd_alpha": 0.5})
@@ -222,8 +201,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     step = ProxStep(cfg, params, optimizer, start, ramp)
     lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
-    budget = opts.budget(cfg)
-    if budget is not LayerBudget.RANKED:
+    if opts.layer_budget is not LayerBudget.RANKED:
         step.search = lambda model: saliency.search(
             model,
             params,
@@ -232,7 +210,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
             cfg.sparsity,
             _probe_eps(cfg),
             cfg.steps,
-            budget.value,
+            opts.layer_budget.value,
         )
         ctx.keep_state("prox_budgets", step.budget_state, step.load_budgets)
     warm = (
@@ -263,7 +241,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     notes: Dict[str, object] = {
         "prox_sparsity": reached,
         "final_lam": lam.lam,
-        "layer_budget": budget.value,
+        "layer_budget": opts.layer_budget.value,
     }
     if step.budgets is not None:
         notes["layer_budgets"] = dict(step.budgets)

@@ -173,21 +173,13 @@ def _read_checkpoint(path: Path, resolved: Dict[str, Any], world) -> Optional[Di
     return state
 
 
-# prox settings added after runs were saved, with what a saved config without them ran (the
-# default then differs from today's): layer_budget "auto" became the default in issue 24
-SAVED_BEFORE = {"layer_budget": "ranked"}
-
-
 def same_config(saved: Any, resolved: Dict[str, Any]) -> bool:
     """True when a checkpoint's config (a flat mapping) is the run's ``resolved`` one; a
     mapping written before the methods' options were split (every method's keys, the others
-    at their defaults) is compared in today's form, and one written before a prox setting
-    existed as having run that setting's old behaviour (:data:`SAVED_BEFORE`)."""
+    at their defaults) is compared in today's form."""
     if saved == resolved:
         return True
     try:
-        if isinstance(saved, dict) and saved.get("method", "prox") == "prox":
-            saved = {**SAVED_BEFORE, **saved}
         return CompressConfig.from_dict(saved).to_dict() == resolved
     except (TypeError, ValueError, KeyError):
         return False
