@@ -194,9 +194,11 @@ SECTIONS: List[Section] = [
             "compression_synthetic_levers.json",
             "compression_warm_length_synthetic.json",
             "compression_layer_budget_synthetic.json",
+            "compression_resnet8_pilot.json",
         ],
         tradeoff,
-        "The same benchmark on the synthetic set (see docs/compression-diagnosis.md).",
+        "The same benchmark on the synthetic sets: 16x16 (LeNet-5), and a ResNet-8 pilot on 32x32 "
+        "(see docs/compression-diagnosis.md).",
     ),
     (
         "On-manifold robustness",
