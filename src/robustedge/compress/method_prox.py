@@ -141,8 +141,7 @@ class ProxOptions(MethodOptions):
         "search on 512 PGD-attacked training images, pruned in 8 rounds (fisher: OBD's "
         "E[g^2] w^2 / 2; taylor: |E[g] w|). Not the default: on LeNet-5 fisher was within the "
         "seed spread of ranked or ahead, but on ResNet-8 at sparsity 0.99 it was behind ranked "
-        "on both seeds run "
-        "(docs/compression-diagnosis.md section 10).",
+        "on both seeds run (docs/compression-diagnosis.md section 10).",
     )
 
     def __post_init__(self) -> None:
