@@ -162,6 +162,26 @@ def test_a_failing_stage_leaves_finished_stages_cached(ray_sweep, tmp_path, loca
 
 
 @needs_ray
+def test_each_ray_stage_runs_in_a_fresh_worker_process(tmp_path, local_ray):
+    """max_calls=1: three chained stages, three worker processes (a reused worker's ru_maxrss,
+    recorded as a stage's peak RSS, would be the largest of every stage it ran; and a node
+    with a warm worker took every queued stage while another node's worker started)."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the bodies, by value
+
+    def pid_stage(sid: str, upstream=()) -> Stage:
+        path = tmp_path / f"{sid}.pid"
+        body = lambda: path.write_text(str(os.getpid()))  # noqa: E731
+        return Stage(sid, "evaluate", {"id": sid}, body, lambda: [path], upstream=upstream)
+
+    stages = [pid_stage("a"), pid_stage("b", ("a",)), pid_stage("c", ("b",))]
+    run_stages(StageRunner(tmp_path), stages, ExecutorSpec("ray"))
+    pids = {(tmp_path / f"{sid}.pid").read_text() for sid in "abc"}
+    assert len(pids) == 3 and str(os.getpid()) not in pids
+
+
+@needs_ray
 @pytest.mark.slow
 def test_ctrl_c_stops_a_ray_run_cleanly(ray_sweep, tmp_path):
     recipe = ray_sweep / "sweep.yaml"

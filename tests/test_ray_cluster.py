@@ -6,9 +6,10 @@ its stages retried by Ray and the recipe still finishes, with no stage recorded 
 One cluster serves both runs.
 
 The sweep's stages take seconds (all of digits, a PGD evaluation in each student), unlike
-test_ray.py's sweep on 192 images: Ray hands a finished task's worker the next queued task of
-its kind, so stages shorter than a Ray worker's start on the second node (seconds here) would
-all run on the head, and the second node would have nothing to run or to be killed during."""
+test_ray.py's sweep on 192 images, and each runs in a fresh worker process (max_calls=1): a
+node's workers start as slowly as the other's, so the second node runs some stages (when Ray
+could hand a finished task's warm worker the next queued task of its kind, a CI run under load
+had every stage run on the head while the second node's worker started)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ the outputs and the summary are the same whichever executor ran them.
   request (1 CPU per training / compression / evaluation / export stage, 1 GPU as well when it
   trains on CUDA), on a local Ray instance or the cluster at ``address``
   (``pip install robustedge[scale]``). Independent stages (the students of a sweep, their
-  evaluations and exports) run in parallel.
+  evaluations and exports) run in parallel, each in a fresh worker process.
 
 When a stage fails, no new stage starts; the stages already running finish and are recorded
 (valid and cached), then the first error is raised. Ctrl-C cancels what is running: a stage
@@ -241,8 +241,14 @@ class RayBackend(Backend):
         self.gpus = float(resources.get("GPU", 0))
         cpus = float(resources.get("CPU", 0))
         logger.info("ray: %s with %g CPU(s), %g GPU(s)", where, cpus, self.gpus)
-        # a task whose worker or node died is retried (elsewhere); a stage's own error is not
-        self.task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False)(_execute)
+        # a task whose worker or node died is retried (elsewhere); a stage's own error is not.
+        # max_calls=1: each stage in a fresh worker process, so a stage's peak RSS is its own
+        # (ru_maxrss of a reused worker is the largest of every stage it ran) and no state
+        # carries over; and a node with a warm worker does not take every queued stage of its
+        # kind while another node's worker starts (Ray hands an idle leased worker the next)
+        self.task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=False, max_calls=1)(
+            _execute
+        )
         self.stage_of: Dict[Any, str] = {}
         self.nodes: Dict[str, str] = {}  # stage id -> the Ray node id it finished on
 
