@@ -420,6 +420,31 @@ def emulation_slowdown(measured: Path) -> List[str]:
     ]
 
 
+def inner_sparsity(measured: Path) -> List[str]:
+    """benchmarks/budget_inner_sparsity.py: non-zero weights stored within a flash budget by
+    one channel fraction with ``inner`` of its kept weights zeroed, per teacher and budget, and
+    per budget the inner sparsity that stores the most against channels alone."""
+    d = _load(measured, "budget_inner_sparsity.json")
+    rows = [r for r in d.get("rows", []) if r.get("found")]
+    table = [
+        [Path(r["teacher"]).name, f"{r['budget_kib']:g}", f"{r['inner']:g}",
+         f"{r['channels_removed']:.3f}", f"{r['predicted_kib']:.3f}", r["nonzero"]]
+        for r in rows
+    ]  # fmt: skip
+    head = ["teacher", "budget KiB", "inner sparsity", "channels removed", "predicted KiB"]
+    lines = md_table([*head, "non-zero weights"], table)
+    for key in sorted({(r["teacher"], r["budget_kib"]) for r in rows}):
+        group = [r for r in rows if (r["teacher"], r["budget_kib"]) == key]
+        alone = next(r["nonzero"] for r in group if r["inner"] == 0)
+        best = max(group, key=lambda r: (r["nonzero"], -r["inner"]))
+        lines.append(
+            f"{Path(key[0]).name} at {key[1]:g} KiB: the most non-zero weights at inner sparsity "
+            f"{best['inner']:g} ({best['nonzero']}), channels alone {alone} "
+            f"({100 * (best['nonzero'] / alone - 1):+.1f} %)."
+        )
+    return [*lines, ""]
+
+
 RENDERERS: Dict[str, Renderer] = {
     "emulation_slowdown": emulation_slowdown,
     "compression_traces": compression_traces,
@@ -428,6 +453,7 @@ RENDERERS: Dict[str, Renderer] = {
     "push90_more": push90_more,
     "synthetic_budgets": synthetic_budgets,
     "budget_shape": budget_shape,
+    "inner_sparsity": inner_sparsity,
     "vm_boards": vm_boards,
     "xz_vs_gzip": xz_vs_gzip,
     "ci_failure_lines": ci_failure_lines,

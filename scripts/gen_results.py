@@ -220,6 +220,13 @@ SECTIONS: List[Section] = [
         "and on the board, and the layers - today gap against issue 24's target.",
     ),
     (
+        "Budgets: sparsity inside kept channels",
+        ["budget_inner_sparsity.json"],
+        lambda name, d: docs_blocks.inner_sparsity(MEASURED),
+        "`benchmarks/budget_inner_sparsity.py`: non-zero weights a flash budget stores with "
+        "channels removed and a share of the kept weights zeroed (the search's estimate).",
+    ),
+    (
         "Microcontrollers (TFLM)",
         ["mcu.json"],
         lambda name, d: docs_blocks.mcu_rows(MEASURED),
