@@ -51,12 +51,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--finetune-epochs", type=int, default=20)
+    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--steps", type=int, default=5, help="PGD steps in training")
     a = ap.parse_args()
     budgets = json.loads(a.budgets)
     force(budgets, a.sparsity)
     args = argparse.Namespace(
-        eps=0.1,
-        steps=5,
+        eps=a.eps,
+        steps=a.steps,
         epochs=a.epochs,
         finetune_epochs=a.finetune_epochs,
         data=a.data,
@@ -69,11 +71,12 @@ def main() -> None:
 
     teacher = Path(a.teacher)
     cfg = tradeoff.build_config(args, teacher, "default", a.sparsity, a.seed)
-    run = RESULTS / "tradeoff" / "forced_budgets" / f"default_{a.sparsity:g}_s{a.seed}"
+    run = RESULTS / "tradeoff" / "forced_budgets" / f"default_{a.data}_{a.sparsity:g}_s{a.seed}"
     if not (run / "metrics.json").is_file():
         compress_run(cfg, run, eval_attacks=())
     m = read_json(run / "metrics.json")
     row = {"data": a.data, "sparsity": a.sparsity, "seed": a.seed, "budgets": budgets}
+    row.update(teacher=teacher.name, eps=a.eps, epochs=[a.epochs, a.finetune_epochs])
     row.update(tradeoff.suite_row(tradeoff.suite_of(run, tradeoff._data(teacher, args), args)))
     row["layers"] = {k: round(v["sparsity"], 4) for k, v in m["sparsity"]["layers"].items()}
     path = RESULTS / "forced_budgets.json"
