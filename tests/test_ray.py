@@ -81,7 +81,7 @@ def ray_sweep(tmp_path_factory, digits) -> Path:
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     """One local Ray instance (2 CPUs) for this module's in-process runs, which join it as
-    they would join a cluster: its workers start, and import torch, once. They have a folder
+    they would join a cluster (each stage still starts a worker of its own). They have a folder
     with ``failing_factory.py`` on their path (Ray's workers take the environment Ray starts
     with). The executor's own start and shutdown of Ray run in the Ctrl-C test."""
     import ray
