@@ -71,6 +71,10 @@ def test_formatting_by_hand(gen):
     verdicts = {"targets": {"0.99": {"gap_points": 2.84, "best_baseline": "gmp"},
                             "0.9": {"gap_points": -0.04, "best_baseline": "admm"}}}  # fmt: skip
     assert gen._best_gaps(verdicts) == "-0.0 (admm) / +2.8 (gmp) points at 90 / 99 % sparsity"
+    seeds = {"cells": [{"method": "default", "n": 3}, {"method": "harp", "n": 3},
+                       {"method": "admm", "n": 2}]}  # fmt: skip
+    assert gen._seed_counts(seeds) == "default 3 seeds, baselines 2-3"
+    assert gen._seed_counts({"cells": seeds["cells"][:2]}) == "default 3 seeds, baselines 3"
     assert gen.anchor("Compression trade-off (digits)") == (
         "docs/results.md#compression-trade-off-digits"
     )
