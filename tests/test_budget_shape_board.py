@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import docs_blocks  # noqa: E402
+import docs_budgets  # noqa: E402
 
 import budget_shape  # noqa: E402
 
@@ -44,12 +44,12 @@ def test_layers_minus_today_per_seed_and_the_target_verdict():
 
     rows = [row(0, "layers", 0.50, 0.48), row(0, "today", 0.25, 0.40), row(1, "layers", 0.47, 0.46)]
     rows += [row(1, "today", 0.23, 0.44), row(2, "today", 0.2, 0.2)]  # seed 2: no layers row
-    board = docs_blocks.shape_gaps(rows, 3.1, "worst_case", "local")
+    board = docs_budgets.shape_gaps(rows, 3.1, "worst_case", "local")
     assert board.keys() == {0, 1}
     assert abs(board[0] - 8.0) < 1e-9 and abs(board[1] - 2.0) < 1e-9  # 48-40, 46-44
-    host = docs_blocks.shape_gaps(rows, 3.1, "worst_case")
+    host = docs_budgets.shape_gaps(rows, 3.1, "worst_case")
     assert abs(host[0] - 25.0) < 1e-9 and abs(host[1] - 24.0) < 1e-9
     # mean 5.0: met on the mean, seed 1 below; a mean of 4.0 misses by 1.0
-    assert docs_blocks.gap_verdict(board) == "met on the mean, not on seed 1 (+2.0)"
-    assert docs_blocks.gap_verdict({0: 6.0, 1: 2.0}, 5.0) == "missed on the mean by 1.0 points"
-    assert docs_blocks.gap_verdict(host) == "met on every seed"
+    assert docs_budgets.gap_verdict(board) == "met on the mean, not on seed 1 (+2.0)"
+    assert docs_budgets.gap_verdict({0: 6.0, 1: 2.0}, 5.0) == "missed on the mean by 1.0 points"
+    assert docs_budgets.gap_verdict(host) == "met on every seed"
