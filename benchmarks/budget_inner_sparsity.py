@@ -115,43 +115,36 @@ def main() -> None:
                  "fixed_bytes": fixed, **r}
             )  # fmt: skip
     path = RESULTS / "budget_inner_sparsity.json"
-    old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    keep = [r for r in old if r["teacher"] != a.teacher]
+    prev = json.loads(path.read_text()) if path.is_file() else {}
+    teacher = {
+        "flash_bytes": cal["flash_bytes"],
+        "fixed_bytes": cal["fixed"],
+        "nonzero": stored_weights(model),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     write_result(
         "budget_inner_sparsity",
         {
             "benchmark": "budget_inner_sparsity",
             "hardware": hardware(),
             "margin": FLASH_MARGIN,
-            "teachers": {
-                **(json.loads(path.read_text()).get("teachers", {}) if path.is_file() else {}),
-                a.teacher: {
-                    "flash_bytes": cal["flash_bytes"],
-                    "fixed_bytes": cal["fixed"],
-                    "nonzero": stored_weights(model),
-                    "seconds": round(time.perf_counter() - t0, 1),
-                },
-            },
-            "rows": keep + rows,
+            "teachers": {**prev.get("teachers", {}), a.teacher: teacher},
+            "rows": [r for r in prev.get("rows", []) if r["teacher"] != a.teacher] + rows,
         },
     )
-    print(
-        table(
-            ["budget KiB", "inner sparsity", "channels removed", "pred. KiB", "non-zero weights"],
-            [
-                [
-                    r["budget_kib"],
-                    r["inner"],
-                    f"{r['channels_removed']:.3f}",
-                    r["predicted_kib"],
-                    r["nonzero"],
-                ]
-                if r["found"]
-                else [r["budget_kib"], r["inner"], "-", "-", "none"]
-                for r in rows
-            ],
-        )  # fmt: skip
-    )
+    print(_table(rows))
+
+
+def _table(rows: List[Dict[str, Any]]) -> str:
+    head = ["budget KiB", "inner sparsity", "channels removed", "pred. KiB", "non-zero weights"]
+    return table(
+        head,
+        [
+            [r["budget_kib"], r["inner"], f"{r['channels_removed']:.3f}", r["predicted_kib"],
+             r["nonzero"]] if r["found"] else [r["budget_kib"], r["inner"], "-", "-", "none"]
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
