@@ -74,10 +74,13 @@ METHODS: Dict[str, Dict[str, Any]] = {
     "harp": {"method": "harp"},
     # the default with per-layer budgets from the robust saliency search (issue 24)
     "fisher": {"method": "prox", "layer_budget": "fisher"},
+    # the default with per-layer budgets learned by HARP's rate phase first (issue 24)
+    "harp-budget": {"method": "prox", "layer_budget": "harp"},
 }
 DEFAULT_METHODS = [
     "default",
     "fisher",
+    "harp-budget",
     "prox",
     "admm",
     "hydra",

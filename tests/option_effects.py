@@ -193,6 +193,7 @@ EFFECTS = {
     "compress --prox-pull": "test_prox_options.py::test_prox_pull_adds_rho_times_the_residual_to_the_gradient_and_is_removed_after",
     "compress --admm-warm": "test_prox_options.py::test_admm_warm_start_pulls_the_weights_outside_the_target_mask",
     "compress --layer-budget": "test_layer_budget.py::test_a_fisher_budget_run_keeps_every_layer_at_its_searched_share",
+    "compress --budget-epochs": "test_layer_budget.py::test_a_harp_budget_run_trains_the_rates_first_then_keeps_each_layer_at_its_share",
     "compress --nproc": "test_ddp.py::test_compress_and_manifold_train_cli_with_nproc",
     "device doctor --python": "test_device_probe.py::test_diagnose_without_python",
     "manifold train --nproc": "test_ddp.py::test_compress_and_manifold_train_cli_with_nproc",

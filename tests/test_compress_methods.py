@@ -51,6 +51,7 @@ NON_DEFAULT = {
         admm_warm=True,
         admm_rho=0.05,
         layer_budget="taylor",
+        budget_epochs=3,
     ),
     "admm": dict(admm_rho=0.05),
     "hydra": dict(score_lr=0.1),
@@ -142,7 +143,7 @@ def test_an_old_flat_config_yaml_loads_for_every_method(tmp_path, method):
     assert cfg.method == method and cfg.options == PRUNERS[method].options()
     d = cfg.to_dict()
     # today's form: the same values, fewer keys (these came later, at their defaults)
-    later = {"layer_sparsity": {}, "layer_budget": "ranked"}
+    later = {"layer_sparsity": {}, "layer_budget": "ranked", "budget_epochs": 0}
     assert d == {k: old.get(k, later.get(k)) for k in d}
     assert set(d) - set(old) == set(later) & set(d)
     assert same_config(old, d)  # a checkpoint written before the split still resumes

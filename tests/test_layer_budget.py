@@ -77,7 +77,9 @@ def test_the_search_rounds_keep_the_same_fraction_of_the_survivors_each():
 def test_a_searched_budget_is_refused_where_something_else_sets_the_shares(kw, why):
     with pytest.raises(ValueError, match=why):
         CompressConfig.from_keys(teacher="t", layer_budget="fisher", **kw)
-    with pytest.raises(ValueError, match="layer_budget must be one of ranked, fisher, taylor"):
+    with pytest.raises(
+        ValueError, match="layer_budget must be one of ranked, fisher, taylor, harp"
+    ):
         CompressConfig.from_keys(teacher="t", layer_budget="hessian")
 
 
@@ -169,3 +171,82 @@ def test_a_resumed_step_keeps_its_searched_budgets_and_does_not_search_again():
     again.load_budgets(first.budget_state())
     again(lin)
     assert lin.weight.detach().flatten().tolist() == [0.0, 0.0, 3.0, 4.0]  # the 2 smallest cut
+
+
+def test_harp_rates_share_exactly_the_targets_kept_weights_by_hand():
+    """Rates a 0.5 (10 weights), b 0.1 (100 weights) at sparsity 0.9: 110 - round(99) = 11
+    kept, shared 5 : 10 (k n): 3.67 and 7.33, floors 3 and 7, the one left to a (remainder
+    0.67 against 0.33): a keeps 4 (sparsity 0.6), b 7 (0.93)."""
+    from robustedge.compress.learned_budget import budgets_from_rates
+
+    got = budgets_from_rates({"a": 0.5, "b": 0.1}, {"a": 10, "b": 100}, 0.9)
+    assert got == pytest.approx({"a": 0.6, "b": 0.93})
+
+
+HARP_BUDGET = dict(
+    sparsity=0.8,
+    layer_budget="harp",
+    include_first=True,
+    include_last=True,
+    adversary="fgsm",
+    eps=0.1,
+    epochs=2,
+    finetune_epochs=1,
+    batch_size=128,
+)
+
+
+def test_a_harp_budget_run_trains_the_rates_first_then_keeps_each_layer_at_its_share(
+    tiny_run, tmp_path
+):
+    """budget_epochs 1 of epochs 2: one epoch of HARP's rate phase (its own phase in the
+    history and the memory ledger), then prox; the final masks cut each layer to the budgets
+    the learned rates give and the total to the target exactly."""
+    from robustedge.compress.learned_budget import PHASE, budgets_from_rates
+
+    cfg = CompressConfig.from_keys(teacher=str(tiny_run), budget_epochs=1, **HARP_BUDGET)
+    m = compress_run(cfg, tmp_path / "s", eval_attacks=())
+    assert [r["phase"] for r in m["history"]] == [PHASE, "prox", "prox", "finetune"]
+    assert PHASE in m["memory"]["phases"]
+    notes = m["notes"]
+    assert notes["layer_budget"] == "harp"
+    report = notes["sensitivity"]
+    assert report["saliency"] == "harp" and report["epochs"] == 1
+    assert len(report["kept_per_epoch"]) == len(report["rates_per_epoch"]) == 1
+    masks = read_masks(tmp_path / "s")
+    sizes = {n: v.numel() for n, v in masks.items()}
+    assert len(sizes) == 3
+    want = budgets_from_rates(report["learned_rates"], sizes, 0.8)  # rates rounded to 1e-6
+    budgets = notes["layer_budgets"]
+    for n, v in masks.items():
+        assert abs(budgets[n] - want[n]) * sizes[n] <= 1
+        assert abs(int((~v).sum()) - budgets[n] * sizes[n]) <= 1
+    assert sum(int((~v).sum()) for v in masks.values()) == round(0.8 * sum(sizes.values()))
+
+
+def test_the_harp_rate_phase_leaves_the_student_as_it_was_but_for_the_budgets(tiny_run):
+    """Weights frozen, the scores and rates in parametrizations, BatchNorm trained in the
+    phase: afterwards every tensor of the student (BatchNorm statistics included) is the one
+    it started with, no parametrization is left, and ctx.params are the model's weights."""
+    from _prune_ctx import prune_ctx
+    from robustedge.compress.learned_budget import PHASE, learned_budgets
+
+    cfg = CompressConfig.from_keys(teacher=str(tiny_run), **HARP_BUDGET)
+    ctx = prune_ctx(tiny_run, cfg)
+    before = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    budgets, report = learned_budgets(ctx, 1)
+    after = ctx.model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert [r["phase"] for r in ctx.history] == [PHASE]
+    live = dict(ctx.model.named_parameters())
+    assert all(ctx.params[n] is live[n] for n in ctx.params)
+    assert set(budgets) == set(ctx.params) and report["epochs"] == 1
+    assert report["rates_per_epoch"][0] != [0.1] * 3  # the rates moved from rate_init
+
+
+def test_harp_budgets_are_refused_with_weight_perturbation():
+    with pytest.raises(ValueError, match="no awp_gamma"):
+        CompressConfig.from_keys(teacher="t", layer_budget="harp", awp_gamma=0.01)
+    with pytest.raises(ValueError, match="budget_epochs must be >= 0"):
+        CompressConfig.from_keys(teacher="t", layer_budget="harp", budget_epochs=-1)

@@ -18,8 +18,7 @@ def test_lam0_is_the_first_prox_step_and_the_feedback_start():
     """compress --lam0 (ball schedule): the first prox step is lr * lam0, whatever the weights;
     without it, the step comes from the weights (here: different). Feedback schedule: the
     controller starts at lam0 (its first update from there, as a controller built by hand)."""
-    from robustedge.compress.method_prox import Lam
-    from robustedge.compress.schedule import LamController
+    from robustedge.compress.schedule import Lam, LamController
 
     u = {"a": torch.tensor([0.1, 0.2, 0.3, 0.4])}
     cfg = CompressConfig.from_keys(teacher="t", method="prox", sparsity=0.5, lam0=0.7)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _prune_ctx import prune_ctx as _prox_ctx
 from robustedge.compress import CompressConfig, compress_run, read_masks
 from robustedge.models import load_model
 from robustedge.training.config import TrainConfig
@@ -50,29 +51,6 @@ def test_prox_options_meet_sparsity(teacher, tmp_path, kw):
         assert phases["prox"]["method_state"] == 4 * total
     else:
         assert phases["prox"]["method_state"] == 0
-
-
-def _prox_ctx(teacher, cfg):
-    """The PruneContext of prox's pruning phase on the tiny model (no pipeline around it)."""
-    from robustedge.compress import PruneContext, make_kd_task_loss
-    from robustedge.compress.common import steps_per_epoch
-    from robustedge.compress.pipeline import build_student, load_teacher, make_adversary
-    from robustedge.compress.targets import prunable_params
-    from robustedge.training import epoch_batches
-
-    t, t_spec, _, data = load_teacher(cfg)
-    _, student = build_student(cfg, t, t_spec, data)
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    return PruneContext(
-        model=student,
-        cfg=cfg,
-        batches=epoch_batches(xt, yt, cfg.batch_size, 0),
-        steps_per_epoch=steps_per_epoch(len(xt), cfg.batch_size),
-        adversary=make_adversary(cfg, data),
-        task_loss=make_kd_task_loss(t, cfg.kd_alpha, cfg.kd_temp),
-        params=prunable_params(student),
-        input_shape=data.input_shape,
-    )
 
 
 def test_warm_start_trains_dense_first(teacher):

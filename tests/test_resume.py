@@ -141,6 +141,9 @@ GMP_TURNS = {"gmp_frequency": 5}
 # prox with searched per-layer budgets: the search runs at the ramp's first step (epoch 0); the
 # resumed run must take the budgets from the checkpoint, not search again on other weights
 FISHER = {"layer_budget": "fisher"}
+# prox with HARP's learned budgets: killed inside the rate phase, or in prox after it (then the
+# rate phase is not run again: prox's checkpoint holds the budgets)
+HARP = {"layer_budget": "harp"}
 
 
 def compress_args(
@@ -188,8 +191,22 @@ def compress_args(
         ("prox", 1, "prox", ADMM_WARM),  # killed inside the ADMM-pulled warm start
         ("gmp", 1, "gmp", GMP_TURNS),
         ("prox", 1, "prox", FISHER),
+        ("prox", 1, "harp-budget", HARP),
+        ("prox", 1, "prox", HARP),
+        ("harp", 1, "harp", None),  # its record of every epoch's rates survives the resume
     ],
-    ids=["prox", "admm", "hydra", "prox-finetune", "prox-admm-warm", "gmp", "prox-fisher"],
+    ids=[
+        "prox",
+        "admm",
+        "hydra",
+        "prox-finetune",
+        "prox-admm-warm",
+        "gmp",
+        "prox-fisher",
+        "harp-budget-phase",
+        "prox-after-harp-budget",
+        "harp",
+    ],
 )
 def test_compress_resumed_after_kill_equals_uninterrupted(
     tiny_run, small_digits, cli, tmp_path, caplog, method, finetune, phase, extra
@@ -210,7 +227,7 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
 
         layers = len(prunable_params(load_model(tiny_run)[0]))
         assert len(state["method_state"]) == 3 * layers
-    if extra == FISHER:  # searched before the kill, kept by the checkpoint
+    if extra in (FISHER, HARP) and phase == "prox":  # chosen before the kill, checkpointed
         assert state["extra_state"]["prox_budgets"]["budgets"] == full["notes"]["layer_budgets"]
     assert not (part / "model.safetensors").exists()
     if phase == "finetune":  # through the command line: `compress ... --resume`
@@ -222,6 +239,8 @@ def test_compress_resumed_after_kill_equals_uninterrupted(
             resumed = compress_run(cfg, part, eval_attacks=("fgsm",), resume=True)
     if extra == FISHER:  # a search on the resumed weights could pick the same budgets by chance
         assert "layer budgets (fisher search)" not in caplog.text
+    if extra == HARP and phase == "prox":  # the rate phase is not run again
+        assert "harp rate phase" not in caplog.text
     same_weights(tmp_path / "full", part)
     fm = load_file(str(tmp_path / "full" / "masks.safetensors"))
     pm = load_file(str(part / "masks.safetensors"))

@@ -299,10 +299,13 @@ def _scaled_magnitude(w: torch.Tensor) -> torch.Tensor:
     return math.sqrt(6.0 / fan_in) * w / w.abs().max().clamp_min(1e-12)
 
 
-def build_state(ctx: PruneContext) -> Tuple[HarpState, List[Tuple[nn.Module, str, nn.Module]]]:
+def build_state(
+    ctx: PruneContext, opts: Optional[HarpOptions] = None
+) -> Tuple[HarpState, List[Tuple[nn.Module, str, nn.Module]]]:
     """The scores and rates and the parametrizations to register: ``(module, param name,
-    parametrization)``."""
-    cfg, opts = ctx.cfg, ctx.cfg.options
+    parametrization)``. ``opts``: HARP's settings (default: the run's method options)."""
+    cfg = ctx.cfg
+    opts = opts or cfg.options  # type: ignore[assignment]
     if not cfg.structured:
         scores = [_scaled_magnitude(p.detach()) for p in ctx.params.values()]
         state = HarpState(scores, cfg.sparsity, opts).to(ctx.device)
@@ -322,10 +325,20 @@ def build_state(ctx: PruneContext) -> Tuple[HarpState, List[Tuple[nn.Module, str
     return state, plan
 
 
-def train_rates(ctx: PruneContext, state: HarpState, plan) -> Dict[str, Any]:
+def train_rates(
+    ctx: PruneContext,
+    state: HarpState,
+    plan,
+    opts: Optional[HarpOptions] = None,
+    epochs: Optional[int] = None,
+    phase: str = "harp",
+) -> Dict[str, Any]:
     """HARP's pruning phase: scores and rates trained on the robust loss plus the rate term,
-    weights frozen (BatchNorm's affine parameters keep training). Returns its record."""
-    cfg, opts = ctx.cfg, ctx.cfg.options
+    weights frozen (BatchNorm's affine parameters keep training), for ``epochs`` (default
+    ``cfg.epochs``) as checkpoint phase ``phase``. Returns its record: per epoch the rate
+    term's weight and value, the kept fraction and the learned per-layer kept fractions."""
+    cfg = ctx.cfg
+    opts = opts or cfg.options  # type: ignore[assignment]
     frozen = [(p, p.requires_grad) for p in ctx.model.parameters()]
     for mod in ctx.model.modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear)):
@@ -340,14 +353,20 @@ def train_rates(ctx: PruneContext, state: HarpState, plan) -> Dict[str, Any]:
     ] + ([{"params": bn, "lr": cfg.lr}] if bn else [])
     optimizer = make_optimizer(groups, cfg)
     gamma = DynamicGamma(opts.rate_gamma)
-    ctx.keep_state("harp_gamma", gamma.get, gamma.put)
-    log: List[Dict[str, float]] = []
+    log: List[Dict[str, Any]] = []
+
+    def put(saved: Dict[str, Any]) -> None:  # the record of the epochs before a resume too
+        gamma.put(saved)
+        log[:] = saved.get("log", [])
+
+    ctx.keep_state(f"{phase}_gamma", lambda: {**gamma.get(), "log": list(log)}, put)
 
     def epoch_hook(record: Dict[str, Any]) -> None:
         with torch.no_grad():
             loss, kept = float(state.rate_loss()), float(state.kept(state.rates()))
+            rates = [round(float(k), 6) for k in state.rates()]
         record.update(harp_gamma=gamma(), harp_rate_loss=loss, harp_kept=kept)
-        log.append({"gamma": gamma(), "rate_loss": loss, "kept": kept})
+        log.append({"gamma": gamma(), "rate_loss": loss, "kept": kept, "rates": rates})
         gamma.epoch_end(loss)
 
     base = ctx.task_loss
@@ -355,8 +374,8 @@ def train_rates(ctx: PruneContext, state: HarpState, plan) -> Dict[str, Any]:
     try:
         ctx.fit(
             optimizer,
-            cfg.epochs,
-            "harp",
+            cfg.epochs if epochs is None else epochs,
+            phase,
             task_loss=task,
             method_state=lambda: list(state.parameters()),
             epoch_hook=epoch_hook,
@@ -417,7 +436,7 @@ def harp_prune(ctx: PruneContext) -> PruneOutcome:
     record = train_rates(ctx, state, plan)
     record["learned_rates"] = [round(float(k), 6) for k in state.rates().detach()]
     if not cfg.structured:
-        params = {n: _owner_weight(ctx.model, n) for n in names}
+        params = {n: owner_weight(ctx.model, n) for n in names}
         ctx.params.clear()
         ctx.params.update(params)
         masks = final_masks(state, names)
@@ -440,6 +459,6 @@ def harp_prune(ctx: PruneContext) -> PruneOutcome:
     return PruneOutcome(None, cfg.finetune_epochs, notes)
 
 
-def _owner_weight(model: nn.Module, pname: str) -> nn.Parameter:
+def owner_weight(model: nn.Module, pname: str) -> nn.Parameter:
     mod_name = pname.rpartition(".")[0]
     return (model.get_submodule(mod_name) if mod_name else model).weight

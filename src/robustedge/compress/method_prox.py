@@ -29,7 +29,9 @@ example, here and in the pipeline's fine-tune (:class:`~robustedge.compress.dist
 target's top-k (:class:`~robustedge.compress.method_admm.ADMMWarmStart`), so the ramp starts
 from ADMM's per-layer budget; ``prox_pull``: see :func:`_pull_hooks`. ``layer_budget``
 (``fisher`` / ``taylor``): each layer's share of the kept weights is searched once when the ramp
-starts (:mod:`robustedge.compress.saliency`) and every projection keeps it.
+starts (:mod:`robustedge.compress.saliency`) and every projection keeps it; ``harp``: learned
+by HARP's rate phase before prox trains (:mod:`robustedge.compress.learned_budget`). The lam
+schedules live in :mod:`robustedge.compress.schedule`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Callable, Dict, FrozenSet, Optional
 
 import torch
 
-from robustedge.compress import saliency
+from robustedge.compress import learned_budget, saliency
 from robustedge.compress.common import PruneContext, PruneOutcome, make_optimizer
 from robustedge.compress.config import CompressConfig, MethodOptions, positive, register_method
 from robustedge.compress.distill import KDTaskLoss, RememberClean
@@ -53,7 +55,7 @@ from robustedge.compress.prox import (
     topk_masks,
     weighted_soft_threshold,
 )
-from robustedge.compress.schedule import LamController, cubic_ramp
+from robustedge.compress.schedule import Lam, cubic_ramp
 from robustedge.compress.structured import (
     channel_groups,
     channel_keep_masks,
@@ -66,9 +68,6 @@ from robustedge.compress.targets import apply_masks, global_sparsity
 from robustedge.config import FieldError, default_of, setting
 
 logger = logging.getLogger(__name__)
-OVERSHOOT = 0.01  # skip the prox step while sparsity exceeds the schedule by this much
-# ball: default lam makes the total L1 shrink over the ramp this share of the target quantile
-BALL_SHRINK = 0.25
 
 
 class Penalty(str, enum.Enum):
@@ -85,6 +84,7 @@ class LayerBudget(str, enum.Enum):
     RANKED = "ranked"
     FISHER = "fisher"
     TAYLOR = "taylor"
+    HARP = "harp"
 
 
 class LamSchedule(str, enum.Enum):
@@ -141,7 +141,13 @@ class ProxOptions(MethodOptions):
         "search on 512 PGD-attacked training images, pruned in 8 rounds (fisher: OBD's "
         "E[g^2] w^2 / 2; taylor: |E[g] w|). Not the default: on LeNet-5 fisher was within the "
         "seed spread of ranked or ahead, but on ResNet-8 at sparsity 0.99 it was behind ranked "
-        "on both seeds run (docs/compression-diagnosis.md section 10).",
+        "on both seeds run (docs/compression-diagnosis.md section 10). harp: learned by "
+        "HARP's rate phase (--budget-epochs, weights frozen) before prox trains.",
+    )
+    budget_epochs: int = setting(
+        0,
+        help="--layer-budget harp: epochs of HARP's rate phase before prox (0: --epochs, "
+        "HARP's own length).",
     )
 
     def __post_init__(self) -> None:
@@ -167,6 +173,10 @@ class ProxOptions(MethodOptions):
         if self.lam0 is not None and not (self.lam0 > 0):
             raise FieldError("lam0", f"lam0 must be > 0, got {self.lam0}")
         positive(self, "admm_rho")
+        if self.budget_epochs < 0:
+            raise FieldError(
+                "budget_epochs", f"budget_epochs must be >= 0, got {self.budget_epochs}"
+            )
 
     def check(self, cfg: CompressConfig) -> None:
         if self.admm_warm and (self.ramp_start <= 0 or cfg.structured):
@@ -179,9 +189,17 @@ class ProxOptions(MethodOptions):
                 "a searched layer_budget sets each layer's share itself: it needs unstructured "
                 "pruning and scope global",
             )
+        if self.layer_budget is LayerBudget.HARP and cfg.awp_gamma > 0:
+            raise FieldError(
+                "layer_budget",
+                "layer_budget harp trains no weights in its rate phase: no awp_gamma",
+            )
 
     def unused(self) -> FrozenSet[str]:
-        return frozenset() if self.admm_warm else frozenset({"admm_rho"})
+        out = set() if self.admm_warm else {"admm_rho"}
+        if self.layer_budget is not LayerBudget.HARP:
+            out.add("budget_epochs")
+        return frozenset(out)
 
 
 @register_method("prox", options=ProxOptions, structured=True, defaults={"kd_alpha": 0.5})
@@ -193,6 +211,7 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
         if isinstance(ctx.task_loss, KDTaskLoss):  # a context built outside the pipeline
             ctx.task_loss.target = cfg.kd_target.value
             ctx.adversary = RememberClean(ctx.adversary, ctx.task_loss)
+    learned = _learned_budgets(ctx, opts)
     optimizer = make_optimizer(ctx.model.parameters(), cfg)
     start, ramp = ramp_window(cfg, ctx.steps_per_epoch)
     if cfg.structured:
@@ -201,7 +220,11 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
     step = ProxStep(cfg, params, optimizer, start, ramp)
     lam, clock, residual = step.lam, step.clock, step.residual
     ctx.keep_state("prox", lambda: lam.state(clock), lambda s: lam.load(s, clock))
-    if opts.layer_budget is not LayerBudget.RANKED:
+    if opts.layer_budget is LayerBudget.HARP:  # learned before (or restored on resume)
+        if learned is not None:
+            step.budgets, step.report = learned
+        ctx.keep_state("prox_budgets", step.budget_state, step.load_budgets)
+    elif opts.layer_budget is not LayerBudget.RANKED:  # searched when the ramp starts
         step.search = lambda model: saliency.search(
             model,
             params,
@@ -247,6 +270,16 @@ def prox_prune(ctx: PruneContext) -> PruneOutcome:
         notes["layer_budgets"] = dict(step.budgets)
         notes["sensitivity"] = step.report
     return PruneOutcome(masks, cfg.finetune_epochs, notes)
+
+
+def _learned_budgets(ctx: PruneContext, opts: ProxOptions):
+    """``layer_budget harp``: HARP's rate phase, run first (not when resuming into prox's own
+    phase, whose checkpoint holds the budgets); None for the other budgets."""
+    if opts.layer_budget is not LayerBudget.HARP:
+        return None
+    if ctx.resume is not None and ctx.resume.get("phase") == "prox":
+        return None  # prox's checkpoint restores them (keep_state "prox_budgets")
+    return learned_budget.learned_budgets(ctx, opts.budget_epochs or ctx.cfg.epochs)
 
 
 def _probe_eps(cfg: CompressConfig) -> float:
@@ -360,63 +393,6 @@ def zero_scores(p: torch.Tensor, reweighted: bool) -> torch.Tensor:
         return a
     s = a.mean().clamp_min(1e-12)
     return a * (a + REL_EPS * s) / (s * s)
-
-
-class Lam:
-    """The lam schedule. ``ball`` (default): lam fixed, ``lam0`` or such that the total shrink
-    over the ramp is ``BALL_SHRINK`` times the target quantile of ``u`` (the caller adds the
-    top-k projection onto ``s(t)``). ``track``: each step, lam is set from the current weights
-    so that the prox zeroes exactly the ramp's sparsity ``s(t)`` (per layer with scope=layer).
-    ``feedback``: :class:`LamController` from ``lam0`` (multiplicative steering)."""
-
-    def __init__(self, cfg: CompressConfig, ramp: int) -> None:
-        self.cfg, self.ramp, self.t, self.lam = cfg, ramp, 0, 0.0
-        self.opts: ProxOptions = cfg.options  # type: ignore[assignment]
-        self.ctl: Optional[LamController] = None
-
-    def state(self, clock: Dict[str, int]) -> Dict[str, object]:
-        """Plain values for a checkpoint (with the caller's step ``clock``)."""
-        ctl = dict(vars(self.ctl)) if self.ctl is not None else None
-        return {"t": self.t, "lam": self.lam, "ctl": ctl, "clock": clock["t"]}
-
-    def load(self, state: Dict[str, object], clock: Dict[str, int]) -> None:
-        self.t, self.lam, clock["t"] = int(state["t"]), float(state["lam"]), int(state["clock"])
-        self.ctl = LamController(**state["ctl"]) if state["ctl"] is not None else None
-
-    def next_step(self, u: Dict[str, torch.Tensor], sparsity: float, optimizer):
-        """Prox step ``lr * lam`` (a float, or one per layer), or None to skip this step."""
-        lr = optimizer.param_groups[0]["lr"]
-        self.t += 1
-        if self.opts.lam_schedule == "ball":
-            if self.t == 1:
-                q = kth_value(torch.cat([v.flatten() for v in u.values()]), self.cfg.sparsity)
-                self.lam = self.opts.lam0 or BALL_SHRINK * q / (lr * self.ramp)
-            return lr * self.lam
-        if self.opts.lam_schedule == "feedback":
-            if self.ctl is None:  # lam0 given, or: a constant shrink reaching the target's
-                # quantile of u by the end of the ramp (gradients aside)
-                lam0 = self.opts.lam0
-                if lam0 is None:
-                    q = kth_value(torch.cat([v.flatten() for v in u.values()]), self.cfg.sparsity)
-                    lam0 = max(q / (lr * self.ramp), 1e-6)
-                self.ctl = LamController(self.cfg.sparsity, lam0, self.ramp)
-            self.ctl.update(sparsity)
-            self.lam = self.ctl.lam
-            return None if sparsity > self.ctl.wanted() + OVERSHOOT else lr * self.lam
-        wanted = cubic_ramp(self.t, self.ramp, self.cfg.sparsity)
-        if self.cfg.scope.value == "layer":
-            steps = {n: kth_value(v.flatten(), wanted) for n, v in u.items()}
-            self.lam = max(steps.values()) / lr
-            return steps
-        step = kth_value(torch.cat([v.flatten() for v in u.values()]), wanted)
-        self.lam = step / lr
-        return step
-
-
-def kth_value(t: torch.Tensor, q: float) -> float:
-    """The value at quantile ``q`` (0 when q selects nothing)."""
-    k = int(round(q * t.numel()))
-    return float(t.float().kthvalue(k).values) if k >= 1 else 0.0
 
 
 def ramped(cfg: CompressConfig, now: float) -> Dict[str, float]:
