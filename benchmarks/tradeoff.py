@@ -347,7 +347,7 @@ def run(args, name: str) -> Path:
                     flush=True,
                 )
     cells = summarize(rows, args.methods, args.sparsities)
-    verdict = judge(cells, args.sparsities)
+    verdict = judge(cells, args.sparsities, candidate=args.candidate)
     suite = make_suite(args.eps, args.square)
     hw = hardware()
     print(
@@ -429,6 +429,12 @@ def parser(description: str) -> argparse.ArgumentParser:
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
+    ap.add_argument(
+        "--candidate",
+        default="default",
+        choices=list(METHODS),
+        help="The method the verdict compares with the best baseline [default: default].",
+    )
     ap.add_argument("--name", default=None, help="Result name [default: tradeoff_DATA].")
     ap.add_argument(
         "--plot-only", default=None, metavar="JSON", help="Only redraw the PNG from a result JSON."
@@ -440,6 +446,8 @@ def main() -> None:
         plot(payload, png)
         print(f"wrote {png}")
         return
+    if args.candidate not in args.methods:
+        ap.error(f"--candidate {args.candidate} is not among --methods")
     if args.quick:
         args.sparsities, args.epochs, args.finetune_epochs = [0.95], 1, 1
         args.teacher_epochs, args.seeds = min(args.teacher_epochs, 5), [0]

@@ -143,7 +143,8 @@ def tradeoff_targets(d: Json, level: str = "sparsity", resolved: bool = False) -
                 "met" if t.get("clean_target_met") else "missed",
             ]
         )
-    head = [level, "best baseline", "default - best (worst, pts)", "spread (pts)"]
+    who = next(iter(targets.values())).get("candidate", "default")
+    head = [level, "best baseline", f"{who} - best (worst, pts)", "spread (pts)"]
     head += ["robust target", "clean gap (pts)", "clean target"]
     return [
         "Against the best baseline (a gap counts only beyond the sum of the stds):",

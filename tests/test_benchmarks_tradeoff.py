@@ -12,6 +12,9 @@ import yaml
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "scripts"))  # results_render: the verdict's table
+
+from results_render import tradeoff_targets  # noqa: E402
 
 import manifold  # noqa: E402
 import tradeoff  # noqa: E402
@@ -119,6 +122,27 @@ def test_summary_and_targets():
     assert v["0.99"]["best_baseline"] == "gmp"
     assert not v["0.99"]["robust_target_met"] and not v["0.99"]["gap_resolved"]
     assert v["0.99"]["clean_target_met"]
+
+
+def test_the_verdict_judges_the_named_candidate_not_the_default():
+    """Candidate harp-budget 0.70 / 0.72 (mean 0.71, sample std 0.02 / sqrt 2) against admm
+    0.65 / 0.66 (0.655, 0.01 / sqrt 2): +5.5 points beyond the spread 1.5 sqrt 2 = 2.12; the
+    default (0.60) is no baseline and plays no part; the renderer names the candidate in the
+    verdict's header."""
+    rows = (
+        _rows("default", 0.9, [0.60, 0.60], [0.9, 0.9])
+        + _rows("harp-budget", 0.9, [0.70, 0.72], [0.9, 0.9])
+        + _rows("admm", 0.9, [0.65, 0.66], [0.9, 0.9])
+    )
+    cells = tradeoff.summarize(rows, ["default", "harp-budget", "admm"], [0.9])
+    v = tradeoff.judge(cells, [0.9], candidate="harp-budget")["0.9"]
+    assert v["candidate"] == "harp-budget" and v["best_baseline"] == "admm"
+    assert v["gap_points"] == pytest.approx(5.5) and v["spread_points"] == pytest.approx(
+        1.5 * 2**0.5
+    )
+    assert v["default"] == pytest.approx(71.0) and v["gap_resolved"]
+    assert "harp-budget - best (worst, pts)" in "\n".join(tradeoff_targets({"targets": {"0.9": v}}))
+    assert tradeoff.judge(cells, [0.9])["0.9"]["gap_points"] == pytest.approx(-5.5)
 
 
 def test_one_seed_never_resolves_a_gap():
