@@ -180,6 +180,7 @@ SECTIONS: List[Section] = [
             "compression_admm_warm_digits.json",
             "compression_push90.json",
             "compression_layer_budget.json",
+            "compression_harp_budget.json",
         ],
         tradeoff,
         "`benchmarks/tradeoff.py`: every pruning method at three sparsities, several seeds, the "
@@ -195,6 +196,8 @@ SECTIONS: List[Section] = [
             "compression_warm_length_synthetic.json",
             "compression_layer_budget_synthetic.json",
             "compression_resnet8_pilot.json",
+            "compression_harp_budget_synthetic.json",
+            "compression_harp_budget_resnet8.json",
         ],
         tradeoff,
         "The same benchmark on the synthetic sets: 16x16 (LeNet-5), and a ResNet-8 pilot on 32x32 "

@@ -142,7 +142,9 @@ class ProxOptions(MethodOptions):
         "E[g^2] w^2 / 2; taylor: |E[g] w|). Not the default: on LeNet-5 fisher was within the "
         "seed spread of ranked or ahead, but on ResNet-8 at sparsity 0.99 it was behind ranked "
         "on both seeds run (docs/compression-diagnosis.md section 10). harp: learned by "
-        "HARP's rate phase (--budget-epochs, weights frozen) before prox trains.",
+        "HARP's rate phase (--budget-epochs, weights frozen) before prox trains; not the "
+        "default either: behind ranked on digits, within the seed spread of it and of HARP on "
+        "ResNet-8 (docs/robust-methods.md).",
     )
     budget_epochs: int = setting(
         0,
