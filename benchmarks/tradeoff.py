@@ -371,7 +371,8 @@ def run(args, name: str) -> Path:
     )
     for sp, v in verdict.items():
         print(
-            f"  {sp}: {args.candidate} - best baseline ({v['best_baseline']}) = {v['gap_points']:+.1f} "
+            f"  {sp}: {args.candidate} - best baseline ({v['best_baseline']}) = "
+            f"{v['gap_points']:+.1f} "
             f"worst-case points (spread {v['spread_points']:.1f}, target "
             f">= +{v['target_points']}: {'met' if v['robust_target_met'] else 'missed'}); "
             f"clean {v['clean_gap_points']:+.1f} vs best baseline clean "

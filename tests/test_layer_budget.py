@@ -83,21 +83,23 @@ def test_a_searched_budget_is_refused_where_something_else_sets_the_shares(kw, w
         CompressConfig.from_keys(teacher="t", layer_budget="hessian")
 
 
+# a short budget run on the tiny model: every layer pruned (more than one to share among)
+BUDGET_RUN = dict(
+    sparsity=0.8,
+    include_first=True,
+    include_last=True,
+    adversary="fgsm",
+    eps=0.1,
+    epochs=2,
+    finetune_epochs=1,
+    batch_size=128,
+)
+
+
 def test_a_fisher_budget_run_keeps_every_layer_at_its_searched_share(tiny_run, tmp_path):
     """The run records the budgets it searched (the weights they cut are the target's); the final
     masks cut each layer to its budget (to one weight) and the total to the target exactly."""
-    cfg = CompressConfig.from_keys(
-        teacher=str(tiny_run),
-        sparsity=0.8,
-        layer_budget="fisher",
-        include_first=True,  # the tiny model's every layer: more than one to share among
-        include_last=True,
-        adversary="fgsm",
-        eps=0.1,
-        epochs=2,
-        finetune_epochs=1,
-        batch_size=128,
-    )
+    cfg = CompressConfig.from_keys(teacher=str(tiny_run), layer_budget="fisher", **BUDGET_RUN)
     m = compress_run(cfg, tmp_path / "s", eval_attacks=())
     assert m["notes"]["layer_budget"] == "fisher"  # what ran, recorded
     budgets = m["notes"]["layer_budgets"]
@@ -183,17 +185,7 @@ def test_harp_rates_share_exactly_the_targets_kept_weights_by_hand():
     assert got == pytest.approx({"a": 0.6, "b": 0.93})
 
 
-HARP_BUDGET = dict(
-    sparsity=0.8,
-    layer_budget="harp",
-    include_first=True,
-    include_last=True,
-    adversary="fgsm",
-    eps=0.1,
-    epochs=2,
-    finetune_epochs=1,
-    batch_size=128,
-)
+HARP_BUDGET = dict(layer_budget="harp", **BUDGET_RUN)
 
 
 def test_a_harp_budget_run_trains_the_rates_first_then_keeps_each_layer_at_its_share(
