@@ -21,14 +21,7 @@ import logging
 from typing import Any, Dict, Tuple
 
 from robustedge.compress.common import PruneContext
-from robustedge.compress.method_harp import (
-    HarpOptions,
-    allocate,
-    build_state,
-    owner_weight,
-    train_rates,
-)
-from robustedge.compress.prox import keep_count
+from robustedge.compress.method_harp import HarpOptions, build_state, kept_counts, train_rates
 
 logger = logging.getLogger(__name__)
 PHASE = "harp-budget"  # the checkpoint / history phase of the rate training
@@ -40,22 +33,20 @@ def budgets_from_rates(
     """Per-layer sparsities that keep exactly ``sparsity``'s number of weights in all,
     shared in proportion to ``rates[n] * sizes[n]`` (each layer at most its size)."""
     names = list(sizes)
-    total = keep_count(sum(sizes.values()), sparsity)
-    kept = allocate([rates[n] * sizes[n] for n in names], [sizes[n] for n in names], total)
+    kept = kept_counts([rates[n] for n in names], [sizes[n] for n in names], sparsity)
     return {n: 1.0 - k / sizes[n] for n, k in zip(names, kept)}
 
 
 def learned_budgets(ctx: PruneContext, epochs: int) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """(per-layer sparsities, what was learned): HARP's rate phase for ``epochs`` on
-    ``ctx.model`` (restored afterwards; ``ctx.params`` refreshed to the same weights)."""
+    ``ctx.model`` (restored afterwards)."""
     names = list(ctx.params)
     sizes = {n: p.numel() for n, p in ctx.params.items()}
     before = copy.deepcopy(ctx.model.state_dict())
-    state, plan = build_state(ctx, HarpOptions())
-    record = train_rates(ctx, state, plan, HarpOptions(), epochs, PHASE)
+    opts = HarpOptions()  # HARP's own defaults
+    state, plan = build_state(ctx, opts)
+    record = train_rates(ctx, state, plan, opts, epochs, PHASE)
     ctx.model.load_state_dict(before)
-    ctx.params.clear()
-    ctx.params.update({n: owner_weight(ctx.model, n) for n in names})
     rates = {n: float(k) for n, k in zip(names, state.rates().detach())}
     report = {
         "saliency": "harp",

@@ -385,6 +385,8 @@ def train_rates(
             parametrize.remove_parametrizations(mod, name, leave_parametrized=False)
         for p, req in frozen:
             p.requires_grad_(req)
+        # the parametrizations are gone: ctx.params name the model's own weights again
+        ctx.params.update({n: _owner_weight(ctx.model, n) for n in ctx.params})
     return {"epochs": log, "gamma_frozen": gamma.frozen}
 
 
@@ -395,12 +397,17 @@ def _with_rate_term(base: Callable, state: HarpState, gamma: DynamicGamma) -> Ca
     return task
 
 
+def kept_counts(rates: Sequence[float], sizes: Sequence[int], sparsity: float) -> List[int]:
+    """Weights kept per layer: exactly ``sparsity``'s total, shared in proportion to the
+    learned ``k_l n_l`` (largest remainder, each layer at most its size)."""
+    total = keep_count(sum(sizes), sparsity)
+    return allocate([k * n for k, n in zip(rates, sizes)], list(sizes), total)
+
+
 def final_masks(state: HarpState, names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """Unstructured: exactly the target's weights, spread over the layers in proportion to the
     learned ``k_l n_l``, each layer its top ``|scores|``."""
-    k = state.rates().detach().tolist()
-    total = keep_count(sum(state.sizes), 1.0 - state.target)
-    counts = allocate([ki * n for ki, n in zip(k, state.sizes)], state.sizes, total)
+    counts = kept_counts(state.rates().detach().tolist(), state.sizes, state.sparsity)
     return {
         n: topk_mask(s.detach().abs(), c).to(s.device)
         for n, s, c in zip(names, state.scores, counts)
@@ -436,9 +443,6 @@ def harp_prune(ctx: PruneContext) -> PruneOutcome:
     record = train_rates(ctx, state, plan)
     record["learned_rates"] = [round(float(k), 6) for k in state.rates().detach()]
     if not cfg.structured:
-        params = {n: owner_weight(ctx.model, n) for n in names}
-        ctx.params.clear()
-        ctx.params.update(params)
         masks = final_masks(state, names)
         apply_masks(ctx.params, masks)
         record["layers"] = names
@@ -459,6 +463,6 @@ def harp_prune(ctx: PruneContext) -> PruneOutcome:
     return PruneOutcome(None, cfg.finetune_epochs, notes)
 
 
-def owner_weight(model: nn.Module, pname: str) -> nn.Parameter:
+def _owner_weight(model: nn.Module, pname: str) -> nn.Parameter:
     mod_name = pname.rpartition(".")[0]
     return (model.get_submodule(mod_name) if mod_name else model).weight
